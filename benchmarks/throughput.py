@@ -1,0 +1,80 @@
+"""Training throughput: a plain student step vs a two-stage CPFD step (cached teacher logits)
+vs a step that recomputes the teacher (what caching avoids). Same data, same model, same run."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cpfd.config import ProjectConfig
+
+
+def _time_steps(models, loss_fn, data, batch_size: int, steps: int) -> float:
+    from cpfd.train import _autocast, resolve_device
+
+    device = resolve_device("auto")
+    params = [p for m in models.values() for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    train = data.splits["train"]
+    gen = torch.Generator().manual_seed(0)
+
+    def step(i):
+        idx = torch.randperm(len(train), generator=gen)[:batch_size]
+        with _autocast(device):
+            loss = loss_fn(models, train.batch(idx, device), i)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for i in range(3):  # warm-up
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> dict:
+    from cpfd.data.build import build_scenario_dataset
+    from cpfd.data.synthetic import generate
+    from cpfd.distill import example_weights
+    from cpfd.train import cached_distill_loss, ce_loss, compute_teacher_outputs, joint_loss, new_model, prepare_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = generate(tmp, 600, seed=0, scenarios=["clickbait"])
+        from cpfd.config import load_config
+
+        cfg = load_config(paths["config"])
+        cfg = cfg.model_copy(update={"model": project.model, "train": project.train, "distill": project.distill})
+        build_scenario_dataset(paths["videos"], paths["features"], "clickbait", cfg, Path(tmp) / "ds")
+        data = prepare_data(Path(tmp) / "ds", cfg.model)
+    bs = cfg.train.batch_size
+    teacher = new_model(data, cfg.model, "teacher", 0).train()
+    logits = compute_teacher_outputs(teacher.eval(), data)
+    teacher.train()
+    weights = example_weights(logits, data.splits["train"].labels, cfg.distill)
+    rates = {}
+    rates["student_ce"] = _time_steps({"student": new_model(data, cfg.model, "student", 0)}, ce_loss("student"), data, bs, steps)
+    rates["cpfd_cached"] = _time_steps(
+        {"student": new_model(data, cfg.model, "student", 0)}, cached_distill_loss(logits, weights, cfg.distill), data, bs, steps
+    )
+    rates["joint_teacher_recomputed"] = _time_steps(
+        {"teacher": teacher, "student": new_model(data, cfg.model, "student", 0)}, joint_loss(cfg.distill), data, bs, steps
+    )
+    result = {
+        "model_size": cfg.model.size, "batch_size": bs, "steps": steps, "threads": torch.get_num_threads(),
+        "examples_per_s": rates,
+        "cpfd_step_cost_vs_student": rates["student_ce"] / rates["cpfd_cached"],
+        "joint_step_cost_vs_student": rates["student_ce"] / rates["joint_teacher_recomputed"],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.json").write_text(json.dumps(result, indent=2))
+    log(f"| step | examples/s | cost vs plain student |\n|---|---|---|")
+    for k, v in rates.items():
+        log(f"| {k} | {v:.1f} | {rates['student_ce'] / v:.3f}x |")
+    log(f"(model {cfg.model.size}, batch {bs}, {steps} timed steps, {torch.get_num_threads()} threads; target: cpfd_cached <= 1.10x)")
+    return result

@@ -1,0 +1,216 @@
+"""The `cpfd` command line. Heavy libraries are imported inside the commands, so it starts fast."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cpfd.errors import CpfdError
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+app = typer.Typer(help="CPFD: confidence-aware privileged feature distillation for short-video classification.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+dataset_app = typer.Typer(help="Build training sets from the videos table and the privileged features.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the teacher, the baseline student, or distil.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print tables.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(train_app, name="train")
+app.add_typer(bench_app, name="bench")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="project config YAML (default: the embedded one)")
+SetOpt = typer.Option([], "--set", help="override, e.g. --set train.epochs=3 (repeatable)")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
+
+
+def _project(config: Optional[Path], overrides: list[str]):
+    from cpfd.config import load_config
+
+    return load_config(config, overrides)
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(Path("data/demo"), help="output folder"),
+    videos: int = typer.Option(3000, min=30, help="videos per scenario"),
+    seed: int = typer.Option(0),
+    frames: int = typer.Option(4, min=1),
+    image_size: int = typer.Option(16, min=8),
+    scenario: list[str] = typer.Option([], help="only these scenarios (repeatable)"),
+):
+    """Write the synthetic default data: videos.parquet, frames/, features.parquet, scenarios.yaml."""
+    from cpfd.data.synthetic import SCENARIOS, generate as gen
+
+    unknown = set(scenario) - {s.name for s in SCENARIOS}
+    if unknown:
+        raise CpfdError(f"unknown synthetic scenario(s) {sorted(unknown)}; known: {[s.name for s in SCENARIOS]}")
+    paths = gen(out, videos, seed, frames, image_size, scenario or None)
+    for k, p in paths.items():
+        typer.echo(f"{k:9s} {p}")
+
+
+@dataset_app.command("build")
+def dataset_build(
+    videos: Path = typer.Option(..., help="videos table (Parquet)"),
+    features: Path = typer.Option(..., help="privileged feature source (Parquet)"),
+    scenario: str = typer.Option(...),
+    out: Path = typer.Option(..., help="output folder for train/val/test.parquet + manifest.json"),
+    ttl_days: float = typer.Option(7.0, help="feature freshness window"),
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+):
+    """Point-in-time join (pandas) and time splits."""
+    from datetime import timedelta
+
+    from cpfd.data.build import build_scenario_dataset
+
+    manifest = build_scenario_dataset(videos, features, scenario, _project(config, set_), out, timedelta(days=ttl_days))
+    typer.echo(json.dumps(manifest["rows"]))
+
+
+def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resume: bool):
+    from cpfd.train import prepare_data, train_classifier
+
+    project = _project(config, set_)
+    data = prepare_data(dataset, project.model)
+    project.scenario(data.manifest["scenario"])
+    info = train_classifier(data, role, project, out, progress=not quiet, resume=resume)
+    typer.echo(f"{role} saved to {out}: best epoch {info['best_epoch']}, val macro-F1 {info['best_val_macro_f1']:.4f}")
+
+
+@train_app.command("teacher")
+def train_teacher(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
+                  set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
+    """DF-X-VLM: frames + title + privileged dense features, cross-entropy."""
+    _train("teacher", dataset, out, config, set_, quiet, resume)
+
+
+@train_app.command("student")
+def train_student(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
+                  set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
+    """X-VLM baseline: frames + title only, cross-entropy (the A/B control)."""
+    _train("student", dataset, out, config, set_, quiet, resume)
+
+
+@train_app.command("distill")
+def train_distill(
+    dataset: Path = typer.Option(...), teacher: Path = typer.Option(..., help="trained teacher folder"),
+    out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt,
+    quiet: bool = QuietOpt, resume: bool = typer.Option(True),
+):
+    """Two-stage PFD / CPFD (distill.method); teacher outputs are cached in the dataset folder."""
+    from cpfd.models import load_model
+    from cpfd.train import TEACHER_OUTPUTS_FILE, compute_teacher_outputs, distill_student, load_teacher_outputs, prepare_data
+
+    project = _project(config, set_)
+    data = prepare_data(dataset, project.model)
+    cache = dataset / TEACHER_OUTPUTS_FILE
+    logits = load_teacher_outputs(cache, data) if cache.exists() else compute_teacher_outputs(load_model(teacher), data, cache)
+    info = distill_student(data, logits, project, out, progress=not quiet, resume=resume)
+    typer.echo(f"{info['method']} student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
+
+
+@train_app.command("joint")
+def train_joint_cmd(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
+                    set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
+    """Synchronous PFD: teacher and student together, the teacher gets no gradient from distillation."""
+    from cpfd.train import prepare_data, train_joint
+
+    project = _project(config, set_)
+    info = train_joint(prepare_data(dataset, project.model), project, out, progress=not quiet, resume=resume)
+    typer.echo(f"joint student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
+
+
+@app.command()
+def evaluate(model: Path = typer.Option(...), dataset: Path = typer.Option(...), split: str = "test",
+             out: Optional[Path] = typer.Option(None, help="write metrics JSON here")):
+    """Macro-F1, precision, recall, confusion matrix and ECE of a trained model on a split."""
+    from cpfd.config import ModelConfig
+    from cpfd.models import load_model
+    from cpfd.preprocess import load_tokenizer
+    from cpfd.train import PreparedData, evaluate_model
+    from cpfd.data.tensors import read_manifest, read_split_table, to_tensors
+
+    m = load_model(model)
+    tok = load_tokenizer(model / "tokenizer")
+    manifest = read_manifest(dataset)
+    t = to_tensors(read_split_table(dataset, split), manifest["feature_names"], tok, m.spec.max_title_tokens, None, str(dataset))
+    metrics, _ = evaluate_model(m, PreparedData(manifest, tok, {split: t}, m.spec.max_title_tokens), split)
+    text = json.dumps(metrics, indent=2)
+    if out:
+        out.write_text(text)
+    typer.echo(text)
+
+
+@bench_app.command("quality")
+def bench_quality(
+    data: Path = typer.Option(Path("data/bench"), help="folder with videos.parquet / features.parquet (generated if absent)"),
+    videos: Optional[Path] = typer.Option(None, help="your own videos table (overrides --data)"),
+    features: Optional[Path] = typer.Option(None, help="your own feature source (with --videos)"),
+    config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt,
+    seeds: int = typer.Option(3, min=1), videos_per_scenario: int = typer.Option(3000, min=100),
+    variant: list[str] = typer.Option(["pfd", "cpfd:true_class", "cpfd:max_prob", "cpfd:entropy", "cpfd:correct"]),
+    scenario: list[str] = typer.Option([], help="only these scenarios"),
+    out: Path = typer.Option(Path("runs/bench_quality")), quiet: bool = QuietOpt,
+):
+    """F1 of X-VLM, DF-X-VLM, PFD and CPFD per scenario over seeds; gain and gap closed."""
+    from benchmarks.quality import run_quality, to_markdown
+    from cpfd.data.build import build_scenario_dataset
+
+    if videos is None:
+        if not (data / "videos.parquet").exists():
+            from cpfd.data.synthetic import generate as gen
+
+            typer.echo(f"generating synthetic data in {data} ({videos_per_scenario} videos per scenario)")
+            gen(data, videos_per_scenario, seed=0)
+        videos, features = data / "videos.parquet", data / "features.parquet"
+        config = config or data / "scenarios.yaml"
+    elif features is None:
+        raise CpfdError("--videos needs --features")
+    project = _project(config, set_)
+    names = scenario or [s.name for s in project.scenarios]
+    datasets = {}
+    for name in names:
+        build_scenario_dataset(videos, features, name, project, out / "datasets" / name)
+        datasets[name] = out / "datasets" / name
+    result = run_quality(datasets, project, list(range(seeds)), variant, out, progress=not quiet, log=typer.echo)
+    typer.echo(to_markdown(result))
+    typer.echo(f"written: {out / 'quality.json'}, {out / 'quality.md'}, {out / 'quality.png'} ({result['seconds']:.0f}s)")
+
+
+@bench_app.command("throughput")
+def bench_throughput(config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt,
+                     steps: int = typer.Option(30, min=5), out: Path = typer.Option(Path("runs/bench_throughput"))):
+    """Training examples/s: plain student step vs CPFD distillation step (cached teacher outputs)."""
+    from benchmarks.throughput import run_throughput
+
+    run_throughput(_project(config, set_), steps, out, log=typer.echo)
+
+
+@app.command()
+def demo(data: Path = typer.Option(Path("data/demo")), seeds: int = typer.Option(1, min=1),
+         videos_per_scenario: int = typer.Option(1500, min=100), out: Path = typer.Option(Path("runs/demo"))):
+    """The main job on the embedded default: synthetic data, then every scenario's teacher, student and CPFD."""
+    bench_quality(data=data, videos=None, features=None, config=None, set_=[], seeds=seeds,
+                  videos_per_scenario=videos_per_scenario, variant=["pfd", "cpfd"], scenario=[], out=out, quiet=True)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        app()
+    except CpfdError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

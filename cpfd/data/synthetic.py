@@ -1,0 +1,198 @@
+"""Synthetic short videos: the embedded default data, written in the data contract.
+
+Each video has a latent true class ``z``. Its frames show the visual cue of ``z`` in some of
+the frames (other frames show a random class's cue), its title holds a few cue words of ``z``
+among neutral words, and its privileged dense features are shifted by a class pattern. The
+annotated ``label`` is ``z`` with scenario-specific label noise. Scenarios differ in classes,
+imbalance, noise, how informative the dense features are and how often they are missing.
+
+A second, later feature row per video ("post-label" statistics that leak the label) tests
+that the point-in-time join never reads the future.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from cpfd.config import default_config_path
+
+N_DENSE = 32
+N_INFORMATIVE = 12
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+SPAN_DAYS = 90
+SYLLABLES = ["ka", "lo", "mi", "ru", "te", "sa", "no", "vi", "pe", "zu", "da", "fo", "gi", "ha", "je", "wu"]
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """How one synthetic scenario's data is drawn."""
+
+    name: str
+    label_names: tuple[str, ...]
+    priors: tuple[float, ...]
+    label_noise: float  # P(label != true class)
+    frame_signal: float  # P(a frame shows the true class's cue)
+    title_signal: float  # P(a title word is a cue word of the true class)
+    dense_signal: float  # class shift of the informative dense features, in noise std
+    dense_missing: float  # P(a video has no feature row at all)
+
+
+SCENARIOS: tuple[ScenarioSpec, ...] = (
+    ScenarioSpec("content_quality", ("low", "medium", "high"), (0.3, 0.45, 0.25), 0.10, 0.45, 0.15, 1.2, 0.10),
+    ScenarioSpec("clickbait", ("ok", "clickbait"), (0.8, 0.2), 0.12, 0.40, 0.20, 1.4, 0.05),
+    ScenarioSpec("minor_safety", ("safe", "unsafe"), (0.9, 0.1), 0.04, 0.50, 0.12, 1.0, 0.30),
+    ScenarioSpec(
+        "originality", ("original", "reupload", "compilation", "ai_generated"), (0.4, 0.3, 0.2, 0.1), 0.10, 0.45, 0.15, 1.3, 0.20
+    ),
+    ScenarioSpec("ad_content", ("organic", "advertising"), (0.7, 0.3), 0.20, 0.40, 0.15, 0.9, 0.45),
+)
+
+
+def spec(name: str) -> ScenarioSpec:
+    for s in SCENARIOS:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+def _pseudo_words(rng: np.random.Generator, n: int) -> list[str]:
+    words: set[str] = set()
+    while len(words) < n:
+        words.add("".join(rng.choice(SYLLABLES, size=rng.integers(2, 4))))
+    return sorted(words)
+
+
+def _templates(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """Smooth colour patterns [n, size, size, 3] in [-1, 1]: a coarse grid upsampled."""
+    coarse = rng.uniform(-1, 1, size=(n, 4, 4, 3))
+    reps = -(-size // 4)
+    return np.repeat(np.repeat(coarse, reps, axis=1), reps, axis=2)[:, :size, :size]
+
+
+def generate_scenario(
+    s: ScenarioSpec,
+    n_videos: int,
+    rng: np.random.Generator,
+    id_offset: int,
+    frames: int,
+    image_size: int,
+    vocab: list[str],
+    feature_pattern: np.ndarray,
+    feature_scale: np.ndarray,
+    feature_offset: np.ndarray,
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    k = len(s.label_names)
+    z = rng.choice(k, size=n_videos, p=np.asarray(s.priors) / sum(s.priors))
+    noisy = rng.random(n_videos) < s.label_noise
+    label = np.where(noisy, (z + rng.integers(1, k, size=n_videos)) % k, z)
+
+    # frames: per frame, the true cue with prob frame_signal, else a random class's cue
+    cues = _templates(rng, k, image_size)
+    scenes = _templates(rng, 16, image_size)
+    shown = np.where(rng.random((n_videos, frames)) < s.frame_signal, z[:, None], rng.integers(0, k, (n_videos, frames)))
+    scene = scenes[rng.integers(0, len(scenes), n_videos)][:, None]
+    pixels = 128 + 45 * cues[shown] + 35 * scene + rng.normal(0, 40, (n_videos, frames, image_size, image_size, 3))
+    frame_array = np.clip(pixels, 0, 255).astype(np.uint8)
+
+    # titles: 6-12 words; cue words of the true class, decoys of a random class, neutral words
+    cue_words = [vocab[i * 12 : (i + 1) * 12] for i in range(k)]
+    neutral = vocab[k * 12 :]
+    titles = []
+    for i in range(n_videos):
+        words = []
+        for _ in range(rng.integers(6, 13)):
+            r = rng.random()
+            if r < s.title_signal:
+                words.append(rng.choice(cue_words[z[i]]))
+            elif r < 1.5 * s.title_signal:
+                words.append(rng.choice(cue_words[rng.integers(k)]))
+            else:
+                words.append(rng.choice(neutral))
+        titles.append(" ".join(words))
+
+    seconds = np.sort(rng.uniform(0, SPAN_DAYS * 86400, n_videos))
+    ts = pd.to_datetime(START) + pd.to_timedelta(np.floor(seconds * 1e6).astype("int64"), unit="us")
+    video_id = np.arange(id_offset, id_offset + n_videos, dtype=np.int64)
+    videos = pd.DataFrame(
+        {
+            "video_id": video_id,
+            "scenario": s.name,
+            "event_timestamp": ts,
+            "label": label.astype(np.int64),
+            "title": titles,
+        }
+    )
+
+    # privileged dense features, known before the label (1 h to 2 days earlier)
+    def dense_rows(cls: np.ndarray, signal: float) -> np.ndarray:
+        x = rng.normal(0, 1, (len(cls), N_DENSE))
+        x[:, :N_INFORMATIVE] += signal * feature_pattern[cls % len(feature_pattern)][:, :N_INFORMATIVE]
+        return feature_offset + feature_scale * x
+
+    has_row = rng.random(n_videos) >= s.dense_missing
+    before = ts - pd.to_timedelta(rng.uniform(3600, 2 * 86400, n_videos), unit="s").floor("us")
+    x = dense_rows(z, s.dense_signal)
+    x[rng.random(x.shape) < 0.02] = np.nan
+    rows = [_feature_frame(video_id[has_row], before[has_row], x[has_row])]
+    # later rows that leak the annotated label: a correct join never reads them
+    leak = rng.random(n_videos) < 0.5
+    after = ts + pd.to_timedelta(rng.uniform(3600, 5 * 86400, n_videos), unit="s").floor("us")
+    rows.append(_feature_frame(video_id[leak], after[leak], dense_rows(label[leak], 4.0)))
+    features = pd.concat(rows, ignore_index=True)
+    return videos, frame_array, features
+
+
+def _feature_frame(video_id: np.ndarray, ts: pd.DatetimeIndex, x: np.ndarray) -> pd.DataFrame:
+    df = pd.DataFrame(x.astype(np.float32), columns=dense_feature_names())
+    df.insert(0, "video_id", video_id)
+    df.insert(1, "event_timestamp", ts)
+    df.insert(2, "created", ts + pd.Timedelta(minutes=5))
+    return df
+
+
+def dense_feature_names(n: int = N_DENSE) -> list[str]:
+    return [f"dense_{i:02d}" for i in range(n)]
+
+
+def generate(
+    out_dir: str | Path,
+    videos_per_scenario: int = 3000,
+    seed: int = 0,
+    frames: int = 4,
+    image_size: int = 16,
+    scenarios: list[str] | None = None,
+) -> dict[str, Path]:
+    """Write videos.parquet, frames/<scenario>.npy, features.parquet and scenarios.yaml."""
+    out = Path(out_dir)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    chosen = [spec(n) for n in scenarios] if scenarios else list(SCENARIOS)
+    feature_scale = np.exp(rng.uniform(-1, 3, N_DENSE))
+    feature_offset = rng.uniform(0, 100, N_DENSE) * (rng.random(N_DENSE) < 0.5)
+    videos, features = [], []
+    for i, s in enumerate(chosen):
+        vocab = _pseudo_words(rng, 12 * len(s.label_names) + 150)
+        pattern = rng.choice([-1.0, 1.0], size=(len(s.label_names), N_DENSE))
+        v, f_arr, feats = generate_scenario(
+            s, videos_per_scenario, rng, (i + 1) * 10_000_000, frames, image_size, vocab, pattern, feature_scale, feature_offset
+        )
+        frame_file = out / "frames" / f"{s.name}.npy"
+        np.save(frame_file, f_arr)
+        v["frames"] = [f"frames/{s.name}.npy#{j}" for j in range(len(v))]
+        videos.append(v)
+        features.append(feats)
+    paths = {"videos": out / "videos.parquet", "features": out / "features.parquet", "config": out / "scenarios.yaml"}
+    pd.concat(videos, ignore_index=True).to_parquet(paths["videos"], index=False)
+    pd.concat(features, ignore_index=True).sort_values(["video_id", "event_timestamp"]).to_parquet(
+        paths["features"], index=False
+    )
+    config = yaml.safe_load(default_config_path().read_text())
+    config["scenarios"] = [c for c in config["scenarios"] if c["name"] in {s.name for s in chosen}]
+    paths["config"].write_text(yaml.safe_dump(config, sort_keys=False))
+    return paths

@@ -1,0 +1,58 @@
+"""Per-scenario metrics: macro-F1, precision, recall, confusion matrix, calibration, gap closed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)), 1)
+    return cm
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE over equal-width bins of the top-class probability."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
+    """Macro-averaged F1 / precision / recall (classes absent from both labels and predictions excluded)."""
+    k = len(label_names)
+    preds = probs.argmax(axis=1)
+    cm = confusion_matrix(labels, preds, k)
+    tp = np.diag(cm).astype(float)
+    predicted, actual = cm.sum(0).astype(float), cm.sum(1).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(actual > 0, tp / actual, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = (predicted + actual) > 0
+    return {
+        "n": int(len(labels)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "precision": float(precision[present].mean()) if present.any() else 0.0,
+        "recall": float(recall[present].mean()) if present.any() else 0.0,
+        "accuracy": float(tp.sum() / max(len(labels), 1)),
+        "ece": expected_calibration_error(probs, labels) if len(labels) else 0.0,
+        "per_class_f1": {name: float(v) for name, v in zip(label_names, f1)},
+        "confusion_matrix": cm.tolist(),
+        "label_names": list(label_names),
+    }
+
+
+def gap_closed(f1_distilled: float, f1_student: float, f1_teacher: float) -> float | None:
+    """(F1_distilled - F1_student) / (F1_teacher - F1_student); None when the teacher is not better."""
+    gap = f1_teacher - f1_student
+    if gap <= 1e-9:
+        return None
+    return (f1_distilled - f1_student) / gap
