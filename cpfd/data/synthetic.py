@@ -1,10 +1,16 @@
 """Synthetic short videos: the embedded default data, written in the data contract.
 
-Each video has a latent true class ``z``. Its frames show the visual cue of ``z`` in some of
-the frames (other frames show a random class's cue), its title holds a few cue words of ``z``
-among neutral words, and its privileged dense features are shifted by a class pattern. The
-annotated ``label`` is ``z`` with scenario-specific label noise. Scenarios differ in classes,
-imbalance, noise, how informative the dense features are and how often they are missing.
+Each video has a latent true class ``z``. Its frames show the visual cue of ``z`` in some of the
+frames (other frames show a random class's cue), and its title holds a few cue words of ``z``
+among neutral words. The annotated ``label`` is ``z`` with scenario-specific label noise.
+
+The privileged dense features are of two kinds, as on a real platform:
+- *analyzer* features (heavy offline models run on the whole video): a clean reading of what
+  the content shows (the share of frames and title words that carry each class's cue), which the
+  light student could in principle learn from pixels and words but only with far more data;
+- *engagement* statistics: shifted by the true class, information the content does not carry;
+and the rest is nuisance. Scenarios differ in classes, imbalance, label noise, the strength of
+each kind, and how often a video has no feature row at all.
 
 A second, later feature row per video ("post-label" statistics that leak the label) tests
 that the point-in-time join never reads the future.
@@ -23,7 +29,8 @@ import yaml
 from cpfd.config import default_config_path
 
 N_DENSE = 32
-N_INFORMATIVE = 12
+N_ANALYZER = 12
+N_ENGAGEMENT = 8
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SPAN_DAYS = 90
 SYLLABLES = ["ka", "lo", "mi", "ru", "te", "sa", "no", "vi", "pe", "zu", "da", "fo", "gi", "ha", "je", "wu"]
@@ -39,18 +46,19 @@ class ScenarioSpec:
     label_noise: float  # P(label != true class)
     frame_signal: float  # P(a frame shows the true class's cue)
     title_signal: float  # P(a title word is a cue word of the true class)
-    dense_signal: float  # class shift of the informative dense features, in noise std
+    analyzer_signal: float  # scale of the content reading in the analyzer features, in noise std
+    engagement_signal: float  # class shift of the engagement features, in noise std
     dense_missing: float  # P(a video has no feature row at all)
 
 
 SCENARIOS: tuple[ScenarioSpec, ...] = (
-    ScenarioSpec("content_quality", ("low", "medium", "high"), (0.3, 0.45, 0.25), 0.10, 0.45, 0.15, 1.2, 0.10),
-    ScenarioSpec("clickbait", ("ok", "clickbait"), (0.8, 0.2), 0.12, 0.40, 0.20, 1.4, 0.05),
-    ScenarioSpec("minor_safety", ("safe", "unsafe"), (0.9, 0.1), 0.04, 0.50, 0.12, 1.0, 0.30),
+    ScenarioSpec("content_quality", ("low", "medium", "high"), (0.3, 0.45, 0.25), 0.10, 0.45, 0.15, 3.0, 0.8, 0.10),
+    ScenarioSpec("clickbait", ("ok", "clickbait"), (0.8, 0.2), 0.12, 0.40, 0.20, 3.0, 1.2, 0.05),
+    ScenarioSpec("minor_safety", ("safe", "unsafe"), (0.9, 0.1), 0.04, 0.50, 0.12, 3.5, 0.3, 0.30),
     ScenarioSpec(
-        "originality", ("original", "reupload", "compilation", "ai_generated"), (0.4, 0.3, 0.2, 0.1), 0.10, 0.45, 0.15, 1.3, 0.20
+        "originality", ("original", "reupload", "compilation", "ai_generated"), (0.4, 0.3, 0.2, 0.1), 0.10, 0.45, 0.15, 3.0, 0.6, 0.20
     ),
-    ScenarioSpec("ad_content", ("organic", "advertising"), (0.7, 0.3), 0.20, 0.40, 0.15, 0.9, 0.45),
+    ScenarioSpec("ad_content", ("organic", "advertising"), (0.7, 0.3), 0.20, 0.40, 0.15, 2.0, 0.5, 0.45),
 )
 
 
@@ -84,6 +92,7 @@ def generate_scenario(
     image_size: int,
     vocab: list[str],
     feature_pattern: np.ndarray,
+    analyzer_map: np.ndarray,
     feature_scale: np.ndarray,
     feature_offset: np.ndarray,
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
@@ -104,16 +113,16 @@ def generate_scenario(
     cue_words = [vocab[i * 12 : (i + 1) * 12] for i in range(k)]
     neutral = vocab[k * 12 :]
     titles = []
+    title_cues = np.zeros((n_videos, k))
     for i in range(n_videos):
         words = []
-        for _ in range(rng.integers(6, 13)):
+        n_words = rng.integers(6, 13)
+        for _ in range(n_words):
             r = rng.random()
-            if r < s.title_signal:
-                words.append(rng.choice(cue_words[z[i]]))
-            elif r < 1.5 * s.title_signal:
-                words.append(rng.choice(cue_words[rng.integers(k)]))
-            else:
-                words.append(rng.choice(neutral))
+            c = z[i] if r < s.title_signal else (rng.integers(k) if r < 1.5 * s.title_signal else -1)
+            words.append(rng.choice(cue_words[c]) if c >= 0 else rng.choice(neutral))
+            if c >= 0:
+                title_cues[i, c] += 1 / n_words
         titles.append(" ".join(words))
 
     seconds = np.sort(rng.uniform(0, SPAN_DAYS * 86400, n_videos))
@@ -130,20 +139,24 @@ def generate_scenario(
     )
 
     # privileged dense features, known before the label (1 h to 2 days earlier)
-    def dense_rows(cls: np.ndarray, signal: float) -> np.ndarray:
+    frame_cues = np.eye(k)[shown].mean(axis=1)  # share of frames showing each class's cue
+    content = np.concatenate([frame_cues, 3 * title_cues], axis=1)  # what an analyzer reads
+
+    def dense_rows(cls: np.ndarray, content: np.ndarray, analyzer: float, engagement: float) -> np.ndarray:
         x = rng.normal(0, 1, (len(cls), N_DENSE))
-        x[:, :N_INFORMATIVE] += signal * feature_pattern[cls % len(feature_pattern)][:, :N_INFORMATIVE]
+        x[:, :N_ANALYZER] += analyzer * (content - content.mean(0)) @ analyzer_map
+        x[:, N_ANALYZER : N_ANALYZER + N_ENGAGEMENT] += engagement * feature_pattern[cls][:, :N_ENGAGEMENT]
         return feature_offset + feature_scale * x
 
     has_row = rng.random(n_videos) >= s.dense_missing
     before = ts - pd.to_timedelta(rng.uniform(3600, 2 * 86400, n_videos), unit="s").floor("us")
-    x = dense_rows(z, s.dense_signal)
+    x = dense_rows(z, content, s.analyzer_signal, s.engagement_signal)
     x[rng.random(x.shape) < 0.02] = np.nan
     rows = [_feature_frame(video_id[has_row], before[has_row], x[has_row])]
     # later rows that leak the annotated label: a correct join never reads them
     leak = rng.random(n_videos) < 0.5
     after = ts + pd.to_timedelta(rng.uniform(3600, 5 * 86400, n_videos), unit="s").floor("us")
-    rows.append(_feature_frame(video_id[leak], after[leak], dense_rows(label[leak], 4.0)))
+    rows.append(_feature_frame(video_id[leak], after[leak], dense_rows(label[leak], content[leak], 0.0, 4.0)))
     features = pd.concat(rows, ignore_index=True)
     return videos, frame_array, features
 
@@ -178,9 +191,12 @@ def generate(
     videos, features = [], []
     for i, s in enumerate(chosen):
         vocab = _pseudo_words(rng, 12 * len(s.label_names) + 150)
-        pattern = rng.choice([-1.0, 1.0], size=(len(s.label_names), N_DENSE))
+        k = len(s.label_names)
+        pattern = rng.choice([-1.0, 1.0], size=(k, N_ENGAGEMENT))
+        analyzer_map = rng.normal(0, 1, (2 * k, N_ANALYZER)) / np.sqrt(2 * k) * 2
         v, f_arr, feats = generate_scenario(
-            s, videos_per_scenario, rng, (i + 1) * 10_000_000, frames, image_size, vocab, pattern, feature_scale, feature_offset
+            s, videos_per_scenario, rng, (i + 1) * 10_000_000, frames, image_size, vocab, pattern, analyzer_map,
+            feature_scale, feature_offset,
         )
         frame_file = out / "frames" / f"{s.name}.npy"
         np.save(frame_file, f_arr)
