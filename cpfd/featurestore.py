@@ -1,0 +1,154 @@
+"""Feast path of the dataset build: apply the feature repo on a data folder, point-in-time join.
+
+The repository definitions live in ``feature_repo/`` (entities, data sources, feature views,
+feature services). A *store folder* gets a copy of its ``feature_store.yaml`` with absolute
+registry and online-store paths, and the data source points at the given Parquet file, so the
+same repo serves any data folder. Feast is imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from cpfd.errors import ConfigError, CpfdError, DataContractError
+
+REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
+DEFAULT_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
+
+
+def feature_repo_dir() -> Path:
+    """The Feast repository: $CPFD_FEATURE_REPO, else ``feature_repo/`` next to the package."""
+    repo = Path(os.environ.get("CPFD_FEATURE_REPO", DEFAULT_REPO))
+    if not (repo / "feature_store.yaml").exists():
+        raise ConfigError(f"no Feast repository at {repo} (feature_store.yaml missing); set CPFD_FEATURE_REPO")
+    return repo
+
+
+@contextmanager
+def _env(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def load_definitions(features_path: str | Path, repo: Path | None = None, offline_store: str = "duckdb") -> list:
+    """Import the repo's modules afresh with the source at ``features_path``; return its Feast objects."""
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+
+    repo = (repo or feature_repo_dir()).resolve()
+    objects: list = []
+    with _env(CPFD_FEATURE_SOURCE=str(Path(features_path).resolve()), CPFD_OFFLINE_STORE=offline_store):
+        sys.path.insert(0, str(repo))
+        try:
+            for name in REPO_MODULES:
+                sys.modules.pop(name, None)
+            modules = [importlib.import_module(name) for name in REPO_MODULES]
+        finally:
+            sys.path.remove(str(repo))
+            for name in REPO_MODULES:
+                sys.modules.pop(name, None)
+    for module in modules:
+        for obj in vars(module).values():
+            if isinstance(obj, (Entity, DataSource, FeatureView, FeatureService)) and not any(obj is o for o in objects):
+                objects.append(obj)
+    return objects
+
+
+def write_store_config(store_dir: str | Path, repo: Path | None = None) -> Path:
+    """Copy the repo's feature_store.yaml into ``store_dir`` with absolute registry/online paths."""
+    store = Path(store_dir).resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(((repo or feature_repo_dir()) / "feature_store.yaml").read_text())
+    config["registry"]["path"] = f"sqlite:///{store / 'registry.db'}"
+    if config.get("online_store", {}).get("type") == "sqlite":
+        config["online_store"]["path"] = str(store / "online_store.db")
+    path = store / "feature_store.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def apply_repo(features_path: str | Path, store_dir: str | Path, repo: Path | None = None):
+    """``feast apply`` through the Python API; returns the FeatureStore."""
+    if not Path(features_path).exists():
+        raise DataContractError(f"feature source not found: {features_path}")
+    from feast import FeatureStore
+
+    write_store_config(store_dir, repo)
+    store = FeatureStore(repo_path=str(Path(store_dir).resolve()))
+    store.apply(load_definitions(features_path, repo))
+    return store
+
+
+def service_features(store, service_name: str) -> list[str]:
+    """Feature names of a feature service, in its views' order."""
+    services = {s.name: s for s in store.list_feature_services()}
+    if service_name not in services:
+        raise ConfigError(f"feature service {service_name!r} is not in the Feast registry; applied: {sorted(services)}")
+    return [f.name for p in services[service_name].feature_view_projections for f in p.features]
+
+
+def historical_features(store, entities: pd.DataFrame, service_name: str) -> pd.DataFrame:
+    """get_historical_features with a feature service; entity rows in == rows out, in input order."""
+    names = service_features(store, service_name)
+    service = store.get_feature_service(service_name)
+    entity_df = entities.reset_index(drop=True).assign(_row=np.arange(len(entities), dtype=np.int64))
+    ts = entity_df["event_timestamp"]
+    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    entity_df["event_timestamp"] = ts.dt.floor("us").astype("datetime64[us, UTC]")  # DuckDB rejects ns
+    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    if len(joined) != len(entity_df):
+        raise CpfdError(f"Feast returned {len(joined)} rows for {len(entity_df)} entity rows (service {service_name!r})")
+    joined = joined.sort_values("_row").reset_index(drop=True)
+    joined["event_timestamp"] = entities["event_timestamp"].reset_index(drop=True)
+    for name in names:
+        joined[name] = joined[name].astype("float32")
+    return joined[[*entities.columns, *names]]
+
+
+def build_dataset_feast(
+    videos_path: str | Path,
+    features_path: str | Path,
+    scenario: str,
+    config,
+    out_dir: str | Path,
+    store_dir: str | Path | None = None,
+) -> dict:
+    """The platform path: videos as the entity dataframe, the scenario's feature service, same layout."""
+    from cpfd.data.build import absolute_frame_refs, fingerprint, write_dataset
+    from cpfd.data.contract import load_features, load_videos
+
+    scen = config.scenario(scenario)
+    videos = load_videos(videos_path, config)
+    videos = videos[videos["scenario"] == scenario].copy()
+    if videos.empty:
+        raise DataContractError(f"{videos_path}: no videos of scenario {scenario!r}")
+    videos["frames"] = absolute_frame_refs(videos, Path(videos_path).resolve().parent)
+    _, source_names = load_features(features_path)
+    store = apply_repo(features_path, store_dir or Path(out_dir) / "feature_store")
+    names = service_features(store, scen.feature_service)
+    missing = [n for n in names if n not in source_names]
+    if missing:
+        raise DataContractError(
+            f"{features_path}: feature column(s) {', '.join(missing)} of feature service {scen.feature_service!r} are missing"
+        )
+    joined = historical_features(store, videos, scen.feature_service)
+    return write_dataset(
+        out_dir, scenario, scen.label_names, joined, names, scen.feature_service,
+        fingerprint(videos_path, features_path), "feast",
+    )

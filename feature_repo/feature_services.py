@@ -1,0 +1,13 @@
+"""Feature services: one per teacher version. The student (served online) has none by design."""
+
+from feast import FeatureService
+
+from feature_views import video_analyzer_features, video_auxiliary_features, video_engagement_features
+
+teacher_dense_v1 = FeatureService(
+    name="teacher_dense_v1",
+    features=[video_analyzer_features, video_engagement_features, video_auxiliary_features],
+    description="All privileged dense features of the DF-X-VLM teacher, version 1.",
+    owner="ml-platform@cpfd.example",
+    tags={"team": "ml-platform", "model": "teacher", "version": "1"},
+)
