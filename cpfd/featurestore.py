@@ -91,7 +91,11 @@ def apply_repo(features_path: str | Path, store_dir: str | Path, repo: Path | No
 
     write_store_config(store_dir, repo)
     store = FeatureStore(repo_path=str(Path(store_dir).resolve()))
-    store.apply(load_definitions(features_path, repo))
+    objects = load_definitions(features_path, repo)
+    defined = {(type(o).__name__, o.name) for o in objects}
+    registered = [*store.list_entities(), *store.list_data_sources(), *store.list_feature_views(), *store.list_feature_services()]
+    stale = [o for o in registered if (type(o).__name__, o.name) not in defined]
+    store.apply(objects, objects_to_delete=stale, partial=not stale)
     return store
 
 

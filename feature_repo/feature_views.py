@@ -1,6 +1,8 @@
-"""Privileged dense feature views: offline only (online=False), point-in-time joined with a TTL.
+"""Privileged dense feature view: offline only (online=False), point-in-time joined with a TTL.
 
-The synthetic source's dense_00..dense_31 are grouped by what computes them.
+One view over the whole source: Feast joins each view separately, so splitting the 32 columns
+by kind (analyzer / engagement / other) costs a join each; teacher versions pick columns with
+projections in feature_services.py instead.
 """
 
 from datetime import timedelta
@@ -12,45 +14,19 @@ from data_sources import video_dense_source
 from entities import video
 
 TTL = timedelta(days=7)  # a feature row older than this at the label's time is not used
-_OWNER = "ml-platform@cpfd.example"
+N_DENSE = 32
 
-
-def _fields(first: int, last: int) -> list[Field]:
-    return [Field(name=f"dense_{i:02d}", dtype=Float32) for i in range(first, last + 1)]
-
-
-video_analyzer_features = FeatureView(
-    name="video_analyzer_features",
+video_dense_features = FeatureView(
+    name="video_dense_features",
     entities=[video],
     ttl=TTL,
-    schema=_fields(0, 11),
+    schema=[Field(name=f"dense_{i:02d}", dtype=Float32) for i in range(N_DENSE)],
     source=video_dense_source,
     online=False,
-    description="Outputs of heavy offline content analyzers run on the whole video (privileged).",
-    owner=_OWNER,
-    tags={"team": "ml-platform", "privileged": "true", "kind": "analyzer"},
-)
-
-video_engagement_features = FeatureView(
-    name="video_engagement_features",
-    entities=[video],
-    ttl=TTL,
-    schema=_fields(12, 19),
-    source=video_dense_source,
-    online=False,
-    description="Historical engagement statistics, known only after the video has been served (privileged).",
-    owner=_OWNER,
-    tags={"team": "ml-platform", "privileged": "true", "kind": "engagement"},
-)
-
-video_auxiliary_features = FeatureView(
-    name="video_auxiliary_features",
-    entities=[video],
-    ttl=TTL,
-    schema=_fields(20, 31),
-    source=video_dense_source,
-    online=False,
-    description="Other offline signals (uploader history, moderation queue stats) (privileged).",
-    owner=_OWNER,
-    tags={"team": "ml-platform", "privileged": "true", "kind": "auxiliary"},
+    description=(
+        "Privileged per-video features computed offline: dense_00-11 heavy content analyzers, "
+        "dense_12-19 engagement statistics, dense_20-31 other offline signals."
+    ),
+    owner="ml-platform@cpfd.example",
+    tags={"team": "ml-platform", "privileged": "true", "serving": "offline-only"},
 )
