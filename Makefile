@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench clean serve
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not integration" tests
+
+serve: $(STAMP)
+	$(BIN)/cpfd serve --config $(or $(SERVING_CONFIG),serving/config.yaml)
 
 bench: $(STAMP)
 	$(BIN)/cpfd bench quality

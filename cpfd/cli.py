@@ -196,6 +196,37 @@ def bench_throughput(config: Optional[Path] = ConfigOpt, set_: list[str] = SetOp
 
 
 @app.command()
+def package(model: Path = typer.Option(..., help="trained student folder"),
+            name: str = typer.Option(..., help="BentoML model name, e.g. clickbait-cpfd")):
+    """Save a trained student into the BentoML model store (BENTOML_HOME); prints the tag."""
+    from cpfd.packaging import package_model
+
+    typer.echo(package_model(model, name))
+
+
+@app.command()
+def serve(config: Path = typer.Option(Path("serving/config.yaml"), "--config", "-c", help="serving config YAML"),
+          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(3000)):
+    """Serve the configured students with `bentoml serve` (A/B arms, adaptive batching, prediction log)."""
+    from cpfd.serving_core import server_command
+
+    argv, env = server_command(config, host, port)
+    os.execvpe(argv[0], argv, env)
+
+
+@bench_app.command("serving")
+def bench_serving(config: Path = typer.Option(..., "--config", "-c", help="serving config YAML"),
+                  scenario: Optional[str] = typer.Option(None, help="scenario to load (default: the first)"),
+                  seconds: float = typer.Option(8.0, min=1, help="per measurement"),
+                  clients: list[int] = typer.Option([1, 8, 32]),
+                  out: Path = typer.Option(Path("runs/bench_serving"))):
+    """Endpoint throughput and p50/p99 latency with and without adaptive batching vs the in-process ceiling."""
+    from benchmarks.serving import run_serving_bench
+
+    run_serving_bench(config, out, scenario, seconds, clients, log=typer.echo)
+
+
+@app.command()
 def demo(data: Path = typer.Option(Path("data/demo")), seeds: int = typer.Option(1, min=1),
          videos_per_scenario: int = typer.Option(1500, min=100), out: Path = typer.Option(Path("runs/demo"))):
     """The main job on the embedded default: synthetic data, then every scenario's teacher, student and CPFD."""

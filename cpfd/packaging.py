@@ -1,0 +1,55 @@
+"""Save a trained student folder into the BentoML model store (BENTOML_HOME picks the store).
+
+Only the files serving needs are copied: the safetensors weights, the JSON spec and the
+tokenizer's text/JSON files. A teacher (it needs dense features) is refused, and so is any
+pickle-format file.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from cpfd.errors import CpfdError
+from cpfd.models import CONFIG_FILE, WEIGHTS_FILE, model_metadata
+
+TOKENIZER_SUFFIXES = (".json", ".txt", ".model")
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
+
+
+def _files_to_copy(model_dir: Path) -> list[Path]:
+    missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE, "tokenizer") if not (model_dir / n).exists()]
+    if missing:
+        raise CpfdError(f"{model_dir}: not a trained model folder, missing {missing}")
+    tok = sorted(p for p in (model_dir / "tokenizer").rglob("*") if p.is_file())
+    bad = [p.name for p in tok if p.suffix not in TOKENIZER_SUFFIXES]
+    if bad:
+        raise CpfdError(f"{model_dir / 'tokenizer'}: unexpected files {bad[:3]} (only {TOKENIZER_SUFFIXES} are packaged)")
+    return [model_dir / WEIGHTS_FILE, model_dir / CONFIG_FILE, *tok]
+
+
+def package_model(model_dir: str | Path, name: str) -> str:
+    """Copy a student into the model store as ``name``; returns the new tag ``name:version``."""
+    import bentoml
+
+    model_dir = Path(model_dir)
+    if not NAME_RE.match(name):
+        raise CpfdError(f"model name {name!r} is not a valid BentoML name (lowercase letters, digits, '.', '_', '-')")
+    files = _files_to_copy(model_dir)
+    meta = model_metadata(model_dir)
+    spec = meta["spec"]
+    if spec.get("dense_features") or meta.get("role", spec.get("role")) != "student":
+        raise CpfdError(
+            f"{model_dir}: is a teacher (dense features {spec.get('dense_features', [])[:3]}...); "
+            "only students are packaged for serving"
+        )
+    labels = {"scenario": str(meta.get("scenario", "")), "role": "student", "method": str(meta.get("method", ""))}
+    metadata = {"label_names": list(spec["label_names"]), "num_frames": spec["num_frames"],
+                "image_size": spec["image_size"], "best_val_macro_f1": meta.get("best_val_macro_f1")}
+    with bentoml.models.create(name, labels=labels, metadata=metadata) as m:
+        for f in files:
+            dest = Path(m.path) / f.relative_to(model_dir)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+    return str(m.tag)

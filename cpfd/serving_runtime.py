@@ -1,0 +1,216 @@
+"""The serving runtime: loaded students, batched model calls, the prediction log.
+
+Usable in-process (tests, benchmarks) and from the BentoML service. Model calls run on one
+worker thread; concurrent requests for the same model are merged into one forward pass by a
+MicroBatcher (adaptive: it takes whatever queued up while the previous pass ran, up to
+max_batch_size, optionally waiting max_wait_ms for more). Log rows are group-committed the
+same way, and a request is answered only after its rows are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from cpfd.errors import ConfigError, CpfdError
+from cpfd.models import ModelSpec, load_model, model_metadata
+from cpfd.predlog import PredictionLog, utcnow_iso
+from cpfd.preprocess import load_tokenizer, prepare_frames, tokenize
+from cpfd.serving_core import ServingConfig, ValidVideo
+
+
+def preprocess_batch(frames: list[np.ndarray], titles: list[str], spec: ModelSpec, tokenizer):
+    """Model inputs through the training code's path (cpfd.preprocess)."""
+    x = torch.stack([prepare_frames(f, spec.num_frames, spec.image_size) for f in frames])
+    ids, mask = tokenize(tokenizer, titles, spec.max_title_tokens)
+    return x, ids, mask
+
+
+@dataclass
+class ServedModel:
+    tag: str
+    scenario: str
+    spec: ModelSpec
+    model: torch.nn.Module
+    tokenizer: object
+
+    def predict(self, items: list[tuple[np.ndarray, str]]) -> list[np.ndarray]:
+        x, ids, mask = preprocess_batch([f for f, _ in items], [t for _, t in items], self.spec, self.tokenizer)
+        with torch.inference_mode():
+            probs = self.model(x, ids, mask).float().softmax(-1).numpy()
+        return list(probs)
+
+
+def load_served_model(path: str | Path, tag: str, scenario: str) -> ServedModel:
+    """A student folder; refuses a teacher and a model trained for another scenario."""
+    meta = model_metadata(path)
+    spec = ModelSpec(**meta["spec"])
+    if spec.dense_features or meta.get("role", spec.role) != "student":
+        raise CpfdError(f"model {tag} is a teacher (dense features {spec.dense_features[:3]}...): only students are served")
+    if meta.get("scenario") not in (None, scenario):
+        raise ConfigError(f"model {tag} was trained for scenario {meta['scenario']!r}, configured for {scenario!r}")
+    model = load_model(path)
+    if model.uses_dense:
+        raise CpfdError(f"model {tag} takes dense features: only students are served")
+    served = ServedModel(tag, scenario, spec, model, load_tokenizer(Path(path) / "tokenizer"))
+    served.predict([(np.zeros((spec.num_frames, spec.image_size, spec.image_size, 3), np.uint8), "")])  # warm-up
+    return served
+
+
+def resolve_store_models(tags: list[str]) -> dict[str, tuple[str, Path]]:
+    """Config tag -> (full tag, folder) from the BentoML model store (BENTOML_HOME)."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    out = {}
+    for tag in tags:
+        try:
+            m = bentoml.models.get(tag)
+        except NotFound:
+            home = os.environ.get("BENTOML_HOME", "~/bentoml")
+            raise ConfigError(f"model {tag!r} is not in the BentoML model store ({home}); run `cpfd package` first") from None
+        out[tag] = (str(m.tag), Path(m.path))
+    return out
+
+
+class MicroBatcher:
+    """Merge concurrent submissions into one call of ``fn(items) -> results`` on ``executor``."""
+
+    def __init__(self, fn: Callable[[list], list], executor, max_batch_size: int = 64, max_wait_ms: float = 0.0,
+                 enabled: bool = True):
+        self.fn, self.executor = fn, executor
+        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0
+        self.enabled = enabled
+        self.batch_sizes: list[int] = []
+        self._pending: deque = deque()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, items: list) -> list:
+        loop = asyncio.get_running_loop()
+        if not self.enabled:
+            return await loop.run_in_executor(self.executor, self.fn, items)
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._run())
+        fut = loop.create_future()
+        self._pending.append((items, fut))
+        self._wake.set()
+        return await fut
+
+    def _queued(self) -> int:
+        return sum(len(items) for items, _ in self._pending)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                if self.max_wait and self._queued() < self.max_batch_size:
+                    await asyncio.sleep(self.max_wait)
+                group, size = [], 0
+                while self._pending and (not group or size + len(self._pending[0][0]) <= self.max_batch_size):
+                    items, fut = self._pending.popleft()
+                    group.append((items, fut))
+                    size += len(items)
+                self.batch_sizes.append(size)
+                try:
+                    results = await loop.run_in_executor(self.executor, self.fn, [x for items, _ in group for x in items])
+                except Exception as e:  # every waiting request gets the error, the loop lives on
+                    for _, fut in group:
+                        if not fut.done():
+                            fut.set_exception(e)
+                    continue
+                start = 0
+                for items, fut in group:
+                    if not fut.done():
+                        fut.set_result(results[start : start + len(items)])
+                    start += len(items)
+
+
+class Classifier:
+    """Every configured (scenario, arm) student, their batchers, and the prediction log."""
+
+    def __init__(self, cfg: ServingConfig, model_dirs: dict[str, tuple[str, Path]], log_target: str | None = None):
+        self.cfg = cfg
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        by_tag: dict[str, ServedModel] = {}
+        self.models: dict[tuple[str, str], ServedModel] = {}
+        for scenario, scen in cfg.scenarios.items():
+            for arm, a in scen.arms.items():
+                if a.model not in model_dirs:
+                    raise ConfigError(f"scenarios.{scenario}.arms.{arm}: no folder for model {a.model!r}")
+                full_tag, path = model_dirs[a.model]
+                if full_tag not in by_tag:
+                    by_tag[full_tag] = load_served_model(path, full_tag, scenario)
+                elif by_tag[full_tag].scenario != scenario:
+                    raise ConfigError(f"model {full_tag} is configured for two scenarios")
+                self.models[(scenario, arm)] = by_tag[full_tag]
+        self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="cpfd-model")
+        self.log_executor = ThreadPoolExecutor(1, thread_name_prefix="cpfd-log")
+        b = cfg.batching
+        self.batchers = {tag: MicroBatcher(m.predict, self.model_executor, b.max_batch_size, b.max_wait_ms, b.enabled)
+                         for tag, m in by_tag.items()}
+        self.log = PredictionLog(log_target or cfg.prediction_log)
+        self.log_batcher = MicroBatcher(self._write_log, self.log_executor, max_batch_size=1024)
+
+    def _write_log(self, rows: list[dict]) -> list[None]:
+        self.log.append(rows)
+        return [None] * len(rows)
+
+    def describe(self) -> dict:
+        return {
+            "scenarios": {s: {"experiment": self.cfg.experiment_of(s),
+                              "arms": {arm: {"model_tag": self.models[(s, arm)].tag, "traffic": a.traffic}
+                                       for arm, a in scen.arms.items()},
+                              "label_names": self.models[(s, next(iter(scen.arms)))].spec.label_names}
+                          for s, scen in self.cfg.scenarios.items()},
+            "dense_features": sorted({f for m in self.models.values() for f in m.spec.dense_features}),
+            "batching": self.cfg.batching.model_dump(),
+        }
+
+    async def classify(self, videos: list[ValidVideo], t0: float | None = None) -> list[dict]:
+        """Predict, log one row per video (committed before returning), and answer."""
+        t0 = time.perf_counter() if t0 is None else t0
+        groups: dict[str, list[int]] = {}
+        for i, v in enumerate(videos):
+            groups.setdefault(self.models[(v.scenario, v.arm)].tag, []).append(i)
+        probs: list[np.ndarray | None] = [None] * len(videos)
+        outs = await asyncio.gather(*(self.batchers[tag].submit([(videos[i].frames, videos[i].title) for i in idx])
+                                      for tag, idx in groups.items()))
+        for idx, out in zip(groups.values(), outs):
+            for i, p in zip(idx, out):
+                probs[i] = p
+        latency = (time.perf_counter() - t0) * 1000.0
+        ts = utcnow_iso()
+        rows, answers = [], []
+        for v, p in zip(videos, probs):
+            m = self.models[(v.scenario, v.arm)]
+            k = int(np.argmax(p))
+            row = {"request_id": uuid.uuid4().hex, "ts": ts, "experiment": v.experiment, "scenario": v.scenario,
+                   "arm": v.arm, "model_tag": m.tag, "video_id": v.video_id, "label": k,
+                   "probabilities": [float(x) for x in p], "confidence": float(p[k]), "latency_ms": latency}
+            rows.append(row)
+            answers.append({**{c: row[c] for c in ("request_id", "scenario", "video_id", "experiment", "arm", "model_tag",
+                                                   "confidence", "latency_ms")},
+                            "label": m.spec.label_names[k], "label_index": k,
+                            "probabilities": dict(zip(m.spec.label_names, row["probabilities"]))})
+        await self.log_batcher.submit(rows)
+        return answers
+
+    def close(self) -> None:
+        self.model_executor.shutdown(wait=True)
+        self.log_executor.shutdown(wait=True)
+        self.log.engine.dispose()

@@ -1,0 +1,1 @@
+"""The BentoML service that serves the CPFD students (see serving/service.py)."""

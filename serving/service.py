@@ -1,0 +1,87 @@
+"""The CPFD students behind one BentoML service: every configured scenario, A/B arms, a prediction log.
+
+Run it with ``cpfd serve --config serving/config.yaml`` (or ``bentoml serve serving.service:CpfdService``
+with CPFD_SERVING_CONFIG set; default: serving/config.yaml). Models come from the BentoML model
+store (BENTOML_HOME), put there by ``cpfd package``.
+
+Endpoints (POST, JSON):
+- /classify        one video: {scenario, video_id, title, frames: [base64 JPEG/PNG], arm?}
+- /classify_batch  {"videos": [...]} -> {"predictions": [...]}
+- /info            served scenarios, arms, model tags, and a check that no dense-feature code is loaded
+plus BentoML's /readyz, /livez and /metrics. Bad input gets a 4xx whose "error" names the field
+and limit. The service never imports Feast (an import hook refuses it) and its models take no
+dense feature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import bentoml
+from starlette.responses import JSONResponse
+
+from cpfd.serving_core import (
+    CONFIG_ENV, BatchRequest, BodyLimit, ServingInputError, VideoRequest, forbid_imports, forbidden_loaded,
+    load_serving_config, validate_batch, validate_video,
+)
+
+forbid_imports()
+CONFIG_PATH = Path(os.environ.get(CONFIG_ENV) or Path(__file__).with_name("config.yaml"))
+CONFIG = load_serving_config(CONFIG_PATH)
+
+PREDICTIONS = bentoml.metrics.Counter(
+    name="cpfd_predictions", documentation="videos classified", labelnames=["scenario", "arm"])
+REJECTED = bentoml.metrics.Counter(
+    name="cpfd_rejected_requests", documentation="requests refused for bad input", labelnames=["status"])
+
+
+class CpfdService:
+    def __init__(self) -> None:
+        from cpfd.serving_runtime import Classifier, resolve_store_models
+
+        self.cfg = CONFIG
+        self.runtime = Classifier(CONFIG, resolve_store_models(CONFIG.model_tags()))
+
+    def __is_ready__(self) -> bool:
+        return bool(self.runtime.models)
+
+    async def _answer(self, videos: list[VideoRequest], single: bool = False):
+        t0 = time.perf_counter()
+        try:
+            if single:
+                valid = [await asyncio.to_thread(validate_video, videos[0], self.cfg)]
+            else:
+                valid = await asyncio.to_thread(validate_batch, videos, self.cfg)
+        except ServingInputError as e:
+            REJECTED.labels(status=str(e.status)).inc()
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        answers = await self.runtime.classify(valid, t0)
+        for a in answers:
+            PREDICTIONS.labels(scenario=a["scenario"], arm=a["arm"]).inc()
+        return answers
+
+    @bentoml.api(route="/classify")
+    async def classify(self, video: VideoRequest, /) -> dict:
+        out = await self._answer([video], single=True)
+        return out if isinstance(out, JSONResponse) else out[0]
+
+    @bentoml.api(route="/classify_batch")
+    async def classify_batch(self, request: BatchRequest, /) -> dict:
+        out = await self._answer(request.videos)
+        return out if isinstance(out, JSONResponse) else {"predictions": out}
+
+    @bentoml.api(route="/info")
+    def info(self) -> dict:
+        return {**self.runtime.describe(), "config": str(CONFIG_PATH), "pid": os.getpid(),
+                "forbidden_modules_loaded": forbidden_loaded()}
+
+
+# Models named in the config are declared on the class, so `bentoml build` bundles them.
+for _i, _tag in enumerate(CONFIG.model_tags()):
+    setattr(CpfdService, f"model_{_i}", bentoml.models.BentoModel(_tag))
+
+CpfdService = bentoml.service(name="cpfd_students", workers=1, traffic={"timeout": 30})(CpfdService)
+CpfdService.add_asgi_middleware(BodyLimit, max_bytes=CONFIG.limits.max_request_bytes)
