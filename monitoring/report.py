@@ -1,0 +1,207 @@
+"""The monitoring job: per scenario and arm, confidence drift against the offline reference,
+predicted-class drift, quality on labelled traffic and label coverage; per scenario an A/B
+verdict. Statistics are computed in numpy over the whole window; Evidently renders one report
+per scenario (on a bounded sample), with every arm in its own columns (no GroupBy: it gives
+wrong per-group classification metrics in evidently 0.7)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from monitoring import stats
+from monitoring.settings import MonitorConfig
+
+PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+
+
+def _num_classes(*arrays) -> int:
+    return int(max((np.nanmax(a) for a in arrays if len(a)), default=1)) + 1
+
+
+def reference_slice(reference: pd.DataFrame, scenario: str, arm: str) -> pd.DataFrame:
+    """The arm's own reference rows if there are any, else the scenario's arm-independent rows."""
+    ref = reference[reference["scenario"] == scenario]
+    own = ref[ref["arm"] == arm]
+    return own if len(own) else ref[ref["arm"] == ""]
+
+
+def slice_metrics(cur: pd.DataFrame, ref: pd.DataFrame, k: int, cfg: MonitorConfig) -> dict:
+    """Drift, quality and coverage of one (scenario, arm) slice, with the status of every check."""
+    out: dict = {"n": int(len(cur)), "messages": [], "checks": {}}
+    checks, msgs = out["checks"], out["messages"]
+    if not len(cur):
+        msgs.append("no traffic in the window")
+        checks.update(confidence_ks=SKIPPED, confidence_psi=SKIPPED, predicted_class=SKIPPED, f1=SKIPPED,
+                      label_coverage=SKIPPED)
+        return out
+    conf = cur["confidence"].to_numpy()
+    pred = cur["predicted"].to_numpy()
+    out["confidence_mean"] = float(conf.mean())
+    out["class_shares"] = stats.class_shares(pred, k).round(4).tolist()
+    if len(ref):
+        d = cfg.drift
+        rconf = ref["confidence"].to_numpy()
+        out["reference_n"] = int(len(ref))
+        out["reference_confidence_mean"] = float(rconf.mean())
+        out["ks_statistic"], out["ks_pvalue"] = stats.ks(rconf, conf)
+        out["psi"] = stats.psi(rconf, conf, d.psi_bins)
+        ref_shares = stats.class_shares(ref["predicted"].to_numpy(), k)
+        out["reference_class_shares"] = ref_shares.round(4).tolist()
+        out["class_psi"] = stats.share_psi(ref_shares, stats.class_shares(pred, k))
+        out["reference_f1"] = float(stats.macro_prf(stats.confusion(ref["label"], ref["predicted"], k))["f1"])
+        checks["confidence_ks"] = FAIL if out["ks_pvalue"] < d.ks_pvalue and out["ks_statistic"] > d.ks_min_statistic else PASS
+        checks["confidence_psi"] = FAIL if out["psi"] > d.psi_max else PASS
+        checks["predicted_class"] = FAIL if out["class_psi"] > d.class_psi_max else PASS
+    else:
+        msgs.append("no offline reference for this scenario and arm: drift not checked")
+        checks.update(confidence_ks=SKIPPED, confidence_psi=SKIPPED, predicted_class=SKIPPED)
+
+    lab = cur[cur["true_label"].notna()]
+    q = cfg.quality
+    out["labelled"] = int(len(lab))
+    out["label_coverage"] = len(lab) / len(cur)
+    checks["label_coverage"] = FAIL if out["label_coverage"] < q.min_label_coverage else PASS
+    if not len(lab):
+        msgs.append("no labels yet for this window: F1 not computed")
+        checks["f1"] = SKIPPED
+        return out
+    cm = stats.confusion(lab["true_label"].to_numpy().astype(np.int64), lab["predicted"].to_numpy(), k)
+    out.update({m: float(v) for m, v in stats.macro_prf(cm).items()})
+    out["accuracy"] = float(np.trace(cm) / cm.sum())
+    out["confusion_matrix"] = cm.tolist()
+    if len(lab) < q.min_labelled:
+        msgs.append(f"only {len(lab)} labelled predictions (< quality.min_labelled = {q.min_labelled}): F1 not checked")
+        checks["f1"] = SKIPPED
+    else:
+        drop = out.get("reference_f1", out["f1"]) - out["f1"]
+        checks["f1"] = FAIL if out["f1"] < q.min_f1 or drop > q.max_f1_drop else PASS
+    return out
+
+
+def ab_verdict(arms: dict, cfg: MonitorConfig, seed: int = 0) -> dict:
+    """Treatment minus control macro-F1 with a bootstrap CI, from the arms' confusion matrices."""
+    c, t = cfg.arms.control, cfg.arms.treatment
+    for name in (c, t):
+        if arms.get(name, {}).get("n", 0) == 0:
+            return {"status": SKIPPED, "message": f"arm {name!r} has no traffic in the window: no A/B verdict"}
+        if arms[name].get("labelled", 0) < cfg.quality.min_labelled:
+            return {"status": SKIPPED, "message": f"arm {name!r} has {arms[name].get('labelled', 0)} labelled predictions "
+                                                  f"(< quality.min_labelled = {cfg.quality.min_labelled}): no A/B verdict"}
+    cm_t, cm_c = (np.asarray(arms[a]["confusion_matrix"]) for a in (t, c))
+    k = max(len(cm_t), len(cm_c))
+    cm_t, cm_c = (np.pad(m, (0, k - len(m))) for m in (cm_t, cm_c))
+    res = stats.bootstrap_f1_diff(cm_t, cm_c, cfg.ab.resamples, cfg.ab.alpha, seed)
+    better, worse = res["significant"] and res["diff"] > 0, res["significant"] and res["diff"] < 0
+    res["verdict"] = "treatment better" if better else "treatment worse" if worse else "no significant difference"
+    res["status"] = FAIL if worse or (cfg.ab.fail_on == "not_better" and not better) else PASS
+    res["message"] = (f"{t} - {c} macro-F1 = {res['diff']:+.4f}, {100 * (1 - cfg.ab.alpha):.0f}% CI "
+                      f"[{res['ci_low']:+.4f}, {res['ci_high']:+.4f}]: {res['verdict']}")
+    return res
+
+
+def analyse(window: pd.DataFrame, reference: pd.DataFrame, cfg: MonitorConfig) -> dict:
+    """Every scenario seen in the window or the reference: its slices and its A/B verdict."""
+    scenarios = sorted(set(window["scenario"]) | set(reference["scenario"]))
+    groups = window.groupby(["scenario", "arm"]).indices
+    result = {}
+    for s in scenarios:
+        ref_s = reference[reference["scenario"] == s]
+        cur_s = window[window["scenario"] == s]
+        k = _num_classes(ref_s["label"].to_numpy(), ref_s["predicted"].to_numpy(), cur_s["predicted"].to_numpy(),
+                         cur_s["true_label"].dropna().to_numpy())
+        arm_names = sorted({a for (sc, a) in groups if sc == s} | {cfg.arms.control, cfg.arms.treatment})
+        arms = {}
+        for a in arm_names:
+            cur = window.iloc[groups[(s, a)]] if (s, a) in groups else window.iloc[:0]
+            arms[a] = slice_metrics(cur, reference_slice(reference, s, a), k, cfg)
+        ab = ab_verdict(arms, cfg)
+        messages = [f"{a}: {m}" for a, sl in arms.items() for m in sl["messages"]]
+        if not len(cur_s):
+            messages.insert(0, "no traffic for this scenario in the window")
+        if not len(ref_s):
+            messages.insert(0, "scenario not in the offline reference")
+        failed = [f"{a}/{c}" for a, sl in arms.items() for c, v in sl["checks"].items() if v == FAIL]
+        if ab["status"] == FAIL:
+            failed.append("ab")
+        result[s] = {"status": FAIL if failed else PASS, "failed_checks": failed, "num_classes": k,
+                     "n": int(len(cur_s)), "arms": arms, "ab": ab, "messages": messages + [f"A/B: {ab['message']}"]}
+    return result
+
+
+def run_monitor(log_target, reference_path, since: str, until: str, out_dir, cfg: MonitorConfig | None = None,
+                evidently: bool = True) -> dict:
+    """Read, analyse, write summary.json, Evidently reports per scenario, plots and index.html."""
+    from cpfd.predlog import PredictionLog
+    from monitoring.logread import iso_utc, read_window, safe_url
+    from monitoring.reference import read_reference
+    from monitoring.settings import load_monitor_config
+
+    cfg = cfg or load_monitor_config()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    t0 = time.perf_counter()
+    log = PredictionLog(log_target)
+    window = read_window(log, since, until)
+    reference = read_reference(reference_path)
+    timings["read"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    summary = {
+        "window": {"since": iso_utc(since, "--since"), "until": iso_utc(until, "--until"), "log": safe_url(log),
+                   "reference": str(reference_path)},
+        "n_predictions": int(len(window)), "n_labelled": int(window["true_label"].notna().sum()),
+        "messages": [], "scenarios": {}, "config": cfg.model_dump(),
+    }
+    if window.empty:
+        summary["messages"].append(f"no predictions in {summary['window']['log']} between {summary['window']['since']} "
+                                   f"and {summary['window']['until']}")
+        summary["status"] = FAIL if cfg.empty_window_fails else PASS
+        summary["failed_checks"] = ["window/empty"] if cfg.empty_window_fails else []
+    else:
+        summary["scenarios"] = analyse(window, reference, cfg)
+        summary["failed_checks"] = [f"{s}/{c}" for s, r in summary["scenarios"].items() for c in r["failed_checks"]]
+        summary["status"] = FAIL if summary["failed_checks"] else PASS
+    timings["statistics"] = time.perf_counter() - t
+    if evidently and not window.empty:
+        from monitoring.evidently_report import write_scenario_reports
+
+        t = time.perf_counter()
+        write_scenario_reports(window, reference, summary, cfg, out / "scenarios")
+        timings["evidently"] = time.perf_counter() - t
+    t = time.perf_counter()
+    from monitoring.html import write_index
+
+    write_index(summary, out)
+    timings["index"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    return summary
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer, np.floating, np.bool_)):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def format_summary(summary: dict) -> str:
+    """A short text summary for the terminal."""
+    lines = [f"monitoring {summary['window']['since']} .. {summary['window']['until']}: {summary['n_predictions']} "
+             f"predictions, {summary['n_labelled']} labelled -> {summary['status'].upper()}"]
+    lines += [f"  {m}" for m in summary["messages"]]
+    for s, r in summary["scenarios"].items():
+        lines.append(f"  {s}: {r['status'].upper()}" + (f" ({', '.join(r['failed_checks'])})" if r["failed_checks"] else ""))
+        for a, sl in r["arms"].items():
+            if sl["n"]:
+                f1 = f"{sl['f1']:.3f}" if "f1" in sl else "-"
+                lines.append(f"    {a:10s} n={sl['n']:<8d} conf={sl['confidence_mean']:.3f}"
+                             f" ref={sl.get('reference_confidence_mean', float('nan')):.3f} psi={sl.get('psi', float('nan')):.3f}"
+                             f" F1={f1} coverage={sl['label_coverage']:.2f}")
+        lines += [f"    {m}" for m in r["messages"]]
+    return "\n".join(lines)

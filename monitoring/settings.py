@@ -1,0 +1,85 @@
+"""Monitoring thresholds: monitoring/config.yaml, validated; a user file overrides any key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cpfd.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Arms(_Strict):
+    control: str = "control"
+    treatment: str = "treatment"
+
+
+class Drift(_Strict):
+    ks_pvalue: float = Field(0.01, gt=0, lt=1)
+    ks_min_statistic: float = Field(0.1, ge=0, le=1)
+    psi_max: float = Field(0.2, gt=0)
+    psi_bins: int = Field(10, ge=2)
+    class_psi_max: float = Field(0.2, gt=0)
+
+
+class Quality(_Strict):
+    min_labelled: int = Field(100, ge=1)
+    min_f1: float = Field(0.0, ge=0, le=1)
+    max_f1_drop: float = Field(0.10, ge=0, le=1)
+    min_label_coverage: float = Field(0.0, ge=0, le=1)
+
+
+class AB(_Strict):
+    alpha: float = Field(0.05, gt=0, lt=1)
+    resamples: int = Field(1000, ge=100)
+    fail_on: Literal["worse", "not_better"] = "worse"
+
+
+class EvidentlyOpts(_Strict):
+    max_rows: int = Field(20000, ge=100)
+    seed: int = 0
+
+
+class MonitorConfig(_Strict):
+    arms: Arms = Field(default_factory=Arms)
+    drift: Drift = Field(default_factory=Drift)
+    quality: Quality = Field(default_factory=Quality)
+    ab: AB = Field(default_factory=AB)
+    empty_window_fails: bool = True
+    evidently: EvidentlyOpts = Field(default_factory=EvidentlyOpts)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_monitor_config(path: str | Path | None = None) -> MonitorConfig:
+    """The defaults in monitoring/config.yaml, with the keys of ``path`` on top."""
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text()) or {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"monitoring config {p} does not exist")
+        try:
+            user = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"monitoring config {p}: invalid YAML: {e}") from e
+        if not isinstance(user, dict):
+            raise ConfigError(f"monitoring config {p}: expected a mapping at the top level")
+        data = _merge(data, user)
+    try:
+        return MonitorConfig.model_validate(data)
+    except ValidationError as e:
+        where = path or DEFAULT_CONFIG
+        raise ConfigError(f"monitoring config {where}: {e}") from e
