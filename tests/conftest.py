@@ -1,0 +1,46 @@
+"""Shared fixtures: a small synthetic data set, built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TINY = ["model.size=tiny", "train.epochs=2", "train.batch_size=32"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    from cpfd.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(out, videos_per_scenario=240, seed=7, scenarios=["clickbait", "originality"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_project(synthetic_dir):
+    from cpfd.config import load_config
+
+    return load_config(synthetic_dir / "scenarios.yaml", TINY)
+
+
+@pytest.fixture(scope="session")
+def clickbait_dataset(synthetic_dir, tiny_project, tmp_path_factory) -> Path:
+    from cpfd.data.build import build_scenario_dataset
+
+    out = tmp_path_factory.mktemp("ds") / "clickbait"
+    build_scenario_dataset(synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", "clickbait", tiny_project, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def clickbait_data(clickbait_dataset, tiny_project):
+    from cpfd.train import prepare_data
+
+    return prepare_data(clickbait_dataset, tiny_project.model)

@@ -1,0 +1,42 @@
+import pytest
+
+from cpfd.config import load_config
+from cpfd.errors import ConfigError
+
+
+def test_default_config_has_five_scenarios_with_distinct_label_sets():
+    cfg = load_config()
+    assert len(cfg.scenarios) == 5
+    assert {s.num_classes for s in cfg.scenarios} >= {2, 3, 4}
+
+
+def test_overrides_are_typed_and_scenario_overrides_merge(tmp_path):
+    cfg = load_config(None, ["train.epochs=3", "distill.lam=0.25", "model.size=small"])
+    assert (cfg.train.epochs, cfg.distill.lam, cfg.model.size) == (3, 0.25, "small")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "train: {epochs: 5}\nscenarios:\n  - name: a\n    label_names: [x, y]\n    train: {epochs: 9}\n"
+        "    distill: {confidence: max_prob}\n"
+    )
+    cfg = load_config(path)
+    assert cfg.train_for("a").epochs == 9 and cfg.train.epochs == 5
+    assert cfg.distill_for("a").confidence == "max_prob"
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [("distill.confidence=median", "distill.confidence"), ("train.epochs=0", "train.epochs"), ("nope", "key.path=value")],
+)
+def test_bad_overrides_name_the_field(override, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_unknown_scenario_lists_known_ones():
+    with pytest.raises(ConfigError, match="unknown scenario 'nope'.*clickbait"):
+        load_config().scenario("nope")
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")

