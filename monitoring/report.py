@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cpfd.errors import CpfdError
 from monitoring import stats
 from monitoring.settings import MonitorConfig
 
@@ -146,6 +147,8 @@ def run_monitor(log_target, reference_path, since: str, until: str, out_dir, cfg
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
     t0 = time.perf_counter()
+    if "://" not in str(log_target) and not Path(log_target).is_file():
+        raise CpfdError(f"prediction log {log_target} does not exist (a SQLite file or an SQLAlchemy URL)")
     log = PredictionLog(log_target)
     window = read_window(log, since, until)
     reference = read_reference(reference_path)
