@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -21,18 +22,29 @@ from cpfd.errors import DataContractError
 INT_TYPES = ["int64", "int32", "Int64", "Int32"]
 FLOAT_TYPES = ["float32", "float64", "Float32", "Float64"]
 STR_TYPES = ["object", "str", "string"]
-TIME_TYPES = [f"datetime64[{u}, UTC]" for u in ("ns", "us", "ms")]
+TIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]"]  # GE cannot name tz-aware dtypes: checked in UTC
 COLUMN_TYPES = {"video_id": INT_TYPES, "label": INT_TYPES, "event_timestamp": TIME_TYPES,
                 "scenario": STR_TYPES, "title": STR_TYPES, "frames": STR_TYPES}
 
 
 def read_dataset(dataset_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> tuple[dict, pd.DataFrame]:
     """(manifest, the splits concatenated with a ``split`` column)."""
-    from cpfd.data.tensors import read_manifest, read_split_table
+    root = Path(dataset_dir)
+    if not (root / "manifest.json").exists():
+        raise DataContractError(f"{root}: not a built dataset (no manifest.json); run `cpfd dataset build` first")
+    missing = [f"{s}.parquet" for s in splits if not (root / f"{s}.parquet").exists()]
+    if missing:
+        raise DataContractError(f"{root}: split file(s) {', '.join(missing)} missing")
+    parts = [pd.read_parquet(root / f"{s}.parquet").assign(split=s) for s in splits]
+    return json.loads((root / "manifest.json").read_text()), pd.concat(parts, ignore_index=True)
 
-    manifest = read_manifest(dataset_dir)
-    parts = [read_split_table(dataset_dir, s).assign(split=s) for s in splits]
-    return manifest, pd.concat(parts, ignore_index=True)
+
+def _utc_naive(df: pd.DataFrame) -> pd.DataFrame:
+    """tz-aware timestamps as naive UTC, the form GE's type check can name."""
+    ts = df.get("event_timestamp")
+    if ts is not None and isinstance(ts.dtype, pd.DatetimeTZDtype):
+        df = df.assign(event_timestamp=ts.dt.tz_convert("UTC").dt.tz_localize(None))
+    return df
 
 
 def suite_spec(
@@ -120,24 +132,24 @@ def validate_dataset(
     specs = suite_spec(label_names, scenario, manifest["feature_names"], reference, min_rows, max_null_increase, range_margin)
 
     out = Path(out_dir) if out_dir else Path(dataset_dir) / "validation"
+    shutil.rmtree(out / "gx", ignore_errors=True)  # a fresh GX project per run: generated output only
     out.mkdir(parents=True, exist_ok=True)
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     context = gx.get_context(mode="file", project_root_dir=str(out.resolve()))
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     context.variables.save()
     name = f"cpfd_{scenario}"
-    source = context.data_sources.add_or_update_pandas(name)
-    asset = source.add_dataframe_asset("dataset")
-    batch = asset.add_batch_definition_whole_dataframe("all_splits")
-    suite = gx.ExpectationSuite(name=name, meta={"scenario": scenario, "reference": str(reference_dir or "train split")})
-    for cls, kwargs, check in specs:
-        suite.add_expectation(getattr(gxe, cls)(**kwargs, meta={"check": check}))
-    suite = context.suites.add_or_update(suite)
-    validation = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    checkpoint = context.checkpoints.add_or_update(
+    batch = context.data_sources.add_pandas(name).add_dataframe_asset("dataset").add_batch_definition_whole_dataframe("all_splits")
+    suite = context.suites.add(gx.ExpectationSuite(
+        name=name,
+        expectations=[getattr(gxe, cls)(**kwargs, meta={"check": check}) for cls, kwargs, check in specs],
+        meta={"scenario": scenario, "reference": str(reference_dir or "train split")},
+    ))
+    validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+    checkpoint = context.checkpoints.add(
         gx.Checkpoint(name=name, validation_definitions=[validation], actions=[UpdateDataDocsAction(name="data_docs")])
     )
-    run = checkpoint.run(batch_parameters={"dataframe": df})
+    run = checkpoint.run(batch_parameters={"dataframe": _utc_naive(df)})
     result = next(iter(run.run_results.values()))
     failed = [_describe(r) for r in result.results if not r.success]
     summary = {
