@@ -1,0 +1,29 @@
+"""report: fan-in over scenarios; the quality table (Markdown + HTML with a per-scenario F1 chart)."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import HTML, Markdown, Metrics, Output
+
+from components.image import project_image
+
+
+@dsl.component(base_image=project_image(), install_kfp_package=False)
+def report(summaries: List[str], markdown: Output[Markdown], html: Output[HTML], metrics: Output[Metrics]):
+    """``summaries``: the evaluate steps' JSON summaries, collected from every scenario."""
+    import json
+
+    from components.common import chart_png, markdown_to_html, report_tables
+
+    rows = sorted((json.loads(s) for s in summaries), key=lambda s: s["scenario"])
+    result, text = report_tables(rows)
+    title = "CPFD pipeline: test macro-F1 per scenario"
+    with open(markdown.path, "w") as f:
+        f.write(f"# {title}\n\n{text}")
+    with open(html.path, "w") as f:
+        f.write(markdown_to_html(text, title, chart_png(result)))
+    for m, v in result["average"]["f1"].items():
+        metrics.log_metric(f"avg_f1_{m}", v["mean"])
+    metrics.log_metric("scenarios_packaged", sum(r["gate"]["passed"] for r in rows))
+    metrics.log_metric("scenarios", len(rows))
+    print(text)

@@ -1,0 +1,25 @@
+"""train_student: the X-VLM baseline (frames + title only), also the A/B experiment's control arm."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import project_image
+
+
+@dsl.component(base_image=project_image(), install_kfp_package=False)
+def train_student(dataset: Input[Dataset], scenario: str, config_yaml: str, model: Output[Model], metrics: Output[Metrics]):
+    """Cross-entropy training of the student without privileged features."""
+    import shutil
+    from pathlib import Path
+
+    from components.common import project_from_yaml
+    from cpfd.train import prepare_data, train_classifier
+
+    project = project_from_yaml(config_yaml)
+    info = train_classifier(prepare_data(dataset.path, project.model), "student", project, model.path, progress=False)
+    shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
+    model.metadata.update({"scenario": scenario, "role": "student", "method": "ce", "arm": "control",
+                           "framework": "pytorch", "format": "safetensors", "val_macro_f1": info["best_val_macro_f1"]})
+    for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "train_examples_per_s"):
+        metrics.log_metric(key, info[key])
+    print(f"baseline student {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f} (epoch {info['best_epoch']})")

@@ -1,0 +1,171 @@
+"""`cpfd pipeline ...` commands and the demo job. KFP is imported inside the commands only."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cpfd.errors import CpfdError
+
+pipeline_app = typer.Typer(help="The Kubeflow pipeline: compile (IR YAML), run locally, submit to a host.", no_args_is_help=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="project config YAML (default: <data>/scenarios.yaml, else the embedded one)")
+SetOpt = typer.Option([], "--set", help="config override, e.g. --set train.epochs=3 (repeatable)")
+DataOpt = typer.Option(Path("data/demo"), help="folder with videos.parquet, features.parquet, scenarios.yaml")
+ScenarioOpt = typer.Option([], "--scenario", help="only these scenarios (repeatable; default: all configured)")
+MethodOpt = typer.Option("cpfd", help="distillation method of the distill step: cpfd or pfd")
+ParallelismOpt = typer.Option(2, min=0, help="scenarios at once (0 = unlimited)")
+ImageOpt = typer.Option(None, help="project image for every step (default: $CPFD_IMAGE or cpfd:0.1.0)")
+NoGpuOpt = typer.Option(False, "--no-gpu", help="no accelerator, node selector or toleration on the training steps")
+NodeSelectorOpt = typer.Option([], "--node-selector", help="KEY=VALUE for the GPU steps (repeatable; replaces the default)")
+TolerationOpt = typer.Option([], "--toleration", help="KEY[=VALUE]:EFFECT for the GPU steps (repeatable; replaces the default)")
+
+
+def pipeline_options(parallelism: int = 2, image: Optional[str] = None, no_gpu: bool = False,
+                     node_selector: list[str] = (), toleration: list[str] = (), gpu_count: int = 1,
+                     train_cpu: str = "4", train_memory: str = "16G"):
+    from pipelines.cpfd_pipeline import PipelineOptions
+
+    opts = PipelineOptions(image=image or "", parallelism=parallelism, gpu=not no_gpu, gpu_count=gpu_count,
+                           train_cpu=train_cpu, train_memory=train_memory)
+    if node_selector:
+        opts.node_selector = dict(_key_value(s, "--node-selector") for s in node_selector)
+    if toleration:
+        opts.tolerations = [_toleration(t) for t in toleration]
+    return opts
+
+
+def _key_value(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise CpfdError(f"{flag} {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _toleration(text: str) -> dict:
+    spec, sep, effect = text.rpartition(":")
+    if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise CpfdError(f"--toleration {text!r}: expected KEY[=VALUE]:EFFECT with EFFECT NoSchedule, PreferNoSchedule or NoExecute")
+    key, eq, value = spec.partition("=")
+    return {"key": key, "operator": "Equal", "value": value, "effect": effect} if eq else \
+        {"key": key, "operator": "Exists", "effect": effect}
+
+
+def _inputs(data: Path, videos: Optional[Path], features: Optional[Path], config: Optional[Path], set_: list[str]):
+    from cpfd.config import load_config
+
+    if videos is None:
+        videos, features = data / "videos.parquet", data / "features.parquet"
+        if config is None and (data / "scenarios.yaml").exists():
+            config = data / "scenarios.yaml"
+    elif features is None:
+        raise CpfdError("--videos needs --features")
+    for p in (videos, features):
+        if not Path(p).exists():
+            raise CpfdError(f"input table not found: {p} (generate one with `cpfd generate --out {data}`)")
+    return Path(videos).resolve(), Path(features).resolve(), load_config(config, set_)
+
+
+@pipeline_app.command("compile")
+def compile_cmd(out: Path = typer.Option(Path("pipeline.yaml"), help="IR YAML to write"),
+                parallelism: int = ParallelismOpt, image: Optional[str] = ImageOpt, no_gpu: bool = NoGpuOpt,
+                node_selector: list[str] = NodeSelectorOpt, toleration: list[str] = TolerationOpt,
+                gpu_count: int = typer.Option(1, min=1), train_cpu: str = typer.Option("4"),
+                train_memory: str = typer.Option("16G")):
+    """Compile the pipeline to IR YAML (upload it in the Kubeflow dashboard)."""
+    from pipelines.cpfd_pipeline import compile_pipeline
+
+    t0 = time.perf_counter()
+    path = compile_pipeline(out, pipeline_options(parallelism, image, no_gpu, node_selector, toleration, gpu_count,
+                                                  train_cpu, train_memory))
+    typer.echo(f"compiled {path} in {time.perf_counter() - t0:.1f}s")
+
+
+@pipeline_app.command("run")
+def run_cmd(local: bool = typer.Option(False, "--local", help="run with kfp.local in this environment (required)"),
+            data: Path = DataOpt, videos: Optional[Path] = typer.Option(None), features: Optional[Path] = typer.Option(None),
+            config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, scenario: list[str] = ScenarioOpt,
+            method: str = MethodOpt, parallelism: int = ParallelismOpt,
+            feature_repo: Optional[Path] = typer.Option(None, help="Feast repo for the dataset step (default: pandas join)"),
+            root: Path = typer.Option(Path("runs/pipeline"), help="pipeline root: every step's artifacts"),
+            bentoml_home: Optional[Path] = typer.Option(None, help="BentoML store for packaged students (default: $BENTOML_HOME)"),
+            verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every step's log")):
+    """Run the pipeline locally (kfp.local SubprocessRunner, no cluster, no network)."""
+    if not local:
+        raise CpfdError("only local runs start here: pass --local, or use `cpfd pipeline submit --host URL`")
+    v, f, project = _inputs(data, videos, features, config, set_)
+    run = _run(v, f, project, scenario, method, parallelism, feature_repo, root, bentoml_home, verbose)
+    _print_run(run)
+
+
+@pipeline_app.command("submit")
+def submit_cmd(host: str = typer.Option(..., help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080"),
+               data: Path = DataOpt, videos: Optional[Path] = typer.Option(None), features: Optional[Path] = typer.Option(None),
+               config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, scenario: list[str] = ScenarioOpt,
+               method: str = MethodOpt, parallelism: int = ParallelismOpt, image: Optional[str] = ImageOpt,
+               no_gpu: bool = NoGpuOpt, node_selector: list[str] = NodeSelectorOpt, toleration: list[str] = TolerationOpt,
+               feature_repo: Optional[str] = typer.Option(None, help="Feast repo path as the cluster sees it"),
+               run_name: Optional[str] = typer.Option(None), experiment: Optional[str] = typer.Option(None),
+               namespace: Optional[str] = typer.Option(None)):
+    """Compile and start a run on a Kubeflow Pipelines host (kfp.Client). Paths must be valid inside the cluster."""
+    from cpfd.config import load_config
+    from pipelines.runner import pipeline_arguments, submit
+
+    if videos is None:
+        videos, features = data / "videos.parquet", data / "features.parquet"
+        config = config or (data / "scenarios.yaml" if (data / "scenarios.yaml").exists() else None)
+    elif features is None:
+        raise CpfdError("--videos needs --features")
+    args = pipeline_arguments(videos, features, load_config(config, set_), scenario or None, method, feature_repo)
+    run_id = submit(host, args, pipeline_options(parallelism, image, no_gpu, node_selector, toleration),
+                    run_name, experiment, namespace)
+    typer.echo(f"submitted run {run_id} to {host}")
+
+
+def _run(videos, features, project, scenarios, method, parallelism, feature_repo, root, bentoml_home, verbose):
+    from pipelines.runner import pipeline_arguments, print_stream, run_local
+
+    home = Path(bentoml_home or os.environ.get("BENTOML_HOME") or root / "bentoml").resolve()
+    args = pipeline_arguments(videos, features, project, scenarios or None, method,
+                              feature_repo.resolve() if feature_repo else None, home)
+    return run_local(args, root, pipeline_options(parallelism), echo=print_stream(), verbose=verbose)
+
+
+def _print_run(run) -> None:
+    typer.echo("")
+    typer.echo(run.markdown.read_text())
+    typer.echo(f"report:    {run.markdown}\n           {run.html}")
+    for p in run.packages:
+        typer.echo(f"packaged:  {p['tag']} in {p['bentoml_home']}")
+    for s in run.summaries:
+        if not s["gate"]["passed"]:
+            typer.echo(f"gate:      {s['scenario']}: {s['gate']['reason']}")
+    typer.echo(f"artifacts: {run.run_dir}\nlog:       {run.log}\ntime:      {run.seconds:.0f}s")
+
+
+def run_demo(data: Path, videos_per_scenario: int, out: Path, parallelism: int = 2) -> None:
+    """`make run`: synthetic data, the Feast repo when the feature store module exists, the pipeline on every scenario."""
+    import importlib.util
+
+    t0 = time.perf_counter()
+    if not (data / "videos.parquet").exists():
+        from cpfd.data.synthetic import generate
+
+        typer.echo(f"generating synthetic data in {data} ({videos_per_scenario} videos per scenario)")
+        generate(data, videos_per_scenario, seed=0)
+    feature_repo = None
+    if importlib.util.find_spec("cpfd.featurestore") is not None:
+        feature_repo = _apply_feature_repo(data, out)
+    threads = max(1, (os.cpu_count() or 1) // max(parallelism, 1))
+    v, f, project = _inputs(data, None, None, None, [f"train.threads={threads}"])
+    run = _run(v, f, project, [], "cpfd", parallelism, feature_repo, out / "pipeline", None, False)
+    _print_run(run)
+    typer.echo(f"demo:      {time.perf_counter() - t0:.0f}s in all")
+
+
+def _apply_feature_repo(data: Path, out: Path) -> Path:
+    raise NotImplementedError

@@ -1,0 +1,181 @@
+"""Run the CPFD pipeline: locally with kfp.local (no cluster, no network) or on a Kubeflow host.
+
+Run-time parameters are JSON-able: paths, the scenario list and the project config as a YAML
+string, so the same arguments go to a local run and to ``kfp.Client``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from cpfd.config import ProjectConfig
+from cpfd.errors import CpfdError
+from pipelines.cpfd_pipeline import PIPELINE_NAME, PipelineOptions, build_pipeline
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+_PROGRESS = re.compile(r"Executing task|finished with status|Skipping")
+
+
+def pipeline_arguments(videos: str | Path, features: str | Path, project: ProjectConfig, scenarios: list[str] | None = None,
+                       method: str = "cpfd", feature_repo: str | Path | None = None, bentoml_home: str | Path | None = None,
+                       ttl_days: float = 7.0, max_dense_null_rate: float = 0.5) -> dict:
+    """The pipeline's parameters for a run (every value JSON-able)."""
+    names = scenarios or [s.name for s in project.scenarios]
+    for name in names:
+        project.scenario(name)  # unknown names fail here, not inside the run
+    if method not in ("pfd", "cpfd"):
+        raise CpfdError(f"--method must be 'pfd' or 'cpfd', got {method!r}")
+    args = {
+        "videos": str(videos), "features": str(features), "scenarios": list(names),
+        "config_yaml": yaml.safe_dump(project.model_dump(mode="json"), sort_keys=False), "method": method,
+        "feature_repo": str(feature_repo or ""), "ttl_days": float(ttl_days),
+        "max_dense_null_rate": float(max_dense_null_rate), "bentoml_home": str(bentoml_home or ""),
+    }
+    json.dumps(args)
+    return args
+
+
+@dataclass
+class LocalRun:
+    """Where a finished local run left its outputs."""
+
+    run_dir: Path
+    log: Path
+    seconds: float
+    markdown: Path
+    html: Path
+    summaries: list[dict] = field(default_factory=list)
+    packages: list[dict] = field(default_factory=list)
+
+
+class _Tee:
+    """Stands in for stdout/stderr during a run: everything to the log, progress lines to ``echo``."""
+
+    def __init__(self, log_file, echo: Callable[[str], None] | None, verbose: bool):
+        self.log_file, self.echo, self.verbose = log_file, echo, verbose
+        self.partial = ""
+        self.errors: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.log_file.write(text)
+        self.partial += text
+        *lines, self.partial = self.partial.split("\n")
+        for line in lines:
+            plain = _ANSI.sub("", line)
+            m = _ERROR_LINE.match(plain)
+            if m:
+                self.errors.append(f"{m.group(1)}: {m.group(2)}")
+            if self.echo and (self.verbose or _PROGRESS.search(plain)):
+                self.echo(plain.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        self.log_file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def run_local(arguments: dict, root: str | Path, opts: PipelineOptions | None = None,
+              echo: Callable[[str], None] | None = print, verbose: bool = False) -> LocalRun:
+    """Run the pipeline with kfp.local's SubprocessRunner in this environment (use_venv=False).
+
+    A failing step raises CpfdError naming the step and quoting its error; steps downstream of it
+    do not run. The full log is kept at ``<root>/<run>.log``.
+    """
+    from kfp import local
+
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in root.iterdir()}
+    log_path = root / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    pipeline = build_pipeline(opts)
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log_file, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"kfp\.local.*")
+        tee = _Tee(log_file, echo, verbose)
+        try:
+            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+                task = pipeline(**arguments)
+        except RuntimeError as e:
+            failed = re.findall(r"'([\w-]+)'", _ANSI.sub("", str(e)))
+            steps = _failed_steps(log_path)
+            cause = tee.errors[-1] if tee.errors else "see the log"
+            raise CpfdError(f"pipeline run failed in step {', '.join(steps or failed) or '?'}: {cause} "
+                            f"(log: {log_path})") from None
+    seconds = time.perf_counter() - t0
+    run_dir = _new_run_dir(root, before)
+    summaries = [json.loads(s) for s in _collect_summaries(run_dir)]
+    return LocalRun(run_dir=run_dir, log=log_path, seconds=seconds,
+                    markdown=Path(task.outputs["markdown"].path), html=Path(task.outputs["html"].path),
+                    summaries=summaries, packages=_packages(run_dir))
+
+
+def _failed_steps(log_path: Path) -> list[str]:
+    text = _ANSI.sub("", log_path.read_text())
+    return list(dict.fromkeys(re.findall(r"Task '([\w-]+)' finished with status FAILURE", text)))
+
+
+def _new_run_dir(root: Path, before: set[str]) -> Path:
+    new = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PIPELINE_NAME) and p.name not in before)
+    if not new:
+        raise CpfdError(f"the local run left no output folder under {root}")
+    return new[-1]
+
+
+def _collect_summaries(run_dir: Path) -> list[str]:
+    out = []
+    for path in sorted(run_dir.glob("*/evaluate/executor_output.json")):
+        params = json.loads(path.read_text()).get("parameterValues", {})
+        if "summary" in params:
+            out.append(params["summary"])
+    return out
+
+
+def _packages(run_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) | {"artifact": str(p)} for p in sorted(run_dir.glob("*/package/packaged"))]
+
+
+def submit(host: str, arguments: dict, opts: PipelineOptions | None = None, run_name: str | None = None,
+           experiment: str | None = None, namespace: str | None = None, package_path: str | Path | None = None) -> str:
+    """Compile and start a run on a Kubeflow Pipelines host through kfp.Client; returns the run id."""
+    import tempfile
+
+    import kfp
+
+    from pipelines.cpfd_pipeline import compile_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compile_pipeline(package_path or Path(tmp) / "cpfd_pipeline.yaml", opts)
+        try:
+            client = kfp.Client(host=host, namespace=namespace)
+            result = client.create_run_from_pipeline_package(
+                str(path), arguments=arguments, run_name=run_name or f"cpfd-{time.strftime('%Y%m%d-%H%M%S')}",
+                experiment_name=experiment, namespace=namespace,
+            )
+        except Exception as e:  # the client raises urllib3 / ApiException / ValueError subclasses
+            raise CpfdError(f"submitting to {host} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return result.run_id
+
+
+def print_stream() -> Callable[[str], None]:
+    """An echo that writes to the real stdout even while a run redirects it."""
+    real = sys.__stdout__
+
+    def echo(line: str) -> None:
+        real.write(line + "\n")
+        real.flush()
+
+    return echo
