@@ -1,0 +1,40 @@
+"""The core CLI end to end on tiny data: build, teacher, student, distil (cached teacher outputs), evaluate."""
+
+import json
+
+from typer.testing import CliRunner
+
+from cpfd.cli import app
+from tests.conftest import TINY
+
+runner = CliRunner()
+
+
+def _ok(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def test_train_distill_evaluate_from_the_cli(synthetic_dir, tmp_path):
+    cfg = ["--config", str(synthetic_dir / "scenarios.yaml")]
+    sets = [x for s in TINY for x in ("--set", s)]
+    ds = tmp_path / "ds"
+    _ok(["dataset", "build", "--videos", str(synthetic_dir / "videos.parquet"), "--features",
+         str(synthetic_dir / "features.parquet"), "--scenario", "originality", "--out", str(ds), *cfg])
+    manifest = json.loads((ds / "manifest.json").read_text())
+    assert manifest["label_names"] == ["original", "reupload", "compilation", "ai_generated"]
+    assert len(manifest["feature_names"]) == 32
+    _ok(["train", "teacher", "--dataset", str(ds), "--out", str(tmp_path / "teacher"), "-q", *cfg, *sets])
+    out = _ok(["train", "distill", "--dataset", str(ds), "--teacher", str(tmp_path / "teacher"),
+               "--out", str(tmp_path / "cpfd"), "-q", *cfg, *sets, "--set", "distill.confidence=max_prob"])
+    assert "cpfd student saved" in out
+    assert (ds / "teacher_outputs.safetensors").exists()  # cached once, reused by the next distillation
+    _ok(["train", "distill", "--dataset", str(ds), "--teacher", str(tmp_path / "teacher"),
+         "--out", str(tmp_path / "pfd"), "-q", *cfg, *sets, "--set", "distill.method=pfd"])
+    meta = json.loads((tmp_path / "pfd" / "cpfd_model.json").read_text())
+    assert meta["method"] == "pfd" and meta["spec"]["dense_features"] == []
+    _ok(["evaluate", "--model", str(tmp_path / "cpfd"), "--dataset", str(ds), "--out", str(tmp_path / "m.json")])
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert 0 <= metrics["macro_f1"] <= 1 and len(metrics["confusion_matrix"]) == 4
+    assert sum(map(sum, metrics["confusion_matrix"])) == manifest["rows"]["test"]
