@@ -50,40 +50,6 @@ def evaluate_saved_model(model_dir: str | Path, dataset_dir: str | Path, split: 
     return metrics, probs, tensors.labels.numpy()
 
 
-def basic_dataset_checks(dataset_dir: str | Path, label_names: list[str], max_dense_null_rate: float = 0.5) -> dict:
-    """Minimal data gate (used until cpfd.validation lands): every split non-empty, labels in range,
-    titles and frame references present, every class seen in train, privileged features mostly joined."""
-    from cpfd.data.tensors import read_manifest, read_split_table
-
-    manifest = read_manifest(dataset_dir)
-    k = len(label_names)
-    stats: dict = {"rows": {}}
-    for split in ("train", "val", "test"):
-        df = read_split_table(dataset_dir, split)
-        where = f"{dataset_dir}/{split}.parquet"
-        if df.empty:
-            raise DataContractError(f"{where}: no rows")
-        bad = df[(df["label"] < 0) | (df["label"] >= k)]
-        if len(bad):
-            raise DataContractError(f"{where}: column 'label' has {len(bad)} values outside [0, {k - 1}]")
-        for col in ("title", "frames"):
-            if df[col].isna().any():
-                raise DataContractError(f"{where}: column {col!r} has {int(df[col].isna().sum())} nulls")
-        stats["rows"][split] = len(df)
-        if split == "train":
-            missing = sorted(set(range(k)) - set(df["label"].unique().tolist()))
-            if missing:
-                raise DataContractError(f"{where}: no training examples of class(es) {[label_names[i] for i in missing]}")
-    rate = float(manifest.get("dense_null_rate", 0.0))
-    stats["dense_null_rate"] = rate
-    if rate > max_dense_null_rate:
-        raise DataContractError(
-            f"{dataset_dir}: privileged features missing for {rate:.0%} of videos (limit {max_dense_null_rate:.0%}); "
-            "check the feature source's timestamps and the join TTL"
-        )
-    return stats
-
-
 def gate_decision(f1: dict[str, float], gate: GateConfig) -> tuple[bool, str]:
     """Package the distilled student only if it beats the baseline by the margin and stays near the teacher.
 
@@ -125,22 +91,6 @@ def log_classification(artifact, metrics: dict, probs: np.ndarray, labels: np.nd
     artifact.log_confusion_matrix(metrics["label_names"], metrics["confusion_matrix"])
     if probs.shape[1] == 2:
         artifact.log_roc_curve(*roc_points(probs[:, 1], labels == 1))
-
-
-def save_to_model_store(model_dir: str | Path, name: str, labels: dict) -> str:
-    """Minimal packaging step: copy a saved student into the BentoML model store; returns its tag."""
-    import shutil
-
-    import bentoml
-
-    from cpfd.models import model_metadata
-
-    meta = model_metadata(model_dir)
-    if meta.get("spec", {}).get("dense_features"):
-        raise DataContractError(f"{model_dir}: a model that reads privileged dense features is never packaged")
-    with bentoml.models.create(name, labels=labels, metadata={"label_names": meta["spec"]["label_names"]}) as bm:
-        shutil.copytree(model_dir, bm.path, dirs_exist_ok=True)
-    return str(bm.tag)
 
 
 # ---- the cross-scenario report -----------------------------------------------------------------

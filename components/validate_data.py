@@ -1,24 +1,31 @@
-"""validate_data: the data gate; a failed expectation fails the run before any training."""
+"""validate_data: the Great Expectations data gate; a failed expectation fails the run before any training."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def validate_data(dataset: Input[Dataset], scenario: str, config_yaml: str, max_dense_null_rate: float,
-                  metrics: Output[Metrics], report: Output[Markdown]):
-    """Check the built splits; raise (and so stop the scenario's branch) when they break the contract."""
-    from components.common import basic_dataset_checks, project_from_yaml
+def validate_data(dataset: Input[Dataset], scenario: str, config_yaml: str, min_rows: int, max_null_increase: float,
+                  metrics: Output[Metrics], report: Output[Markdown], data_docs: Output[Artifact]):
+    """Run the scenario's suite over all splits; raise DataContractError naming every failed expectation."""
+    from components.common import project_from_yaml
+    from cpfd.errors import DataContractError
+    from cpfd.validation import validate_dataset
 
-    scen = project_from_yaml(config_yaml).scenario(scenario)
-    stats = basic_dataset_checks(dataset.path, scen.label_names, max_dense_null_rate)
-    for split, n in stats["rows"].items():
-        metrics.log_metric(f"rows_{split}", n)
-    metrics.log_metric("dense_null_rate", stats["dense_null_rate"])
+    project = project_from_yaml(config_yaml)
+    summary = validate_dataset(dataset.path, project, out_dir=data_docs.path, min_rows=min_rows,
+                               max_null_increase=max_null_increase)
+    failed = summary["failed"]
+    metrics.log_metric("expectations", summary["expectations"])
+    metrics.log_metric("failed_expectations", len(failed))
+    metrics.log_metric("rows", summary["rows"])
+    data_docs.metadata.update({"scenario": scenario, "success": summary["success"], "index": summary["data_docs"]})
     with open(report.path, "w") as f:
-        f.write(f"# Data gate: {scenario}\n\npassed: rows {stats['rows']}, "
-                f"privileged features missing for {stats['dense_null_rate']:.1%} of videos "
-                f"(limit {max_dense_null_rate:.0%}).\n")
-    print(f"data gate {scenario}: passed {stats}")
+        f.write(f"# Data gate: {scenario}\n\n{'passed' if summary['success'] else 'FAILED'}: "
+                f"{summary['expectations']} expectations over {summary['rows']} rows.\n\n"
+                + "".join(f"- {line}\n" for line in failed))
+    if not summary["success"]:
+        raise DataContractError(f"data gate failed for scenario {scenario!r} ({dataset.path}): " + "; ".join(failed))
+    print(f"data gate {scenario}: passed {summary['expectations']} expectations over {summary['rows']} rows")

@@ -18,6 +18,7 @@ SetOpt = typer.Option([], "--set", help="config override, e.g. --set train.epoch
 DataOpt = typer.Option(Path("data/demo"), help="folder with videos.parquet, features.parquet, scenarios.yaml")
 ScenarioOpt = typer.Option([], "--scenario", help="only these scenarios (repeatable; default: all configured)")
 MethodOpt = typer.Option("cpfd", help="distillation method of the distill step: cpfd or pfd")
+JoinOpt = typer.Option("feast", help="dataset join: feast (the feature repo, $CPFD_FEATURE_REPO) or pandas")
 ParallelismOpt = typer.Option(2, min=0, help="scenarios at once (0 = unlimited)")
 ImageOpt = typer.Option(None, help="project image for every step (default: $CPFD_IMAGE or cpfd:0.1.0)")
 NoGpuOpt = typer.Option(False, "--no-gpu", help="no accelerator, node selector or toleration on the training steps")
@@ -90,7 +91,7 @@ def run_cmd(local: bool = typer.Option(False, "--local", help="run with kfp.loca
             data: Path = DataOpt, videos: Optional[Path] = typer.Option(None), features: Optional[Path] = typer.Option(None),
             config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, scenario: list[str] = ScenarioOpt,
             method: str = MethodOpt, parallelism: int = ParallelismOpt,
-            feature_repo: Optional[Path] = typer.Option(None, help="Feast repo for the dataset step (default: pandas join)"),
+            join: str = JoinOpt,
             root: Path = typer.Option(Path("runs/pipeline"), help="pipeline root: every step's artifacts"),
             bentoml_home: Optional[Path] = typer.Option(None, help="BentoML store for packaged students (default: $BENTOML_HOME)"),
             verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every step's log")):
@@ -98,7 +99,7 @@ def run_cmd(local: bool = typer.Option(False, "--local", help="run with kfp.loca
     if not local:
         raise CpfdError("only local runs start here: pass --local, or use `cpfd pipeline submit --host URL`")
     v, f, project = _inputs(data, videos, features, config, set_)
-    run = _run(v, f, project, scenario, method, parallelism, feature_repo, root, bentoml_home, verbose)
+    run = _run(v, f, project, scenario, method, parallelism, join, root, bentoml_home, verbose)
     _print_run(run)
 
 
@@ -108,7 +109,7 @@ def submit_cmd(host: str = typer.Option(..., help="Kubeflow Pipelines API endpoi
                config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, scenario: list[str] = ScenarioOpt,
                method: str = MethodOpt, parallelism: int = ParallelismOpt, image: Optional[str] = ImageOpt,
                no_gpu: bool = NoGpuOpt, node_selector: list[str] = NodeSelectorOpt, toleration: list[str] = TolerationOpt,
-               feature_repo: Optional[str] = typer.Option(None, help="Feast repo path as the cluster sees it"),
+               join: str = JoinOpt,
                run_name: Optional[str] = typer.Option(None), experiment: Optional[str] = typer.Option(None),
                namespace: Optional[str] = typer.Option(None)):
     """Compile and start a run on a Kubeflow Pipelines host (kfp.Client). Paths must be valid inside the cluster."""
@@ -120,18 +121,17 @@ def submit_cmd(host: str = typer.Option(..., help="Kubeflow Pipelines API endpoi
         config = config or (data / "scenarios.yaml" if (data / "scenarios.yaml").exists() else None)
     elif features is None:
         raise CpfdError("--videos needs --features")
-    args = pipeline_arguments(videos, features, load_config(config, set_), scenario or None, method, feature_repo)
+    args = pipeline_arguments(videos, features, load_config(config, set_), scenario or None, method, join)
     run_id = submit(host, args, pipeline_options(parallelism, image, no_gpu, node_selector, toleration),
                     run_name, experiment, namespace)
     typer.echo(f"submitted run {run_id} to {host}")
 
 
-def _run(videos, features, project, scenarios, method, parallelism, feature_repo, root, bentoml_home, verbose):
+def _run(videos, features, project, scenarios, method, parallelism, join, root, bentoml_home, verbose):
     from pipelines.runner import pipeline_arguments, print_stream, run_local
 
     home = Path(bentoml_home or os.environ.get("BENTOML_HOME") or root / "bentoml").resolve()
-    args = pipeline_arguments(videos, features, project, scenarios or None, method,
-                              feature_repo.resolve() if feature_repo else None, home)
+    args = pipeline_arguments(videos, features, project, scenarios or None, method, join, home)
     return run_local(args, root, pipeline_options(parallelism), echo=print_stream(), verbose=verbose)
 
 
@@ -140,7 +140,7 @@ def _print_run(run) -> None:
     typer.echo(run.markdown.read_text())
     typer.echo(f"report:    {run.markdown}\n           {run.html}")
     for p in run.packages:
-        typer.echo(f"packaged:  {p['tag']} in {p['bentoml_home']}")
+        typer.echo(f"packaged:  {p['tags']['treatment']} (control {p['tags']['control']}) in {p['bentoml_home']}")
     for s in run.summaries:
         if not s["gate"]["passed"]:
             typer.echo(f"gate:      {s['scenario']}: {s['gate']['reason']}")
@@ -148,24 +148,19 @@ def _print_run(run) -> None:
 
 
 def run_demo(data: Path, videos_per_scenario: int, out: Path, parallelism: int = 2) -> None:
-    """`make run`: synthetic data, the Feast repo when the feature store module exists, the pipeline on every scenario."""
-    import importlib.util
-
+    """`make run`: synthetic data, the Feast repo applied, the pipeline on every default scenario, the table."""
     t0 = time.perf_counter()
     if not (data / "videos.parquet").exists():
         from cpfd.data.synthetic import generate
 
         typer.echo(f"generating synthetic data in {data} ({videos_per_scenario} videos per scenario)")
         generate(data, videos_per_scenario, seed=0)
-    feature_repo = None
-    if importlib.util.find_spec("cpfd.featurestore") is not None:
-        feature_repo = _apply_feature_repo(data, out)
+    from cpfd.featurestore import apply_repo
+
+    store = apply_repo(data / "features.parquet", out / "feature_store")
+    typer.echo(f"feast:     applied {len(store.list_feature_services())} feature service(s) to {out / 'feature_store'}")
     threads = max(1, (os.cpu_count() or 1) // max(parallelism, 1))
     v, f, project = _inputs(data, None, None, None, [f"train.threads={threads}"])
-    run = _run(v, f, project, [], "cpfd", parallelism, feature_repo, out / "pipeline", None, False)
+    run = _run(v, f, project, [], "cpfd", parallelism, "feast", out / "pipeline", None, False)
     _print_run(run)
     typer.echo(f"demo:      {time.perf_counter() - t0:.0f}s in all")
-
-
-def _apply_feature_repo(data: Path, out: Path) -> Path:
-    raise NotImplementedError

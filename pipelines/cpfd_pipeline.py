@@ -75,14 +75,14 @@ def build_pipeline(opts: PipelineOptions | None = None):
 
     @dsl.pipeline(name=PIPELINE_NAME, description="CPFD per scenario: dataset, data gate, teacher, student, distillation, gate, packaging.")
     def cpfd_pipeline(videos: str, features: str, scenarios: list, config_yaml: str, method: str = "cpfd",
-                      feature_repo: str = "", ttl_days: float = 7.0, max_dense_null_rate: float = 0.5,
+                      join: str = "feast", min_rows: int = 50, max_null_increase: float = 0.15,
                       bentoml_home: str = "") -> Outputs:
         with dsl.ParallelFor(items=scenarios, parallelism=opts.parallelism, name="scenarios") as scenario:
             ds = on_data_node(build_dataset(videos=videos, features=features, scenario=scenario, config_yaml=config_yaml,
-                                            feature_repo=feature_repo, ttl_days=ttl_days))
+                                            join=join))
             data = ds.outputs["dataset"]
             checked = on_data_node(validate_data(dataset=data, scenario=scenario, config_yaml=config_yaml,
-                                                 max_dense_null_rate=max_dense_null_rate))
+                                                 min_rows=min_rows, max_null_increase=max_null_increase))
             teacher = _on_gpu_pool(step(train_teacher(dataset=data, scenario=scenario, config_yaml=config_yaml)), opts)
             student = _on_gpu_pool(step(train_student(dataset=data, scenario=scenario, config_yaml=config_yaml)), opts)
             teacher.after(checked)
@@ -93,19 +93,20 @@ def build_pipeline(opts: PipelineOptions | None = None):
                                               distilled=distilled.outputs["model"], scenario=scenario,
                                               config_yaml=config_yaml)), opts)
             with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
-                step(package(distilled=distilled.outputs["model"], scenario=scenario, gate_reason=gate.outputs["reason"],
-                             bentoml_home=bentoml_home).set_env_variable("BENTOML_DO_NOT_TRACK", "True"))
+                step(package(distilled=distilled.outputs["model"], baseline=student.outputs["model"], scenario=scenario,
+                             gate_reason=gate.outputs["reason"], bentoml_home=bentoml_home).set_env_variable("BENTOML_DO_NOT_TRACK", "True"))
         fan_in = step(report(summaries=dsl.Collected(gate.outputs["summary"])))
         return Outputs(markdown=fan_in.outputs["markdown"], html=fan_in.outputs["html"])
 
     return cpfd_pipeline
 
 
-def compile_pipeline(out: str | Path, opts: PipelineOptions | None = None) -> Path:
-    """Write the IR YAML (the Kubeflow dashboard's Upload pipeline takes it)."""
+def compile_pipeline(out: str | Path, opts: PipelineOptions | None = None, defaults: dict | None = None) -> Path:
+    """Write the IR YAML (the Kubeflow dashboard's Upload pipeline takes it); ``defaults`` become
+    the parameters' default values (e.g. a scenario list and config to start runs from)."""
     from kfp import compiler
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(opts), str(out))
+    compiler.Compiler().compile(build_pipeline(opts), str(out), pipeline_parameters=defaults)
     return out

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from cpfd.config import ProjectConfig
 from cpfd.errors import CpfdError
 from pipelines.cpfd_pipeline import PIPELINE_NAME, PipelineOptions, build_pipeline
@@ -28,19 +26,22 @@ _PROGRESS = re.compile(r"Executing task|finished with status|Skipping")
 
 
 def pipeline_arguments(videos: str | Path, features: str | Path, project: ProjectConfig, scenarios: list[str] | None = None,
-                       method: str = "cpfd", feature_repo: str | Path | None = None, bentoml_home: str | Path | None = None,
-                       ttl_days: float = 7.0, max_dense_null_rate: float = 0.5) -> dict:
+                       method: str = "cpfd", join: str = "feast", bentoml_home: str | Path | None = None,
+                       min_rows: int = 50, max_null_increase: float = 0.15) -> dict:
     """The pipeline's parameters for a run (every value JSON-able)."""
     names = scenarios or [s.name for s in project.scenarios]
     for name in names:
         project.scenario(name)  # unknown names fail here, not inside the run
     if method not in ("pfd", "cpfd"):
         raise CpfdError(f"--method must be 'pfd' or 'cpfd', got {method!r}")
+    if join not in ("feast", "pandas"):
+        raise CpfdError(f"--join must be 'feast' or 'pandas', got {join!r}")
     args = {
         "videos": str(videos), "features": str(features), "scenarios": list(names),
-        "config_yaml": yaml.safe_dump(project.model_dump(mode="json"), sort_keys=False), "method": method,
-        "feature_repo": str(feature_repo or ""), "ttl_days": float(ttl_days),
-        "max_dense_null_rate": float(max_dense_null_rate), "bentoml_home": str(bentoml_home or ""),
+        # one line (JSON is YAML): KFP copies defaults into the IR file's header comment
+        "config_yaml": json.dumps(project.model_dump(mode="json")), "method": method,
+        "join": join, "min_rows": int(min_rows), "max_null_increase": float(max_null_increase),
+        "bentoml_home": str(bentoml_home or ""),
     }
     json.dumps(args)
     return args
