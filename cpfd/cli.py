@@ -25,6 +25,8 @@ bench_app = typer.Typer(help="Benchmarks that print tables.", no_args_is_help=Tr
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
+features_app = typer.Typer(help="The Feast feature repository of the privileged dense features.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="project config YAML (default: the embedded one)")
 SetOpt = typer.Option([], "--set", help="override, e.g. --set train.epochs=3 (repeatable)")
@@ -63,17 +65,67 @@ def dataset_build(
     features: Path = typer.Option(..., help="privileged feature source (Parquet)"),
     scenario: str = typer.Option(...),
     out: Path = typer.Option(..., help="output folder for train/val/test.parquet + manifest.json"),
-    ttl_days: float = typer.Option(7.0, help="feature freshness window"),
+    ttl_days: float = typer.Option(7.0, help="feature freshness window (pandas backend; Feast uses the view's TTL)"),
+    backend: str = typer.Option("auto", help="feast | pandas | auto (= feast when it is installed, else pandas)"),
+    store: Optional[Path] = typer.Option(None, help="Feast store folder (default: OUT/feature_store)"),
     config: Optional[Path] = ConfigOpt,
     set_: list[str] = SetOpt,
 ):
-    """Point-in-time join (pandas) and time splits."""
+    """Point-in-time join (Feast get_historical_features or pandas merge_asof) and time splits."""
+    import importlib.util
     from datetime import timedelta
 
     from cpfd.data.build import build_scenario_dataset
 
-    manifest = build_scenario_dataset(videos, features, scenario, _project(config, set_), out, timedelta(days=ttl_days))
-    typer.echo(json.dumps(manifest["rows"]))
+    if backend == "auto":
+        backend = "feast" if importlib.util.find_spec("feast") else "pandas"
+    if backend == "feast":
+        from cpfd.featurestore import build_dataset_feast
+
+        manifest = build_dataset_feast(videos, features, scenario, _project(config, set_), out, store)
+    elif backend == "pandas":
+        manifest = build_scenario_dataset(videos, features, scenario, _project(config, set_), out, timedelta(days=ttl_days))
+    else:
+        raise CpfdError(f"--backend must be feast, pandas or auto, got {backend!r}")
+    typer.echo(json.dumps({"backend": manifest["join_backend"], **manifest["rows"]}))
+
+
+@dataset_app.command("validate")
+def dataset_validate(
+    dataset: Path = typer.Option(..., help="built dataset folder (train/val/test.parquet + manifest.json)"),
+    reference: Optional[Path] = typer.Option(None, help="reference dataset for null rates and value ranges (default: its train split)"),
+    out: Optional[Path] = typer.Option(None, help="where result.json and the Data Docs go (default: DATASET/validation)"),
+    min_rows: int = typer.Option(50, min=0, help="minimum rows over all splits"),
+    max_null_increase: float = typer.Option(0.15, min=0, max=1, help="allowed null rate above the reference's, per dense feature"),
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+):
+    """Great Expectations gate; exits 1 naming each failed expectation."""
+    from cpfd.validation import validate_dataset
+
+    summary = validate_dataset(dataset, _project(config, set_), reference, out, min_rows, max_null_increase)
+    for line in summary["failed"]:
+        typer.echo(f"FAILED {line}")
+    verdict = "passed" if summary["success"] else f"FAILED ({len(summary['failed'])} of {summary['expectations']})"
+    typer.echo(f"data gate {verdict}: {summary['rows']} rows; {summary['result_json']}; {summary['data_docs']}")
+    if not summary["success"]:
+        raise typer.Exit(1)
+
+
+@features_app.command("apply")
+def features_apply(
+    data: Path = typer.Option(..., help="data folder holding features.parquet"),
+    store: Optional[Path] = typer.Option(None, help="Feast store folder for feature_store.yaml + registry (default: DATA/feature_store)"),
+):
+    """`feast apply` of feature_repo/ with its source pointed at DATA/features.parquet."""
+    from cpfd.featurestore import apply_repo
+
+    fs = apply_repo(data / "features.parquet", store or data / "feature_store")
+    for view in fs.list_feature_views():
+        typer.echo(f"feature view {view.name}: {len(view.features)} features, ttl {view.ttl}, online={view.online}")
+    for service in fs.list_feature_services():
+        typer.echo(f"feature service {service.name}: {', '.join(p.name for p in service.feature_view_projections)}")
+    typer.echo(f"registry: {fs.config.registry.path}")
 
 
 def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resume: bool):
@@ -193,6 +245,15 @@ def bench_throughput(config: Optional[Path] = ConfigOpt, set_: list[str] = SetOp
     from benchmarks.throughput import run_throughput
 
     run_throughput(_project(config, set_), steps, out, log=typer.echo)
+
+
+@bench_app.command("features")
+def bench_features(rows: int = typer.Option(100_000, min=100), repeats: int = typer.Option(3, min=1),
+                   out: Path = typer.Option(Path("runs/bench_features"))):
+    """Point-in-time retrieval: Feast get_historical_features vs pandas.merge_asof on the same Parquet."""
+    from benchmarks.feast_retrieval import run_feature_retrieval
+
+    run_feature_retrieval(out, rows, repeats, log=typer.echo)
 
 
 @app.command()

@@ -9,6 +9,7 @@ same repo serves any data folder. Feast is imported lazily.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -87,6 +88,7 @@ def apply_repo(features_path: str | Path, store_dir: str | Path, repo: Path | No
     """``feast apply`` through the Python API; returns the FeatureStore."""
     if not Path(features_path).exists():
         raise DataContractError(f"feature source not found: {features_path}")
+    logging.getLogger("feast").setLevel(logging.WARNING)
     from feast import FeatureStore
 
     write_store_config(store_dir, repo)

@@ -115,6 +115,7 @@ def validate_dataset(
 
     The reference is another built dataset (all its splits) or, by default, this dataset's train split.
     """
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)  # its INFO lines flood the CLI
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.checkpoint import UpdateDataDocsAction
@@ -134,7 +135,6 @@ def validate_dataset(
     out = Path(out_dir) if out_dir else Path(dataset_dir) / "validation"
     shutil.rmtree(out / "gx", ignore_errors=True)  # a fresh GX project per run: generated output only
     out.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
     context = gx.get_context(mode="file", project_root_dir=str(out.resolve()))
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     context.variables.save()
