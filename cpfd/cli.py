@@ -25,6 +25,8 @@ bench_app = typer.Typer(help="Benchmarks that print tables.", no_args_is_help=Tr
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
+from pipelines.cli import pipeline_app  # noqa: E402 (typer only: KFP is imported inside its commands)
+app.add_typer(pipeline_app, name="pipeline")
 features_app = typer.Typer(help="The Feast feature repository of the privileged dense features.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
 
@@ -344,12 +346,21 @@ def bench_monitoring(predictions: int = typer.Option(1_000_000, min=1000), scena
     run_monitoring_bench(predictions, scenarios, out, log=typer.echo)
 
 
+@bench_app.command("compile")
+def bench_compile(scenarios: int = typer.Option(50, min=1), out: Path = typer.Option(Path("runs/bench_compile"))):
+    """Compile the Kubeflow pipeline for N scenarios (target under 30 s) and check the YAML."""
+    from benchmarks.pipeline_compile import run_compile_benchmark
+
+    run_compile_benchmark(scenarios, out, log=typer.echo)
+
+
 @app.command()
-def demo(data: Path = typer.Option(Path("data/demo")), seeds: int = typer.Option(1, min=1),
-         videos_per_scenario: int = typer.Option(1500, min=100), out: Path = typer.Option(Path("runs/demo"))):
-    """The main job on the embedded default: synthetic data, then every scenario's teacher, student and CPFD."""
-    bench_quality(data=data, videos=None, features=None, config=None, set_=[], seeds=seeds,
-                  videos_per_scenario=videos_per_scenario, variant=["pfd", "cpfd"], scenario=[], out=out, quiet=True)
+def demo(data: Path = typer.Option(Path("data/demo")), videos_per_scenario: int = typer.Option(1500, min=100),
+         out: Path = typer.Option(Path("runs/demo")), parallelism: int = typer.Option(2, min=1)):
+    """The main job: synthetic data, the Feast repo, the Kubeflow pipeline run locally on every default scenario."""
+    from pipelines.cli import run_demo
+
+    run_demo(data, videos_per_scenario, out, parallelism)
 
 
 def main() -> None:
