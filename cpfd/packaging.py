@@ -31,8 +31,6 @@ def _files_to_copy(model_dir: Path) -> list[Path]:
 
 def package_model(model_dir: str | Path, name: str) -> str:
     """Copy a student into the model store as ``name``; returns the new tag ``name:version``."""
-    import bentoml
-
     model_dir = Path(model_dir)
     if not NAME_RE.match(name):
         raise CpfdError(f"model name {name!r} is not a valid BentoML name (lowercase letters, digits, '.', '_', '-')")
@@ -45,8 +43,11 @@ def package_model(model_dir: str | Path, name: str) -> str:
             "only students are packaged for serving"
         )
     labels = {"scenario": str(meta.get("scenario", "")), "role": "student", "method": str(meta.get("method", ""))}
-    metadata = {"label_names": list(spec["label_names"]), "num_frames": spec["num_frames"],
-                "image_size": spec["image_size"], "best_val_macro_f1": meta.get("best_val_macro_f1")}
+    metadata = {"label_names": list(spec["label_names"]), "num_frames": spec["num_frames"], "image_size": spec["image_size"]}
+    if meta.get("best_val_macro_f1") is not None:
+        metadata["best_val_macro_f1"] = float(meta["best_val_macro_f1"])
+    import bentoml
+
     with bentoml.models.create(name, labels=labels, metadata=metadata) as m:
         for f in files:
             dest = Path(m.path) / f.relative_to(model_dir)

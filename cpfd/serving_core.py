@@ -71,7 +71,8 @@ class ServingConfig(_Strict):
     batching: Batching = Batching()
     allow_frame_paths: bool = Field(False, description="accept local frame file paths (trusted deployments only)")
     prediction_log: str = Field("predictions.db", description="SQLite path (relative to this file) or SQLAlchemy URL")
-    torch_threads: int | None = Field(None, ge=1)
+    access_log: bool = Field(False, description="BentoML per-request access log (costly at high request rates)")
+    torch_threads: int = Field(1, ge=1, description="intra-op threads of a model call; >1 only on idle, dedicated cores")
 
     def experiment_of(self, scenario: str) -> str:
         return self.scenarios[scenario].experiment or self.experiment

@@ -144,8 +144,7 @@ class Classifier:
 
     def __init__(self, cfg: ServingConfig, model_dirs: dict[str, tuple[str, Path]], log_target: str | None = None):
         self.cfg = cfg
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
+        torch.set_num_threads(cfg.torch_threads)
         by_tag: dict[str, ServedModel] = {}
         self.models: dict[tuple[str, str], ServedModel] = {}
         for scenario, scen in cfg.scenarios.items():

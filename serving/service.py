@@ -83,5 +83,7 @@ class CpfdService:
 for _i, _tag in enumerate(CONFIG.model_tags()):
     setattr(CpfdService, f"model_{_i}", bentoml.models.BentoModel(_tag))
 
-CpfdService = bentoml.service(name="cpfd_students", workers=1, traffic={"timeout": 30})(CpfdService)
+CpfdService = bentoml.service(
+    name="cpfd_students", workers=1, traffic={"timeout": 30}, logging={"access": {"enabled": CONFIG.access_log}},
+)(CpfdService)
 CpfdService.add_asgi_middleware(BodyLimit, max_bytes=CONFIG.limits.max_request_bytes)
