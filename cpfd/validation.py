@@ -87,15 +87,18 @@ def suite_spec(
     return specs
 
 
-def _describe(result) -> str:
+def _describe(result, columns: set[str]) -> str:
     cfg = result.expectation_config
     column = cfg.kwargs.get("column")
     name = cfg.type + (f"({column})" if column else "")
     check = (cfg.meta or {}).get("check", "")
     res = result.result or {}
-    if result.exception_info and result.exception_info.get("raised_exception"):
-        detail = result.exception_info.get("exception_message", "error").splitlines()[0]
-    elif "unexpected_percent" in res and res.get("unexpected_percent") is not None:
+    mismatched = (res.get("details") or {}).get("mismatched")
+    if column and column not in columns:
+        detail = "column missing"
+    elif mismatched:
+        detail = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in mismatched.items() if v)
+    elif res.get("unexpected_percent") is not None:
         detail = f"{res['unexpected_percent']:.1f}% unexpected, e.g. {res.get('partial_unexpected_list', [])[:3]}"
     else:
         detail = f"observed {res.get('observed_value')!r}"
@@ -151,7 +154,7 @@ def validate_dataset(
     )
     run = checkpoint.run(batch_parameters={"dataframe": _utc_naive(df)})
     result = next(iter(run.run_results.values()))
-    failed = [_describe(r) for r in result.results if not r.success]
+    failed = [_describe(r, set(df.columns)) for r in result.results if not r.success]
     summary = {
         "success": bool(result.success),
         "scenario": scenario,
