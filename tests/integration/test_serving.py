@@ -1,0 +1,215 @@
+"""A real `bentoml serve` on 127.0.0.1 with real HTTP: two scenarios, two arms, limits, the prediction log."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+SCENARIOS = ("clickbait", "originality")
+TRAFFIC = {"clickbait": {"control": 0.5, "treatment": 0.5}, "originality": {"control": 0.8, "treatment": 0.2}}
+
+
+def png_b64(frame: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def deployment(synthetic_dir, tiny_project, tmp_path_factory):
+    """Tiny students for two scenarios, packaged under two arms each, behind one real server."""
+    from cpfd.config import TrainConfig
+    from cpfd.data.build import build_scenario_dataset
+    from cpfd.serving_core import ServerProcess
+    from cpfd.train import prepare_data, train_classifier
+
+    root = tmp_path_factory.mktemp("serving")
+    home = root / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
+    scenarios, samples = {}, {}
+    for s in SCENARIOS:
+        ds = build_scenario_dataset(synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", s, tiny_project,
+                                    root / "ds" / s)
+        data = prepare_data(root / "ds" / s, tiny_project.model)
+        train_classifier(data, "student", tiny_project, root / "m" / s, progress=False,
+                         train_cfg=TrainConfig(epochs=1, batch_size=32, threads=1))
+        assert ds["rows"]["test"] >= 8
+        test = data.splits["test"]
+        titles = pd.read_parquet(root / "ds" / s / "test.parquet")["title"].tolist()
+        samples[s] = [{"video_id": int(test.video_ids[i]), "title": titles[i], "frames": test.frames[i].numpy()} for i in range(8)]
+        scenarios[s] = {"arms": {arm: {"model": f"{s}-{arm}", "traffic": TRAFFIC[s][arm]} for arm in ("control", "treatment")},
+                        **({"experiment": "orig_exp"} if s == "originality" else {})}
+    pairs = [(s, arm) for s in SCENARIOS for arm in ("control", "treatment")]
+    args = [a for s, arm in pairs for a in (str(root / "m" / s), f"{s}-{arm}")]
+    code = ("import sys, json; from cpfd.packaging import package_model; "
+            "print(json.dumps([package_model(d, n) for d, n in zip(sys.argv[1::2], sys.argv[2::2])]))")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stderr
+    tags = dict(zip(pairs, json.loads(out.stdout.splitlines()[-1])))
+    config = root / "serving.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "cb_exp", "scenarios": scenarios, "prediction_log": "predictions.db", "torch_threads": 1,
+        "limits": {"max_frames_per_video": 8, "max_frame_bytes": 4096, "max_request_bytes": 200_000,
+                   "max_title_chars": 100, "max_batch_videos": 8, "max_frame_side": 64},
+        "batching": {"enabled": True, "max_batch_size": 32, "max_wait_ms": 0},
+    }))
+    with ServerProcess(config, log_path=root / "server.log", env={"BENTOML_HOME": str(home)}, timeout=120) as server:
+        yield {"url": server.url, "tags": tags, "samples": samples, "root": root, "log": root / "predictions.db",
+               "models": root / "m"}
+
+
+def post(deployment, path: str, body, raw: bool = False):
+    import requests
+
+    kw = {"data": body, "headers": {"Content-Type": "application/json"}} if raw else {"json": body}
+    return requests.post(deployment["url"] + path, timeout=60, **kw)
+
+
+def video_body(sample: dict, scenario: str, **extra) -> dict:
+    return {"scenario": scenario, "video_id": sample["video_id"], "title": sample["title"],
+            "frames": [png_b64(f) for f in sample["frames"]], **extra}
+
+
+def test_valid_request_per_scenario_matches_in_process_model(deployment):
+    from cpfd.serving_core import assign_arm
+    from cpfd.serving_runtime import load_served_model
+
+    for s in SCENARIOS:
+        sample = deployment["samples"][s][0]
+        r = post(deployment, "/classify", video_body(sample, s))
+        assert r.status_code == 200, r.text
+        a = r.json()
+        exp = "orig_exp" if s == "originality" else "cb_exp"
+        arm = assign_arm(exp, sample["video_id"], TRAFFIC[s])
+        assert (a["scenario"], a["arm"], a["experiment"], a["model_tag"]) == (s, arm, exp, deployment["tags"][(s, arm)])
+        served = load_served_model(deployment["models"] / s, a["model_tag"], s)
+        expected = served.predict([(sample["frames"], sample["title"])])[0]
+        assert list(a["probabilities"]) == served.spec.label_names
+        np.testing.assert_allclose(list(a["probabilities"].values()), expected, atol=1e-5)
+        assert a["label"] == served.spec.label_names[int(np.argmax(expected))]
+        assert a["confidence"] == pytest.approx(float(expected.max()), abs=1e-5) and a["latency_ms"] > 0
+
+
+def test_batch_arms_follow_the_hash_and_are_stable(deployment):
+    from cpfd.serving_core import assign_arm
+
+    frames = [png_b64(f) for f in deployment["samples"]["originality"][0]["frames"]]
+    ids = list(range(1000, 1048))
+    seen = {}
+    for rep in range(2):
+        for start in range(0, len(ids), 8):
+            batch = [{"scenario": "originality", "video_id": v, "title": "ka lo", "frames": frames} for v in ids[start:start + 8]]
+            r = post(deployment, "/classify_batch", {"videos": batch})
+            assert r.status_code == 200, r.text
+            for p in r.json()["predictions"]:
+                assert p["arm"] == assign_arm("orig_exp", p["video_id"], TRAFFIC["originality"])
+                assert seen.setdefault(p["video_id"], p["arm"]) == p["arm"]
+                assert p["model_tag"] == deployment["tags"][("originality", p["arm"])]
+    assert set(seen.values()) == {"control", "treatment"}
+    r = post(deployment, "/classify", {"scenario": "originality", "video_id": 1, "title": "x", "frames": frames, "arm": "treatment"})
+    assert r.json()["arm"] == "treatment" and r.json()["model_tag"] == deployment["tags"][("originality", "treatment")]
+
+
+def _bad_requests(sample):
+    ok = video_body(sample, "clickbait")
+    big = png_b64(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    return [
+        ("unknown scenario", "/classify", {**ok, "scenario": "nope"}, 400, "unknown scenario 'nope'"),
+        ("too many frames", "/classify", {**ok, "frames": ok["frames"] * 3}, 413, "max_frames_per_video=8"),
+        ("frame too large", "/classify", {**ok, "frames": [big]}, 413, "max_frame_bytes=4096"),
+        ("frame too wide", "/classify", {**ok, "frames": [png_b64(np.zeros((8, 65, 3), np.uint8))]}, 413, "max_frame_side=64"),
+        ("request too large", "/classify", {**ok, "title": "x" * 300_000}, 413, "max_request_bytes=200000"),
+        ("title too long", "/classify", {**ok, "title": "x" * 101}, 413, "max_title_chars=100"),
+        ("batch too large", "/classify_batch", {"videos": [ok] * 9}, 413, "max_batch_videos=8"),
+        ("undecodable image", "/classify", {**ok, "frames": [base64.b64encode(b"\x89PNG\r\n\x1a\ngarbage").decode()]}, 400,
+         "undecodable PNG"),
+        ("not an image", "/classify", {**ok, "frames": [base64.b64encode(b"hello world").decode()]}, 400, "not a JPEG or PNG"),
+        ("bad base64", "/classify", {**ok, "frames": ["%%%"]}, 400, "not valid base64"),
+        ("mixed shapes", "/classify", {**ok, "frames": [ok["frames"][0], png_b64(np.zeros((8, 8, 3), np.uint8))]}, 400,
+         "different shapes"),
+        ("empty frames", "/classify", {**ok, "frames": []}, 400, "frames: empty"),
+        ("empty batch", "/classify_batch", {"videos": []}, 400, "videos: empty"),
+        ("empty body", "/classify", "", 400, "scenario"),
+        ("broken json", "/classify", "{not json", 400, "json"),
+        ("dense feature sent", "/classify", {**ok, "dense_00": 0.5}, 400, "dense_00"),
+        ("video_id not int", "/classify", {**ok, "video_id": "abc"}, 400, "video_id"),
+        ("unknown arm", "/classify", {**ok, "arm": "zzz"}, 400, "unknown arm 'zzz'"),
+        ("frame paths disabled", "/classify", {**ok, "frames": [], "frame_paths": ["/etc/hostname"]}, 403, "allow_frame_paths"),
+    ]
+
+
+def test_each_bad_input_gets_its_4xx_and_the_server_lives_on(deployment):
+    from cpfd.predlog import PredictionLog
+
+    sample = deployment["samples"]["clickbait"][1]
+    before = PredictionLog(deployment["log"]).count()
+    for name, path, body, status, needle in _bad_requests(sample):
+        raw = isinstance(body, str)
+        r = post(deployment, path, body, raw=raw)
+        assert r.status_code == status, f"{name}: {r.status_code} {r.text[:300]}"
+        assert needle.lower() in r.text.lower(), f"{name}: {r.text[:300]}"
+    assert PredictionLog(deployment["log"]).count() == before  # refused requests leave no row
+    r = post(deployment, "/classify", video_body(sample, "clickbait"))
+    assert r.status_code == 200 and r.json()["video_id"] == sample["video_id"]
+
+
+def test_no_feast_and_no_dense_feature_in_the_server(deployment):
+    import requests
+
+    info = post(deployment, "/info", {}).json()
+    assert info["forbidden_modules_loaded"] == [] and info["dense_features"] == []
+    assert info["pid"] != os.getpid()
+    assert set(info["scenarios"]) == set(SCENARIOS)
+    for path in ("/readyz", "/livez"):
+        assert requests.get(deployment["url"] + path, timeout=10).status_code == 200
+    metrics = requests.get(deployment["url"] + "/metrics", timeout=10).text
+    assert "cpfd_predictions" in metrics and "cpfd_rejected_requests" in metrics
+
+
+def test_prediction_rows_match_answers(deployment):
+    from cpfd.predlog import PredictionLog
+
+    log = PredictionLog(deployment["log"])
+    sample = deployment["samples"]["clickbait"][2]
+    r = post(deployment, "/classify_batch", {"videos": [video_body(sample, "clickbait", video_id=77_000 + i) for i in range(3)]})
+    preds = r.json()["predictions"]
+    rows = log.read_predictions(scenario="clickbait").set_index("request_id")
+    for p in preds:
+        row = rows.loc[p["request_id"]]
+        assert (row["video_id"], row["arm"], row["model_tag"], row["experiment"]) == (p["video_id"], p["arm"], p["model_tag"], "cb_exp")
+        assert row["probabilities"] == pytest.approx(list(p["probabilities"].values()))
+        assert row["confidence"] == pytest.approx(p["confidence"]) and row["latency_ms"] == pytest.approx(p["latency_ms"])
+
+
+@pytest.mark.slow
+def test_load_32_clients_no_5xx_and_one_row_per_answer(deployment):
+    from benchmarks.serving import load_clients
+    from cpfd.predlog import PredictionLog
+
+    log = PredictionLog(deployment["log"])
+    before = log.count()
+    bodies = []
+    for s in SCENARIOS:
+        for i, sample in enumerate(deployment["samples"][s]):
+            bodies.append(json.dumps(video_body(sample, s, video_id=500_000 + i)).encode())
+    bodies.append(json.dumps({"scenario": "nope", "video_id": 1, "title": "x", "frames": ["AAAA"]}).encode())
+    result = load_clients(deployment["url"], bodies, clients=32, seconds=30)
+    assert not any(code >= 500 for code in result["status"]), result["status"]
+    assert set(result["status"]) <= {200, 400}, result["status"]
+    assert result["ok"] > 100
+    assert log.count() - before == result["ok"]
+    rows = log.read_predictions()
+    assert rows["request_id"].is_unique
