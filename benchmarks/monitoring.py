@@ -5,6 +5,7 @@ traffic generator the monitoring tests use."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -76,26 +77,32 @@ def run_monitoring_bench(n: int, n_scenarios: int, out: Path, log=print) -> dict
     from monitoring.report import run_monitor
 
     out.mkdir(parents=True, exist_ok=True)
-    db = out / "predictions.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db = out / f"predictions_{n}_{n_scenarios}.db"
     scenarios = {f"scenario_{i:02d}": 2 + i % 3 for i in range(n_scenarios)}
-    t = time.perf_counter()
-    preds, labels, reference = make_traffic(scenarios, n // (2 * n_scenarios), seed=0, drift={"scenario_00": 0.5},
-                                            label_share=0.3)
-    reference.to_parquet(out / "reference.parquet", index=False)
-    write_traffic(PredictionLog(db), preds, labels)
-    log(f"wrote {len(preds)} predictions and {len(labels)} labels across {n_scenarios} scenarios "
-        f"({time.perf_counter() - t:.0f}s, not timed)")
-    t = time.perf_counter()
+    per_arm = n // (2 * n_scenarios)
+    if db.exists() and PredictionLog(db).count() == per_arm * 2 * n_scenarios:  # same seed: the same log
+        log(f"reusing {db}")
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        t = time.perf_counter()
+        preds, labels, reference = make_traffic(scenarios, per_arm, seed=0, drift={"scenario_00": 0.5}, label_share=0.3)
+        reference.to_parquet(out / "reference.parquet", index=False)
+        write_traffic(PredictionLog(db), preds, labels)
+        log(f"wrote {len(preds)} predictions and {len(labels)} labels across {n_scenarios} scenarios "
+            f"({time.perf_counter() - t:.0f}s, not timed)")
+    t, cpu = time.perf_counter(), time.process_time()
     summary = run_monitor(db, out / "reference.parquet", START.isoformat(), (START + timedelta(days=2)).isoformat(),
                           out / "report")
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    load = os.getloadavg()[0]
     result = {"predictions": int(summary["n_predictions"]), "labelled": int(summary["n_labelled"]),
-              "scenarios": n_scenarios, "seconds": round(seconds, 1), "stages": summary["seconds"],
+              "scenarios": n_scenarios, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+              "load_average_1min": round(load, 1), "stages": summary["seconds"],
               "status": summary["status"], "failed_checks": summary["failed_checks"]}
     (out / "monitoring_bench.json").write_text(json.dumps(result, indent=2))
-    log(f"monitoring job: {result['predictions']} predictions, {n_scenarios} scenarios: {seconds:.1f}s "
+    log(f"monitoring job: {result['predictions']} predictions, {n_scenarios} scenarios: {seconds:.1f}s wall, "
+        f"{cpu:.1f}s CPU (load average {load:.1f} on {os.cpu_count()} cores) "
         f"(stages {summary['seconds']}); status {summary['status']} (drift injected in scenario_00: "
         f"{', '.join(result['failed_checks'])})")
     return result

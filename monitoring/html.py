@@ -50,7 +50,14 @@ def _plots(summary: dict, out: Path) -> list[str]:
     return files
 
 
-def write_index(summary: dict, out: Path) -> Path:
+def _inline(out: Path, rel: str) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode((out / rel).read_bytes()).decode()
+
+
+def write_index(summary: dict, out: Path, inline_images: bool = False) -> Path:
+    """index.html in ``out``; ``inline_images`` embeds the plots (a single-file page, e.g. a KFP HTML artifact)."""
     esc = html.escape
     w = summary["window"]
     parts = [
@@ -87,7 +94,7 @@ def write_index(summary: dict, out: Path) -> Path:
             parts.append(f"<tr class='{ab['status']}'><td>{esc(s)}</td><td>{_fmt(ab.get('diff'), '+.4f')}</td><td>{ci}</td>"
                          f"<td>{esc(ab.get('verdict') or ab['message'])}</td><td>{ab['status']}</td></tr>")
         parts.append("</table>")
-        parts += [f"<p><img src='{p}'></p>" for p in _plots(summary, out)]
+        parts += [f"<p><img src='{_inline(out, p) if inline_images else p}'></p>" for p in _plots(summary, out)]
         notes = [(s, m) for s, r in summary["scenarios"].items() for m in r["messages"]]
         parts.append("<h2>Messages</h2><ul>" + "".join(f"<li>{esc(s)}: {esc(m)}</li>" for s, m in notes) + "</ul>")
     parts.append("<p><a href='summary.json'>summary.json</a></p></body></html>")

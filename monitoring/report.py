@@ -84,23 +84,33 @@ def slice_metrics(cur: pd.DataFrame, ref: pd.DataFrame, k: int, cfg: MonitorConf
     return out
 
 
-def ab_verdict(arms: dict, cfg: MonitorConfig, seed: int = 0) -> dict:
+def ab_skip_reason(arms: dict, cfg: MonitorConfig) -> str | None:
+    for name in (cfg.arms.control, cfg.arms.treatment):
+        if arms.get(name, {}).get("n", 0) == 0:
+            return f"arm {name!r} has no traffic in the window: no A/B verdict"
+        if arms[name].get("labelled", 0) < cfg.quality.min_labelled:
+            return (f"arm {name!r} has {arms[name].get('labelled', 0)} labelled predictions "
+                    f"(< quality.min_labelled = {cfg.quality.min_labelled}): no A/B verdict")
+    return None
+
+
+def ab_verdict(arms: dict, cfg: MonitorConfig, alpha: float | None = None, seed: int = 0) -> dict:
     """Treatment minus control macro-F1 with a bootstrap CI, from the arms' confusion matrices."""
     c, t = cfg.arms.control, cfg.arms.treatment
-    for name in (c, t):
-        if arms.get(name, {}).get("n", 0) == 0:
-            return {"status": SKIPPED, "message": f"arm {name!r} has no traffic in the window: no A/B verdict"}
-        if arms[name].get("labelled", 0) < cfg.quality.min_labelled:
-            return {"status": SKIPPED, "message": f"arm {name!r} has {arms[name].get('labelled', 0)} labelled predictions "
-                                                  f"(< quality.min_labelled = {cfg.quality.min_labelled}): no A/B verdict"}
+    reason = ab_skip_reason(arms, cfg)
+    if reason:
+        return {"status": SKIPPED, "message": reason}
+    alpha = cfg.ab.alpha if alpha is None else alpha
     cm_t, cm_c = (np.asarray(arms[a]["confusion_matrix"]) for a in (t, c))
     k = max(len(cm_t), len(cm_c))
     cm_t, cm_c = (np.pad(m, (0, k - len(m))) for m in (cm_t, cm_c))
-    res = stats.bootstrap_f1_diff(cm_t, cm_c, cfg.ab.resamples, cfg.ab.alpha, seed)
+    resamples = max(cfg.ab.resamples, int(np.ceil(20 / alpha)))  # >= 10 resamples in each tail
+    res = stats.bootstrap_f1_diff(cm_t, cm_c, resamples, alpha, seed)
+    res["alpha"] = alpha
     better, worse = res["significant"] and res["diff"] > 0, res["significant"] and res["diff"] < 0
     res["verdict"] = "treatment better" if better else "treatment worse" if worse else "no significant difference"
     res["status"] = FAIL if worse or (cfg.ab.fail_on == "not_better" and not better) else PASS
-    res["message"] = (f"{t} - {c} macro-F1 = {res['diff']:+.4f}, {100 * (1 - cfg.ab.alpha):.0f}% CI "
+    res["message"] = (f"{t} - {c} macro-F1 = {res['diff']:+.4f}, {100 * (1 - alpha):.4g}% CI "
                       f"[{res['ci_low']:+.4f}, {res['ci_high']:+.4f}]: {res['verdict']}")
     return res
 
@@ -109,7 +119,7 @@ def analyse(window: pd.DataFrame, reference: pd.DataFrame, cfg: MonitorConfig) -
     """Every scenario seen in the window or the reference: its slices and its A/B verdict."""
     scenarios = sorted(set(window["scenario"]) | set(reference["scenario"]))
     groups = window.groupby(["scenario", "arm"]).indices
-    result = {}
+    result, all_arms = {}, {}
     for s in scenarios:
         ref_s = reference[reference["scenario"] == s]
         cur_s = window[window["scenario"] == s]
@@ -120,17 +130,22 @@ def analyse(window: pd.DataFrame, reference: pd.DataFrame, cfg: MonitorConfig) -
         for a in arm_names:
             cur = window.iloc[groups[(s, a)]] if (s, a) in groups else window.iloc[:0]
             arms[a] = slice_metrics(cur, reference_slice(reference, s, a), k, cfg)
-        ab = ab_verdict(arms, cfg)
+        all_arms[s] = (arms, k, len(cur_s), len(ref_s))
+    # Bonferroni over the scenarios that get a verdict: one alert budget alpha for the whole window
+    tested = sum(ab_skip_reason(arms, cfg) is None for arms, *_ in all_arms.values())
+    alpha = cfg.ab.alpha / max(tested, 1) if cfg.ab.correction == "bonferroni" else cfg.ab.alpha
+    for s, (arms, k, n_cur, n_ref) in all_arms.items():
+        ab = ab_verdict(arms, cfg, alpha)
         messages = [f"{a}: {m}" for a, sl in arms.items() for m in sl["messages"]]
-        if not len(cur_s):
+        if not n_cur:
             messages.insert(0, "no traffic for this scenario in the window")
-        if not len(ref_s):
+        if not n_ref:
             messages.insert(0, "scenario not in the offline reference")
         failed = [f"{a}/{c}" for a, sl in arms.items() for c, v in sl["checks"].items() if v == FAIL]
         if ab["status"] == FAIL:
             failed.append("ab")
         result[s] = {"status": FAIL if failed else PASS, "failed_checks": failed, "num_classes": k,
-                     "n": int(len(cur_s)), "arms": arms, "ab": ab, "messages": messages + [f"A/B: {ab['message']}"]}
+                     "n": int(n_cur), "arms": arms, "ab": ab, "messages": messages + [f"A/B: {ab['message']}"]}
     return result
 
 
@@ -208,3 +223,28 @@ def format_summary(summary: dict) -> str:
                              f" F1={f1} coverage={sl['label_coverage']:.2f}")
         lines += [f"    {m}" for m in r["messages"]]
     return "\n".join(lines)
+
+
+def recurring_window(since: str, until: str, hours: float) -> tuple[str, str]:
+    """Explicit bounds, or the last ``hours`` up to ``until`` (default: now) when ``since`` is empty."""
+    from cpfd.predlog import utcnow_iso
+
+    until = until or utcnow_iso()
+    if since:
+        return since, until
+    if hours <= 0:
+        raise CpfdError(f"window_hours must be positive when since is empty, got {hours}")
+    return (pd.Timestamp(until) - pd.Timedelta(hours=hours)).isoformat(), until
+
+
+def monitor_step(log_target: str, reference_path: str, since: str, until: str, window_hours: float, config_yaml: str,
+                 out_dir: str, html_path: str) -> dict:
+    """The pipeline step: run the job into ``out_dir`` and write a single-file index page to ``html_path``."""
+    from monitoring.html import write_index
+    from monitoring.settings import load_monitor_config
+
+    since, until = recurring_window(since, until, window_hours)
+    summary = run_monitor(log_target, reference_path, since, until, out_dir, load_monitor_config(text=config_yaml))
+    Path(html_path).write_text(write_index(summary, Path(out_dir), inline_images=True).read_text())
+    write_index(summary, Path(out_dir))  # the folder's own page keeps relative links
+    return summary

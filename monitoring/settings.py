@@ -41,10 +41,11 @@ class AB(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1)
     resamples: int = Field(1000, ge=100)
     fail_on: Literal["worse", "not_better"] = "worse"
+    correction: Literal["bonferroni", "none"] = "bonferroni"
 
 
 class EvidentlyOpts(_Strict):
-    max_rows: int = Field(20000, ge=100)
+    max_rows: int = Field(10000, ge=100)
     seed: int = 0
 
 
@@ -64,22 +65,24 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_monitor_config(path: str | Path | None = None) -> MonitorConfig:
-    """The defaults in monitoring/config.yaml, with the keys of ``path`` on top."""
+def load_monitor_config(path: str | Path | None = None, text: str | None = None) -> MonitorConfig:
+    """The defaults in monitoring/config.yaml, with the keys of the file ``path`` (or the YAML ``text``) on top."""
     data = yaml.safe_load(DEFAULT_CONFIG.read_text()) or {}
+    where = "monitoring config (text)" if text is not None else f"monitoring config {path}"
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"monitoring config {p} does not exist")
+        if not Path(path).exists():
+            raise ConfigError(f"{where} does not exist")
+        text = Path(path).read_text()
+    if text:
         try:
-            user = yaml.safe_load(p.read_text()) or {}
+            user = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"monitoring config {p}: invalid YAML: {e}") from e
+            raise ConfigError(f"{where}: invalid YAML: {e}") from None
         if not isinstance(user, dict):
-            raise ConfigError(f"monitoring config {p}: expected a mapping at the top level")
+            raise ConfigError(f"{where}: expected a mapping at the top level")
         data = _merge(data, user)
     try:
         return MonitorConfig.model_validate(data)
     except ValidationError as e:
-        where = path or DEFAULT_CONFIG
-        raise ConfigError(f"monitoring config {where}: {e}") from e
+        err = e.errors()[0]
+        raise ConfigError(f"{where}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None

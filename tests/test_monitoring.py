@@ -1,0 +1,212 @@
+"""Monitoring on controlled prediction logs: drift, F1 vs scikit-learn, A/B calls, edge cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.monitoring import START, make_traffic, write_traffic
+
+SCENARIOS = {"bin": 2, "three": 3, "four": 4}
+SINCE, UNTIL = START.isoformat(), (START + pd.Timedelta(days=2)).isoformat()
+
+
+def _log(tmp_path, preds, labels, reference):
+    from cpfd.predlog import PredictionLog
+
+    write_traffic(PredictionLog(tmp_path / "log.db"), preds, labels)
+    reference.to_parquet(tmp_path / "reference.parquet", index=False)
+    return tmp_path / "log.db", tmp_path / "reference.parquet"
+
+
+def _window(preds, labels):
+    """The frame monitoring reads from the log, built in memory (for the many-seed statistics tests)."""
+    lab = labels.rename(columns={"label": "true_label"})
+    return preds.drop(columns=["true_label"]).rename(columns={"label": "predicted"}).merge(
+        lab, on=["video_id", "scenario"], how="left").assign(true_label=lambda d: d["true_label"].astype(float))
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from cpfd.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    """No drift, equal arms: the whole job through the CLI, Evidently included."""
+    tmp = tmp_path_factory.mktemp("clean")
+    preds, labels, ref = make_traffic(SCENARIOS, 1500, seed=0)
+    log, reference = _log(tmp, preds, labels, ref)
+    res = _cli("monitor", "--log", log, "--reference", reference, "--since", SINCE, "--until", UNTIL, "--out", tmp / "out")
+    return res, json.loads((tmp / "out" / "summary.json").read_text()), preds, labels, tmp / "out"
+
+
+@pytest.mark.integration
+def test_no_drift_every_check_passes(clean_run):
+    res, summary, _, _, out = clean_run
+    assert res.exit_code == 0, res.output
+    assert summary["status"] == "pass" and summary["failed_checks"] == []
+    for s, r in summary["scenarios"].items():
+        assert set(r["arms"]) == {"control", "treatment"}
+        assert all(v == "pass" for sl in r["arms"].values() for v in sl["checks"].values()), (s, r["arms"])
+        assert r["ab"]["verdict"] == "no significant difference"
+        for f in (r["report_html"], r["snapshot_json"]):
+            assert (out / f).stat().st_size > 1000 and f in (out / "index.html").read_text()
+    assert (out / "plots" / "ab.png").exists() and (out / "plots" / "confidence.png").exists()
+
+
+@pytest.mark.integration
+def test_report_f1_equals_sklearn_on_the_slice(clean_run):
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    _, summary, preds, labels, _ = clean_run
+    w = _window(preds, labels).dropna(subset=["true_label"])
+    for (s, arm), g in w.groupby(["scenario", "arm"]):
+        sl = summary["scenarios"][s]["arms"][arm]
+        y, p = g["true_label"].astype(int), g["predicted"]
+        assert sl["labelled"] == len(g)
+        assert sl["f1"] == pytest.approx(f1_score(y, p, average="macro"), abs=1e-12)
+        assert sl["precision"] == pytest.approx(precision_score(y, p, average="macro"), abs=1e-12)
+        assert sl["recall"] == pytest.approx(recall_score(y, p, average="macro"), abs=1e-12)
+        # the Evidently report's own per-arm value agrees (binary: the positive class's F1)
+        expected = f1_score(y, p, average="binary") if SCENARIOS[s] == 2 else f1_score(y, p, average="macro")
+        assert sl["evidently"]["F1Score"] == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.integration
+def test_drift_in_one_scenario_fails_exactly_that_scenario(tmp_path):
+    preds, labels, ref = make_traffic(SCENARIOS, 1500, seed=1, drift={"three": 0.5})
+    log, reference = _log(tmp_path, preds, labels, ref)
+    res = _cli("monitor", "--log", log, "--reference", reference, "--since", SINCE, "--until", UNTIL,
+               "--out", tmp_path / "out", "--no-evidently")
+    assert res.exit_code == 1, res.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {s for s, r in summary["scenarios"].items() if r["status"] == "fail"} == {"three"}
+    assert sorted(summary["failed_checks"]) == sorted(
+        f"three/{arm}/{c}" for arm in ("control", "treatment") for c in ("confidence_ks", "confidence_psi"))
+
+
+def test_better_treatment_is_significant():
+    from monitoring.report import analyse
+    from monitoring.settings import load_monitor_config
+
+    preds, labels, ref = make_traffic(SCENARIOS, 1500, seed=2, accuracy={"control": 0.75, "treatment": 0.85})
+    result = analyse(_window(preds, labels), ref, load_monitor_config())
+    for r in result.values():
+        assert r["ab"]["verdict"] == "treatment better" and r["ab"]["ci_low"] > 0, r["ab"]
+        assert r["ab"]["status"] == "pass"
+    worse = analyse(_window(preds, labels).replace({"arm": {"control": "treatment", "treatment": "control"}}), ref,
+                    load_monitor_config())
+    assert all(r["ab"]["verdict"] == "treatment worse" and r["status"] == "fail" for r in worse.values())
+
+
+def test_equal_arms_no_difference_called_in_90_percent_of_seeds():
+    from monitoring.report import ab_verdict, slice_metrics
+    from monitoring.settings import load_monitor_config
+
+    cfg = load_monitor_config()
+    called = 0
+    for seed in range(20):
+        preds, labels, ref = make_traffic({"three": 3}, 1000, seed=100 + seed, reference_n=200)
+        w = _window(preds, labels)
+        arms = {a: slice_metrics(w[w["arm"] == a], ref, 3, cfg) for a in ("control", "treatment")}
+        called += ab_verdict(arms, cfg)["significant"]
+    assert called <= 2, f"a difference was called in {called} of 20 seeds with equal arms"
+
+
+@pytest.mark.integration
+def test_empty_window_no_labels_and_missing_arm_are_explained(tmp_path):
+    preds, labels, ref = make_traffic(SCENARIOS, 400, seed=3)
+    preds = preds[~((preds["scenario"] == "four") & (preds["arm"] == "treatment"))]  # an arm with no traffic
+    labels = labels[labels["scenario"] != "three"]  # a scenario with no labels yet
+    log, reference = _log(tmp_path, preds, labels, ref)
+
+    res = _cli("monitor", "--log", log, "--reference", reference, "--since", "2030-01-01", "--until", "2030-01-02",
+               "--out", tmp_path / "empty")
+    assert res.exit_code == 1 and "no predictions in" in res.output
+    assert "no predictions in" in (tmp_path / "empty" / "index.html").read_text()
+
+    from monitoring.report import run_monitor
+
+    summary = run_monitor(log, reference, SINCE, UNTIL, tmp_path / "out")
+    three, four = summary["scenarios"]["three"], summary["scenarios"]["four"]
+    assert three["arms"]["control"]["checks"]["f1"] == "skipped" and "f1" not in three["arms"]["control"]
+    assert any("no labels yet" in m for m in three["messages"])
+    assert three["ab"]["status"] == "skipped" and "0 labelled predictions" in three["ab"]["message"]
+    assert four["arms"]["treatment"]["n"] == 0 and "no traffic" in four["arms"]["treatment"]["messages"][0]
+    assert four["ab"]["status"] == "skipped" and "'treatment' has no traffic" in four["ab"]["message"]
+    assert summary["status"] == "pass"  # missing labels or traffic are reported, not alerts
+    assert (tmp_path / "out" / "scenarios" / "three.html").exists() and (tmp_path / "out" / "scenarios" / "four.json").exists()
+
+    bad = _cli("monitor", "--log", tmp_path / "nope.db", "--reference", reference, "--since", SINCE, "--until", UNTIL)
+    assert bad.exit_code != 0 and "nope.db does not exist" in str(bad.exception or bad.output)
+
+
+def test_psi_and_bootstrap_basics():
+    from monitoring import stats
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=5000)
+    assert stats.psi(x, rng.normal(size=5000)) < 0.02
+    assert stats.psi(x, rng.normal(1.0, 1, size=5000)) > 0.5
+    cm = np.array([[400, 100], [100, 400]])
+    res = stats.bootstrap_f1_diff(cm, cm, 1000, 0.05)
+    assert res["diff"] == 0 and res["ci_low"] < 0 < res["ci_high"] and not res["significant"]
+
+
+def test_monitoring_pipeline_compiles_and_reads_back(tmp_path):
+    import yaml
+
+    from components.image import project_image
+    from pipelines.monitoring_pipeline import PIPELINE_NAME, compile_monitoring_pipeline
+
+    spec = yaml.safe_load(compile_monitoring_pipeline(tmp_path / "monitoring.yaml").read_text())
+    assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
+        "log_url", "reference_uri", "since", "until", "window_hours", "config_yaml", "fail_on_alert"}
+    container = spec["deploymentSpec"]["executors"]["exec-monitor"]["container"]
+    assert container["image"] == project_image()
+    assert "pip install" not in " ".join(container["command"] + container.get("args", []))
+    assert spec["deploymentSpec"]["executors"]["exec-importer"]["importer"]["typeSchema"]["schemaTitle"] == "system.Dataset"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_monitoring_pipeline_runs_on_the_kfp_local_runner(tmp_path):
+    from kfp import local
+
+    from pipelines.monitoring_pipeline import build_monitoring_pipeline
+
+    preds, labels, ref = make_traffic({"three": 3}, 300, seed=4, drift={"three": 0.5})
+    log, reference = _log(tmp_path, preds, labels, ref)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    out = build_monitoring_pipeline()(log_url=str(log), reference_uri=str(reference), since=SINCE, until=UNTIL,
+                                      fail_on_alert=False)
+    page = open(out.output.path).read()
+    assert "three" in page and "data:image/png;base64," in page and "confidence_ks" in page
+
+
+@pytest.mark.integration
+def test_reference_from_a_saved_model(clickbait_data, tiny_project, clickbait_dataset, tmp_path):
+    from cpfd.models import build_model, make_spec, save_model
+    from cpfd.train import evaluate_model
+    from monitoring.reference import read_reference, reference_from_model
+
+    t = clickbait_data.splits["train"]
+    spec = make_spec(tiny_project.model, "student", clickbait_data.label_names, int(t.frames.shape[2]),
+                     int(t.frames.shape[1]), clickbait_data.tokenizer.vocab_size)
+    model = build_model(spec).eval()
+    save_model(model, tmp_path / "m", clickbait_data.tokenizer, {"scenario": "clickbait", "role": "student"})
+    path = reference_from_model(tmp_path / "m", clickbait_dataset, arm="treatment")
+    assert path == tmp_path / "m" / "reference.parquet"
+    ref = read_reference(tmp_path / "m")
+    _, probs = evaluate_model(model, clickbait_data, "test")
+    assert (ref["scenario"] == "clickbait").all() and (ref["arm"] == "treatment").all()
+    np.testing.assert_allclose(ref["confidence"], probs.max(1), rtol=1e-5)
+    assert ref["video_id"].tolist() == clickbait_data.splits["test"].video_ids.tolist()
