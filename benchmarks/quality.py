@@ -50,11 +50,16 @@ def run_quality(
     from cpfd.models import load_model
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs: list[dict] = []
+    done_file = out_dir / "runs.jsonl"  # one line per finished (scenario, seed): a rerun resumes
+    done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
+    runs = [r for r in done if r["scenario"] in datasets and r["seed"] in seeds and set(variants) <= set(r["f1"])]
     t_start = time.perf_counter()
     for scenario, ds in datasets.items():
+        todo = [sd for sd in seeds if not any(r["scenario"] == scenario and r["seed"] == sd for r in runs)]
+        if not todo:
+            continue
         data = prepare_data(ds, project.model)
-        for seed in seeds:
+        for seed in todo:
             tcfg = project.train_for(scenario).model_copy(update={"seed": seed})
             work = out_dir / "models" / scenario / f"seed{seed}"
             scores: dict[str, float] = {}
@@ -71,6 +76,8 @@ def run_quality(
                 distill_student(data, teacher_logits, project, d, dcfg, progress, resume=False, train_cfg=tcfg)
                 scores[v] = evaluate_model(load_model(d), data)[0]["macro_f1"]
             runs.append({"scenario": scenario, "seed": seed, "f1": scores})
+            with open(done_file, "a") as f:
+                f.write(json.dumps(runs[-1]) + "\n")
             log(f"  {scenario} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
                 + f"  [{time.perf_counter() - t_start:.0f}s]")
     result = summarise(runs, variants)
