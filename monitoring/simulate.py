@@ -36,11 +36,13 @@ def post_json(url: str, body: dict, timeout: float = 60.0) -> dict:
 
 def later_window(videos_path: str | Path, scenarios: list[str], fraction: float, per_scenario: int, seed: int) -> pd.DataFrame:
     """Per scenario, up to ``per_scenario`` videos sampled from its latest ``fraction`` of time."""
+    from cpfd.config import load_config
     from cpfd.data.contract import load_videos
 
     if not 0 < fraction <= 1:
         raise CpfdError(f"window fraction must be in (0, 1], got {fraction}")
-    videos = load_videos(videos_path)
+    config = Path(videos_path).parent / "scenarios.yaml"  # written next to the table by `cpfd generate`
+    videos = load_videos(videos_path, load_config(config if config.exists() else None))
     rng = np.random.default_rng(seed)
     parts = []
     for s in scenarios:

@@ -210,3 +210,59 @@ def test_reference_from_a_saved_model(clickbait_data, tiny_project, clickbait_da
     assert (ref["scenario"] == "clickbait").all() and (ref["arm"] == "treatment").all()
     np.testing.assert_allclose(ref["confidence"], probs.max(1), rtol=1e-5)
     assert ref["video_id"].tolist() == clickbait_data.splits["test"].video_ids.tolist()
+
+
+def test_drift_content_fades_frames_and_titles():
+    from monitoring.simulate import drift_content
+
+    rng = np.random.default_rng(0)
+    frames = np.full((4, 2, 8, 8, 3), 200, np.uint8)
+    titles = ["ka lo mi ru te", "sa no vi pe zu", "da fo gi ha je", "wu ka lo mi ru"]
+    same_f, same_t = drift_content(frames, titles, 0.0, rng)
+    assert same_f is frames and same_t == titles
+    f, t = drift_content(frames, titles, 0.9, rng)
+    assert abs(f.astype(float).mean() - 200) > 30 and t != titles and [len(x.split()) for x in t] == [5] * 4
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_simulator_through_a_real_service_then_monitor(synthetic_dir, tiny_project, tmp_path):
+    """Train one tiny student, serve it as both arms with `bentoml serve`, simulate traffic, monitor it."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from cpfd.config import TrainConfig
+    from cpfd.data.build import build_scenario_dataset
+    from cpfd.serving_core import ServerProcess
+    from cpfd.train import prepare_data, train_classifier
+    from monitoring.reference import reference_from_model
+    from monitoring.report import run_monitor
+    from monitoring.simulate import simulate
+
+    build_scenario_dataset(synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", "clickbait", tiny_project,
+                           tmp_path / "ds")
+    data = prepare_data(tmp_path / "ds", tiny_project.model)
+    train_classifier(data, "student", tiny_project, tmp_path / "m", progress=False,
+                     train_cfg=TrainConfig(epochs=1, batch_size=32, threads=1))
+    reference = reference_from_model(tmp_path / "m", tmp_path / "ds")
+    home = tmp_path / "bentoml"
+    code = ("import sys; from cpfd.packaging import package_model; "
+            "[package_model(sys.argv[1], n) for n in ('cb-control', 'cb-treatment')]")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"})
+    assert out.returncode == 0, out.stderr
+    config = tmp_path / "serving.yaml"
+    config.write_text(yaml.safe_dump({"experiment": "sim", "prediction_log": "predictions.db", "torch_threads": 1, "scenarios": {
+        "clickbait": {"arms": {"control": {"model": "cb-control", "traffic": 0.5},
+                               "treatment": {"model": "cb-treatment", "traffic": 0.5}}}}}))
+    with ServerProcess(config, log_path=tmp_path / "server.log", env={"BENTOML_HOME": str(home)}, timeout=120) as server:
+        res = simulate(server.url, tmp_path / "predictions.db", synthetic_dir / "videos.parquet", per_scenario=40,
+                       fraction=0.3, drift_scenario="clickbait", drift=0.5, label_share=0.5, batch_size=16, log=lambda m: None)
+    assert res["predictions"] == 40 and set(res["arms"]) == {"control", "treatment"}
+    summary = run_monitor(tmp_path / "predictions.db", reference, res["since"], res["until"], tmp_path / "out", evidently=False)
+    assert summary["n_predictions"] == 40 and summary["n_labelled"] == res["labelled"] > 0
+    arms = summary["scenarios"]["clickbait"]["arms"]
+    assert sum(a["n"] for a in arms.values()) == 40 and all("ks_statistic" in a for a in arms.values())
