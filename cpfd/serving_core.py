@@ -71,6 +71,7 @@ class ServingConfig(_Strict):
     batching: Batching = Batching()
     allow_frame_paths: bool = Field(False, description="accept local frame file paths (trusted deployments only)")
     prediction_log: str = Field("predictions.db", description="SQLite path (relative to this file) or SQLAlchemy URL")
+    workers: int = Field(1, ge=1, description="server processes; each loads every model and batches on its own")
     access_log: bool = Field(False, description="BentoML per-request access log (costly at high request rates)")
     torch_threads: int = Field(1, ge=1, description="intra-op threads of a model call; >1 only on idle, dedicated cores")
 
@@ -153,7 +154,7 @@ def decode_image(data: bytes, limits: Limits, where: str) -> np.ndarray:
                 raise ServingInputError(
                     f"{where}: {im.size[0]}x{im.size[1]} pixels exceeds limit max_frame_side={limits.max_frame_side}", 413
                 )
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
     except ServingInputError:
         raise
     except Exception as e:

@@ -91,7 +91,7 @@ class MicroBatcher:
         self.fn, self.executor = fn, executor
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0
         self.enabled = enabled
-        self.batch_sizes: list[int] = []
+        self.calls = self.items = 0  # batched calls made, items they carried
         self._pending: deque = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -124,7 +124,7 @@ class MicroBatcher:
                     items, fut = self._pending.popleft()
                     group.append((items, fut))
                     size += len(items)
-                self.batch_sizes.append(size)
+                self.calls, self.items = self.calls + 1, self.items + size
                 try:
                     results = await loop.run_in_executor(self.executor, self.fn, [x for items, _ in group for x in items])
                 except Exception as e:  # every waiting request gets the error, the loop lives on
@@ -177,7 +177,9 @@ class Classifier:
                               "label_names": self.models[(s, next(iter(scen.arms)))].spec.label_names}
                           for s, scen in self.cfg.scenarios.items()},
             "dense_features": sorted({f for m in self.models.values() for f in m.spec.dense_features}),
-            "batching": self.cfg.batching.model_dump(),
+            "batching": {**self.cfg.batching.model_dump(),
+                         "mean_batch_size": {tag: b.items / b.calls if b.calls else None
+                                             for tag, b in self.batchers.items()}},
         }
 
     async def classify(self, videos: list[ValidVideo], t0: float | None = None) -> list[dict]:

@@ -1,18 +1,31 @@
 """The CPFD students behind one BentoML service: every configured scenario, A/B arms, a prediction log.
 
-Run it with ``cpfd serve --config serving/config.yaml`` (or ``bentoml serve serving.service:CpfdService``
-with CPFD_SERVING_CONFIG set; default: serving/config.yaml). Models come from the BentoML model
-store (BENTOML_HOME), put there by ``cpfd package``.
+Quick start (from the repository root)::
+
+    cpfd package --model runs/demo/clickbait/cpfd --name clickbait-cpfd      # into BENTOML_HOME
+    cpfd serve --config serving/config.yaml --port 3000                      # or: make serve
+    curl -s localhost:3000/classify -H 'content-type: application/json' \
+         -d '{"scenario": "clickbait", "video_id": 42, "title": "...", "frames": ["<base64 PNG>", ...]}'
+
+``cpfd serve`` runs ``bentoml serve serving.service:CpfdService`` with CPFD_SERVING_CONFIG set
+(default: serving/config.yaml, which documents the format: experiment, per-scenario arms with
+model tags and traffic shares, limits, batching, the prediction log). ``bentoml build -f
+serving/bentofile.yaml .`` makes a bento that bundles the configured models.
 
 Endpoints (POST, JSON):
 - /classify        one video: {scenario, video_id, title, frames: [base64 JPEG/PNG], arm?}
+                   -> {label, probabilities {name: p}, confidence, scenario, arm, experiment,
+                       model_tag, latency_ms, request_id, video_id, label_index}
 - /classify_batch  {"videos": [...]} -> {"predictions": [...]}
-- /info            served scenarios, arms, model tags, and a check that no dense-feature code is loaded
-plus BentoML's /readyz, /livez and /metrics. Bad input gets a 4xx whose "error" names the field
-and limit. The service never imports Feast (an import hook refuses it) and its models take no
-dense feature.
-"""
+- /info            served scenarios, arms, model tags, mean batch sizes, and a check that no
+                   dense-feature code is loaded in this worker
+plus BentoML's /readyz, /livez and /metrics (with cpfd_predictions and cpfd_rejected_requests).
 
+The arm is the caller's ``arm`` or a stable hash of (experiment, video_id). Every answered video
+is a row of the prediction log (committed before the answer). Bad input gets a 4xx whose "error"
+names the field and limit, never a 5xx. The service never imports Feast (an import hook refuses
+it) and its models take no dense feature (teachers are refused when loading).
+"""
 from __future__ import annotations
 
 import asyncio
@@ -84,6 +97,6 @@ for _i, _tag in enumerate(CONFIG.model_tags()):
     setattr(CpfdService, f"model_{_i}", bentoml.models.BentoModel(_tag))
 
 CpfdService = bentoml.service(
-    name="cpfd_students", workers=1, traffic={"timeout": 30}, logging={"access": {"enabled": CONFIG.access_log}},
+    name="cpfd_students", workers=CONFIG.workers, traffic={"timeout": 30}, logging={"access": {"enabled": CONFIG.access_log}},
 )(CpfdService)
 CpfdService.add_asgi_middleware(BodyLimit, max_bytes=CONFIG.limits.max_request_bytes)
