@@ -61,7 +61,8 @@ def scenario_report(cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, n
             metrics += [ValueDrift(column=f"confidence__{k}", method="ks", threshold=d.ks_pvalue),
                         ValueDrift(column=f"confidence__{k}", method="psi", threshold=d.psi_max),
                         ValueDrift(column=f"predicted__{k}", method="psi", threshold=d.class_psi_max)]
-        if current[f"target__{k}"].notna().any():
+        # with a reference, Evidently also scores it: an arm without reference rows would break the report
+        if current[f"target__{k}"].notna().any() and (ref_df is None or len(refs[a])):
             cols = {"target": f"target__{k}", "prediction_labels": f"labelled_pred__{k}", "name": k}
             classes.append(BinaryClassification(**cols, pos_label="1") if num_classes == 2 else MulticlassClassification(**cols))
             metrics += [F1Score(classification_name=k, conf_matrix=False), Precision(classification_name=k),

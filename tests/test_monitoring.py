@@ -125,6 +125,7 @@ def test_empty_window_no_labels_and_missing_arm_are_explained(tmp_path):
     preds, labels, ref = make_traffic(SCENARIOS, 400, seed=3)
     preds = preds[~((preds["scenario"] == "four") & (preds["arm"] == "treatment"))]  # an arm with no traffic
     labels = labels[labels["scenario"] != "three"]  # a scenario with no labels yet
+    ref.loc[ref["scenario"] == "bin", "arm"] = "treatment"  # a labelled arm without reference rows
     log, reference = _log(tmp_path, preds, labels, ref)
 
     res = _cli("monitor", "--log", log, "--reference", reference, "--since", "2030-01-01", "--until", "2030-01-02",
@@ -141,7 +142,9 @@ def test_empty_window_no_labels_and_missing_arm_are_explained(tmp_path):
     assert three["ab"]["status"] == "skipped" and "0 labelled predictions" in three["ab"]["message"]
     assert four["arms"]["treatment"]["n"] == 0 and "no traffic" in four["arms"]["treatment"]["messages"][0]
     assert four["ab"]["status"] == "skipped" and "'treatment' has no traffic" in four["ab"]["message"]
-    assert summary["status"] == "pass"  # missing labels or traffic are reported, not alerts
+    assert any("control: no offline reference" in m for m in summary["scenarios"]["bin"]["messages"])
+    assert summary["scenarios"]["bin"]["arms"]["control"]["checks"]["confidence_ks"] == "skipped"
+    assert summary["status"] == "pass"  # missing labels, traffic or reference are reported, not alerts
     assert (tmp_path / "out" / "scenarios" / "three.html").exists() and (tmp_path / "out" / "scenarios" / "four.json").exists()
 
     bad = _cli("monitor", "--log", tmp_path / "nope.db", "--reference", reference, "--since", SINCE, "--until", UNTIL)
