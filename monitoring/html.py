@@ -56,8 +56,9 @@ def _inline(out: Path, rel: str) -> str:
     return "data:image/png;base64," + base64.b64encode((out / rel).read_bytes()).decode()
 
 
-def write_index(summary: dict, out: Path, inline_images: bool = False) -> Path:
-    """index.html in ``out``; ``inline_images`` embeds the plots (a single-file page, e.g. a KFP HTML artifact)."""
+def write_index(summary: dict, out: Path, path: Path | None = None, inline_images: bool = False) -> Path:
+    """The page (default ``out``/index.html), plots in ``out``/plots; ``inline_images`` embeds them
+    (a single-file page, e.g. a KFP HTML artifact)."""
     esc = html.escape
     w = summary["window"]
     parts = [
@@ -98,6 +99,6 @@ def write_index(summary: dict, out: Path, inline_images: bool = False) -> Path:
         notes = [(s, m) for s, r in summary["scenarios"].items() for m in r["messages"]]
         parts.append("<h2>Messages</h2><ul>" + "".join(f"<li>{esc(s)}: {esc(m)}</li>" for s, m in notes) + "</ul>")
     parts.append("<p><a href='summary.json'>summary.json</a></p></body></html>")
-    path = out / "index.html"
+    path = path or out / "index.html"
     path.write_text("\n".join(parts))
     return path

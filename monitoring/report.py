@@ -218,10 +218,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  {s}: {r['status'].upper()}" + (f" ({', '.join(r['failed_checks'])})" if r["failed_checks"] else ""))
         for a, sl in r["arms"].items():
             if sl["n"]:
-                f1 = f"{sl['f1']:.3f}" if "f1" in sl else "-"
-                lines.append(f"    {a:10s} n={sl['n']:<8d} conf={sl['confidence_mean']:.3f}"
-                             f" ref={sl.get('reference_confidence_mean', float('nan')):.3f} psi={sl.get('psi', float('nan')):.3f}"
-                             f" F1={f1} coverage={sl['label_coverage']:.2f}")
+                v = {m: f"{sl[m]:.3f}" if m in sl else "-" for m in ("reference_confidence_mean", "psi", "f1")}
+                lines.append(f"    {a:10s} n={sl['n']:<8d} conf={sl['confidence_mean']:.3f} ref={v['reference_confidence_mean']}"
+                             f" psi={v['psi']} F1={v['f1']} coverage={sl['label_coverage']:.2f}")
         lines += [f"    {m}" for m in r["messages"]]
     return "\n".join(lines)
 
@@ -246,6 +245,5 @@ def monitor_step(log_target: str, reference_path: str, since: str, until: str, w
 
     since, until = recurring_window(since, until, window_hours)
     summary = run_monitor(log_target, reference_path, since, until, out_dir, load_monitor_config(text=config_yaml))
-    Path(html_path).write_text(write_index(summary, Path(out_dir), inline_images=True).read_text())
-    write_index(summary, Path(out_dir))  # the folder's own page keeps relative links
+    write_index(summary, Path(out_dir), Path(html_path), inline_images=True)
     return summary
