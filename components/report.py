@@ -3,14 +3,15 @@
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import HTML, Markdown, Metrics, Output
+from kfp.dsl import HTML, Artifact, Markdown, Metrics, Output
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def report(summaries: List[str], markdown: Output[Markdown], html: Output[HTML], metrics: Output[Metrics]):
-    """``summaries``: the evaluate steps' JSON summaries, collected from every scenario."""
+def report(summaries: List[str], markdown: Output[Markdown], html: Output[HTML], metrics: Output[Metrics],
+           table: Output[Artifact]):
+    """``summaries``: the evaluate steps' JSON summaries, collected from every scenario; ``table``: them as one JSON list."""
     import json
 
     from components.common import chart_png, markdown_to_html, report_tables
@@ -18,6 +19,8 @@ def report(summaries: List[str], markdown: Output[Markdown], html: Output[HTML],
     rows = sorted((json.loads(s) for s in summaries), key=lambda s: s["scenario"])
     result, text = report_tables(rows)
     title = "CPFD pipeline: test macro-F1 per scenario"
+    with open(table.path, "w") as f:
+        json.dump(rows, f, indent=2)
     with open(markdown.path, "w") as f:
         f.write(f"# {title}\n\n{text}")
     with open(html.path, "w") as f:

@@ -47,7 +47,7 @@ def _on_gpu_pool(task, opts: PipelineOptions):
 def build_pipeline(opts: PipelineOptions | None = None):
     """The pipeline function for these options (parallelism and resources are fixed at compile time)."""
     from kfp import dsl
-    from kfp.dsl import HTML, Markdown
+    from kfp.dsl import HTML, Artifact, Markdown
 
     from components.image import project_image
     from components.build_dataset import build_dataset
@@ -72,6 +72,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
     class Outputs(NamedTuple):
         markdown: Markdown
         html: HTML
+        table: Artifact
 
     @dsl.pipeline(name=PIPELINE_NAME, description="CPFD per scenario: dataset, data gate, teacher, student, distillation, gate, packaging.")
     def cpfd_pipeline(videos: str, features: str, scenarios: list, config_yaml: str, method: str = "cpfd",
@@ -92,11 +93,11 @@ def build_pipeline(opts: PipelineOptions | None = None):
             gate = _on_gpu_pool(step(evaluate(dataset=data, teacher=teacher.outputs["model"], student=student.outputs["model"],
                                               distilled=distilled.outputs["model"], scenario=scenario,
                                               config_yaml=config_yaml)), opts)
-            with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
+            with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
                 step(package(distilled=distilled.outputs["model"], baseline=student.outputs["model"], scenario=scenario,
                              gate_reason=gate.outputs["reason"], bentoml_home=bentoml_home).set_env_variable("BENTOML_DO_NOT_TRACK", "True"))
         fan_in = step(report(summaries=dsl.Collected(gate.outputs["summary"])))
-        return Outputs(markdown=fan_in.outputs["markdown"], html=fan_in.outputs["html"])
+        return Outputs(markdown=fan_in.outputs["markdown"], html=fan_in.outputs["html"], table=fan_in.outputs["table"])
 
     return cpfd_pipeline
 

@@ -118,10 +118,9 @@ def run_local(arguments: dict, root: str | Path, opts: PipelineOptions | None = 
                             f"(log: {log_path})") from None
     seconds = time.perf_counter() - t0
     run_dir = _new_run_dir(root, before)
-    summaries = [json.loads(s) for s in _collect_summaries(run_dir)]
     return LocalRun(run_dir=run_dir, log=log_path, seconds=seconds,
                     markdown=Path(task.outputs["markdown"].path), html=Path(task.outputs["html"].path),
-                    summaries=summaries, packages=_packages(run_dir))
+                    summaries=json.loads(Path(task.outputs["table"].path).read_text()), packages=_packages(run_dir))
 
 
 def _failed_steps(log_path: Path) -> list[str]:
@@ -134,15 +133,6 @@ def _new_run_dir(root: Path, before: set[str]) -> Path:
     if not new:
         raise CpfdError(f"the local run left no output folder under {root}")
     return new[-1]
-
-
-def _collect_summaries(run_dir: Path) -> list[str]:
-    out = []
-    for path in sorted(run_dir.glob("*/evaluate/executor_output.json")):
-        params = json.loads(path.read_text()).get("parameterValues", {})
-        if "summary" in params:
-            out.append(params["summary"])
-    return out
 
 
 def _packages(run_dir: Path) -> list[dict]:

@@ -58,7 +58,7 @@ def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
     assert inner["train-teacher"]["cachingOptions"] == {}  # off
     assert set(inner["train-teacher"]["dependentTasks"]) == {"build-dataset", "validate-data"}
     cond = next(t for t in inner.values() if "triggerPolicy" in t)
-    assert "evaluate-passed" in cond["triggerPolicy"]["condition"]
+    assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
     package = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
     assert set(package) == {"package"}
     report = spec["root"]["dag"]["tasks"]["report"]
