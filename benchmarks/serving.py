@@ -134,4 +134,8 @@ def to_markdown(result: dict) -> str:
         bad = r["requests"] - r["ok"]
         lines.append(f"| {'adaptive' if r['batching'] else 'off'} | {r['clients']} | {r['throughput']:.1f} | "
                      f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {bad} | {r['ratio_to_ceiling']:.0%} |")
+    top = [r for r in result["rows"] if r["batching"] and r["clients"] == max(x["clients"] for x in result["rows"])]
+    if top:
+        lines += ["", f"Adaptive batching at {top[0]['clients']} clients: {top[0]['ratio_to_ceiling']:.0%} of the ceiling "
+                      "(target >= 50%)."]
     return "\n".join(lines) + "\n"

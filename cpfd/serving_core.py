@@ -107,7 +107,7 @@ class VideoRequest(_Strict):
     """One video to classify. Unknown fields (a dense feature, say) are refused."""
 
     scenario: str
-    video_id: StrictInt
+    video_id: StrictInt = Field(ge=-(2**63), le=2**63 - 1, description="int64, as in the videos table")
     title: str
     frames: list[str] = Field(default_factory=list, description="base64 JPEG or PNG, one per frame")
     frame_paths: list[str] = Field(default_factory=list, description="local image files, if the deployment allows")

@@ -146,6 +146,7 @@ def _bad_requests(sample):
         ("broken json", "/classify", "{not json", 400, "json"),
         ("dense feature sent", "/classify", {**ok, "dense_00": 0.5}, 400, "dense_00"),
         ("video_id not int", "/classify", {**ok, "video_id": "abc"}, 400, "video_id"),
+        ("video_id beyond int64", "/classify", {**ok, "video_id": 2**63}, 400, "video_id"),
         ("unknown arm", "/classify", {**ok, "arm": "zzz"}, 400, "unknown arm 'zzz'"),
         ("frame paths disabled", "/classify", {**ok, "frames": [], "frame_paths": ["/etc/hostname"]}, 403, "allow_frame_paths"),
     ]
