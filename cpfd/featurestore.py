@@ -110,21 +110,26 @@ def service_features(store, service_name: str) -> list[str]:
 
 
 def historical_features(store, entities: pd.DataFrame, service_name: str) -> pd.DataFrame:
-    """get_historical_features with a feature service; entity rows in == rows out, in input order."""
+    """get_historical_features with a feature service; entity rows in == rows out, in input order.
+
+    Only the join key and timestamp go to Feast; the other columns are re-attached by row.
+    """
     names = service_features(store, service_name)
     service = store.get_feature_service(service_name)
-    entity_df = entities.reset_index(drop=True).assign(_row=np.arange(len(entities), dtype=np.int64))
-    ts = entity_df["event_timestamp"]
+    ts = entities["event_timestamp"]
     ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-    entity_df["event_timestamp"] = ts.dt.floor("us").astype("datetime64[us, UTC]")  # DuckDB rejects ns
-    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-    if len(joined) != len(entity_df):
-        raise CpfdError(f"Feast returned {len(joined)} rows for {len(entity_df)} entity rows (service {service_name!r})")
-    joined = joined.sort_values("_row").reset_index(drop=True)
-    joined["event_timestamp"] = entities["event_timestamp"].reset_index(drop=True)
-    for name in names:
-        joined[name] = joined[name].astype("float32")
-    return joined[[*entities.columns, *names]]
+    keys = pd.DataFrame({
+        "video_id": entities["video_id"].to_numpy(),
+        "event_timestamp": ts.dt.floor("us").astype("datetime64[us, UTC]").reset_index(drop=True),  # DuckDB rejects ns
+        "_row": np.arange(len(entities), dtype=np.int64),
+    })
+    joined = store.get_historical_features(entity_df=keys, features=service).to_df()
+    if len(joined) != len(keys):
+        raise CpfdError(f"Feast returned {len(joined)} rows for {len(keys)} entity rows (service {service_name!r})")
+    joined = joined.sort_values("_row")
+    out = entities.reset_index(drop=True)
+    features = pd.DataFrame({name: joined[name].to_numpy(dtype=np.float32) for name in names})
+    return pd.concat([out.drop(columns=[n for n in names if n in out]), features], axis=1)
 
 
 def build_dataset_feast(
