@@ -22,7 +22,9 @@ from pipelines.cpfd_pipeline import PIPELINE_NAME, PipelineOptions, build_pipeli
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
-_PROGRESS = re.compile(r"Executing task|finished with status|Skipping")
+# the steps' own one-line results (they name the scenario), failures and skipped steps
+_PROGRESS = re.compile(r"^(dataset|data gate|teacher|baseline student|c?pfd student|gate|packaged) [a-z0-9_]+: "
+                       r"|finished with status FAILURE|Skipping")
 
 
 def pipeline_arguments(videos: str | Path, features: str | Path, project: ProjectConfig, scenarios: list[str] | None = None,
@@ -67,18 +69,19 @@ class _Tee:
         self.log_file, self.echo, self.verbose = log_file, echo, verbose
         self.partial = ""
         self.errors: list[str] = []
+        self.t0 = time.perf_counter()
 
     def write(self, text: str) -> int:
         self.log_file.write(text)
         self.partial += text
         *lines, self.partial = self.partial.split("\n")
         for line in lines:
-            plain = _ANSI.sub("", line)
+            plain = _ANSI.sub("", line).strip()
             m = _ERROR_LINE.match(plain)
             if m:
                 self.errors.append(f"{m.group(1)}: {m.group(2)}")
             if self.echo and (self.verbose or _PROGRESS.search(plain)):
-                self.echo(plain.rstrip())
+                self.echo(plain if self.verbose else f"[{time.perf_counter() - self.t0:5.0f}s] {plain}")
         return len(text)
 
     def flush(self) -> None:

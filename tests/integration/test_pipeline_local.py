@@ -33,7 +33,7 @@ def local_run(synthetic_dir, tiny_project, tmp_path_factory):
 
 def test_passing_scenario_is_packaged_with_metrics(local_run):
     run, root, lines = local_run
-    assert any("Executing task 'train-teacher'" in line for line in lines)  # progress reached the caller
+    assert any("teacher clickbait: val macro-F1" in line for line in lines)  # progress reached the caller
     gates = {s["scenario"]: s["gate"] for s in run.summaries}
     assert gates["clickbait"]["passed"] is True
     assert [p["scenario"] for p in run.packages] == ["clickbait"]
