@@ -93,7 +93,7 @@ def run_cmd(local: bool = typer.Option(False, "--local", help="run with kfp.loca
             method: str = MethodOpt, parallelism: int = ParallelismOpt,
             join: str = JoinOpt,
             root: Path = typer.Option(Path("runs/pipeline"), help="pipeline root: every step's artifacts"),
-            bentoml_home: Optional[Path] = typer.Option(None, help="BentoML store for packaged students (default: $BENTOML_HOME)"),
+            bentoml_home: Optional[Path] = typer.Option(None, help="BentoML store for packaged students (default: $BENTOML_HOME, else ~/bentoml)"),
             verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every step's log")):
     """Run the pipeline locally (kfp.local SubprocessRunner, no cluster, no network)."""
     if not local:
@@ -130,7 +130,8 @@ def submit_cmd(host: str = typer.Option(..., help="Kubeflow Pipelines API endpoi
 def _run(videos, features, project, scenarios, method, parallelism, join, root, bentoml_home, verbose):
     from pipelines.runner import pipeline_arguments, print_stream, run_local
 
-    home = Path(bentoml_home or os.environ.get("BENTOML_HOME") or root / "bentoml").resolve()
+    # the store `cpfd serve` reads unless told otherwise
+    home = Path(bentoml_home or os.environ.get("BENTOML_HOME") or "~/bentoml").expanduser().resolve()
     args = pipeline_arguments(videos, features, project, scenarios or None, method, join, home)
     return run_local(args, root, pipeline_options(parallelism), echo=print_stream(), verbose=verbose)
 

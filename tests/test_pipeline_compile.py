@@ -107,6 +107,8 @@ def test_cli_compile_and_bad_toleration(tmp_path, monkeypatch, capsys):
     assert code == 2 and "--toleration 'gpu:Sometimes'" in err and "Traceback" not in err
     code, _, err = _cli(monkeypatch, capsys, "pipeline", "run", "--data", str(tmp_path))
     assert code == 2 and "pass --local" in err
+    code, _, err = _cli(monkeypatch, capsys, "pipeline", "run", "--local", "--data", str(tmp_path))
+    assert code == 2 and f"input table not found: {tmp_path / 'videos.parquet'}" in err
 
 
 def test_gate_decision():
