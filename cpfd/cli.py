@@ -356,11 +356,15 @@ def bench_compile(scenarios: int = typer.Option(50, min=1), out: Path = typer.Op
 
 @app.command()
 def demo(data: Path = typer.Option(Path("data/demo")), videos_per_scenario: int = typer.Option(1500, min=100),
-         out: Path = typer.Option(Path("runs/demo")), parallelism: int = typer.Option(2, min=1)):
-    """The main job: synthetic data, the Feast repo, the Kubeflow pipeline run locally on every default scenario."""
+         out: Path = typer.Option(Path("runs/demo")), parallelism: int = typer.Option(2, min=1),
+         monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="then serve, simulate traffic, monitor"),
+         drift_scenario: str = typer.Option("ad_content", help="scenario drifted in the simulated traffic ('' = none)"),
+         drift: float = typer.Option(0.8, min=0, max=1, help="drift strength")):
+    """The main job: synthetic data, the Feast repo, the Kubeflow pipeline run locally on every default scenario,
+    then the packaged students served, a later window of traffic (one scenario drifted) and the monitoring summary."""
     from pipelines.cli import run_demo
 
-    run_demo(data, videos_per_scenario, out, parallelism)
+    run_demo(data, videos_per_scenario, out, parallelism, monitor, drift_scenario or None, drift)
 
 
 def main() -> None:

@@ -148,8 +148,10 @@ def _print_run(run) -> None:
     typer.echo(f"artifacts: {run.run_dir}\nlog:       {run.log}\ntime:      {run.seconds:.0f}s")
 
 
-def run_demo(data: Path, videos_per_scenario: int, out: Path, parallelism: int = 2) -> None:
-    """`make run`: synthetic data, the Feast repo applied, the pipeline on every default scenario, the table."""
+def run_demo(data: Path, videos_per_scenario: int, out: Path, parallelism: int = 2, monitor: bool = True,
+             drift_scenario: Optional[str] = "ad_content", drift: float = 0.8) -> None:
+    """`make run`: synthetic data, the Feast repo applied, the pipeline on every default scenario, the table;
+    then (``monitor``) the packaged students served, a later window with drift in one scenario, the monitoring."""
     t0 = time.perf_counter()
     if not (data / "videos.parquet").exists():
         from cpfd.data.synthetic import generate
@@ -164,4 +166,9 @@ def run_demo(data: Path, videos_per_scenario: int, out: Path, parallelism: int =
     v, f, project = _inputs(data, None, None, None, [f"train.threads={threads}"])
     run = _run(v, f, project, [], "cpfd", parallelism, "feast", out / "pipeline", None, False)
     _print_run(run)
+    if monitor:
+        from pipelines.demo_monitoring import monitor_demo
+
+        typer.echo("")
+        monitor_demo(run.packages, v, out, drift_scenario, drift, echo=typer.echo)
     typer.echo(f"demo:      {time.perf_counter() - t0:.0f}s in all")
