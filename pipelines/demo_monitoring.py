@@ -13,16 +13,17 @@ from typing import Callable
 
 import yaml
 
-from cpfd.errors import CpfdError
-
 # a demo window holds ~100 labelled predictions per scenario, split over two arms
 DEMO_MONITOR_CONFIG = "quality: {min_labelled: 40}\n"
 
 
 def write_references(packages: list[dict], out_dir: Path) -> Path:
     """One reference file per packaged scenario and arm (models and datasets are the run's artifacts)."""
+    import shutil
+
     from monitoring.reference import reference_from_model
 
+    shutil.rmtree(out_dir, ignore_errors=True)  # no stale scenario from an earlier run
     for p in packages:
         steps = Path(p["artifact"]).parents[1]  # <run>/for-loop-1-iteration-N/package/packaged
         for arm, model in (("treatment", steps / "distill" / "model"), ("control", steps / "train-student" / "model")):
@@ -43,15 +44,17 @@ def write_serving_config(packages: list[dict], path: Path) -> Path:
 
 
 def monitor_demo(packages: list[dict], videos: Path, out: Path, drift_scenario: str | None = "ad_content",
-                 drift: float = 0.8, per_scenario: int = 200, echo: Callable[[str], None] = print) -> dict:
-    """Serve, simulate, label and monitor; returns the monitoring summary (an alert is not an error)."""
+                 drift: float = 0.8, per_scenario: int = 200, echo: Callable[[str], None] = print) -> dict | None:
+    """Serve, simulate, label and monitor; returns the monitoring summary (an alert is not an error),
+    None when no scenario was packaged."""
     from cpfd.serving_core import ServerProcess
     from monitoring.report import format_summary, run_monitor
     from monitoring.settings import load_monitor_config
     from monitoring.simulate import simulate
 
     if not packages:
-        raise CpfdError("no scenario passed its gate, nothing to serve and monitor")
+        echo("monitor:   skipped: no scenario passed its gate, nothing to serve")
+        return None
     served = sorted(p["scenario"] for p in packages)
     if drift_scenario and drift_scenario not in served:
         echo(f"monitor:   drift scenario {drift_scenario} was not packaged (served: {served}); no drift injected")
@@ -61,8 +64,7 @@ def monitor_demo(packages: list[dict], videos: Path, out: Path, drift_scenario: 
     config = write_serving_config(packages, out / "serving" / "config.yaml")
     log_db = config.parent / "predictions.db"
     log_db.unlink(missing_ok=True)
-    homes = {p["bentoml_home"] for p in packages}
-    with ServerProcess(config, log_path=config.parent / "server.log", env={"BENTOML_HOME": homes.pop()},
+    with ServerProcess(config, log_path=config.parent / "server.log", env={"BENTOML_HOME": packages[0]["bentoml_home"]},
                        timeout=180) as server:
         echo(f"serving:   bentoml serve on {server.url} ({config})")
         window = simulate(server.url, log_db, videos, served, per_scenario, 0.2, drift_scenario, drift if drift_scenario else 0.0,
