@@ -8,6 +8,7 @@ labels, and `cpfd monitor` over that window.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -69,8 +70,10 @@ def monitor_demo(packages: list[dict], videos: Path, out: Path, drift_scenario: 
         echo(f"serving:   bentoml serve on {server.url} ({config})")
         window = simulate(server.url, log_db, videos, served, per_scenario, 0.2, drift_scenario, drift if drift_scenario else 0.0,
                           0.8, 32, None, 0, log=lambda line: echo(f"simulate:  {line}"))
-    summary = run_monitor(log_db, refs, window["since"], window["until"], out / "monitoring",
-                          load_monitor_config(text=DEMO_MONITOR_CONFIG))
+    with warnings.catch_warnings():  # Evidently's dependencies' deprecation notices
+        warnings.simplefilter("ignore", DeprecationWarning)
+        summary = run_monitor(log_db, refs, window["since"], window["until"], out / "monitoring",
+                              load_monitor_config(text=DEMO_MONITOR_CONFIG))
     echo("")
     echo(format_summary(summary))
     echo(f"monitoring report: {(out / 'monitoring' / 'index.html').resolve()}")
