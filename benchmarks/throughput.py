@@ -13,7 +13,8 @@ import torch
 from cpfd.config import ProjectConfig
 
 
-def _time_steps(models, loss_fn, data, batch_size: int, steps: int) -> float:
+def _stepper(models, loss_fn, data, batch_size: int):
+    """A function that runs one optimisation step of ``loss_fn`` on a random batch."""
     from cpfd.train import _autocast, resolve_device
 
     device = resolve_device("auto")
@@ -21,21 +22,34 @@ def _time_steps(models, loss_fn, data, batch_size: int, steps: int) -> float:
     opt = torch.optim.AdamW(params, lr=1e-3)
     train = data.splits["train"]
     gen = torch.Generator().manual_seed(0)
+    count = [0]
 
-    def step(i):
+    def step():
         idx = torch.randperm(len(train), generator=gen)[:batch_size]
         with _autocast(device):
-            loss = loss_fn(models, train.batch(idx, device), i)
+            loss = loss_fn(models, train.batch(idx, device), count[0])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        count[0] += 1
 
-    for i in range(3):  # warm-up
-        step(i)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    return steps * batch_size / (time.perf_counter() - t0)
+    return step
+
+
+def _interleaved_rates(steppers: dict, batch_size: int, steps: int, block: int = 5) -> dict[str, float]:
+    """examples/s of each stepper, timed in alternating blocks so machine load hits all alike."""
+    for step in steppers.values():
+        for _ in range(3):  # warm-up
+            step()
+    seconds = dict.fromkeys(steppers, 0.0)
+    for _ in range(max(1, steps // block)):
+        for name, step in steppers.items():
+            t0 = time.perf_counter()
+            for _ in range(block):
+                step()
+            seconds[name] += time.perf_counter() - t0
+    n = max(1, steps // block) * block * batch_size
+    return {name: n / sec for name, sec in seconds.items()}
 
 
 def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> dict:
@@ -57,14 +71,15 @@ def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> 
     logits = compute_teacher_outputs(teacher.eval(), data)
     teacher.train()
     weights = example_weights(logits, data.splits["train"].labels, cfg.distill)
-    rates = {}
-    rates["student_ce"] = _time_steps({"student": new_model(data, cfg.model, "student", 0)}, ce_loss("student"), data, bs, steps)
-    rates["cpfd_cached"] = _time_steps(
-        {"student": new_model(data, cfg.model, "student", 0)}, cached_distill_loss(logits, weights, cfg.distill), data, bs, steps
-    )
-    rates["joint_teacher_recomputed"] = _time_steps(
-        {"teacher": teacher, "student": new_model(data, cfg.model, "student", 0)}, joint_loss(cfg.distill), data, bs, steps
-    )
+    rates = _interleaved_rates({
+        "student_ce": _stepper({"student": new_model(data, cfg.model, "student", 0)}, ce_loss("student"), data, bs),
+        "cpfd_cached": _stepper(
+            {"student": new_model(data, cfg.model, "student", 0)}, cached_distill_loss(logits, weights, cfg.distill), data, bs
+        ),
+        "joint_teacher_recomputed": _stepper(
+            {"teacher": teacher, "student": new_model(data, cfg.model, "student", 0)}, joint_loss(cfg.distill), data, bs
+        ),
+    }, bs, steps)
     result = {
         "model_size": cfg.model.size, "batch_size": bs, "steps": steps, "threads": torch.get_num_threads(),
         "examples_per_s": rates,
