@@ -56,9 +56,9 @@ class DistillConfig(_Strict):
     """L = mean[(1 - lam*w) CE(y, s) + lam*w*T^2 KL(softmax(t/T) || softmax(s/T))]."""
 
     method: DistillMethod = "cpfd"
-    confidence: ConfidenceKind = "true_class"
+    confidence: ConfidenceKind = "max_prob"
     gamma: float = Field(1.0, gt=0, description="sharpening exponent: w = c**gamma")
-    normalize_per_scenario: bool = False
+    normalize_per_scenario: bool = True
     temperature: float = Field(2.0, gt=0)
     lam: float = Field(0.7, ge=0, le=1)
     mode: DistillMode = "two_stage"
