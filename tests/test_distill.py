@@ -41,11 +41,11 @@ def test_confidence_correct():
 
 
 def test_sharpening_and_per_scenario_normalisation():
-    base = dict(method="cpfd", confidence="true_class")
+    base = dict(method="cpfd", confidence="true_class", normalize_per_scenario=False)
     w1 = example_weights(T_LOGITS, LABELS, DistillConfig(**base))
     w2 = example_weights(T_LOGITS, LABELS, DistillConfig(**base, gamma=2.0))
     assert w2.tolist() == pytest.approx((w1**2).tolist(), abs=1e-6)
-    wn = example_weights(T_LOGITS, LABELS, DistillConfig(**base, normalize_per_scenario=True))
+    wn = example_weights(T_LOGITS, LABELS, DistillConfig(**{**base, "normalize_per_scenario": True}))
     mean = (SIG2 + 0.5 + 1 - SIG3) / 3
     assert 0.5 / mean > 1  # both confident rows exceed the mean: clipped to 1
     assert wn.tolist() == pytest.approx([1.0, 1.0, (1 - SIG3) / mean], abs=1e-6)
