@@ -34,22 +34,6 @@ def project_from_yaml(text: str) -> ProjectConfig:
         raise ConfigError(f"pipeline parameter config_yaml: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
-def evaluate_saved_model(model_dir: str | Path, dataset_dir: str | Path, split: str = "test") -> tuple[dict, np.ndarray, np.ndarray]:
-    """Metrics, class probabilities and labels of a saved model on a built dataset's split."""
-    from cpfd.data.tensors import read_manifest, read_split_table, to_tensors
-    from cpfd.models import load_model
-    from cpfd.preprocess import load_tokenizer
-    from cpfd.train import PreparedData, evaluate_model
-
-    model = load_model(model_dir)
-    tok = load_tokenizer(Path(model_dir) / "tokenizer")
-    manifest = read_manifest(dataset_dir)
-    table = read_split_table(dataset_dir, split)
-    tensors = to_tensors(table, manifest["feature_names"], tok, model.spec.max_title_tokens, None, f"{dataset_dir}/{split}.parquet")
-    metrics, probs = evaluate_model(model, PreparedData(manifest, tok, {split: tensors}, model.spec.max_title_tokens), split)
-    return metrics, probs, tensors.labels.numpy()
-
-
 def gate_decision(f1: dict[str, float], gate: GateConfig) -> tuple[bool, str]:
     """Package the distilled student only if it beats the baseline by the margin and stays near the teacher.
 

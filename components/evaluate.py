@@ -14,7 +14,8 @@ def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Mode
     stays near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report.
 
     The decision is the single return value (output ``Output``): kfp.local resolves conditions on that name."""
-    from components.common import gate_decision, log_classification, evaluate_saved_model, project_from_yaml, summary_json
+    from components.common import gate_decision, log_classification, project_from_yaml, summary_json
+    from cpfd.train import evaluate_saved_model
     from cpfd.evaluate import gap_closed
 
     project = project_from_yaml(config_yaml)
@@ -25,8 +26,8 @@ def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Mode
     passed, why = gate_decision(f1, gate)
     gap = gap_closed(f1["distilled"], f1["student"], f1["teacher"])
     method = distilled.metadata.get("method", "cpfd")
-    d_metrics, d_probs, labels = results["distilled"]
-    log_classification(classification, d_metrics, d_probs, labels)
+    d_metrics, d_probs, d_split = results["distilled"]
+    log_classification(classification, d_metrics, d_probs, d_split.labels.numpy())
     for name, value in f1.items():
         metrics.log_metric(f"f1_{name}", value)
     metrics.log_metric("gain_over_baseline", f1["distilled"] - f1["student"])

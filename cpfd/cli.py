@@ -187,17 +187,9 @@ def train_joint_cmd(dataset: Path = typer.Option(...), out: Path = typer.Option(
 def evaluate(model: Path = typer.Option(...), dataset: Path = typer.Option(...), split: str = "test",
              out: Optional[Path] = typer.Option(None, help="write metrics JSON here")):
     """Macro-F1, precision, recall, confusion matrix and ECE of a trained model on a split."""
-    from cpfd.config import ModelConfig
-    from cpfd.models import load_model
-    from cpfd.preprocess import load_tokenizer
-    from cpfd.train import PreparedData, evaluate_model
-    from cpfd.data.tensors import read_manifest, read_split_table, to_tensors
+    from cpfd.train import evaluate_saved_model
 
-    m = load_model(model)
-    tok = load_tokenizer(model / "tokenizer")
-    manifest = read_manifest(dataset)
-    t = to_tensors(read_split_table(dataset, split), manifest["feature_names"], tok, m.spec.max_title_tokens, None, str(dataset))
-    metrics, _ = evaluate_model(m, PreparedData(manifest, tok, {split: t}, m.spec.max_title_tokens), split)
+    metrics, _, _ = evaluate_saved_model(model, dataset, split)
     text = json.dumps(metrics, indent=2)
     if out:
         out.write_text(text)

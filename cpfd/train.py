@@ -406,6 +406,20 @@ def train_joint(
     })
 
 
+def evaluate_saved_model(model_dir: str | Path, dataset_dir: str | Path, split: str = "test") -> tuple[dict, np.ndarray, SplitTensors]:
+    """Metrics, class probabilities and the split's tensors for a saved model on a built dataset."""
+    from cpfd.models import load_model
+
+    model = load_model(model_dir)
+    tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")
+    manifest = read_manifest(dataset_dir)
+    tensors = to_tensors(read_split_table(dataset_dir, split), manifest["feature_names"], tokenizer,
+                         model.spec.max_title_tokens, None, f"{dataset_dir}/{split}.parquet")
+    data = PreparedData(manifest, tokenizer, {split: tensors}, model.spec.max_title_tokens)
+    metrics, probs = evaluate_model(model, data, split)
+    return metrics, probs, tensors
+
+
 def evaluate_model(model: VideoClassifier, data: PreparedData, split: str = "test") -> tuple[dict, np.ndarray]:
     """Metrics and class probabilities on a split."""
     probs = predict_logits(model, data.splits[split]).softmax(-1).numpy()

@@ -44,19 +44,12 @@ def write_reference(out_path: str | Path, scenario: str, probs: np.ndarray, labe
 def reference_from_model(model_dir: str | Path, dataset_dir: str | Path, out_path: str | Path | None = None,
                          arm: str = "", split: str = "test") -> Path:
     """Evaluate a saved model on a built dataset's split and write its reference (default: in the model folder)."""
-    from cpfd.data.tensors import read_manifest, read_split_table, to_tensors
-    from cpfd.models import load_model
-    from cpfd.preprocess import load_tokenizer
-    from cpfd.train import PreparedData, evaluate_model
+    from cpfd.data.tensors import read_manifest
+    from cpfd.train import evaluate_saved_model
 
-    model = load_model(model_dir)
-    tok = load_tokenizer(Path(model_dir) / "tokenizer")
-    manifest = read_manifest(dataset_dir)
-    t = to_tensors(read_split_table(dataset_dir, split), manifest["feature_names"], tok, model.spec.max_title_tokens,
-                   None, str(dataset_dir))
-    _, probs = evaluate_model(model, PreparedData(manifest, tok, {split: t}, model.spec.max_title_tokens), split)
+    _, probs, t = evaluate_saved_model(model_dir, dataset_dir, split)
     out = Path(out_path) if out_path else Path(model_dir) / REFERENCE_FILE
-    return write_reference(out, manifest["scenario"], probs, t.labels.numpy(), t.video_ids.numpy(), arm)
+    return write_reference(out, read_manifest(dataset_dir)["scenario"], probs, t.labels.numpy(), t.video_ids.numpy(), arm)
 
 
 def read_reference(path: str | Path) -> pd.DataFrame:
