@@ -11,7 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cpfd.errors import ConfigError
 
 ModelSize = Literal["tiny", "small", "base"]
-ConfidenceKind = Literal["true_class", "max_prob", "entropy", "correct"]
+WeightingKind = Literal["true_class", "max_prob", "entropy", "correct"]
+Normalization = Literal["none", "mean", "mean_clip"]
+LossForm = Literal["coupled", "decoupled"]
+TeacherOutputsSource = Literal["oof", "insample"]
 DistillMethod = Literal["none", "pfd", "cpfd"]
 DistillMode = Literal["two_stage", "joint"]
 
@@ -53,14 +56,24 @@ class TrainConfig(_Strict):
 
 
 class DistillConfig(_Strict):
-    """L = mean[(1 - lam*w) CE(y, s) + lam*w*T^2 KL(softmax(t/T) || softmax(s/T))]."""
+    """How the student learns from the teacher (formulas in ``cpfd/distill.py``).
+
+    ``teacher_outputs``: ``oof`` takes soft targets and confidences from ``folds`` teachers
+    cross-fitted on the training split (fold k's teacher never saw the examples it scores);
+    ``insample`` from the full teacher on the examples it was trained on. ``calibrate``
+    temperature-scales them on the validation split first.
+    """
 
     method: DistillMethod = "cpfd"
-    confidence: ConfidenceKind = "max_prob"
+    weighting: WeightingKind = "max_prob"
     gamma: float = Field(1.0, gt=0, description="sharpening exponent: w = c**gamma")
-    normalize_per_scenario: bool = True
+    normalize: Normalization = "mean"
+    loss: LossForm = "decoupled"
     temperature: float = Field(2.0, gt=0)
     lam: float = Field(0.7, ge=0, le=1)
+    teacher_outputs: TeacherOutputsSource = "oof"
+    folds: int = Field(3, ge=2, le=10, description="cross-fitting folds for teacher_outputs: oof")
+    calibrate: bool = True
     mode: DistillMode = "two_stage"
     warmup_steps: int = Field(0, ge=0, description="joint mode: steps with lam = 0")
 

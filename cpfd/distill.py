@@ -1,9 +1,18 @@
-"""Losses: cross-entropy, PFD and CPFD (confidence-weighted privileged feature distillation).
+"""Losses and example weights: cross-entropy, PFD and CPFD (confidence-weighted distillation).
 
-    L = mean_i[(1 - lam*w_i) * CE(y_i, s_i) + lam * w_i * T^2 * KL(softmax(t_i/T) || softmax(s_i/T))]
+With student logits s, teacher logits t (temperature-scaled on validation when
+``calibrate``), label y, distillation temperature T and KD(s, t) = T^2 KL(softmax(t/T) || softmax(s/T)):
 
-PFD: w_i = 1. CPFD: w_i = c_i**gamma, with c_i the teacher's confidence (detached, in [0, 1]),
-optionally divided by the scenario's mean confidence (then clipped to 1).
+    coupled:    L = mean_i[ (1 - lam*w_i) * CE(y_i, s_i) + lam * w_i * KD(s_i, t_i) ]
+    decoupled:  L = mean_i[ (1 - lam)     * CE(y_i, s_i) + lam * w_i * KD(s_i, t_i) ]
+
+(in the coupled form lam*w_i is capped at 1 so that no CE weight turns negative).
+
+PFD: w_i = 1, where both forms agree. CPFD: w_i = c_i**gamma with c_i the teacher's confidence
+in [0, 1], detached: ``true_class`` p_T(y_i), ``max_prob`` max_k p_T(k), ``entropy``
+1 - H(p_T)/log K, ``correct`` 1[argmax p_T = y_i]. Normalisation over the scenario's training
+split: ``mean`` w / mean(w) (CPFD distils as much in total as PFD, only elsewhere),
+``mean_clip`` min(1, w / mean(w)), ``none``.
 """
 
 from __future__ import annotations
@@ -29,20 +38,25 @@ def teacher_confidence(teacher_logits: torch.Tensor, labels: torch.Tensor, kind:
         return (1.0 - h / math.log(k)).clamp(0.0, 1.0)
     if kind == "correct":
         return (p.argmax(dim=-1) == labels).float()
-    raise ValueError(f"unknown confidence kind {kind!r}")
+    raise ValueError(f"unknown weighting {kind!r}")
+
+
+def normalize_weights(w: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "none":
+        return w
+    w = w / w.mean().clamp_min(1e-6)
+    return w.clamp(max=1.0) if how == "mean_clip" else w
 
 
 def example_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
-    """w_i for every example: 1 for PFD, confidence**gamma (optionally normalised) for CPFD, 0 without distillation."""
+    """w_i for every example: 1 for PFD, normalised confidence**gamma for CPFD, 0 without distillation."""
     n = labels.shape[0]
     if cfg.method == "none":
         return torch.zeros(n)
     if cfg.method == "pfd":
         return torch.ones(n)
-    w = teacher_confidence(teacher_logits, labels, cfg.confidence) ** cfg.gamma
-    if cfg.normalize_per_scenario:
-        w = (w / w.mean().clamp_min(1e-6)).clamp(max=1.0)
-    return w
+    w = teacher_confidence(teacher_logits, labels, cfg.weighting) ** cfg.gamma
+    return normalize_weights(w, cfg.normalize)
 
 
 def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -60,9 +74,16 @@ def distillation_loss(
     weights: torch.Tensor | None,
     lam: float,
     temperature: float,
+    form: str = "coupled",
 ) -> torch.Tensor:
     ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
     if teacher_logits is None or weights is None or lam == 0:
         return ce.mean()
-    w = lam * weights.detach().to(ce.dtype)
-    return ((1 - w) * ce + w * kl_to_teacher(student_logits, teacher_logits, temperature)).mean()
+    kd = kl_to_teacher(student_logits, teacher_logits, temperature)
+    w = weights.detach().to(ce.dtype)
+    if form == "decoupled":
+        return ((1 - lam) * ce + lam * w * kd).mean()
+    if form != "coupled":
+        raise ValueError(f"unknown loss form {form!r}")
+    lw = (lam * w).clamp(max=1.0)
+    return ((1 - lw) * ce + lw * kd).mean()

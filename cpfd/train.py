@@ -27,9 +27,9 @@ from cpfd.errors import CpfdError, DataContractError
 from cpfd.evaluate import classification_metrics
 from cpfd.models import VideoClassifier, build_model, make_spec, save_model
 from cpfd.preprocess import build_word_tokenizer, load_tokenizer
+from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE, TeacherOutputs, calibrate, fold_assignment
 
 log = logging.getLogger("cpfd.train")
-TEACHER_OUTPUTS_FILE = "teacher_outputs.safetensors"
 
 
 @dataclass
@@ -48,6 +48,11 @@ class PreparedData:
     @property
     def feature_names(self) -> list[str]:
         return self.manifest["feature_names"]
+
+    def with_train(self, idx: torch.Tensor) -> "PreparedData":
+        """The same data with only rows ``idx`` of the training split (a fold teacher's view)."""
+        return PreparedData(self.manifest, self.tokenizer, {**self.splits, "train": self.splits["train"].subset(idx)},
+                            self.max_tokens)
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -309,7 +314,7 @@ def cached_distill_loss(teacher_logits: torch.Tensor, weights: torch.Tensor, cfg
         device = batch["labels"].device
         return distillation_loss(
             forward(models["student"], batch), batch["labels"], teacher_logits[idx].to(device),
-            weights[idx].to(device), cfg.lam, cfg.temperature,
+            weights[idx].to(device), cfg.lam, cfg.temperature, cfg.loss,
         )
 
     return loss
@@ -324,7 +329,7 @@ def joint_loss(cfg: DistillConfig) -> LossFn:
         teacher_ce = F.cross_entropy(t_logits, batch["labels"])
         lam = 0.0 if step < cfg.warmup_steps else cfg.lam
         w = example_weights(t_logits.detach(), batch["labels"], cfg).to(t_logits.device)
-        return teacher_ce + distillation_loss(s_logits, batch["labels"], t_logits.detach(), w, lam, cfg.temperature)
+        return teacher_ce + distillation_loss(s_logits, batch["labels"], t_logits.detach(), w, lam, cfg.temperature, cfg.loss)
 
     return loss
 
@@ -350,42 +355,115 @@ def train_classifier(
     return _finish(model, data, Path(out_dir), result, {"role": role, "method": "ce", "train": cfg.model_dump()})
 
 
-def compute_teacher_outputs(teacher: VideoClassifier, data: PreparedData, out_path: str | Path | None = None) -> torch.Tensor:
-    """Teacher logits on the training split, computed once (and stored with the dataset)."""
-    logits = predict_logits(teacher, data.splits["train"])
-    if out_path is not None:
-        _atomic_save_tensors({"logits": logits, "video_id": data.splits["train"].video_ids}, Path(out_path))
-    return logits
+def insample_teacher_outputs(teacher: VideoClassifier, data: PreparedData, calibrated: bool = True) -> TeacherOutputs:
+    """The full teacher's logits on the very examples it was trained on (temperature from its validation logits)."""
+    train = data.splits["train"]
+    out = TeacherOutputs(predict_logits(teacher, train), train.video_ids.clone(),
+                         torch.full((len(train),), -1, dtype=torch.int64), "insample")
+    return calibrate(out, predict_logits(teacher, data.splits["val"]), data.splits["val"].labels, calibrated)
 
 
-def load_teacher_outputs(path: str | Path, data: PreparedData) -> torch.Tensor:
+def fold_rows(data: PreparedData, num_folds: int, seed: int) -> np.ndarray:
+    return fold_assignment(data.splits["train"].labels.numpy(), num_folds, seed)
+
+
+def train_fold_teacher(
+    data: PreparedData, project: ProjectConfig, fold: int, num_folds: int, out_dir: str | Path,
+    progress: bool = True, resume: bool = True, train_cfg: TrainConfig | None = None,
+) -> dict:
+    """Train the teacher of fold ``fold`` on the other folds; save its logits on the held-out fold and on validation."""
+    scenario = data.manifest["scenario"]
+    cfg = train_cfg or project.train_for(scenario)
+    folds = fold_rows(data, num_folds, cfg.seed)
+    held_out = torch.from_numpy(np.flatnonzero(folds == fold))
+    fold_data = data.with_train(torch.from_numpy(np.flatnonzero(folds != fold)))
+    fold_cfg = cfg.model_copy(update={"seed": cfg.seed + 1009 * (fold + 1)})
+    model = new_model(fold_data, project.model, "teacher", fold_cfg.seed)
+    out = Path(out_dir)
+    result = fit({"teacher": model}, "teacher", ce_loss("teacher"), fold_data, fold_cfg, out,
+                 f"teacher fold {fold + 1}/{num_folds} [{scenario}]", progress, resume)
+    train = data.splits["train"]
+    _atomic_save_tensors({
+        "index": held_out, "video_id": train.video_ids[held_out],
+        "logits": predict_logits(model, train.subset(held_out)), "val_logits": predict_logits(model, data.splits["val"]),
+    }, out / FOLD_OUTPUTS_FILE)
+    return {"fold": fold, "num_folds": num_folds, "held_out": int(len(held_out)), "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "best_val_macro_f1": result.best_val_f1}
+
+
+
+def combine_fold_outputs(data: PreparedData, fold_dirs: list[str | Path], calibrated: bool = True) -> TeacherOutputs:
+    """Out-of-fold teacher outputs from every fold teacher's held-out logits; one temperature fitted on validation."""
     from safetensors.torch import load_file
 
-    t = load_file(str(path))
-    if not torch.equal(t["video_id"], data.splits["train"].video_ids):
-        raise DataContractError(f"{path}: teacher outputs were computed on another training split (video_ids differ)")
-    return t["logits"]
+    train = data.splits["train"]
+    k = len(train)
+    logits = torch.full((k, len(data.label_names)), float("nan"))
+    folds = torch.full((k,), -1, dtype=torch.int64)
+    val_logits = []
+    for i, d in enumerate(sorted(fold_dirs, key=str)):
+        path = Path(d) / FOLD_OUTPUTS_FILE if Path(d).is_dir() else Path(d)
+        try:
+            t = load_file(str(path))
+        except Exception as e:
+            raise DataContractError(f"{path}: cannot read fold outputs ({type(e).__name__}: {e})") from None
+        if not torch.equal(train.video_ids[t["index"]], t["video_id"]):
+            raise DataContractError(f"{path}: fold outputs were computed on another training split (video_ids differ)")
+        if (folds[t["index"]] >= 0).any():
+            raise DataContractError(f"{path}: fold outputs overlap another fold's rows")
+        logits[t["index"]] = t["logits"]
+        folds[t["index"]] = i
+        val_logits.append(t["val_logits"])
+    if (folds < 0).any():
+        raise DataContractError(f"fold outputs cover {int((folds >= 0).sum())} of {k} training rows; a fold is missing")
+    out = TeacherOutputs(logits, train.video_ids.clone(), folds, "oof")
+    val_labels = data.splits["val"].labels.repeat(len(val_logits))
+    return calibrate(out, torch.cat(val_logits), val_labels, calibrated)
+
+
+def compute_teacher_outputs(
+    data: PreparedData, project: ProjectConfig, teacher: VideoClassifier, work_dir: str | Path,
+    distill_cfg: DistillConfig | None = None, progress: bool = True, resume: bool = True,
+    train_cfg: TrainConfig | None = None,
+) -> TeacherOutputs:
+    """The soft-target source the config asks for: out-of-fold (training the fold teachers here) or in-sample."""
+    scenario = data.manifest["scenario"]
+    dcfg = distill_cfg or project.distill_for(scenario)
+    if dcfg.teacher_outputs == "insample":
+        return insample_teacher_outputs(teacher, data, dcfg.calibrate)
+    dirs = []
+    for fold in range(dcfg.folds):
+        d = Path(work_dir) / f"fold{fold}"
+        if not (resume and (d / FOLD_OUTPUTS_FILE).exists()):
+            train_fold_teacher(data, project, fold, dcfg.folds, d, progress, resume, train_cfg)
+        dirs.append(d)
+    return combine_fold_outputs(data, dirs, dcfg.calibrate)
 
 
 def distill_student(
-    data: PreparedData, teacher_logits: torch.Tensor, project: ProjectConfig, out_dir: str | Path,
+    data: PreparedData, teacher: TeacherOutputs, project: ProjectConfig, out_dir: str | Path,
     distill_cfg: DistillConfig | None = None, progress: bool = True, resume: bool = True,
     train_cfg: TrainConfig | None = None,
 ) -> dict:
-    """Two-stage PFD / CPFD from cached teacher logits."""
+    """Two-stage PFD / CPFD from cached (calibrated) teacher outputs."""
     scenario = data.manifest["scenario"]
     cfg = train_cfg or project.train_for(scenario)
     dcfg = distill_cfg or project.distill_for(scenario)
-    labels = data.splits["train"].labels
-    if teacher_logits.shape != (len(labels), len(data.label_names)):
-        raise DataContractError(f"teacher outputs have shape {tuple(teacher_logits.shape)}, expected {(len(labels), len(data.label_names))}")
-    weights = example_weights(teacher_logits, labels, dcfg)
+    train = data.splits["train"]
+    labels = train.labels
+    logits = teacher.calibrated
+    if logits.shape != (len(labels), len(data.label_names)):
+        raise DataContractError(f"teacher outputs have shape {tuple(logits.shape)}, expected {(len(labels), len(data.label_names))}")
+    if not torch.equal(teacher.video_ids, train.video_ids):
+        raise DataContractError("teacher outputs were computed on another training split (video_ids differ)")
+    weights = example_weights(logits, labels, dcfg)
     model = new_model(data, project.model, "student", cfg.seed)
-    loss = cached_distill_loss(teacher_logits, weights, dcfg)
+    loss = cached_distill_loss(logits, weights, dcfg)
     result = fit({"student": model}, "student", loss, data, cfg, out_dir, f"{dcfg.method}[{scenario}]", progress, resume)
     return _finish(model, data, Path(out_dir), result, {
         "role": "student", "method": dcfg.method, "distill": dcfg.model_dump(), "train": cfg.model_dump(),
-        "mean_weight": float(weights.mean()),
+        "mean_weight": float(weights.mean()), "teacher_outputs": teacher.source,
+        "teacher_calibration": teacher.calibration,
     })
 
 

@@ -27,6 +27,10 @@ class SplitTensors:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def subset(self, idx: torch.Tensor) -> "SplitTensors":
+        return SplitTensors(self.frames[idx], self.input_ids[idx], self.attention_mask[idx], self.dense[idx],
+                            self.labels[idx], self.video_ids[idx])
+
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         return {
             "frames": self.frames[idx].to(device, non_blocking=True),
