@@ -49,14 +49,17 @@ def generate(
     frames: int = typer.Option(4, min=1),
     image_size: int = typer.Option(16, min=8),
     scenario: list[str] = typer.Option([], help="only these scenarios (repeatable)"),
+    generator: str = typer.Option("v2", help="v2 (slices of unreliable features, Bayes references) or v1"),
 ):
-    """Write the synthetic default data: videos.parquet, frames/, features.parquet, scenarios.yaml."""
+    """Write the synthetic default data: videos.parquet, frames/, features.parquet, scenarios.yaml (v2: oracle.parquet)."""
     from cpfd.data.synthetic import SCENARIOS, generate as gen
 
+    if generator not in ("v1", "v2"):
+        raise CpfdError(f"--generator must be v1 or v2, got {generator!r}")
     unknown = set(scenario) - {s.name for s in SCENARIOS}
     if unknown:
         raise CpfdError(f"unknown synthetic scenario(s) {sorted(unknown)}; known: {[s.name for s in SCENARIOS]}")
-    paths = gen(out, videos, seed, frames, image_size, scenario or None)
+    paths = gen(out, videos, seed, frames, image_size, scenario or None, version=int(generator[1]))
     for k, p in paths.items():
         typer.echo(f"{k:9s} {p}")
 
@@ -160,15 +163,26 @@ def train_distill(
     out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt,
     quiet: bool = QuietOpt, resume: bool = typer.Option(True),
 ):
-    """Two-stage PFD / CPFD (distill.method); teacher outputs are cached in the dataset folder."""
+    """Two-stage PFD / CPFD (distill.*); the teacher's outputs (out-of-fold by default) are cached beside the teacher."""
     from cpfd.models import load_model
-    from cpfd.train import TEACHER_OUTPUTS_FILE, compute_teacher_outputs, distill_student, load_teacher_outputs, prepare_data
+    from cpfd.teacher_outputs import TeacherOutputs
+    from cpfd.train import compute_teacher_outputs, distill_student, prepare_data
 
     project = _project(config, set_)
     data = prepare_data(dataset, project.model)
-    cache = dataset / TEACHER_OUTPUTS_FILE
-    logits = load_teacher_outputs(cache, data) if cache.exists() else compute_teacher_outputs(load_model(teacher), data, cache)
-    info = distill_student(data, logits, project, out, progress=not quiet, resume=resume)
+    scenario = data.manifest["scenario"]
+    dcfg, tcfg = project.distill_for(scenario), project.train_for(scenario)
+    source = f"oof{dcfg.folds}-seed{tcfg.seed}" if dcfg.teacher_outputs == "oof" else "insample"
+    cache = teacher / f"teacher_outputs.{source}.safetensors"
+    if resume and cache.exists():
+        outputs = TeacherOutputs.load(cache, data.splits["train"].video_ids)
+    else:
+        outputs = compute_teacher_outputs(data, project, load_model(teacher), teacher / "folds", dcfg, not quiet, resume)
+        outputs.save(cache)
+    cal = outputs.calibration
+    typer.echo(f"teacher outputs ({outputs.source}): temperature {outputs.temperature:.2f}, validation NLL "
+               f"{cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}")
+    info = distill_student(data, outputs, project, out, progress=not quiet, resume=resume)
     typer.echo(f"{info['method']} student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
 
 

@@ -51,7 +51,11 @@ def _require_timestamp(df: pd.DataFrame, column: str, path: Path | str) -> pd.Se
 
 
 def check_videos(df: pd.DataFrame, config: ProjectConfig, path: Path | str = "videos table") -> pd.DataFrame:
-    """Validate a videos table against the contract and the scenario configs; returns a normalised copy."""
+    """Validate a videos table against the contract and the scenario configs.
+
+    Returns a normalised copy with the contract's columns only: extra columns (e.g. the
+    generator's ``true_label``) never reach a dataset.
+    """
     _require_columns(df, VIDEO_COLUMNS, path)
     df = df.copy()
     if df.empty:
@@ -86,7 +90,7 @@ def check_videos(df: pd.DataFrame, config: ProjectConfig, path: Path | str = "vi
         raise DataContractError(
             f"{path}: column 'video_id' repeats within a scenario, e.g. {df.loc[dup, 'video_id'].iloc[0]}"
         )
-    return df
+    return df[list(VIDEO_COLUMNS)]
 
 
 def check_features(df: pd.DataFrame, path: Path | str = "feature source") -> tuple[pd.DataFrame, list[str]]:
