@@ -1,187 +1,190 @@
-"""Quality benchmark: X-VLM (student alone), DF-X-VLM (teacher), PFD and CPFD variants, per scenario, over seeds.
+"""Quality benchmark: X-VLM (baseline student), DF-X-VLM (teacher), PFD and CPFD variants, per scenario, over seeds.
 
-For each scenario the dataset is built once; for each seed the teacher and the baseline student
-are trained, the teacher's outputs on the training split are cached, and every distillation
-variant is trained from them. F1 is macro-F1 on the (newest) test split.
+Per scenario and seed (synthetic data is re-drawn per seed; a user's tables are fixed and only
+the models are re-seeded): the teacher and the baseline student are trained, the teacher outputs
+each variant needs are computed once (in-sample and/or out-of-fold from K fold teachers,
+calibrated or not), and every variant is distilled from them. Test predictions are kept, so the
+summary gives paired bootstrap 95 % intervals of distilled − X-VLM and CPFD − PFD per scenario
+and pooled over scenarios. Diagnostics: the teacher's train vs validation F1, confidence
+histograms of in-sample vs out-of-fold outputs, ECE before/after temperature scaling, the
+distillation weight falling on each slice kind (generator v2), and the learnability of the
+teacher's edge (linear probes on the student's inputs).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cpfd.config import DistillConfig, ProjectConfig
-from cpfd.evaluate import gap_closed
+from cpfd.quality import (
+    BASELINES, canonical_variant, learnability_probe, parse_variant, plot_quality, summarise, to_markdown, weight_shares,
+)
 
-BASELINES = ("xvlm", "teacher")
+DEFAULT_VARIANTS = (
+    "pfd:targets=insample",
+    "pfd:targets=oof:cal=off",
+    "pfd",
+    "cpfd:max_prob:norm=mean_clip:loss=coupled:targets=insample",
+    "cpfd:max_prob:norm=mean_clip:loss=coupled",
+    "cpfd:max_prob:norm=mean",
+    "cpfd:true_class:norm=mean",
+    "cpfd:entropy:norm=mean",
+    "cpfd:correct:norm=mean",
+)
 
 
-def parse_variant(name: str, base: DistillConfig) -> DistillConfig:
-    """'pfd', 'cpfd' (the config's default), or 'cpfd:<confidence>[:g<gamma>][:norm]'."""
-    parts = name.split(":")
-    if parts[0] == "pfd":
-        return base.model_copy(update={"method": "pfd"})
-    if parts[0] != "cpfd":
-        raise ValueError(f"unknown variant {name!r}")
-    update: dict = {"method": "cpfd"}
-    for p in parts[1:]:
-        if p == "norm":
-            update["normalize_per_scenario"] = True
-        elif p.startswith("g"):
-            update["gamma"] = float(p[1:])
-        else:
-            update["confidence"] = p
-    return DistillConfig.model_validate({**base.model_dump(), **update})
+def thread_note() -> str:
+    return (f"torch threads: {torch.get_num_threads()} (of {os.cpu_count()} CPUs); cap with "
+            "--set train.threads=N")
+
+
+def _sources(variants: dict[str, DistillConfig]) -> dict[tuple, DistillConfig]:
+    """One teacher-outputs computation per distinct (source, folds); calibration is applied afterwards."""
+    out = {}
+    for cfg in variants.values():
+        key = (cfg.teacher_outputs, cfg.folds if cfg.teacher_outputs == "oof" else 0)
+        out.setdefault(key, cfg)
+    return out
+
+
+def _test_extras(dataset: Path, oracle) -> dict:
+    """True labels, slices and Bayes references of the test rows (generator v2 only)."""
+    if oracle is None:
+        return {}
+    import pandas as pd
+
+    test = pd.read_parquet(dataset / "test.parquet", columns=["video_id"])
+    o = oracle.set_index("video_id").loc[test["video_id"]]
+    return {"true_label": o["true_label"].tolist(), "bayes_content": o["bayes_content"].tolist(),
+            "bayes_privileged": o["bayes_privileged"].tolist()}
+
+
+def run_cell(dataset: Path, project: ProjectConfig, scenario: str, seed: int, variants: list[str],
+             work: Path, oracle, progress: bool) -> dict:
+    """Everything for one (scenario, seed): models, predictions, diagnostics."""
+    from cpfd.evaluate import classification_metrics
+    from cpfd.models import load_model
+    from cpfd.teacher_outputs import TeacherOutputs
+    from cpfd.train import (
+        compute_teacher_outputs, distill_student, evaluate_model, predict_logits, prepare_data, train_classifier,
+    )
+
+    data = prepare_data(dataset, project.model)
+    tcfg = project.train_for(scenario).model_copy(update={"seed": seed})
+    base = project.distill_for(scenario)
+    cfgs = {v: parse_variant(v, base) for v in variants}
+    labels = data.label_names
+    preds: dict[str, list[int]] = {}
+    epochs: dict[str, list[int]] = {}
+    for role, key in (("teacher", "teacher"), ("student", "xvlm")):
+        info = train_classifier(data, role, project, work / key, progress, resume=False, train_cfg=tcfg)
+        _, probs = evaluate_model(load_model(work / key), data)
+        preds[key] = probs.argmax(1).tolist()
+        epochs[key] = [info["best_epoch"], info["epochs_run"]]
+    teacher = load_model(work / "teacher")
+    student = load_model(work / "xvlm")
+    split_f1 = {}
+    for split in ("train", "val"):
+        y = data.splits[split].labels.numpy()
+        split_f1[split] = {k: classification_metrics(predict_logits(m, data.splits[split]).softmax(-1).numpy(), y, labels)["macro_f1"]
+                           for k, m in (("teacher", teacher), ("xvlm", student))}
+
+    raw: dict[tuple, TeacherOutputs] = {}
+    for key, cfg in _sources(cfgs).items():
+        raw[key] = compute_teacher_outputs(data, project, teacher, work / f"folds{key[1]}", cfg.model_copy(
+            update={"calibrate": False}), progress, resume=False, train_cfg=tcfg)
+
+    def outputs_for(cfg: DistillConfig) -> TeacherOutputs:
+        return raw[(cfg.teacher_outputs, cfg.folds if cfg.teacher_outputs == "oof" else 0)].recalibrated(cfg.calibrate)
+
+    diagnostics: dict = {"split_f1": split_f1, "calibration": {}, "confidence_hist": {}, "weight_share": {},
+                         "teacher_train_f1": {}}
+    train_labels = data.splits["train"].labels
+    for key, o in raw.items():
+        cal = o.recalibrated(True)
+        name = f"{key[0]}{key[1] or ''}"
+        diagnostics["calibration"][name] = cal.calibration
+        conf = cal.calibrated.softmax(-1).max(-1).values.numpy()
+        diagnostics["confidence_hist"][name] = np.histogram(conf, bins=20, range=(0.0, 1.0))[0].tolist()
+        diagnostics["teacher_train_f1"][name] = classification_metrics(
+            cal.logits.softmax(-1).numpy(), train_labels.numpy(), labels)["macro_f1"]
+    slices = None
+    if oracle is not None:
+        import pandas as pd
+
+        train_ids = pd.Series(data.splits["train"].video_ids.numpy())
+        slices = oracle.set_index("video_id").loc[train_ids, "feature_slice"].to_numpy()
+    for v, cfg in cfgs.items():
+        outputs = outputs_for(cfg)
+        d = work / v.replace(":", "_").replace("=", "-")
+        info = distill_student(data, outputs, project, d, cfg, progress, resume=False, train_cfg=tcfg)
+        _, probs = evaluate_model(load_model(d), data)
+        preds[v] = probs.argmax(1).tolist()
+        epochs[v] = [info["best_epoch"], info["epochs_run"]]
+        if slices is not None:
+            from cpfd.distill import example_weights
+
+            diagnostics["weight_share"][v] = weight_shares(
+                example_weights(outputs.calibrated, train_labels, cfg).numpy(), slices)
+    oof = next((o for k, o in raw.items() if k[0] == "oof"), None)
+    if oof is not None:
+        diagnostics["learnability"] = learnability_probe(data, oof.recalibrated(True), seed)
+    return {"scenario": scenario, "seed": seed, "label_names": labels, "labels": data.splits["test"].labels.tolist(),
+            "preds": preds, "epochs": epochs, "diagnostics": diagnostics, **_test_extras(dataset, oracle)}
 
 
 def run_quality(
-    datasets: dict[str, Path],
+    datasets_for_seed,
     project: ProjectConfig,
     seeds: list[int],
     variants: list[str],
     out_dir: Path,
     progress: bool = True,
     log=print,
+    data_note: str = "",
 ) -> dict:
-    from cpfd.train import compute_teacher_outputs, distill_student, evaluate_model, prepare_data, train_classifier
-    from cpfd.models import load_model
-
+    """``datasets_for_seed(seed) -> ({scenario: dataset_dir}, oracle DataFrame or None)``."""
+    variants = [canonical_variant(v) for v in variants]
     out_dir.mkdir(parents=True, exist_ok=True)
     done_file = out_dir / "runs.jsonl"  # one line per finished (scenario, seed): a rerun resumes
     done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
-    runs = [r for r in done if r["scenario"] in datasets and r["seed"] in seeds and set(variants) <= set(r["f1"])]
+    runs = [r for r in done if r["seed"] in seeds and set(variants) <= set(r["preds"])]
+    log(thread_note())
     t_start = time.perf_counter()
-    for scenario, ds in datasets.items():
-        todo = [sd for sd in seeds if not any(r["scenario"] == scenario and r["seed"] == sd for r in runs)]
-        if not todo:
-            continue
-        data = prepare_data(ds, project.model)
-        for seed in todo:
-            tcfg = project.train_for(scenario).model_copy(update={"seed": seed})
+    for seed in seeds:
+        datasets, oracle = datasets_for_seed(seed)
+        for scenario, ds in datasets.items():
+            if any(r["scenario"] == scenario and r["seed"] == seed for r in runs):
+                continue
             work = out_dir / "models" / scenario / f"seed{seed}"
-            scores: dict[str, float] = {}
-            for role, key in (("teacher", "teacher"), ("student", "xvlm")):
-                info = train_classifier(data, role, project, work / key, progress, resume=False, train_cfg=tcfg)
-                model = load_model(work / key)
-                metrics, _ = evaluate_model(model, data)
-                scores[key] = metrics["macro_f1"]
-                if role == "teacher":
-                    teacher_logits = compute_teacher_outputs(model, data)
-            for v in variants:
-                dcfg = parse_variant(v, project.distill_for(scenario))
-                d = work / v.replace(":", "_")
-                distill_student(data, teacher_logits, project, d, dcfg, progress, resume=False, train_cfg=tcfg)
-                scores[v] = evaluate_model(load_model(d), data)[0]["macro_f1"]
-            runs.append({"scenario": scenario, "seed": seed, "f1": scores})
+            cell = run_cell(ds, project, scenario, seed, variants, work, oracle, progress)
+            cell["preds"] = {k: v for k, v in cell["preds"].items() if k in (*BASELINES, *variants)}
+            runs.append(cell)
             with open(done_file, "a") as f:
-                f.write(json.dumps(runs[-1]) + "\n")
-            log(f"  {scenario} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                f.write(json.dumps(cell) + "\n")
+            from cpfd.evaluate import classification_metrics
+
+            y = np.asarray(cell["labels"])
+            k = len(cell["label_names"])
+            f1 = {m: classification_metrics(np.eye(k)[np.asarray(p)], y, cell["label_names"])["macro_f1"]
+                  for m, p in cell["preds"].items()}
+            log(f"  {scenario} seed {seed}: " + ", ".join(f"{m} {v:.3f}" for m, v in f1.items())
                 + f"  [{time.perf_counter() - t_start:.0f}s]")
-    result = summarise(runs, variants)
+    scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
+    result = summarise([r for r in runs if r["scenario"] in scenarios], variants)
     result["seconds"] = time.perf_counter() - t_start
     result["seeds"] = seeds
-    (out_dir / "quality.json").write_text(json.dumps(result, indent=2))
+    result["threads"] = torch.get_num_threads()
+    result["data"] = data_note
+    result["distill_base"] = {k: v for k, v in project.distill.model_dump().items() if k in ("temperature", "lam")}
+    slim = {k: v for k, v in result.items() if k != "runs"}
+    (out_dir / "quality.json").write_text(json.dumps(slim, indent=2))
     (out_dir / "quality.md").write_text(to_markdown(result))
-    plot_quality(result, out_dir / "quality.png")
+    plot_quality(result, out_dir)
     return result
-
-
-def _ms(values: list[float]) -> dict:
-    a = np.asarray([v for v in values if v is not None], dtype=float)
-    return {"mean": float(a.mean()) if a.size else None, "std": float(a.std(ddof=1)) if a.size > 1 else 0.0}
-
-
-def summarise(runs: list[dict], variants: list[str]) -> dict:
-    methods = [*BASELINES, *variants]
-    scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
-    seeds = sorted({r["seed"] for r in runs})
-    per_scenario = {}
-    for s in scenarios:
-        rs = [r for r in runs if r["scenario"] == s]
-        row = {"f1": {m: _ms([r["f1"][m] for r in rs]) for m in methods}}
-        row["gap_closed"] = {
-            v: _ms([gap_closed(r["f1"][v], r["f1"]["xvlm"], r["f1"]["teacher"]) for r in rs]) for v in variants
-        }
-        per_scenario[s] = row
-    # averages over scenarios, computed per seed so the std is across seeds
-    by_seed = {seed: [r for r in runs if r["seed"] == seed] for seed in seeds}
-
-    def avg(m: str, seed: int) -> float:
-        return float(np.mean([r["f1"][m] for r in by_seed[seed]]))
-
-    average = {"f1": {m: _ms([avg(m, sd) for sd in seeds]) for m in methods}}
-    average["gain_over_xvlm"] = {v: _ms([avg(v, sd) - avg("xvlm", sd) for sd in seeds]) for v in variants}
-    average["gain_over_pfd"] = {v: _ms([avg(v, sd) - avg("pfd", sd) for sd in seeds]) for v in variants if "pfd" in variants}
-    average["gap_closed"] = {
-        v: _ms([gap_closed(avg(v, sd), avg("xvlm", sd), avg("teacher", sd)) for sd in seeds]) for v in variants
-    }
-    # spread across scenarios of the per-scenario (seed-mean) gap closed
-    average["gap_closed_spread"] = {
-        v: float(np.std([per_scenario[s]["gap_closed"][v]["mean"] for s in scenarios
-                         if per_scenario[s]["gap_closed"][v]["mean"] is not None], ddof=0)) for v in variants
-    }
-    cpfd = [v for v in variants if v.startswith("cpfd")]
-    best = max(cpfd, key=lambda v: average["f1"][v]["mean"]) if cpfd else None
-    return {"runs": runs, "methods": methods, "variants": variants, "per_scenario": per_scenario,
-            "average": average, "best_cpfd_variant": best}
-
-
-def _fmt(d: dict | None, pct: bool = False) -> str:
-    if not d or d.get("mean") is None:
-        return "n/a"
-    k = 100 if pct else 1
-    return f"{k * d['mean']:.1f} ± {k * d['std']:.1f}" if pct else f"{d['mean']:.3f} ± {d['std']:.3f}"
-
-
-def to_markdown(result: dict) -> str:
-    methods, variants = result["methods"], result["variants"]
-    names = {"xvlm": "X-VLM (student)", "teacher": "DF-X-VLM (teacher)"}
-    head = "| scenario | " + " | ".join(names.get(m, m) for m in methods) + " |"
-    lines = [f"Macro-F1 on the test split, mean ± std over seeds {result['seeds']}.", "", head,
-             "|" + "---|" * (len(methods) + 1)]
-    for s, row in result["per_scenario"].items():
-        lines.append(f"| {s} | " + " | ".join(_fmt(row["f1"][m]) for m in methods) + " |")
-    avg = result["average"]
-    lines.append("| **average** | " + " | ".join(f"**{_fmt(avg['f1'][m])}**" for m in methods) + " |")
-    lines += ["", "| variant | gain over X-VLM (F1 pts) | gain over PFD (F1 pts) | gap closed (%) | gap closed spread across scenarios (pts) |",
-              "|---|---|---|---|---|"]
-    for v in variants:
-        lines.append(
-            f"| {v} | {_fmt(avg['gain_over_xvlm'][v], True)} | {_fmt(avg['gain_over_pfd'].get(v), True)} | "
-            f"{_fmt(avg['gap_closed'][v], True)} | {100 * avg['gap_closed_spread'][v]:.1f} |"
-        )
-    lines += ["", "Gap closed per scenario (%, mean ± std over seeds):", "",
-              "| scenario | " + " | ".join(variants) + " |", "|" + "---|" * (len(variants) + 1)]
-    for s, row in result["per_scenario"].items():
-        lines.append(f"| {s} | " + " | ".join(_fmt(row["gap_closed"][v], True) for v in variants) + " |")
-    if result.get("best_cpfd_variant"):
-        lines += ["", f"Best CPFD variant by average F1: `{result['best_cpfd_variant']}`."]
-    return "\n".join(lines) + "\n"
-
-
-def plot_quality(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scenarios = list(result["per_scenario"])
-    methods = result["methods"]
-    x = np.arange(len(scenarios) + 1)
-    width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(x)), 4.5))
-    for i, m in enumerate(methods):
-        means = [result["per_scenario"][s]["f1"][m]["mean"] for s in scenarios] + [result["average"]["f1"][m]["mean"]]
-        stds = [result["per_scenario"][s]["f1"][m]["std"] for s in scenarios] + [result["average"]["f1"][m]["std"]]
-        ax.bar(x + i * width, means, width, yerr=stds, label=m, capsize=2)
-    ax.set_xticks(x + 0.4 - width / 2, [*scenarios, "average"], rotation=15)
-    ax.set_ylabel("macro-F1 (test)")
-    ax.set_ylim(0.3, 1.0)
-    ax.legend(ncol=3, fontsize=8)
-    ax.set_title("CPFD quality benchmark: F1 per scenario")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

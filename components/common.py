@@ -1,7 +1,7 @@
 """Plain helpers the component bodies import at run time (inside the project image).
 
 Kept out of the component functions so they are unit-testable without KFP: config from the
-pipeline parameter, evaluation of a saved model on a split, the packaging gate, ROC points and
+pipeline parameter, the fold-teacher plan and its fan-in check, the packaging gate, ROC points and
 the cross-scenario report.
 """
 
@@ -34,14 +34,43 @@ def project_from_yaml(text: str) -> ProjectConfig:
         raise ConfigError(f"pipeline parameter config_yaml: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
-def gate_decision(f1: dict[str, float], gate: GateConfig) -> tuple[bool, str]:
-    """Package the distilled student only if it beats the baseline by the margin and stays near the teacher.
+def fold_plan_items(project: ProjectConfig, scenario: str) -> list[dict]:
+    """The fold-teacher loop's items: one per fold of distill.folds for out-of-fold teacher outputs, a single
+    ``fold: -1`` (nothing to train) for in-sample ones."""
+    dcfg = project.distill_for(scenario)
+    if dcfg.teacher_outputs == "insample":
+        return [{"scenario": scenario, "fold": -1}]
+    return [{"scenario": scenario, "fold": k} for k in range(dcfg.folds)]
 
-    ``f1`` has ``student`` (baseline X-VLM), ``teacher`` (DF-X-VLM) and ``distilled``.
+
+def fold_output_paths(artifacts: list[tuple[str, dict]], scenario: str, folds: int) -> list[str]:
+    """The fold teachers' output folders (``(path, metadata)`` of the collected artifacts), checked against the
+    config's distill.folds: exactly one trained output for every fold 0..folds-1."""
+    got = sorted(int(m.get("fold", -1)) for _, m in artifacts)
+    if any(m.get("skipped") for _, m in artifacts):
+        raise ConfigError(f"scenario {scenario}: the fold teacher steps were skipped (in-sample plan) but distill.teacher_outputs "
+                          f"is oof with distill.folds = {folds}")
+    declared = sorted({int(m.get("num_folds", -1)) for _, m in artifacts})
+    if got != list(range(folds)) or declared != [folds]:
+        raise ConfigError(f"scenario {scenario}: distill.folds = {folds} in the config, but the fold teacher steps produced "
+                          f"{len(artifacts)} output(s) for folds {got} of {declared} fold(s)")
+    return [path for path, _ in sorted(artifacts, key=lambda a: int(a[1]["fold"]))]
+
+
+def gate_decision(f1: dict[str, float], gate: GateConfig, val_f1: dict[str, float] | None = None) -> tuple[bool, str]:
+    """Package the distilled student only if the teacher is worth distilling, the student beats the baseline by the
+    margin and stays near the teacher.
+
+    ``f1`` (test split) has ``student`` (baseline X-VLM), ``teacher`` (DF-X-VLM) and ``distilled``; ``val_f1``
+    (validation split) has ``student`` and ``teacher``: a teacher that is not better than the baseline on validation
+    is refused whatever the test numbers say (validation is where that choice is made).
     """
     gain = f1["distilled"] - f1["student"]
     gap = f1["teacher"] - f1["distilled"]
     reasons = []
+    if val_f1 is not None and not val_f1["teacher"] > val_f1["student"]:
+        reasons.append(f"the teacher is not better than the baseline student on validation (macro-F1 {val_f1['teacher']:.4f} "
+                       f"vs {val_f1['student']:.4f}), so distilling it is not justified")
     if gain <= gate.min_gain_over_baseline:
         reasons.append(f"F1 gain over the baseline student {gain:+.4f} is not above the margin {gate.min_gain_over_baseline:+.4f}")
     if gap > gate.max_gap_to_teacher:
@@ -50,8 +79,15 @@ def gate_decision(f1: dict[str, float], gate: GateConfig) -> tuple[bool, str]:
         reasons.append(f"F1 {f1['distilled']:.4f} is below the minimum {gate.min_f1:.4f}")
     if reasons:
         return False, "not packaged: " + "; ".join(reasons)
+    better = f", teacher better than the baseline on validation ({val_f1['teacher']:.4f} vs {val_f1['student']:.4f})" if val_f1 else ""
     return True, (f"packaged: F1 {f1['distilled']:.4f}, {gain:+.4f} over the baseline (margin {gate.min_gain_over_baseline:+.4f}), "
-                  f"{gap:.4f} from the teacher (limit {gate.max_gap_to_teacher:.4f})")
+                  f"{gap:.4f} from the teacher (limit {gate.max_gap_to_teacher:.4f}){better}")
+
+
+def teacher_not_better(summary: dict) -> bool:
+    """A scenario summary whose teacher did not beat the baseline on validation."""
+    val = summary.get("val_f1")
+    return bool(val) and not val["teacher"] > val["student"]
 
 
 def roc_points(scores: np.ndarray, positives: np.ndarray, max_points: int = 101) -> tuple[list[float], list[float], list[float]]:
@@ -81,8 +117,8 @@ def log_classification(artifact, metrics: dict, probs: np.ndarray, labels: np.nd
 
 
 def report_tables(summaries: list[dict]) -> tuple[dict, str]:
-    """The cross-scenario table (X-VLM, DF-X-VLM, distilled F1, gain, gap closed, gate) as Markdown, and the
-    quality benchmark's result dict for its chart."""
+    """The cross-scenario table (X-VLM, DF-X-VLM, distilled F1, gain, gap closed, teacher vs baseline on validation,
+    teacher calibration, gate) as Markdown, and the quality benchmark's result dict for its chart."""
     from benchmarks.quality import summarise
     from cpfd.evaluate import gap_closed
 
@@ -99,19 +135,38 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.1f}"
 
-    lines = ["Macro-F1 on each scenario's test split.", "",
-             f"| scenario | X-VLM (student) | DF-X-VLM (teacher) | {name} (distilled) | gain over X-VLM (F1 pts) | gap closed (%) | gate |",
-             "|---|---|---|---|---|---|---|"]
+    def val_cell(s):
+        val = s.get("val_f1")
+        if not val:
+            return "n/a"
+        return f"{val['teacher']:.3f} vs {val['student']:.3f}" + (" (not better)" if teacher_not_better(s) else "")
+
+    def ece_cell(s):
+        cal = s.get("teacher_calibration") or {}
+        return f"{cal['ece_before']:.3f} -> {cal['ece_after']:.3f}" if "ece_before" in cal else "n/a"
+
+    def gate_cell(s):
+        if s["gate"]["passed"]:
+            return "passed"
+        return "failed: teacher not better than X-VLM on val" if teacher_not_better(s) else "failed"
+
+    lines = ["Macro-F1 on each scenario's test split; the teacher against the baseline and the teacher's calibration "
+             "(ECE of its distillation outputs before -> after temperature scaling) on the validation split.", "",
+             f"| scenario | X-VLM (student) | DF-X-VLM (teacher) | {name} (distilled) | gain over X-VLM (F1 pts) | gap closed (%) "
+             f"| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         f = s["f1"]
         lines.append(f"| {s['scenario']} | {f['student']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
-                     f"{100 * (f['distilled'] - f['student']):+.1f} | {pct(s['gap_closed'])} | "
-                     f"{'passed' if s['gate']['passed'] else 'failed'} |")
+                     f"{100 * (f['distilled'] - f['student']):+.1f} | {pct(s['gap_closed'])} | {val_cell(s)} | {ece_cell(s)} | "
+                     f"{gate_cell(s)} |")
     avg = {k: float(np.mean([s["f1"][k] for s in summaries])) for k in ("student", "teacher", "distilled")}
     passed = sum(s["gate"]["passed"] for s in summaries)
+    not_better = sum(teacher_not_better(s) for s in summaries)
     lines.append(f"| **average** | **{avg['student']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
                  f"**{100 * (avg['distilled'] - avg['student']):+.1f}** | "
-                 f"**{pct(gap_closed(avg['distilled'], avg['student'], avg['teacher']))}** | **{passed}/{len(summaries)} passed** |")
+                 f"**{pct(gap_closed(avg['distilled'], avg['student'], avg['teacher']))}** | "
+                 f"**{not_better} not better** | | **{passed}/{len(summaries)} passed** |")
     lines += ["", "Gate decisions:", ""] + [f"- {s['scenario']}: {s['gate']['reason']}" for s in summaries]
     return result, "\n".join(lines) + "\n"
 
@@ -155,7 +210,11 @@ def markdown_to_html(markdown: str, title: str, png: bytes | None = None) -> str
 
 
 def summary_json(scenario: str, method: str, seed: int, f1: dict, gap: float | None, passed: bool, reason: str,
-                 gate: GateConfig) -> str:
+                 gate: GateConfig, val_f1: dict | None = None, teacher_calibration: dict | None = None,
+                 teacher_outputs: str | None = None) -> str:
+    """The evaluate step's row for the report: test F1, validation F1 of teacher and baseline, the teacher outputs'
+    source and calibration, the gate."""
     return json.dumps({"scenario": scenario, "method": method, "seed": seed, "f1": f1, "gain": f1["distilled"] - f1["student"],
-                       "gap_closed": gap, "gate": {"passed": passed, "reason": reason, **gate.model_dump()}})
-
+                       "gap_closed": gap, "val_f1": val_f1, "teacher_outputs": teacher_outputs,
+                       "teacher_calibration": teacher_calibration or {},
+                       "gate": {"passed": passed, "reason": reason, **gate.model_dump()}})

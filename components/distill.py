@@ -9,26 +9,35 @@ from components.image import project_image
 @dsl.component(base_image=project_image(), install_kfp_package=False)
 def distill(dataset: Input[Dataset], train_logits: Input[Artifact], scenario: str, config_yaml: str, method: str,
             model: Output[Model], metrics: Output[Metrics]):
-    """Two-stage distillation; ``method`` overrides distill.method of the scenario's config."""
+    """Two-stage distillation from ``train_logits`` (the teacher_outputs step's TeacherOutputs file, calibrated);
+    ``method`` overrides distill.method of the scenario's config."""
     import shutil
     from pathlib import Path
 
     from components.common import project_from_yaml
     from cpfd.config import DistillConfig
     from cpfd.errors import ConfigError
-    from cpfd.train import distill_student, load_teacher_outputs, prepare_data
+    from cpfd.teacher_outputs import TeacherOutputs
+    from cpfd.train import distill_student, prepare_data
 
     if method not in ("pfd", "cpfd"):
         raise ConfigError(f"pipeline parameter method must be 'pfd' or 'cpfd', got {method!r}")
     project = project_from_yaml(config_yaml)
     dcfg = DistillConfig.model_validate({**project.distill_for(scenario).model_dump(), "method": method})
     data = prepare_data(dataset.path, project.model)
-    logits = load_teacher_outputs(train_logits.path, data)
-    info = distill_student(data, logits, project, model.path, dcfg, progress=False)
+    outputs = TeacherOutputs.load(train_logits.path, data.splits["train"].video_ids)
+    info = distill_student(data, outputs, project, model.path, dcfg, progress=False)
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
+    cal = info["teacher_calibration"]
     model.metadata.update({"scenario": scenario, "role": "student", "method": method, "arm": "treatment",
-                           "confidence": dcfg.confidence, "lam": dcfg.lam, "temperature": dcfg.temperature,
+                           "weighting": dcfg.weighting, "gamma": dcfg.gamma, "normalize": dcfg.normalize, "loss": dcfg.loss,
+                           "lam": dcfg.lam, "temperature": dcfg.temperature, "teacher_outputs": info["teacher_outputs"],
+                           "temperature_calibration": cal.get("temperature", 1.0),
                            "framework": "pytorch", "format": "safetensors", "val_macro_f1": info["best_val_macro_f1"]})
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "mean_weight"):
         metrics.log_metric(key, info[key])
-    print(f"{method} student {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f}, mean weight {info['mean_weight']:.3f}")
+    for key in ("temperature", "nll_before", "nll_after", "ece_before", "ece_after"):
+        if key in cal:
+            metrics.log_metric(f"teacher_{key}", cal[key])
+    print(f"{method} student {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f}, mean weight {info['mean_weight']:.3f}, "
+          f"{info['teacher_outputs']} teacher outputs (temperature {cal.get('temperature', 1.0):.2f})")

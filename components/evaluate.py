@@ -10,38 +10,53 @@ from components.image import project_image
 def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Model], distilled: Input[Model],
              scenario: str, config_yaml: str, metrics: Output[Metrics], classification: Output[ClassificationMetrics],
              report: Output[Markdown], reason: OutputPath(str), summary: OutputPath(str)) -> bool:
-    """Returns True (package it) when the distilled student beats the baseline by the scenario's margin and
-    stays near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report.
+    """Returns True (package it) when the teacher beat the baseline on the validation split (their saved
+    ``best_val_macro_f1``), and the distilled student beats the baseline on test by the scenario's margin and stays
+    near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report.
 
     The decision is the single return value (output ``Output``): kfp.local resolves conditions on that name."""
     from components.common import gate_decision, log_classification, project_from_yaml, summary_json
-    from cpfd.train import evaluate_saved_model
     from cpfd.evaluate import gap_closed
+    from cpfd.models import model_metadata
+    from cpfd.train import evaluate_saved_model
 
     project = project_from_yaml(config_yaml)
     gate = project.scenario(scenario).gate
     results = {name: evaluate_saved_model(m.path, dataset.path)
                for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))}
     f1 = {name: r[0]["macro_f1"] for name, r in results.items()}
-    passed, why = gate_decision(f1, gate)
+    val_f1 = {name: float(model_metadata(m.path)["best_val_macro_f1"])
+              for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))}
+    distilled_info = model_metadata(distilled.path)
+    calibration = distilled_info.get("teacher_calibration") or {}
+    passed, why = gate_decision(f1, gate, val_f1)
     gap = gap_closed(f1["distilled"], f1["student"], f1["teacher"])
     method = distilled.metadata.get("method", "cpfd")
     d_metrics, d_probs, d_split = results["distilled"]
     log_classification(classification, d_metrics, d_probs, d_split.labels.numpy())
     for name, value in f1.items():
         metrics.log_metric(f"f1_{name}", value)
+    for name, value in val_f1.items():
+        metrics.log_metric(f"val_f1_{name}", value)
+    metrics.log_metric("teacher_better_on_val", int(val_f1["teacher"] > val_f1["student"]))
     metrics.log_metric("gain_over_baseline", f1["distilled"] - f1["student"])
     if gap is not None:  # None when the teacher is not better than the baseline
         metrics.log_metric("gap_closed", gap)
     metrics.log_metric("ece_distilled", d_metrics["ece"])
+    for key in ("ece_before", "ece_after"):
+        if key in calibration:
+            metrics.log_metric(f"teacher_{key}", calibration[key])
     metrics.log_metric("gate_passed", int(passed))
+    cal_line = (f"Teacher outputs ({distilled_info.get('teacher_outputs', '?')}): validation ECE {calibration['ece_before']:.4f} -> "
+                f"{calibration['ece_after']:.4f} at temperature {calibration['temperature']:.2f}.\n\n" if "ece_before" in calibration else "")
     with open(report.path, "w") as f:
-        f.write(f"# Gate: {scenario}\n\n| model | test macro-F1 |\n|---|---|\n"
-                + "".join(f"| {k} | {v:.4f} |\n" for k, v in f1.items())
-                + f"\n{why}\n")
+        f.write(f"# Gate: {scenario}\n\n| model | validation macro-F1 | test macro-F1 |\n|---|---|---|\n"
+                + "".join(f"| {k} | {val_f1[k]:.4f} | {v:.4f} |\n" for k, v in f1.items())
+                + f"\n{cal_line}{why}\n")
     with open(reason, "w") as f:
         f.write(why)
     with open(summary, "w") as f:
-        f.write(summary_json(scenario, method, project.train_for(scenario).seed, f1, gap, passed, why, gate))
+        f.write(summary_json(scenario, method, project.train_for(scenario).seed, f1, gap, passed, why, gate, val_f1,
+                             calibration, distilled_info.get("teacher_outputs")))
     print(f"gate {scenario}: {why}")
     return passed

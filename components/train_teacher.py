@@ -1,28 +1,28 @@
-"""train_teacher: DF-X-VLM (frames + title + privileged dense features), and its logits on the train split."""
+"""train_teacher: DF-X-VLM (frames + title + privileged dense features) on the whole training split.
+
+This is the teacher that is evaluated and gated. The soft targets for distillation come from the
+``teacher_outputs`` step (out-of-fold fold teachers by default, this model only when
+distill.teacher_outputs is ``insample``).
+"""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def train_teacher(dataset: Input[Dataset], scenario: str, config_yaml: str,
-                  model: Output[Model], train_logits: Output[Artifact], metrics: Output[Metrics]):
-    """Cross-entropy training; the teacher's outputs on the training split are computed once for distillation."""
+def train_teacher(dataset: Input[Dataset], scenario: str, config_yaml: str, model: Output[Model], metrics: Output[Metrics]):
+    """Cross-entropy training with early stopping on validation macro-F1."""
     import shutil
     from pathlib import Path
 
     from components.common import project_from_yaml
-    from cpfd.models import load_model
-    from cpfd.train import compute_teacher_outputs, prepare_data, train_classifier
+    from cpfd.train import prepare_data, train_classifier
 
     project = project_from_yaml(config_yaml)
-    data = prepare_data(dataset.path, project.model)
-    info = train_classifier(data, "teacher", project, model.path, progress=False)
+    info = train_classifier(prepare_data(dataset.path, project.model), "teacher", project, model.path, progress=False)
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
-    compute_teacher_outputs(load_model(model.path), data, train_logits.path)
-    train_logits.metadata.update({"scenario": scenario, "split": "train", "rows": len(data.splits["train"])})
     model.metadata.update({"scenario": scenario, "role": "teacher", "method": "ce", "framework": "pytorch",
                            "format": "safetensors", "val_macro_f1": info["best_val_macro_f1"]})
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "train_examples_per_s"):

@@ -212,36 +212,69 @@ def evaluate(model: Path = typer.Option(...), dataset: Path = typer.Option(...),
 
 @bench_app.command("quality")
 def bench_quality(
-    data: Path = typer.Option(Path("data/bench"), help="folder with videos.parquet / features.parquet (generated if absent)"),
-    videos: Optional[Path] = typer.Option(None, help="your own videos table (overrides --data)"),
+    data: Path = typer.Option(Path("data/bench"), help="folder for the synthetic data (one sub-folder per seed)"),
+    videos: Optional[Path] = typer.Option(None, help="your own videos table (instead of synthetic data)"),
     features: Optional[Path] = typer.Option(None, help="your own feature source (with --videos)"),
     config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt,
-    seeds: int = typer.Option(3, min=1), videos_per_scenario: int = typer.Option(3000, min=100),
-    variant: list[str] = typer.Option(["pfd", "cpfd:true_class", "cpfd:max_prob", "cpfd:entropy", "cpfd:correct"]),
+    seeds: int = typer.Option(5, min=1), videos_per_scenario: int = typer.Option(3000, min=100),
+    generator: str = typer.Option("v2", help="synthetic generator: v2 or v1"),
+    variant: list[str] = typer.Option([], help="variants to compare (repeatable); default: the benchmark's set"),
     scenario: list[str] = typer.Option([], help="only these scenarios"),
+    quick: bool = typer.Option(False, help="2 seeds, 600 videos, 2 scenarios, 3 variants, 3 epochs: a smoke run"),
     out: Path = typer.Option(Path("runs/bench_quality")), quiet: bool = QuietOpt,
 ):
-    """F1 of X-VLM, DF-X-VLM, PFD and CPFD per scenario over seeds; gain and gap closed."""
-    from benchmarks.quality import run_quality, to_markdown
+    """F1 of X-VLM, DF-X-VLM, PFD and CPFD variants per scenario over seeds, with paired bootstrap intervals."""
+    from benchmarks.quality import DEFAULT_VARIANTS, run_quality
     from cpfd.data.build import build_scenario_dataset
+    from cpfd.quality import to_markdown
 
-    if videos is None:
-        if not (data / "videos.parquet").exists():
-            from cpfd.data.synthetic import generate as gen
+    if generator not in ("v1", "v2"):
+        raise CpfdError(f"--generator must be v1 or v2, got {generator!r}")
+    if quick:
+        seeds, videos_per_scenario = 2, 600
+        variant = variant or ["pfd:targets=insample", "pfd", "cpfd:max_prob:norm=mean"]
+        scenario = scenario or ["clickbait", "originality"]
+        set_ = ["train.epochs=3", *set_]
+    try:
+        from cpfd.quality import canonical_variant
 
-            typer.echo(f"generating synthetic data in {data} ({videos_per_scenario} videos per scenario)")
-            gen(data, videos_per_scenario, seed=0)
-        videos, features = data / "videos.parquet", data / "features.parquet"
-        config = config or data / "scenarios.yaml"
-    elif features is None:
+        variants = [canonical_variant(v) for v in (variant or DEFAULT_VARIANTS)]
+    except ValueError as e:
+        raise CpfdError(f"--variant: {e}") from None
+    if videos is not None and features is None:
         raise CpfdError("--videos needs --features")
-    project = _project(config, set_)
-    names = scenario or [s.name for s in project.scenarios]
-    datasets = {}
-    for name in names:
-        build_scenario_dataset(videos, features, name, project, out / "datasets" / name)
-        datasets[name] = out / "datasets" / name
-    result = run_quality(datasets, project, list(range(seeds)), variant, out, progress=not quiet, log=typer.echo)
+
+    def datasets_for_seed(seed: int):
+        import pandas as pd
+
+        if videos is not None:
+            src, feats, cfg, oracle, folder = videos, features, config, None, out / "datasets" / "own"
+            if (folder / "done").exists():
+                return {n: folder / n for n in names}, None
+        else:
+            folder = data / f"{generator}-{videos_per_scenario}-seed{seed}"
+            if not (folder / "videos.parquet").exists():
+                from cpfd.data.synthetic import generate as gen
+
+                typer.echo(f"generating synthetic data ({generator}, seed {seed}) in {folder}")
+                gen(folder, videos_per_scenario, seed=seed, scenarios=scenario or None, version=int(generator[1]))
+            src, feats, cfg = folder / "videos.parquet", folder / "features.parquet", config or folder / "scenarios.yaml"
+            oracle = pd.read_parquet(folder / "oracle.parquet") if (folder / "oracle.parquet").exists() else None
+            folder = out / "datasets" / f"seed{seed}"
+        project = _project(cfg, set_)
+        built = {}
+        for name in names or [s.name for s in project.scenarios]:
+            build_scenario_dataset(src, feats, name, project, folder / name)
+            built[name] = folder / name
+        (folder / "done").touch()
+        return built, oracle
+
+    first_cfg = config if (videos is not None or config) else None
+    project = _project(first_cfg, set_)
+    names = scenario or ([s.name for s in project.scenarios] if first_cfg else [])
+    note = "your tables, fixed across seeds" if videos is not None else f"synthetic {generator}, re-drawn per seed"
+    result = run_quality(datasets_for_seed, project, list(range(seeds)), variants, out, progress=not quiet,
+                         log=typer.echo, data_note=note)
     typer.echo(to_markdown(result))
     typer.echo(f"written: {out / 'quality.json'}, {out / 'quality.md'}, {out / 'quality.png'} ({result['seconds']:.0f}s)")
 

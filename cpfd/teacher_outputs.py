@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +37,19 @@ class TeacherOutputs:
     video_ids: torch.Tensor  # int64 [N]
     folds: torch.Tensor  # int64 [N]: the fold whose teacher scored the row (-1: the full teacher, in-sample)
     source: str  # "oof" | "insample"
+    val_logits: torch.Tensor  # float32 [M, K]: the same teacher(s) on the validation split (fold teachers stacked)
+    val_labels: torch.Tensor  # int64 [M]
     temperature: float = 1.0  # calibration temperature fitted on the validation split
     calibration: dict = field(default_factory=dict)  # validation NLL and ECE before / after
 
     @property
     def calibrated(self) -> torch.Tensor:
         return self.logits / self.temperature
+
+    def recalibrated(self, enabled: bool) -> "TeacherOutputs":
+        """A copy with the temperature fitted on the validation logits (or 1 when not ``enabled``)."""
+        t = fit_temperature(self.val_logits, self.val_labels) if enabled else 1.0
+        return replace(self, temperature=t, calibration=calibration_report(self.val_logits, self.val_labels, t))
 
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_file
@@ -51,7 +58,8 @@ class TeacherOutputs:
         meta = {"source": self.source, "temperature": repr(self.temperature), "calibration": json.dumps(self.calibration)}
         tmp = path.with_suffix(".tmp")
         save_file({"logits": self.logits.contiguous(), "video_id": self.video_ids.contiguous(),
-                   "fold": self.folds.contiguous()}, tmp, metadata=meta)
+                   "fold": self.folds.contiguous(), "val_logits": self.val_logits.contiguous(),
+                   "val_labels": self.val_labels.contiguous()}, tmp, metadata=meta)
         tmp.replace(path)
 
     @classmethod
@@ -66,13 +74,13 @@ class TeacherOutputs:
             raise DataContractError(f"{path}: teacher outputs not found") from None
         except Exception as e:  # a truncated or foreign file
             raise DataContractError(f"{path}: not a teacher-outputs file ({type(e).__name__}: {e})") from None
-        missing = {"logits", "video_id", "fold"} - set(t)
+        missing = {"logits", "video_id", "fold", "val_logits", "val_labels"} - set(t)
         if missing or "source" not in meta:
             raise DataContractError(f"{path}: not a teacher-outputs file (missing {sorted(missing) or ['metadata']})")
         if train_video_ids is not None and not torch.equal(t["video_id"], train_video_ids):
             raise DataContractError(f"{path}: teacher outputs were computed on another training split (video_ids differ)")
-        return cls(t["logits"], t["video_id"], t["fold"], meta["source"], float(meta["temperature"]),
-                   json.loads(meta.get("calibration", "{}")))
+        return cls(t["logits"], t["video_id"], t["fold"], meta["source"], t["val_logits"], t["val_labels"],
+                   float(meta["temperature"]), json.loads(meta.get("calibration", "{}")))
 
 
 def fold_assignment(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -124,11 +132,3 @@ def calibration_report(logits: torch.Tensor, labels: torch.Tensor, temperature: 
 
     return {"temperature": temperature, "nll_before": nll(logits, labels), "nll_after": nll(logits, labels, temperature),
             "ece_before": ece(1.0), "ece_after": ece(temperature), "n": int(len(y))}
-
-
-def calibrate(outputs: TeacherOutputs, val_logits: torch.Tensor, val_labels: torch.Tensor, enabled: bool) -> TeacherOutputs:
-    """Fit the temperature on validation logits (of the same teacher or teachers) and record the report."""
-    t = fit_temperature(val_logits, val_labels) if enabled else 1.0
-    outputs.temperature = t
-    outputs.calibration = calibration_report(val_logits, val_labels, t)
-    return outputs

@@ -27,7 +27,7 @@ from cpfd.errors import CpfdError, DataContractError
 from cpfd.evaluate import classification_metrics
 from cpfd.models import VideoClassifier, build_model, make_spec, save_model
 from cpfd.preprocess import build_word_tokenizer, load_tokenizer
-from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE, TeacherOutputs, calibrate, fold_assignment
+from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE, TeacherOutputs, fold_assignment
 
 log = logging.getLogger("cpfd.train")
 
@@ -359,8 +359,9 @@ def insample_teacher_outputs(teacher: VideoClassifier, data: PreparedData, calib
     """The full teacher's logits on the very examples it was trained on (temperature from its validation logits)."""
     train = data.splits["train"]
     out = TeacherOutputs(predict_logits(teacher, train), train.video_ids.clone(),
-                         torch.full((len(train),), -1, dtype=torch.int64), "insample")
-    return calibrate(out, predict_logits(teacher, data.splits["val"]), data.splits["val"].labels, calibrated)
+                         torch.full((len(train),), -1, dtype=torch.int64), "insample",
+                         predict_logits(teacher, data.splits["val"]), data.splits["val"].labels.clone())
+    return out.recalibrated(calibrated)
 
 
 def fold_rows(data: PreparedData, num_folds: int, seed: int) -> np.ndarray:
@@ -384,7 +385,7 @@ def train_fold_teacher(
                  f"teacher fold {fold + 1}/{num_folds} [{scenario}]", progress, resume)
     train = data.splits["train"]
     _atomic_save_tensors({
-        "index": held_out, "video_id": train.video_ids[held_out],
+        "index": held_out, "video_id": train.video_ids[held_out], "trained_on": fold_data.splits["train"].video_ids,
         "logits": predict_logits(model, train.subset(held_out)), "val_logits": predict_logits(model, data.splits["val"]),
     }, out / FOLD_OUTPUTS_FILE)
     return {"fold": fold, "num_folds": num_folds, "held_out": int(len(held_out)), "best_epoch": result.best_epoch,
@@ -409,6 +410,8 @@ def combine_fold_outputs(data: PreparedData, fold_dirs: list[str | Path], calibr
             raise DataContractError(f"{path}: cannot read fold outputs ({type(e).__name__}: {e})") from None
         if not torch.equal(train.video_ids[t["index"]], t["video_id"]):
             raise DataContractError(f"{path}: fold outputs were computed on another training split (video_ids differ)")
+        if "trained_on" in t and bool(torch.isin(t["video_id"], t["trained_on"]).any()):
+            raise DataContractError(f"{path}: the fold teacher scored examples it was trained on")
         if (folds[t["index"]] >= 0).any():
             raise DataContractError(f"{path}: fold outputs overlap another fold's rows")
         logits[t["index"]] = t["logits"]
@@ -416,9 +419,8 @@ def combine_fold_outputs(data: PreparedData, fold_dirs: list[str | Path], calibr
         val_logits.append(t["val_logits"])
     if (folds < 0).any():
         raise DataContractError(f"fold outputs cover {int((folds >= 0).sum())} of {k} training rows; a fold is missing")
-    out = TeacherOutputs(logits, train.video_ids.clone(), folds, "oof")
     val_labels = data.splits["val"].labels.repeat(len(val_logits))
-    return calibrate(out, torch.cat(val_logits), val_labels, calibrated)
+    return TeacherOutputs(logits, train.video_ids.clone(), folds, "oof", torch.cat(val_logits), val_labels).recalibrated(calibrated)
 
 
 def compute_teacher_outputs(

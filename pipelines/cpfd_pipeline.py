@@ -1,9 +1,17 @@
 """The CPFD pipeline: a ParallelFor over scenarios, the per-scenario DAG, a fan-in report.
 
-Per scenario: build_dataset -> validate_data -> train_teacher & train_student -> distill ->
-evaluate (the gate) -> package (only when the gate passed). Then ``report`` collects every
-scenario's summary. Deployment choices (image, parallelism, GPU requests, node selectors,
-tolerations) are compile-time ``PipelineOptions``; run-time parameters are JSON-able.
+Per scenario: build_dataset -> validate_data -> train_teacher & train_student & fold_plan ->
+a nested ParallelFor of train_fold_teacher (one step per cross-fitting fold, distill.folds of the
+scenario's config) -> teacher_outputs (fan-in with ``dsl.Collected``: the out-of-fold soft targets,
+or the full teacher's in-sample ones, temperature-scaled on validation) -> distill -> evaluate
+(the gate) -> package (only when the gate passed). Then ``report`` collects every scenario's
+summary. Deployment choices (image, parallelism, GPU requests, node selectors, tolerations) are
+compile-time ``PipelineOptions``; run-time parameters are JSON-able.
+
+The fold count is read at run time by fold_plan from the config (the one place it lives), and its
+items carry the scenario name: kfp.local 2.17 gives the inner loop's item to every outer loop item
+and task-output parameter referenced inside a nested loop, so the fold loop's body uses only its
+own item's fields, pipeline parameters and artifacts.
 """
 
 from dataclasses import dataclass, field
@@ -19,6 +27,7 @@ class PipelineOptions:
 
     image: str = ""  # empty: components.project_image()
     parallelism: int = 2  # scenarios at once; 0 = unlimited
+    fold_parallelism: int = 0  # fold teachers at once within a scenario; 0 = unlimited (kfp.local: at most 2)
     gpu: bool = True
     accelerator: str = "nvidia.com/gpu"
     gpu_count: int = 1
@@ -53,8 +62,11 @@ def build_pipeline(opts: PipelineOptions | None = None):
     from components.build_dataset import build_dataset
     from components.distill import distill
     from components.evaluate import evaluate
+    from components.fold_plan import fold_plan
     from components.package import package
     from components.report import report
+    from components.teacher_outputs import teacher_outputs
+    from components.train_fold_teacher import train_fold_teacher
     from components.train_student import train_student
     from components.train_teacher import train_teacher
     from components.validate_data import validate_data
@@ -74,7 +86,8 @@ def build_pipeline(opts: PipelineOptions | None = None):
         html: HTML
         table: Artifact
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="CPFD per scenario: dataset, data gate, teacher, student, distillation, gate, packaging.")
+    @dsl.pipeline(name=PIPELINE_NAME, description="CPFD per scenario: dataset, data gate, teacher, student, fold teachers, "
+                                                  "teacher outputs, distillation, gate, packaging.")
     def cpfd_pipeline(videos: str, features: str, scenarios: list, config_yaml: str, method: str = "cpfd",
                       join: str = "feast", min_rows: int = 50, max_null_increase: float = 0.15,
                       bentoml_home: str = "") -> Outputs:
@@ -88,7 +101,15 @@ def build_pipeline(opts: PipelineOptions | None = None):
             student = _on_gpu_pool(step(train_student(dataset=data, scenario=scenario, config_yaml=config_yaml)), opts)
             teacher.after(checked)
             student.after(checked)
-            distilled = _on_gpu_pool(step(distill(dataset=data, train_logits=teacher.outputs["train_logits"],
+            plan = step(fold_plan(scenario=scenario, config_yaml=config_yaml), cache=True).after(checked)
+            with dsl.ParallelFor(items=plan.output, parallelism=opts.fold_parallelism, name="fold-teachers") as item:
+                # only the item's fields, pipeline parameters and artifacts in here (see the module docstring)
+                folds = _on_gpu_pool(step(train_fold_teacher(dataset=data, scenario=item.scenario, config_yaml=config_yaml,
+                                                             fold=item.fold)), opts)
+            soft = step(teacher_outputs(dataset=data, teacher=teacher.outputs["model"],
+                                        fold_outputs=dsl.Collected(folds.outputs["fold_outputs"]), scenario=scenario,
+                                        config_yaml=config_yaml).set_cpu_request(opts.data_cpu).set_memory_request(opts.data_memory))
+            distilled = _on_gpu_pool(step(distill(dataset=data, train_logits=soft.outputs["train_logits"],
                                                   scenario=scenario, config_yaml=config_yaml, method=method)), opts)
             gate = _on_gpu_pool(step(evaluate(dataset=data, teacher=teacher.outputs["model"], student=student.outputs["model"],
                                               distilled=distilled.outputs["model"], scenario=scenario,

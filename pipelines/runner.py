@@ -23,7 +23,8 @@ from pipelines.cpfd_pipeline import PIPELINE_NAME, PipelineOptions, build_pipeli
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 # the steps' own one-line results (they name the scenario), failures and skipped steps
-_PROGRESS = re.compile(r"^(dataset|data gate|teacher|baseline student|c?pfd student|gate|packaged) [a-z0-9_]+: "
+_PROGRESS = re.compile(r"^(dataset|data gate|teacher|fold plan|fold teacher|teacher outputs|baseline student|c?pfd student|gate|"
+                       r"packaged) [a-z0-9_]+: "
                        r"|finished with status FAILURE|Skipping")
 
 

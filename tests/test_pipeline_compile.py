@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-GPU_EXECUTORS = {"exec-train-teacher", "exec-train-student", "exec-distill", "exec-evaluate"}
+GPU_EXECUTORS = {"exec-train-teacher", "exec-train-fold-teacher", "exec-train-student", "exec-distill", "exec-evaluate"}
 
 
 def _compile(tmp_path, **options):
@@ -29,7 +29,8 @@ def _platform_executors(platform: dict) -> dict:
 def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
     spec, platform = _compile(tmp_path, parallelism=3, image="registry.example/cpfd:1.2")
     executors = spec["deploymentSpec"]["executors"]
-    assert set(executors) >= GPU_EXECUTORS | {"exec-build-dataset", "exec-validate-data", "exec-package", "exec-report"}
+    assert set(executors) >= GPU_EXECUTORS | {"exec-build-dataset", "exec-validate-data", "exec-fold-plan", "exec-teacher-outputs",
+                                              "exec-package", "exec-report"}
     for name, ex in executors.items():
         container = ex["container"]
         assert container["image"] == "registry.example/cpfd:1.2", name
@@ -57,12 +58,86 @@ def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
     assert inner["validate-data"]["cachingOptions"] == {"enableCache": True}
     assert inner["train-teacher"]["cachingOptions"] == {}  # off
     assert set(inner["train-teacher"]["dependentTasks"]) == {"build-dataset", "validate-data"}
+    assert inner["train-teacher"]["componentRef"]["name"] == "comp-train-teacher"
+    assert set(spec["components"]["comp-train-teacher"]["outputDefinitions"]["artifacts"]) == {"model", "metrics"}  # no logits
     cond = next(t for t in inner.values() if "triggerPolicy" in t)
     assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
     package = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
     assert set(package) == {"package"}
     report = spec["root"]["dag"]["tasks"]["report"]
     assert report["inputs"]["parameters"]["summaries"]["taskOutputParameter"]["producerTask"] == "for-loop-1"
+
+
+def test_fold_teachers_are_a_nested_parallel_loop_fanned_into_teacher_outputs(tmp_path):
+    spec, platform = _compile(tmp_path, parallelism=2)
+    inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    plan = inner["fold-plan"]
+    assert set(plan["dependentTasks"]) == {"validate-data"}
+    assert plan["inputs"]["parameters"]["scenario"]["componentInputParameter"] == "pipelinechannel--scenarios-loop-item"
+    assert plan["cachingOptions"] == {"enableCache": True}
+    # the fold loop: one iteration per item of the plan (the config's distill.folds, read at run time), no limit
+    loop_name = next(n for n, t in inner.items() if t.get("taskInfo", {}).get("name") == "fold-teachers")
+    loop = inner[loop_name]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--fold-plan-Output"
+    assert loop["inputs"]["parameters"]["pipelinechannel--fold-plan-Output"]["taskOutputParameter"]["producerTask"] == "fold-plan"
+    assert "iteratorPolicy" not in loop
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(body) == {"train-fold-teacher"}
+    fold = body["train-fold-teacher"]
+    assert fold["cachingOptions"] == {}  # a training step: off, like train-teacher
+    params = fold["inputs"]["parameters"]
+    item = loop["parameterIterator"]["itemInput"]
+    assert params["fold"] == {"componentInputParameter": item, "parameterExpressionSelector": 'parseJson(string_value)["fold"]'}
+    assert params["scenario"] == {"componentInputParameter": item, "parameterExpressionSelector": 'parseJson(string_value)["scenario"]'}
+    assert fold["inputs"]["artifacts"]["dataset"]["componentInputArtifact"] == "pipelinechannel--build-dataset-dataset"
+    fold_io = spec["components"]["comp-train-fold-teacher"]
+    assert set(fold_io["inputDefinitions"]["parameters"]) == {"scenario", "config_yaml", "fold"}
+    assert fold_io["inputDefinitions"]["parameters"]["fold"]["parameterType"] == "NUMBER_INTEGER"
+    assert set(fold_io["outputDefinitions"]["artifacts"]) == {"fold_outputs", "metrics"}
+    k8s = _platform_executors(platform)["exec-train-fold-teacher"]
+    assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+    # fan-in: every fold's artifact collected into one list input of teacher-outputs, which feeds distill
+    soft = inner["teacher-outputs"]
+    assert soft["inputs"]["artifacts"]["fold_outputs"]["taskOutputArtifact"] == {
+        "producerTask": loop_name, "outputArtifactKey": "pipelinechannel--train-fold-teacher-fold_outputs"}
+    assert soft["inputs"]["artifacts"]["teacher"]["taskOutputArtifact"]["producerTask"] == "train-teacher"
+    assert spec["components"]["comp-teacher-outputs"]["inputDefinitions"]["artifacts"]["fold_outputs"]["isArtifactList"] is True
+    assert set(soft["dependentTasks"]) >= {loop_name, "train-teacher"}
+    assert inner["distill"]["inputs"]["artifacts"]["train_logits"]["taskOutputArtifact"] == {
+        "producerTask": "teacher-outputs", "outputArtifactKey": "train_logits"}
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-teacher-outputs"]["container"].get("resources", {})
+
+    spec, _ = _compile(tmp_path, fold_parallelism=3)
+    inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert inner[loop_name]["iteratorPolicy"]["parallelismLimit"] == 3
+
+
+def test_fold_plan_follows_the_config(tiny_project):
+    from components.common import fold_plan_items
+
+    project = tiny_project.model_copy(deep=True)
+    assert project.distill_for("clickbait").folds == 3
+    assert fold_plan_items(project, "clickbait") == [{"scenario": "clickbait", "fold": k} for k in range(3)]
+    project.scenario("clickbait").distill = {"folds": 5}
+    assert [i["fold"] for i in fold_plan_items(project, "clickbait")] == [0, 1, 2, 3, 4]
+    project.scenario("originality").distill = {"teacher_outputs": "insample"}
+    assert fold_plan_items(project, "originality") == [{"scenario": "originality", "fold": -1}]
+
+
+def test_fold_outputs_must_match_distill_folds():
+    from components.common import fold_output_paths
+    from cpfd.errors import ConfigError
+
+    arts = [(f"/r/f{k}", {"fold": float(k), "num_folds": 3.0}) for k in (2, 0, 1)]  # metadata numbers come back as floats
+    assert fold_output_paths(arts, "clickbait", 3) == ["/r/f0", "/r/f1", "/r/f2"]
+    with pytest.raises(ConfigError, match=r"distill.folds = 4 in the config, but the fold teacher steps produced 3 output\(s\) "
+                                          r"for folds \[0, 1, 2\] of \[3\] fold"):
+        fold_output_paths(arts, "clickbait", 4)
+    with pytest.raises(ConfigError, match="folds \\[0, 2\\]"):
+        fold_output_paths([arts[0], arts[1]], "clickbait", 3)
+    with pytest.raises(ConfigError, match="skipped"):
+        fold_output_paths([("/r/x", {"fold": -1, "num_folds": 0, "skipped": True})], "clickbait", 3)
 
 
 def test_no_gpu_and_custom_pools(tmp_path):
@@ -122,6 +197,50 @@ def test_gate_decision():
     assert not ok and "not above the margin +0.0100" in why and "gap to the teacher 0.0950 exceeds 0.0500" in why
     ok, why = gate_decision({"student": 0.70, "teacher": 0.80, "distilled": 0.78}, GateConfig(min_f1=0.9))
     assert not ok and "below the minimum 0.9000" in why
+    ok, why = gate_decision({"student": 0.70, "teacher": 0.80, "distilled": 0.78}, gate, {"student": 0.66, "teacher": 0.71})
+    assert ok and "teacher better than the baseline on validation (0.7100 vs 0.6600)" in why
+
+
+def test_gate_refuses_a_teacher_not_better_than_the_baseline_on_validation():
+    """Whatever the test split says: validation is where the teacher was chosen, and there it did not beat X-VLM."""
+    from components.common import gate_decision
+    from cpfd.config import GateConfig
+
+    lenient = GateConfig(min_gain_over_baseline=-1.0, max_gap_to_teacher=1.0)
+    test_f1 = {"student": 0.70, "teacher": 0.80, "distilled": 0.78}  # would pass on test alone
+    for val in ({"student": 0.72, "teacher": 0.69}, {"student": 0.70, "teacher": 0.70}):  # worse, and a tie
+        ok, why = gate_decision(test_f1, lenient, val)
+        assert not ok
+        assert why == (f"not packaged: the teacher is not better than the baseline student on validation "
+                       f"(macro-F1 {val['teacher']:.4f} vs {val['student']:.4f}), so distilling it is not justified")
+    ok, why = gate_decision({"student": 0.70, "teacher": 0.69, "distilled": 0.69}, GateConfig(min_gain_over_baseline=0.0),
+                            {"student": 0.72, "teacher": 0.69})
+    assert not ok and why.index("not better than the baseline student on validation") < why.index("not above the margin")
+
+
+def test_report_table_shows_teacher_not_better_and_calibration():
+    import json
+
+    from components.common import gate_decision, report_tables, summary_json
+    from cpfd.config import GateConfig
+
+    gate = GateConfig(min_gain_over_baseline=-1.0, max_gap_to_teacher=1.0)
+    cal = {"temperature": 1.8, "nll_before": 0.9, "nll_after": 0.6, "ece_before": 0.1234, "ece_after": 0.0456, "n": 100}
+    rows = []
+    for name, val in (("clickbait", {"student": 0.60, "teacher": 0.75, "distilled": 0.70}),
+                      ("originality", {"student": 0.72, "teacher": 0.70, "distilled": 0.71})):
+        f1 = {"student": 0.65, "teacher": 0.80, "distilled": 0.75}
+        ok, why = gate_decision(f1, gate, val)
+        rows.append(json.loads(summary_json(name, "cpfd", 0, f1, 0.66, ok, why, gate, val, cal, "oof")))
+    assert rows[0]["gate"]["passed"] and not rows[1]["gate"]["passed"]
+    assert rows[1]["val_f1"]["teacher"] == 0.70 and rows[1]["teacher_outputs"] == "oof"
+    _, md = report_tables(rows)
+    assert "| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |" in md
+    line = {l.split("|")[1].strip(): l for l in md.splitlines() if l.startswith("| ")}
+    assert line["clickbait"].endswith("| 0.750 vs 0.600 | 0.123 -> 0.046 | passed |")
+    assert line["originality"].endswith("| 0.700 vs 0.720 (not better) | 0.123 -> 0.046 | failed: teacher not better than X-VLM on val |")
+    assert "**1 not better**" in line["**average**"] and "**1/2 passed**" in line["**average**"]
+    assert "- originality: not packaged: the teacher is not better than the baseline student on validation" in md
 
 
 def test_roc_points_by_hand():

@@ -1,0 +1,41 @@
+"""teacher_outputs: the soft targets for distillation (fan-in of the fold teachers, or the full teacher in-sample)."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.image import project_image
+
+
+@dsl.component(base_image=project_image(), install_kfp_package=False)
+def teacher_outputs(dataset: Input[Dataset], teacher: Input[Model], fold_outputs: Input[List[Artifact]], scenario: str,
+                    config_yaml: str, train_logits: Output[Artifact], metrics: Output[Metrics]):
+    """distill.teacher_outputs ``oof``: the fold teachers' held-out logits combined (every training row scored by the
+    teacher that never saw it); ``insample``: the full ``teacher`` on its own training rows. Either way one temperature
+    is fitted on the validation split (distill.calibrate). ``train_logits`` is the TeacherOutputs file."""
+    from components.common import fold_output_paths, project_from_yaml
+    from cpfd.models import load_model
+    from cpfd.train import combine_fold_outputs, insample_teacher_outputs, prepare_data
+
+    project = project_from_yaml(config_yaml)
+    dcfg = project.distill_for(scenario)
+    data = prepare_data(dataset.path, project.model)
+    if dcfg.teacher_outputs == "insample":
+        out, used = insample_teacher_outputs(load_model(teacher.path), data, dcfg.calibrate), 0
+    else:
+        paths = fold_output_paths([(a.path, dict(a.metadata)) for a in fold_outputs], scenario, dcfg.folds)
+        out, used = combine_fold_outputs(data, paths, dcfg.calibrate), len(paths)
+    out.save(train_logits.path)
+    cal = out.calibration
+    train_logits.metadata.update({
+        "scenario": scenario, "split": "train", "rows": len(data.splits["train"]), "source": out.source,
+        "fold_teachers": used, "calibrated": dcfg.calibrate, "temperature": out.temperature,
+        **{k: cal[k] for k in ("nll_before", "nll_after", "ece_before", "ece_after")}})
+    metrics.log_metric("fold_teachers", used)
+    metrics.log_metric("temperature", out.temperature)
+    for key in ("nll_before", "nll_after", "ece_before", "ece_after"):
+        metrics.log_metric(f"val_{key}", cal[key])
+    print(f"teacher outputs {scenario}: {out.source}" + (f" from {used} fold teachers" if used else "")
+          + f", temperature {out.temperature:.2f}, validation NLL {cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, "
+          f"ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}")
