@@ -135,9 +135,15 @@ def _merged(base: _Strict, overrides: dict[str, Any], where: str):
         raise ConfigError(f"{where}: {_first_error(e)}") from None
 
 
+RENAMED = {"confidence": "weighting", "normalize_per_scenario": "normalize (none | mean | mean_clip)"}
+
+
 def _first_error(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
+    last = str(err["loc"][-1]) if err["loc"] else ""
+    if err["type"] == "extra_forbidden" and last in RENAMED:
+        return f"{loc}: renamed to {loc.rsplit('.', 1)[0] + '.' if '.' in loc else ''}{RENAMED[last]}"
     return f"{loc}: {err['msg']}"
 
 

@@ -16,16 +16,16 @@ def test_overrides_are_typed_and_scenario_overrides_merge(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(
         "train: {epochs: 5}\nscenarios:\n  - name: a\n    label_names: [x, y]\n    train: {epochs: 9}\n"
-        "    distill: {confidence: max_prob}\n"
+        "    distill: {weighting: max_prob}\n"
     )
     cfg = load_config(path)
     assert cfg.train_for("a").epochs == 9 and cfg.train.epochs == 5
-    assert cfg.distill_for("a").confidence == "max_prob"
+    assert cfg.distill_for("a").weighting == "max_prob"
 
 
 @pytest.mark.parametrize(
     "override, fragment",
-    [("distill.confidence=median", "distill.confidence"), ("train.epochs=0", "train.epochs"), ("nope", "key.path=value")],
+    [("distill.weighting=median", "distill.weighting"), ("distill.confidence=max_prob", "renamed to distill.weighting"), ("train.epochs=0", "train.epochs"), ("nope", "key.path=value")],
 )
 def test_bad_overrides_name_the_field(override, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):

@@ -41,14 +41,18 @@ def test_confidence_correct():
 
 
 def test_sharpening_and_per_scenario_normalisation():
-    base = dict(method="cpfd", confidence="true_class", normalize_per_scenario=False)
+    base = dict(method="cpfd", weighting="true_class", normalize="none")
     w1 = example_weights(T_LOGITS, LABELS, DistillConfig(**base))
     w2 = example_weights(T_LOGITS, LABELS, DistillConfig(**base, gamma=2.0))
     assert w2.tolist() == pytest.approx((w1**2).tolist(), abs=1e-6)
-    wn = example_weights(T_LOGITS, LABELS, DistillConfig(**{**base, "normalize_per_scenario": True}))
     mean = (SIG2 + 0.5 + 1 - SIG3) / 3
+    wc = example_weights(T_LOGITS, LABELS, DistillConfig(**{**base, "normalize": "mean_clip"}))
     assert 0.5 / mean > 1  # both confident rows exceed the mean: clipped to 1
-    assert wn.tolist() == pytest.approx([1.0, 1.0, (1 - SIG3) / mean], abs=1e-6)
+    assert wc.tolist() == pytest.approx([1.0, 1.0, (1 - SIG3) / mean], abs=1e-6)
+    # mean: no clip, so the weights average exactly 1 (as much distillation in total as PFD)
+    wm = example_weights(T_LOGITS, LABELS, DistillConfig(**{**base, "normalize": "mean"}))
+    assert wm.tolist() == pytest.approx([SIG2 / mean, 0.5 / mean, (1 - SIG3) / mean], abs=1e-6)
+    assert wm.mean().item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_pfd_weights_are_one_and_none_are_zero():
@@ -101,7 +105,26 @@ def test_cpfd_weights_mix_ce_and_kl_per_example():
     ce = F.cross_entropy(s, y, reduction="none")
     kl = kl_to_teacher(s, t, 1.0)
     expected = ((1 - lam * w) * ce + lam * w * kl).mean()
-    assert distillation_loss(s, y, t, w, lam, 1.0).item() == pytest.approx(expected.item(), abs=1e-6)
+    assert distillation_loss(s, y, t, w, lam, 1.0, "coupled").item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_decoupled_loss_known_value():
+    # s = [1, 0], t = [0, 1], y = 0, T = 1, lam = 0.5; two examples with weights 0 and 2 (mean 1):
+    # CE = 0.313262 and KL = 0.462117 for both rows;
+    # decoupled: mean[(1 - 0.5) * CE + 0.5 * w * KL] = 0.5 * 0.313262 + 0.5 * 1 * 0.462117 = 0.387690
+    # coupled (lam*w capped at 1): row 1 = CE = 0.313262, row 2 = KL = 0.462117 -> mean 0.387690 as well,
+    # so take weights 0 and 1 to tell them apart: decoupled 0.5*0.313262 + 0.5*0.5*0.462117 = 0.272160,
+    # coupled mean[CE, 0.5*CE + 0.5*KL] = (0.313262 + 0.387690) / 2 = 0.350476
+    s, t, y = torch.tensor([[1.0, 0.0]] * 2), torch.tensor([[0.0, 1.0]] * 2), torch.tensor([0, 0])
+    assert distillation_loss(s, y, t, torch.tensor([0.0, 2.0]), 0.5, 1.0, "decoupled").item() == pytest.approx(0.387690, abs=1e-5)
+    assert distillation_loss(s, y, t, torch.tensor([0.0, 1.0]), 0.5, 1.0, "decoupled").item() == pytest.approx(0.272160, abs=1e-5)
+    assert distillation_loss(s, y, t, torch.tensor([0.0, 1.0]), 0.5, 1.0, "coupled").item() == pytest.approx(0.350476, abs=1e-5)
+
+
+def test_coupled_weight_is_capped_so_ce_never_turns_negative():
+    s, t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
+    # lam * w = 0.7 * 3 > 1: the row is pure KD, not -1.1 * CE + 2.1 * KD
+    assert distillation_loss(s, y, t, torch.tensor([3.0]), 0.7, 1.0, "coupled").item() == pytest.approx(0.462117, abs=1e-5)
 
 
 def test_no_gradient_reaches_teacher_through_distillation():

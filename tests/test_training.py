@@ -77,10 +77,12 @@ def test_student_has_no_dense_input(clickbait_data, tiny_project):
 
 def test_two_stage_cpfd_and_joint_mode_train(clickbait_data, tiny_project, tmp_path):
     train_classifier(clickbait_data, "teacher", tiny_project, tmp_path / "t", progress=False)
-    logits = compute_teacher_outputs(load_model(tmp_path / "t"), clickbait_data, tmp_path / "teacher_outputs.safetensors")
-    assert logits.shape == (len(clickbait_data.splits["train"]), 2)
-    info = distill_student(clickbait_data, logits, tiny_project, tmp_path / "s", progress=False)
-    assert info["method"] == "cpfd" and 0 < info["mean_weight"] < 1
+    insample = tiny_project.distill.model_copy(update={"teacher_outputs": "insample", "normalize": "mean_clip"})
+    outputs = compute_teacher_outputs(clickbait_data, tiny_project, load_model(tmp_path / "t"), tmp_path / "folds", insample)
+    assert outputs.logits.shape == (len(clickbait_data.splits["train"]), 2) and outputs.source == "insample"
+    assert (outputs.folds == -1).all()
+    info = distill_student(clickbait_data, outputs, tiny_project, tmp_path / "s", insample, progress=False)
+    assert info["method"] == "cpfd" and 0 < info["mean_weight"] <= 1 and info["teacher_outputs"] == "insample"
     joint = tiny_project.model_copy(update={"distill": tiny_project.distill.model_copy(update={"mode": "joint", "warmup_steps": 2})})
     info = train_joint(clickbait_data, joint, tmp_path / "j", progress=False)
     assert info["method"] == "joint-cpfd"
