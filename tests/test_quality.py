@@ -1,0 +1,98 @@
+"""Variant names, paired bootstrap intervals, gap closed and the benchmark's smoke run."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from cpfd.quality import canonical_variant, macro_f1_batch, parse_variant, summarise
+
+
+def test_variant_names_spell_out_everything_and_ignore_config_defaults():
+    from cpfd.config import DistillConfig
+
+    assert canonical_variant("pfd") == "pfd:targets=oof:folds=3:cal=on"
+    assert canonical_variant("cpfd:true_class") == "cpfd:true_class:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on"
+    assert canonical_variant("cpfd:max_prob:norm=mean_clip:loss=coupled:targets=insample:g=2") == \
+        "cpfd:max_prob:norm=mean_clip:loss=coupled:targets=insample:cal=on:g=2"
+    # a base config with other defaults changes neither the parsed variant nor its name
+    odd = DistillConfig(weighting="correct", normalize="none", loss="coupled", teacher_outputs="insample", folds=5)
+    cfg = parse_variant("cpfd:entropy", odd.model_copy(update={"temperature": 4.0}))
+    assert (cfg.weighting, cfg.normalize, cfg.loss, cfg.teacher_outputs, cfg.folds) == ("entropy", "mean", "decoupled", "oof", 3)
+    assert cfg.temperature == 4.0  # temperature and lambda do come from the config (printed with the results)
+
+
+@pytest.mark.parametrize("bad, fragment", [("kd", "must start"), ("cpfd", "needs a weighting"),
+                                           ("cpfd:max_prob:norm=median", "normalize"), ("pfd:loss=coupled", "unknown part"),
+                                           ("pfd:cal=maybe", "cal must be")])
+def test_bad_variant_names_say_what_is_wrong(bad, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        parse_variant(bad)
+
+
+def test_batched_macro_f1_matches_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, size=(6, 50))
+    p = rng.integers(0, 4, size=(6, 50))
+    p[0] = y[0]
+    y[1] = 0  # classes absent from labels: counted when predicted, as sklearn does with labels=present
+    ours = macro_f1_batch(y, p, 4)
+    for i in range(6):
+        present = sorted(set(y[i]) | set(p[i]))
+        assert ours[i] == pytest.approx(f1_score(y[i], p[i], labels=present, average="macro", zero_division=0))
+
+
+def _runs(gain_correct: float, seeds=3, n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    runs = []
+    for s in ("a", "b"):
+        for sd in range(seeds):
+            y = rng.integers(0, 2, n)
+            def noisy(acc):
+                return np.where(rng.random(n) < acc, y, 1 - y).tolist()
+            preds = {"xvlm": noisy(0.7), "teacher": noisy(0.85), "pfd:targets=oof:folds=3:cal=on": noisy(0.75)}
+            preds["cpfd:max_prob:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on"] = noisy(0.75 + gain_correct)
+            diag = {"split_f1": {"train": {"teacher": 0.9, "xvlm": 0.8}, "val": {"teacher": 0.85, "xvlm": 0.7}},
+                    "calibration": {"oof3": {"ece_before": 0.1, "ece_after": 0.05, "temperature": 1.5}},
+                    "confidence_hist": {"oof3": [1] * 20}, "weight_share": {}, "teacher_train_f1": {"oof3": 0.8}}
+            runs.append({"scenario": s, "seed": sd, "label_names": ["n", "p"], "labels": y.tolist(), "preds": preds,
+                         "epochs": {m: [3, 6] for m in preds}, "diagnostics": diag})
+    return runs
+
+
+def test_paired_intervals_find_a_real_gain_and_not_a_null_one():
+    variants = ["pfd:targets=oof:folds=3:cal=on", "cpfd:max_prob:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on"]
+    win = summarise(_runs(0.10), variants, reps=400)
+    d = win["gain_over_pfd"][variants[1]]["pooled"]
+    assert d["significant"] and d["lo"] > 0 and 0.05 < d["mean"] < 0.15
+    tie = summarise(_runs(0.0, seed=1), variants, reps=400)
+    t = tie["gain_over_pfd"][variants[1]]["pooled"]
+    assert t["lo"] < 0 < t["hi"] and not t["significant"]
+    # the teacher is 15 accuracy points better: its gap is not noise, and gap closed is in a sane range
+    gc = win["gap_closed"][variants[0]]["pooled"]
+    assert not gc["gap_within_noise"] and 0.1 < gc["vs_teacher"] < 0.6
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_intervals_and_diagnostics(tmp_path):
+    from typer.testing import CliRunner
+
+    from cpfd.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "quality", "--quick", "--data", str(tmp_path / "data"),
+                                   "--out", str(tmp_path / "out"), "-q", "--scenario", "clickbait"])
+    assert res.exit_code == 0, res.output
+    assert "torch threads" in res.output
+    q = json.loads((tmp_path / "out" / "quality.json").read_text())
+    assert q["seeds"] == [0, 1] and q["has_truth"] and q["scenarios"] == ["clickbait"]
+    cpfd = "cpfd:max_prob:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on"
+    assert set(q["gain_over_xvlm"]) == {"pfd:targets=insample:cal=on", "pfd:targets=oof:folds=3:cal=on", cpfd}
+    pooled = q["gain_over_pfd"][cpfd]["pooled"]
+    assert pooled["lo"] <= pooled["mean"] <= pooled["hi"]
+    diag = q["diagnostics"]["clickbait"]
+    assert {"insample", "oof3"} <= set(diag["calibration"]) and "learnability" in diag
+    assert sum(diag["weight_share"][cpfd][k]["examples"] for k in diag["weight_share"][cpfd]) == pytest.approx(1.0)
+    assert (tmp_path / "out" / "quality.png").stat().st_size > 10_000
+    # data re-drawn per seed
+    assert (tmp_path / "data" / "v2-600-seed0").exists() and (tmp_path / "data" / "v2-600-seed1").exists()
