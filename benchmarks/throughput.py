@@ -56,7 +56,7 @@ def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> 
     from cpfd.data.build import build_scenario_dataset
     from cpfd.data.synthetic import generate
     from cpfd.distill import example_weights
-    from cpfd.train import cached_distill_loss, ce_loss, compute_teacher_outputs, joint_loss, new_model, prepare_data
+    from cpfd.train import cached_distill_loss, ce_loss, insample_teacher_outputs, joint_loss, new_model, prepare_data
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = generate(tmp, 600, seed=0, scenarios=["clickbait"])
@@ -68,7 +68,7 @@ def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> 
         data = prepare_data(Path(tmp) / "ds", cfg.model)
     bs = cfg.train.batch_size
     teacher = new_model(data, cfg.model, "teacher", 0).train()
-    logits = compute_teacher_outputs(teacher.eval(), data)
+    logits = insample_teacher_outputs(teacher.eval(), data).calibrated  # the step costs the same for oof outputs
     teacher.train()
     weights = example_weights(logits, data.splits["train"].labels, cfg.distill)
     rates = _interleaved_rates({
