@@ -39,9 +39,9 @@ DEFAULT_VARIANTS = (
 )
 
 
-def thread_note() -> str:
-    return (f"torch threads: {torch.get_num_threads()} (of {os.cpu_count()} CPUs); cap with "
-            "--set train.threads=N")
+def thread_note(threads: int | None) -> str:
+    n = threads or torch.get_num_threads()
+    return f"torch threads: {n} (of {os.cpu_count()} CPUs); cap with --set train.threads=N"
 
 
 def _sources(variants: dict[str, DistillConfig]) -> dict[tuple, DistillConfig]:
@@ -155,7 +155,7 @@ def run_quality(
     done_file = out_dir / "runs.jsonl"  # one line per finished (scenario, seed): a rerun resumes
     done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
     runs = [r for r in done if r["seed"] in seeds and set(variants) <= set(r["preds"])]
-    log(thread_note())
+    log(thread_note(project.train.threads))
     t_start = time.perf_counter()
     for seed in seeds:
         datasets, oracle = datasets_for_seed(seed)
@@ -180,7 +180,7 @@ def run_quality(
     result = summarise([r for r in runs if r["scenario"] in scenarios], variants)
     result["seconds"] = time.perf_counter() - t_start
     result["seeds"] = seeds
-    result["threads"] = torch.get_num_threads()
+    result["threads"] = project.train.threads or torch.get_num_threads()
     result["data"] = data_note
     result["distill_base"] = {k: v for k, v in project.distill.model_dump().items() if k in ("temperature", "lam")}
     slim = {k: v for k, v in result.items() if k != "runs"}
