@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -118,19 +117,19 @@ def log_classification(artifact, metrics: dict, probs: np.ndarray, labels: np.nd
 
 def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     """The cross-scenario table (X-VLM, DF-X-VLM, distilled F1, gain, gap closed, teacher vs baseline on validation,
-    teacher calibration, gate) as Markdown, and the quality benchmark's result dict for its chart."""
-    from benchmarks.quality import summarise
+    teacher calibration, gate) as Markdown, and the chart's data: test F1 per model (``xvlm``, ``teacher``, the
+    distillation method) and scenario, and their averages."""
     from cpfd.evaluate import gap_closed
 
     if not summaries:
         raise DataContractError("the report got no scenario summaries")
     methods = sorted({s["method"] for s in summaries})
     name = "/".join(m.upper() for m in methods)
-    runs = [{"scenario": s["scenario"], "seed": s["seed"],
-             "f1": {"xvlm": s["f1"]["student"], "teacher": s["f1"]["teacher"], **{m: s["f1"]["distilled"] for m in methods}}}
-            for s in summaries]
-    result = summarise(runs, methods)
-    result["seeds"] = sorted({s["seed"] for s in summaries})
+    scenarios = [s["scenario"] for s in summaries]
+    models = {"xvlm": "student", "teacher": "teacher", name.lower(): "distilled"}
+    f1 = {m: {s["scenario"]: float(s["f1"][key]) for s in summaries} for m, key in models.items()}
+    result = {"scenarios": scenarios, "seeds": sorted({s["seed"] for s in summaries}), "f1": f1,
+              "average": {"f1": {m: {"mean": float(np.mean(list(v.values())))} for m, v in f1.items()}}}
 
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.1f}"
@@ -172,13 +171,31 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
 
 
 def chart_png(result: dict) -> bytes:
-    from benchmarks.quality import plot_quality
-    import tempfile
+    """Grouped bars of test macro-F1: X-VLM, DF-X-VLM and the distilled student per scenario."""
+    import io
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "f1.png"
-        plot_quality(result, path)
-        return path.read_bytes()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"xvlm": "X-VLM (student)", "teacher": "DF-X-VLM (teacher)"}
+    models, scenarios = list(result["f1"]), result["scenarios"]
+    x, width = np.arange(len(scenarios)), 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scenarios)), 4))
+    for i, m in enumerate(models):
+        ax.bar(x + i * width, [result["f1"][m][s] for s in scenarios], width, label=labels.get(m, f"{m.upper()} (distilled)"))
+    low = min(v for per in result["f1"].values() for v in per.values())
+    ax.set_xticks(x + 0.4 - width / 2, scenarios, rotation=15)
+    ax.set_ylim(max(0.0, low - 0.05), 1.0)
+    ax.set_ylabel("macro-F1 (test)")
+    ax.set_title("Test macro-F1 per scenario")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def markdown_to_html(markdown: str, title: str, png: bytes | None = None) -> str:

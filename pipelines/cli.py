@@ -20,6 +20,7 @@ ScenarioOpt = typer.Option([], "--scenario", help="only these scenarios (repeata
 MethodOpt = typer.Option("cpfd", help="distillation method of the distill step: cpfd or pfd")
 JoinOpt = typer.Option("feast", help="dataset join: feast (the feature repo, $CPFD_FEATURE_REPO) or pandas")
 ParallelismOpt = typer.Option(2, min=0, help="scenarios at once (0 = unlimited)")
+FoldParallelismOpt = typer.Option(0, min=0, help="fold teachers at once within a scenario (0 = unlimited)")
 ImageOpt = typer.Option(None, help="project image for every step (default: $CPFD_IMAGE or cpfd:0.1.0)")
 NoGpuOpt = typer.Option(False, "--no-gpu", help="no accelerator, node selector or toleration on the training steps")
 NodeSelectorOpt = typer.Option([], "--node-selector", help="KEY=VALUE for the GPU steps (repeatable; replaces the default)")
@@ -28,11 +29,11 @@ TolerationOpt = typer.Option([], "--toleration", help="KEY[=VALUE]:EFFECT for th
 
 def pipeline_options(parallelism: int = 2, image: Optional[str] = None, no_gpu: bool = False,
                      node_selector: list[str] = (), toleration: list[str] = (), gpu_count: int = 1,
-                     train_cpu: str = "4", train_memory: str = "16G"):
+                     train_cpu: str = "4", train_memory: str = "16G", fold_parallelism: int = 0):
     from pipelines.cpfd_pipeline import PipelineOptions
 
     opts = PipelineOptions(image=image or "", parallelism=parallelism, gpu=not no_gpu, gpu_count=gpu_count,
-                           train_cpu=train_cpu, train_memory=train_memory)
+                           train_cpu=train_cpu, train_memory=train_memory, fold_parallelism=fold_parallelism)
     if node_selector:
         opts.node_selector = dict(_key_value(s, "--node-selector") for s in node_selector)
     if toleration:
@@ -76,13 +77,13 @@ def compile_cmd(out: Path = typer.Option(Path("pipeline.yaml"), help="IR YAML to
                 parallelism: int = ParallelismOpt, image: Optional[str] = ImageOpt, no_gpu: bool = NoGpuOpt,
                 node_selector: list[str] = NodeSelectorOpt, toleration: list[str] = TolerationOpt,
                 gpu_count: int = typer.Option(1, min=1), train_cpu: str = typer.Option("4"),
-                train_memory: str = typer.Option("16G")):
+                train_memory: str = typer.Option("16G"), fold_parallelism: int = FoldParallelismOpt):
     """Compile the pipeline to IR YAML (upload it in the Kubeflow dashboard)."""
     from pipelines.cpfd_pipeline import compile_pipeline
 
     t0 = time.perf_counter()
     path = compile_pipeline(out, pipeline_options(parallelism, image, no_gpu, node_selector, toleration, gpu_count,
-                                                  train_cpu, train_memory))
+                                                  train_cpu, train_memory, fold_parallelism))
     typer.echo(f"compiled {path} in {time.perf_counter() - t0:.1f}s")
 
 

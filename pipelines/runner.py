@@ -112,7 +112,7 @@ def run_local(arguments: dict, root: str | Path, opts: PipelineOptions | None = 
         warnings.filterwarnings("ignore", module=r"kfp\.local.*")
         tee = _Tee(log_file, echo, verbose)
         try:
-            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee), _process_state_restored():
                 task = pipeline(**arguments)
         except RuntimeError as e:
             failed = re.findall(r"'([\w-]+)'", _ANSI.sub("", str(e)))
@@ -125,6 +125,24 @@ def run_local(arguments: dict, root: str | Path, opts: PipelineOptions | None = 
     return LocalRun(run_dir=run_dir, log=log_path, seconds=seconds,
                     markdown=Path(task.outputs["markdown"].path), html=Path(task.outputs["html"].path),
                     summaries=json.loads(Path(task.outputs["table"].path).read_text()), packages=_packages(run_dir))
+
+
+@contextlib.contextmanager
+def _process_state_restored():
+    """Put back the root logger and ``print`` as they were. kfp.local swaps both per task (a handler on the
+    current sys.stdout, an indenting print) and restores them per task, which races when loop iterations run in
+    threads: a handler writing into this run's (then closed) log could outlive the run and break the next one."""
+    import builtins
+    import logging
+
+    root_logger = logging.getLogger()
+    level, handlers, original_print = root_logger.level, root_logger.handlers[:], builtins.print
+    try:
+        yield
+    finally:
+        root_logger.handlers[:] = handlers
+        root_logger.setLevel(level)
+        builtins.print = original_print
 
 
 def _failed_steps(log_path: Path) -> list[str]:

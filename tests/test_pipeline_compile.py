@@ -173,10 +173,11 @@ def _cli(monkeypatch, capsys, *argv) -> tuple[int, str, str]:
 def test_cli_compile_and_bad_toleration(tmp_path, monkeypatch, capsys):
     out = tmp_path / "cli.yaml"
     code, stdout, _ = _cli(monkeypatch, capsys, "pipeline", "compile", "--out", str(out), "--parallelism", "4",
-                           "--node-selector", "pool=gpu")
+                           "--node-selector", "pool=gpu", "--fold-parallelism", "2")
     assert code == 0 and f"compiled {out}" in stdout
     doc, platform = yaml.safe_load_all(out.read_text())
     assert doc["root"]["dag"]["tasks"]["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 4
+    assert doc["components"]["comp-for-loop-1"]["dag"]["tasks"]["for-loop-2"]["iteratorPolicy"]["parallelismLimit"] == 2
     assert _platform_executors(platform)["exec-train-teacher"]["nodeSelector"]["labels"] == {"pool": "gpu"}
     code, _, err = _cli(monkeypatch, capsys, "pipeline", "compile", "--out", str(out), "--toleration", "gpu:Sometimes")
     assert code == 2 and "--toleration 'gpu:Sometimes'" in err and "Traceback" not in err
@@ -241,6 +242,11 @@ def test_report_table_shows_teacher_not_better_and_calibration():
     assert line["originality"].endswith("| 0.700 vs 0.720 (not better) | 0.123 -> 0.046 | failed: teacher not better than X-VLM on val |")
     assert "**1 not better**" in line["**average**"] and "**1/2 passed**" in line["**average**"]
     assert "- originality: not packaged: the teacher is not better than the baseline student on validation" in md
+    result, _ = report_tables(rows)
+    assert result["average"]["f1"] == {"xvlm": {"mean": 0.65}, "teacher": {"mean": 0.80}, "cpfd": {"mean": 0.75}}
+    from components.common import chart_png
+
+    assert chart_png(result).startswith(b"\x89PNG")
 
 
 def test_roc_points_by_hand():

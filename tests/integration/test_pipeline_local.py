@@ -1,10 +1,12 @@
 """The whole Kubeflow pipeline on the kfp.local SubprocessRunner: tiny model, two scenarios, real
-Feast join, Great Expectations gate, BentoML model store; the packaging gate's both paths; a
-failing data gate that stops its branch."""
+Feast join, Great Expectations gate, fold teachers in a nested loop fanned into the teacher
+outputs (out-of-fold for one scenario, in-sample for the other), BentoML model store; the
+packaging gate's both paths; a failing data gate that stops its branch."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -12,19 +14,47 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def informative_features(synthetic_dir, out):
+    """The synthetic tables with clickbait's privileged features made to carry the label (within each column's
+    interquartile range, so the data gate still passes): the gate now refuses a teacher that does not beat the
+    baseline on validation, and tiny models on the small synthetic set do not reliably learn one that does."""
+    import numpy as np
+
+    out.mkdir()
+    (out / "frames").symlink_to(synthetic_dir / "frames")
+    (out / "videos.parquet").symlink_to(synthetic_dir / "videos.parquet")
+    videos = pd.read_parquet(synthetic_dir / "videos.parquet").set_index("video_id")
+    features = pd.read_parquet(synthetic_dir / "features.parquet")
+    label = features["video_id"].map(videos["label"]).to_numpy()
+    clickbait = (features["video_id"].map(videos["scenario"]) == "clickbait").to_numpy()
+    rng = np.random.default_rng(0)
+    for col in [c for c in features.columns if c.startswith("dense_")][:8]:
+        lo, hi = features[col].quantile([0.25, 0.75])
+        rows = clickbait & features[col].notna().to_numpy()
+        values = np.where(label[rows] == 1, hi, lo) + rng.normal(0, 0.05 * (hi - lo), int(rows.sum()))
+        features.loc[rows, col] = values.astype(features[col].dtype)
+    features.to_parquet(out / "features.parquet", index=False)
+    return out
+
+
 @pytest.fixture(scope="module")
 def local_run(synthetic_dir, tiny_project, tmp_path_factory):
-    """clickbait with a gate it passes, originality with an impossible margin."""
+    """clickbait (informative privileged features, out-of-fold teacher outputs, 3 folds) with a gate it passes,
+    originality (in-sample teacher outputs) with an impossible margin."""
     from pipelines.cpfd_pipeline import PipelineOptions
     from pipelines.runner import pipeline_arguments, run_local
 
     project = tiny_project.model_copy(deep=True)
+    project.train = project.train.model_copy(update={"epochs": 4, "lr": 5e-3})
     project.scenario("clickbait").gate = project.scenario("clickbait").gate.model_copy(
         update={"min_gain_over_baseline": -1.0, "max_gap_to_teacher": 1.0})
     project.scenario("originality").gate = project.scenario("originality").gate.model_copy(
         update={"min_gain_over_baseline": 1.0})
+    project.scenario("originality").distill = {"teacher_outputs": "insample"}
+    assert project.distill_for("clickbait").teacher_outputs == "oof" and project.distill_for("clickbait").folds == 3
     root = tmp_path_factory.mktemp("kfp")
-    args = pipeline_arguments(synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", project,
+    data = informative_features(synthetic_dir, root / "data")
+    args = pipeline_arguments(data / "videos.parquet", data / "features.parquet", project,
                               ["clickbait", "originality"], bentoml_home=root / "bentoml")
     lines: list[str] = []
     run = run_local(args, root / "pipeline", PipelineOptions(parallelism=2), echo=lines.append)
@@ -55,6 +85,94 @@ def test_passing_scenario_is_packaged_with_metrics(local_run):
     assert cls["confidenceMetrics"][0] == {"falsePositiveRate": 0.0, "recall": 0.0, "confidenceThreshold": 1.0}
 
 
+def _iterations(run) -> dict:
+    """scenario -> its iteration folder of the scenario loop."""
+    out = {}
+    for it in run.run_dir.glob("for-loop-1-iteration-*"):
+        meta = json.loads((it / "build-dataset" / "executor_output.json").read_text())
+        out[meta["artifacts"]["dataset"]["artifacts"][0]["metadata"]["scenario"]] = it
+    return out
+
+
+def _meta(step_dir, name: str) -> dict:
+    return json.loads((step_dir / "executor_output.json").read_text())["artifacts"][name]["artifacts"][0]["metadata"]
+
+
+def test_fold_teachers_fan_into_out_of_fold_teacher_outputs(local_run):
+    import torch
+
+    from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE, TeacherOutputs
+
+    run, _, lines = local_run
+    it = _iterations(run)["clickbait"]
+    folds = sorted(it.glob("*/train-fold-teacher"))
+    assert len(folds) == 3 and {p.parent.parent for p in folds} == {it}  # nested inside this scenario's iteration
+    metas = [_meta(p, "fold_outputs") for p in folds]
+    assert sorted(int(m["fold"]) for m in metas) == [0, 1, 2]
+    assert all(m["scenario"] == "clickbait" and int(m["num_folds"]) == 3 and not m["skipped"] for m in metas)
+    for p in folds:
+        assert (p / "fold_outputs" / FOLD_OUTPUTS_FILE).is_file() and not (p / "fold_outputs" / "checkpoint").exists()
+    assert sum(int(m["held_out"]) for m in metas) == _meta(it / "build-dataset", "dataset")["rows"]["train"]
+
+    soft = _meta(it / "teacher-outputs", "train_logits")
+    assert soft["source"] == "oof" and int(soft["fold_teachers"]) == 3 and soft["scenario"] == "clickbait"
+    assert soft["temperature"] > 0 and {"nll_before", "nll_after", "ece_before", "ece_after"} <= set(soft)
+    assert soft["nll_after"] <= soft["nll_before"] + 1e-6  # the temperature minimises validation NLL
+    outputs = TeacherOutputs.load(it / "teacher-outputs" / "train_logits")
+    assert outputs.source == "oof" and set(outputs.folds.tolist()) == {0, 1, 2}
+    assert len(outputs.logits) == soft["rows"] and torch.isfinite(outputs.logits).all()
+    assert outputs.temperature == pytest.approx(soft["temperature"])
+
+    distilled = _meta(it / "distill", "model")
+    assert distilled["teacher_outputs"] == "oof" and distilled["temperature_calibration"] == pytest.approx(soft["temperature"])
+    assert {"weighting", "normalize", "loss", "gamma", "lam", "temperature"} <= set(distilled) and "confidence" not in distilled
+    assert any(re.search(r"s\] fold teacher clickbait: fold 1/3, \d+ held-out rows, val macro-F1 0\.\d{4}", line) for line in lines)
+    assert any("teacher outputs clickbait: oof from 3 fold teachers" in line for line in lines)
+
+
+def test_insample_scenario_uses_the_full_teacher_and_trains_no_fold_teacher(local_run):
+    from cpfd.teacher_outputs import TeacherOutputs
+
+    run, _, lines = local_run
+    it = _iterations(run)["originality"]
+    folds = list(it.glob("*/train-fold-teacher"))
+    assert len(folds) == 1 and _meta(folds[0], "fold_outputs")["skipped"] is True
+    assert not any((folds[0] / "fold_outputs").iterdir())
+    soft = _meta(it / "teacher-outputs", "train_logits")
+    assert soft["source"] == "insample" and int(soft["fold_teachers"]) == 0
+    assert set(TeacherOutputs.load(it / "teacher-outputs" / "train_logits").folds.tolist()) == {-1}
+    assert _meta(it / "distill", "model")["teacher_outputs"] == "insample"
+    assert any("fold teacher originality: skipped" in line for line in lines)
+
+
+def test_gate_reads_validation_f1_and_calibration(local_run):
+    run, _, _ = local_run
+    it = _iterations(run)["clickbait"]
+    gate = json.loads((it / "evaluate" / "executor_output.json").read_text())
+    metrics = gate["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    teacher_val = json.loads((it / "train-teacher" / "model" / "cpfd_model.json").read_text())["best_val_macro_f1"]
+    student_val = json.loads((it / "train-student" / "model" / "cpfd_model.json").read_text())["best_val_macro_f1"]
+    assert metrics["val_f1_teacher"] == pytest.approx(teacher_val) and metrics["val_f1_student"] == pytest.approx(student_val)
+    assert metrics["teacher_better_on_val"] == int(teacher_val > student_val)
+    soft = _meta(it / "teacher-outputs", "train_logits")
+    assert metrics["teacher_ece_after"] == pytest.approx(soft["ece_after"])
+    row = next(s for s in run.summaries if s["scenario"] == "clickbait")
+    assert row["val_f1"]["teacher"] == pytest.approx(teacher_val) and row["teacher_outputs"] == "oof"
+    assert row["teacher_calibration"]["ece_before"] == pytest.approx(soft["ece_before"])
+
+
+def test_run_leaves_no_kfp_logging_or_print_behind(local_run):
+    """kfp.local swaps the root logger's handler and print per task, racily across loop threads; the runner restores
+    both, so nothing keeps writing into a finished run's closed log."""
+    import builtins
+    import logging
+
+    from pipelines.runner import _Tee
+
+    assert not [h for h in logging.getLogger().handlers if isinstance(getattr(h, "stream", None), _Tee)]
+    assert type(builtins.print).__name__ == "builtin_function_or_method"
+
+
 def test_gate_negative_path_packages_nothing_and_says_why(local_run):
     run, root, _ = local_run
     gates = {s["scenario"]: s["gate"] for s in run.summaries}
@@ -67,7 +185,8 @@ def test_gate_negative_path_packages_nothing_and_says_why(local_run):
 def test_cross_scenario_report(local_run):
     run, _, _ = local_run
     md = run.markdown.read_text()
-    assert "| scenario | X-VLM (student) | DF-X-VLM (teacher) | CPFD (distilled) | gain over X-VLM (F1 pts) | gap closed (%) | gate |" in md
+    assert ("| scenario | X-VLM (student) | DF-X-VLM (teacher) | CPFD (distilled) | gain over X-VLM (F1 pts) | gap closed (%) "
+            "| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |") in md
     assert "| clickbait |" in md and "| originality |" in md and "1/2 passed" in md
     assert "originality: not packaged: F1 gain over the baseline student" in md
     html = run.html.read_text()
@@ -97,6 +216,7 @@ def test_failing_data_gate_fails_the_run_and_stops_downstream(synthetic_dir, tin
     assert "failed in step validate-data" in message
     assert "data gate failed for scenario 'clickbait'" in message and "expect_column_values_to_be_between(dense_" in message
     run_dir = next((tmp_path / "pipeline").glob("cpfd-pipeline-*"))
-    ran = {p.name for p in run_dir.glob("*/*") if p.is_dir()}
+    ran = {p.name for p in run_dir.rglob("*") if p.is_dir()}
     assert {"build-dataset", "validate-data"} <= ran
-    assert not ran & {"train-teacher", "train-student", "distill", "evaluate", "package", "report"}
+    assert not ran & {"train-teacher", "train-student", "fold-plan", "train-fold-teacher", "teacher-outputs", "distill",
+                      "evaluate", "package", "report"}
