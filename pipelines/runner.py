@@ -112,7 +112,7 @@ def run_local(arguments: dict, root: str | Path, opts: PipelineOptions | None = 
         warnings.filterwarnings("ignore", module=r"kfp\.local.*")
         tee = _Tee(log_file, echo, verbose)
         try:
-            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee), _process_state_restored():
+            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee), _process_state_restored(tee):
                 task = pipeline(**arguments)
         except RuntimeError as e:
             failed = re.findall(r"'([\w-]+)'", _ANSI.sub("", str(e)))
@@ -128,15 +128,19 @@ def run_local(arguments: dict, root: str | Path, opts: PipelineOptions | None = 
 
 
 @contextlib.contextmanager
-def _process_state_restored():
-    """Put back the root logger and ``print`` as they were. kfp.local swaps both per task (a handler on the
-    current sys.stdout, an indenting print) and restores them per task, which races when loop iterations run in
-    threads: a handler writing into this run's (then closed) log could outlive the run and break the next one."""
+def _process_state_restored(stream):
+    """During the run the root logger writes only to ``stream``; afterwards the root logger and ``print`` are put
+    back as they were. kfp.local swaps both per task (a handler on the current sys.stdout, an indenting print) and
+    restores them per task, which races when loop iterations run in threads: without this, between tasks its log
+    lines reach the caller's handlers (the terminal), and a handler writing into this run's (then closed) log could
+    outlive the run and break the next one."""
     import builtins
     import logging
 
     root_logger = logging.getLogger()
     level, handlers, original_print = root_logger.level, root_logger.handlers[:], builtins.print
+    root_logger.handlers[:] = [logging.StreamHandler(stream)]
+    root_logger.setLevel(logging.INFO)
     try:
         yield
     finally:

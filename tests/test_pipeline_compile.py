@@ -348,3 +348,32 @@ def test_submit_to_unreachable_host_is_a_clear_error(tiny_project, tmp_path, mon
         port = s.getsockname()[1]  # closed again: nothing listens there
     with pytest.raises(CpfdError, match=f"submitting to http://127.0.0.1:{port} failed"):
         submit(f"http://127.0.0.1:{port}", pipeline_arguments("v", "f", tiny_project))
+
+
+def test_local_run_keeps_kfp_logging_in_the_run_log():
+    """kfp.local's per-task logger and print swaps race across loop threads: during a run the root logger writes only
+    to the run's log, and afterwards the caller's handlers, level and print are back."""
+    import builtins
+    import io
+    import logging
+
+    from pipelines.runner import _process_state_restored
+
+    root = logging.getLogger()
+    caller, run_log = io.StringIO(), io.StringIO()
+    saved = root.handlers[:], root.level
+    mine = logging.StreamHandler(caller)
+    root.handlers[:] = [mine]
+    root.setLevel(logging.WARNING)
+    original_print = builtins.print
+    try:
+        with _process_state_restored(run_log):
+            logging.info("Applying expression selector")
+            root.addHandler(logging.StreamHandler(io.StringIO()))  # what a racing kfp task can leave behind
+            builtins.print = lambda *a, **k: None
+        assert "Applying expression selector" in run_log.getvalue() and caller.getvalue() == ""
+        assert root.handlers == [mine] and root.level == logging.WARNING and builtins.print is original_print
+    finally:
+        builtins.print = original_print
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
