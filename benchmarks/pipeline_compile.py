@@ -61,7 +61,7 @@ def run_compile_benchmark(n_scenarios: int, out: Path, repeats: int = 3, log=pri
               "cold_total_s": import_s + times[0], "target_s": 30.0, "yaml": str(path), "yaml_bytes": path.stat().st_size,
               **facts}
     (out / "pipeline_compile.json").write_text(json.dumps(result, indent=2))
-    log(f"| scenarios | module import (s) | first compile, kfp included (s) | warm compile (s) | cold total (s) | target | YAML |")
+    log("| scenarios | module import (s) | first compile, kfp included (s) | warm compile (s) | cold total (s) | target | YAML |")
     log("|---|---|---|---|---|---|---|")
     log(f"| {n_scenarios} | {import_s:.2f} | {times[0]:.2f} | {min(times[1:] or times):.2f} | {result['cold_total_s']:.2f} | "
         f"< 30 s | {result['yaml_bytes'] / 1024:.0f} KiB |")

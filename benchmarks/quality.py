@@ -71,9 +71,9 @@ def run_cell(dataset: Path, project: ProjectConfig, scenario: str, seed: int, va
     from cpfd.evaluate import classification_metrics
     from cpfd.models import load_model
     from cpfd.teacher_outputs import TeacherOutputs
-    from cpfd.train import (
-        compute_teacher_outputs, distill_student, evaluate_model, predict_logits, prepare_data, train_classifier,
-    )
+    from cpfd.training.recipes import compute_teacher_outputs, distill_student, train_classifier
+    from cpfd.evaluate import evaluate_model, predict_logits
+    from cpfd.data.tensors import prepare_data
 
     data = prepare_data(dataset, project.model)
     tcfg = project.train_for(scenario).model_copy(update={"seed": seed})

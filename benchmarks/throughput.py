@@ -15,7 +15,7 @@ from cpfd.config import ProjectConfig
 
 def _stepper(models, loss_fn, data, batch_size: int):
     """A function that runs one optimisation step of ``loss_fn`` on a random batch."""
-    from cpfd.train import _autocast, resolve_device
+    from cpfd.device import autocast, resolve_device
 
     device = resolve_device("auto")
     params = [p for m in models.values() for p in m.parameters() if p.requires_grad]
@@ -26,7 +26,7 @@ def _stepper(models, loss_fn, data, batch_size: int):
 
     def step():
         idx = torch.randperm(len(train), generator=gen)[:batch_size]
-        with _autocast(device):
+        with autocast(device):
             loss = loss_fn(models, train.batch(idx, device), count[0])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -56,7 +56,9 @@ def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> 
     from cpfd.data.build import build_scenario_dataset
     from cpfd.data.synthetic import generate
     from cpfd.distill import example_weights
-    from cpfd.train import cached_distill_loss, ce_loss, insample_teacher_outputs, joint_loss, new_model, prepare_data
+    from cpfd.training.objectives import cached_distill_loss, ce_loss, joint_loss
+    from cpfd.training.recipes import insample_teacher_outputs, new_model
+    from cpfd.data.tensors import prepare_data
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = generate(tmp, 600, seed=0, scenarios=["clickbait"])
@@ -88,7 +90,7 @@ def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> 
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(result, indent=2))
-    log(f"| step | examples/s | cost vs plain student |\n|---|---|---|")
+    log("| step | examples/s | cost vs plain student |\n|---|---|---|")
     for k, v in rates.items():
         log(f"| {k} | {v:.1f} | {rates['student_ce'] / v:.3f}x |")
     log(f"(model {cfg.model.size}, batch {bs}, {steps} timed steps, {torch.get_num_threads()} threads; target: cpfd_cached <= 1.10x)")

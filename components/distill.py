@@ -18,7 +18,8 @@ def distill(dataset: Input[Dataset], train_logits: Input[Artifact], scenario: st
     from cpfd.config import DistillConfig
     from cpfd.errors import ConfigError
     from cpfd.teacher_outputs import TeacherOutputs
-    from cpfd.train import distill_student, prepare_data
+    from cpfd.training.recipes import distill_student
+    from cpfd.data.tensors import prepare_data
 
     if method not in ("pfd", "cpfd"):
         raise ConfigError(f"pipeline parameter method must be 'pfd' or 'cpfd', got {method!r}")

@@ -18,7 +18,7 @@ def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Mode
     from components.common import gate_decision, log_classification, project_from_yaml, summary_json
     from cpfd.evaluate import gap_closed
     from cpfd.models import model_metadata
-    from cpfd.train import evaluate_saved_model
+    from cpfd.evaluate import evaluate_saved_model
 
     project = project_from_yaml(config_yaml)
     gate = project.scenario(scenario).gate

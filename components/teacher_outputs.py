@@ -16,7 +16,8 @@ def teacher_outputs(dataset: Input[Dataset], teacher: Input[Model], fold_outputs
     is fitted on the validation split (distill.calibrate). ``train_logits`` is the TeacherOutputs file."""
     from components.common import fold_output_paths, project_from_yaml
     from cpfd.models import load_model
-    from cpfd.train import combine_fold_outputs, insample_teacher_outputs, prepare_data
+    from cpfd.training.recipes import combine_fold_outputs, insample_teacher_outputs
+    from cpfd.data.tensors import prepare_data
 
     project = project_from_yaml(config_yaml)
     dcfg = project.distill_for(scenario)

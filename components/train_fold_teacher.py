@@ -20,7 +20,8 @@ def train_fold_teacher(dataset: Input[Dataset], scenario: str, config_yaml: str,
     from components.common import project_from_yaml
     from cpfd.errors import ConfigError
     from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE
-    from cpfd.train import prepare_data, train_fold_teacher as train_fold
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_fold_teacher as train_fold
 
     project = project_from_yaml(config_yaml)
     dcfg = project.distill_for(scenario)

@@ -13,7 +13,8 @@ def train_student(dataset: Input[Dataset], scenario: str, config_yaml: str, mode
     from pathlib import Path
 
     from components.common import project_from_yaml
-    from cpfd.train import prepare_data, train_classifier
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_classifier
 
     project = project_from_yaml(config_yaml)
     info = train_classifier(prepare_data(dataset.path, project.model), "student", project, model.path, progress=False)

@@ -18,7 +18,8 @@ def train_teacher(dataset: Input[Dataset], scenario: str, config_yaml: str, mode
     from pathlib import Path
 
     from components.common import project_from_yaml
-    from cpfd.train import prepare_data, train_classifier
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_classifier
 
     project = project_from_yaml(config_yaml)
     info = train_classifier(prepare_data(dataset.path, project.model), "teacher", project, model.path, progress=False)

@@ -134,7 +134,8 @@ def features_apply(
 
 
 def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resume: bool):
-    from cpfd.train import prepare_data, train_classifier
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_classifier
 
     project = _project(config, set_)
     data = prepare_data(dataset, project.model)
@@ -166,7 +167,8 @@ def train_distill(
     """Two-stage PFD / CPFD (distill.*); the teacher's outputs (out-of-fold by default) are cached beside the teacher."""
     from cpfd.models import load_model
     from cpfd.teacher_outputs import TeacherOutputs
-    from cpfd.train import compute_teacher_outputs, distill_student, prepare_data
+    from cpfd.training.recipes import compute_teacher_outputs, distill_student
+    from cpfd.data.tensors import prepare_data
 
     project = _project(config, set_)
     data = prepare_data(dataset, project.model)
@@ -190,7 +192,8 @@ def train_distill(
 def train_joint_cmd(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
                     set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
     """Synchronous PFD: teacher and student together, the teacher gets no gradient from distillation."""
-    from cpfd.train import prepare_data, train_joint
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_joint
 
     project = _project(config, set_)
     info = train_joint(prepare_data(dataset, project.model), project, out, progress=not quiet, resume=resume)
@@ -201,7 +204,7 @@ def train_joint_cmd(dataset: Path = typer.Option(...), out: Path = typer.Option(
 def evaluate(model: Path = typer.Option(...), dataset: Path = typer.Option(...), split: str = "test",
              out: Optional[Path] = typer.Option(None, help="write metrics JSON here")):
     """Macro-F1, precision, recall, confusion matrix and ECE of a trained model on a split."""
-    from cpfd.train import evaluate_saved_model
+    from cpfd.evaluate import evaluate_saved_model
 
     metrics, _, _ = evaluate_saved_model(model, dataset, split)
     text = json.dumps(metrics, indent=2)

@@ -1,8 +1,16 @@
-"""Per-scenario metrics: macro-F1, precision, recall, confusion matrix, calibration, gap closed."""
+"""Prediction and per-scenario metrics: macro-F1, precision, recall, confusion matrix, calibration, gap closed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import torch
+
+from cpfd.data.tensors import PreparedData, SplitTensors, read_manifest, read_split_table, to_tensors
+from cpfd.device import autocast
+from cpfd.models import VideoClassifier, forward_batch
+from cpfd.preprocess import load_tokenizer
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -56,3 +64,40 @@ def gap_closed(f1_distilled: float, f1_student: float, f1_teacher: float) -> flo
     if gap <= 1e-9:
         return None
     return (f1_distilled - f1_student) / gap
+
+
+@torch.no_grad()
+def predict_logits(model: VideoClassifier, split: SplitTensors, batch_size: int = 256, device: torch.device | None = None) -> torch.Tensor:
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(split), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(split)))
+        with autocast(device):
+            out.append(forward_batch(model, split.batch(idx, device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, model.spec.num_classes)
+
+
+def model_macro_f1(model: VideoClassifier, split: SplitTensors, label_names: list[str]) -> float:
+    probs = predict_logits(model, split).softmax(-1).numpy()
+    return classification_metrics(probs, split.labels.numpy(), label_names)["macro_f1"]
+
+def evaluate_model(model: VideoClassifier, data: PreparedData, split: str = "test") -> tuple[dict, np.ndarray]:
+    """Metrics and class probabilities on a split."""
+    probs = predict_logits(model, data.splits[split]).softmax(-1).numpy()
+    return classification_metrics(probs, data.splits[split].labels.numpy(), data.label_names), probs
+
+def evaluate_saved_model(model_dir: str | Path, dataset_dir: str | Path, split: str = "test") -> tuple[dict, np.ndarray, SplitTensors]:
+    """Metrics, class probabilities and the split's tensors for a saved model on a built dataset."""
+    from cpfd.models import load_model
+
+    model = load_model(model_dir)
+    tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")
+    manifest = read_manifest(dataset_dir)
+    tensors = to_tensors(read_split_table(dataset_dir, split), manifest["feature_names"], tokenizer,
+                         model.spec.max_title_tokens, None, f"{dataset_dir}/{split}.parquet")
+    data = PreparedData(manifest, tokenizer, {split: tensors}, model.spec.max_title_tokens)
+    metrics, probs = evaluate_model(model, data, split)
+    return metrics, probs, tensors

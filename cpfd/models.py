@@ -232,3 +232,8 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Vid
 
 def model_metadata(model_dir: str | Path) -> dict:
     return json.loads((Path(model_dir) / CONFIG_FILE).read_text())
+
+
+def forward_batch(model: VideoClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    dense = batch["dense"] if model.uses_dense else None
+    return model(batch["frames"], batch["input_ids"], batch["attention_mask"], dense)

@@ -45,7 +45,7 @@ def reference_from_model(model_dir: str | Path, dataset_dir: str | Path, out_pat
                          arm: str = "", split: str = "test") -> Path:
     """Evaluate a saved model on a built dataset's split and write its reference (default: in the model folder)."""
     from cpfd.data.tensors import read_manifest
-    from cpfd.train import evaluate_saved_model
+    from cpfd.evaluate import evaluate_saved_model
 
     _, probs, t = evaluate_saved_model(model_dir, dataset_dir, split)
     out = Path(out_path) if out_path else Path(model_dir) / REFERENCE_FILE

@@ -41,6 +41,6 @@ def clickbait_dataset(synthetic_dir, tiny_project, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def clickbait_data(clickbait_dataset, tiny_project):
-    from cpfd.train import prepare_data
+    from cpfd.data.tensors import prepare_data
 
     return prepare_data(clickbait_dataset, tiny_project.model)

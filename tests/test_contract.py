@@ -50,7 +50,7 @@ def test_unreadable_frames_name_the_frame_file(videos, tmp_path, synthetic_dir, 
     df = videos.assign(frames=videos["frames"].str.replace("frames/", "frames_bad/"))
     path = _write(df, tmp_path, synthetic_dir)
     build_scenario_dataset(path, synthetic_dir / "features.parquet", "clickbait", tiny_project, tmp_path / "ds")
-    from cpfd.train import prepare_data
+    from cpfd.data.tensors import prepare_data
 
     with pytest.raises(DataContractError, match=r"column 'frames' -> .*frames_bad/clickbait.npy: unreadable frames"):
         prepare_data(tmp_path / "ds", tiny_project.model)

@@ -198,7 +198,7 @@ def test_monitoring_pipeline_runs_on_the_kfp_local_runner(tmp_path):
 @pytest.mark.integration
 def test_reference_from_a_saved_model(clickbait_data, tiny_project, clickbait_dataset, tmp_path):
     from cpfd.models import build_model, make_spec, save_model
-    from cpfd.train import evaluate_model
+    from cpfd.evaluate import evaluate_model
     from monitoring.reference import read_reference, reference_from_model
 
     t = clickbait_data.splits["train"]
@@ -240,7 +240,8 @@ def test_simulator_through_a_real_service_then_monitor(synthetic_dir, tiny_proje
     from cpfd.config import TrainConfig
     from cpfd.data.build import build_scenario_dataset
     from cpfd.serving_core import ServerProcess
-    from cpfd.train import prepare_data, train_classifier
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_classifier
     from monitoring.reference import reference_from_model
     from monitoring.report import run_monitor
     from monitoring.simulate import simulate

@@ -213,7 +213,7 @@ def test_micro_batcher_merges_and_survives_errors():
 @pytest.fixture(scope="module")
 def fresh_models(clickbait_data, tiny_project, tmp_path_factory):
     from cpfd.models import save_model
-    from cpfd.train import new_model
+    from cpfd.training.recipes import new_model
 
     out = tmp_path_factory.mktemp("fresh")
     for role in ("student", "teacher"):
@@ -262,7 +262,7 @@ def test_serving_preprocessing_equals_training(fresh_models, clickbait_data, cli
     import torch
 
     from cpfd.serving_runtime import load_served_model, preprocess_batch
-    from cpfd.train import predict_logits
+    from cpfd.evaluate import predict_logits
 
     cfg = ServingConfig.model_validate({"scenarios": {"clickbait": {"arms": {"control": {"model": "m", "traffic": 1}}}}})
     test, n = clickbait_data.splits["test"], 12

@@ -63,7 +63,7 @@ def test_every_out_of_fold_output_comes_from_a_teacher_that_did_not_train_on_it(
     from safetensors.torch import load_file
 
     from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE
-    from cpfd.train import combine_fold_outputs, fold_rows, train_fold_teacher
+    from cpfd.training.recipes import combine_fold_outputs, fold_rows, train_fold_teacher
 
     cfg = tiny_project.train.model_copy(update={"epochs": 1})
     dirs = []

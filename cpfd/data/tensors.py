@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cpfd.config import ModelConfig
 from cpfd.data.frames import load_frames
 from cpfd.errors import DataContractError
-from cpfd.preprocess import tokenize
+from cpfd.preprocess import build_word_tokenizer, load_tokenizer, tokenize
 
 
 @dataclass
@@ -68,3 +69,47 @@ def to_tensors(df: pd.DataFrame, feature_names: list[str], tokenizer, max_tokens
         labels=torch.from_numpy(df["label"].to_numpy(dtype=np.int64)),
         video_ids=torch.from_numpy(df["video_id"].to_numpy(dtype=np.int64)),
     )
+
+
+@dataclass
+class PreparedData:
+    """A built dataset loaded once: tokenizer and tensors of every split."""
+
+    manifest: dict
+    tokenizer: object
+    splits: dict[str, SplitTensors]
+    max_tokens: int
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.manifest["label_names"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.manifest["feature_names"]
+
+    def with_train(self, idx: torch.Tensor) -> "PreparedData":
+        """The same data with only rows ``idx`` of the training split (a fold teacher's view)."""
+        return PreparedData(self.manifest, self.tokenizer, {**self.splits, "train": self.splits["train"].subset(idx)},
+                            self.max_tokens)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        f = self.splits["train"].frames
+        return int(f.shape[1]), int(f.shape[2])
+
+def prepare_data(dataset_dir: str | Path, model_cfg: ModelConfig) -> PreparedData:
+    manifest = read_manifest(dataset_dir)
+    tables = {s: read_split_table(dataset_dir, s) for s in ("train", "val", "test")}
+    if model_cfg.text_pretrained:
+        tokenizer = load_tokenizer(model_cfg.text_pretrained)
+    else:
+        tokenizer = build_word_tokenizer(tables["train"]["title"].tolist())
+    splits = {
+        s: to_tensors(df, manifest["feature_names"], tokenizer, model_cfg.max_title_tokens, None, f"{dataset_dir}/{s}.parquet")
+        for s, df in tables.items()
+    }
+    shapes = {tuple(t.frames.shape[1:]) for t in splits.values()}
+    if len(shapes) > 1:
+        raise DataContractError(f"{dataset_dir}: splits have different frame shapes {sorted(shapes)}")
+    return PreparedData(manifest, tokenizer, splits, model_cfg.max_title_tokens)

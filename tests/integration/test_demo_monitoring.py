@@ -16,7 +16,8 @@ import pytest
 @pytest.mark.slow
 def test_monitor_demo_on_a_pipeline_run_layout(clickbait_dataset, synthetic_dir, tiny_project, tmp_path):
     from cpfd.config import TrainConfig
-    from cpfd.train import prepare_data, train_classifier
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_classifier
     from pipelines.demo_monitoring import monitor_demo
     from pipelines.runner import _packages
 

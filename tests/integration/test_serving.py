@@ -33,7 +33,8 @@ def deployment(synthetic_dir, tiny_project, tmp_path_factory):
     from cpfd.config import TrainConfig
     from cpfd.data.build import build_scenario_dataset
     from cpfd.serving_core import ServerProcess
-    from cpfd.train import prepare_data, train_classifier
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_classifier
 
     root = tmp_path_factory.mktemp("serving")
     home = root / "bentoml"

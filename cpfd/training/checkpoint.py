@@ -1,0 +1,65 @@
+"""Checkpoints: tensors (models, optimizer state, RNG) in safetensors, the rest in JSON; written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+    os.replace(tmp, path)
+
+def models_state(models: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    return {f"model.{name}.{k}": v for name, m in models.items() for k, v in m.state_dict().items()}
+
+def load_models_state(models: dict[str, nn.Module], tensors: dict[str, torch.Tensor]) -> None:
+    for name, m in models.items():
+        prefix = f"model.{name}."
+        m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+def save_checkpoint(ckpt_dir: Path, models, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    opt = optimizer.state_dict()
+    tensors = models_state(models)
+    scalars: dict[str, dict] = {}
+    for pid, pstate in opt["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    atomic_save_tensors(tensors, ckpt_dir / "state.safetensors")
+    meta = {**state, "optimizer_param_groups": opt["param_groups"], "optimizer_scalars": scalars}
+    tmp = ckpt_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, ckpt_dir / "state.json")
+
+def load_checkpoint(ckpt_dir: Path, models, optimizer: torch.optim.Optimizer) -> dict:
+    from safetensors.torch import load_file
+
+    meta = json.loads((ckpt_dir / "state.json").read_text())
+    tensors = load_file(ckpt_dir / "state.safetensors")
+    load_models_state(models, tensors)
+    opt_state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, key = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[key] = v
+    for pid, extra in meta.pop("optimizer_scalars").items():
+        opt_state.setdefault(int(pid), {}).update(extra)
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta.pop("optimizer_param_groups")})
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return meta

@@ -1,0 +1,126 @@
+"""The training loop shared by every model: seeded, AdamW with warm-up and cosine decay, CUDA + bf16
+autocast when there is a GPU, a checkpoint after every epoch and resume from it, early stopping on
+validation macro-F1."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cpfd.config import TrainConfig
+from cpfd.data.tensors import PreparedData
+from cpfd.device import autocast, resolve_device
+from cpfd.evaluate import model_macro_f1
+from cpfd.training.checkpoint import atomic_save_tensors, load_checkpoint, load_models_state, models_state, save_checkpoint
+
+log = logging.getLogger("cpfd.training")
+
+
+LossFn = Callable[[dict[str, nn.Module], dict[str, torch.Tensor], int], torch.Tensor]
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_f1: float
+    epochs_run: int
+    stopped_early: bool
+    train_examples_per_s: float
+    history: list[dict] = field(default_factory=list)
+
+def _lr_at(step: int, total: int, base: float) -> float:
+    warmup = max(1, int(0.05 * total))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+def fit(
+    models: dict[str, nn.Module],
+    eval_key: str,
+    loss_fn: LossFn,
+    data: PreparedData,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    desc: str,
+    progress: bool = True,
+    resume: bool = True,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Train ``models`` jointly with ``loss_fn``; select by validation macro-F1 of ``models[eval_key]``."""
+    from tqdm.auto import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    for m in models.values():
+        m.to(device).train()
+    params = [p for m in models.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train = data.splits["train"]
+    n = len(train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    ckpt_dir = Path(out_dir) / "checkpoint"
+    state = {"epoch": 0, "global_step": 0, "best_val_f1": -1.0, "best_epoch": -1, "bad_epochs": 0,
+             "done": False, "history": [], "train_seconds": 0.0}
+    if resume and (ckpt_dir / "state.json").exists():
+        state = load_checkpoint(ckpt_dir, models, optimizer)
+        log.info("%s: resumed after epoch %d", desc, state["epoch"])
+    else:
+        torch.manual_seed(cfg.seed)
+
+    while not state["done"] and state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        running, t0 = 0.0, time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        for b in bar:
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            batch = train.batch(idx, device)
+            for g in optimizer.param_groups:
+                g["lr"] = _lr_at(state["global_step"], total, cfg.lr)
+            with autocast(device):
+                loss = loss_fn(models, batch, state["global_step"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            state["global_step"] += 1
+            running += loss.item()
+            bar.set_postfix(loss=f"{running / (b + 1):.4f}")
+        state["train_seconds"] += time.perf_counter() - t0
+        val_f1 = model_macro_f1(models[eval_key], data.splits["val"], data.label_names)
+        state["history"].append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "val_macro_f1": val_f1})
+        if val_f1 > state["best_val_f1"]:
+            state.update(best_val_f1=val_f1, best_epoch=epoch + 1, bad_epochs=0)
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            atomic_save_tensors(models_state(models), ckpt_dir / "best.safetensors")
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        state["done"] = state["bad_epochs"] >= cfg.patience
+        save_checkpoint(ckpt_dir, models, optimizer, state)
+        if progress:
+            log.info("%s epoch %d: loss %.4f, val macro-F1 %.4f", desc, epoch + 1, running / steps_per_epoch, val_f1)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+
+    from safetensors.torch import load_file
+
+    load_models_state(models, load_file(ckpt_dir / "best.safetensors"))
+    for m in models.values():
+        m.eval()
+    seen = state["global_step"] * cfg.batch_size
+    return FitResult(
+        best_epoch=state["best_epoch"], best_val_f1=state["best_val_f1"], epochs_run=state["epoch"],
+        stopped_early=state["done"] and state["epoch"] < cfg.epochs,
+        train_examples_per_s=min(seen, state["epoch"] * n) / max(state["train_seconds"], 1e-9),
+        history=state["history"],
+    )
