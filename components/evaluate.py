@@ -15,7 +15,9 @@ def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Mode
     near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report.
 
     The decision is the single return value (output ``Output``): kfp.local resolves conditions on that name."""
-    from components.common import gate_decision, log_classification, project_from_yaml, summary_json
+    from components.common import log_classification, project_from_yaml
+    from cpfd.gate import gate_decision
+    from cpfd.reports import summary_json
     from cpfd.evaluate import gap_closed
     from cpfd.models import model_metadata
     from cpfd.evaluate import evaluate_saved_model

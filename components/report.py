@@ -14,7 +14,7 @@ def report(summaries: List[str], markdown: Output[Markdown], html: Output[HTML],
     """``summaries``: the evaluate steps' JSON summaries, collected from every scenario; ``table``: them as one JSON list."""
     import json
 
-    from components.common import chart_png, markdown_to_html, report_tables
+    from cpfd.reports import chart_png, markdown_to_html, report_tables
 
     rows = sorted((json.loads(s) for s in summaries), key=lambda s: s["scenario"])
     result, text = report_tables(rows)

@@ -84,6 +84,8 @@ class GateConfig(_Strict):
     min_gain_over_baseline: float = 0.0
     max_gap_to_teacher: float = 0.25
     min_f1: float = 0.0
+    require_teacher_better: bool = Field(
+        False, description="refuse a teacher not better than the baseline on validation (otherwise: flagged only)")
 
 
 class ScenarioConfig(_Strict):

@@ -1,0 +1,151 @@
+"""Reports: the pipeline's cross-scenario table and chart, a self-contained HTML page, ROC points."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+
+import numpy as np
+
+from cpfd.config import GateConfig
+from cpfd.errors import DataContractError
+from cpfd.gate import teacher_not_better
+
+
+def roc_points(scores: np.ndarray, positives: np.ndarray, max_points: int = 101) -> tuple[list[float], list[float], list[float]]:
+    """ROC curve (fpr, tpr, threshold) of a binary score, thinned to at most ``max_points``."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], positives[order].astype(bool)
+    tps, fps = np.cumsum(y), np.cumsum(~y)
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of every distinct threshold
+    p, n = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    fpr = np.r_[0.0, fps[last] / n]
+    tpr = np.r_[0.0, tps[last] / p]
+    thr = np.r_[1.0, s[last]]
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr, thr = fpr[keep], tpr[keep], thr[keep]
+    return fpr.tolist(), tpr.tolist(), thr.tolist()
+
+
+def report_tables(summaries: list[dict]) -> tuple[dict, str]:
+    """The cross-scenario table (X-VLM, DF-X-VLM, distilled F1, gain, gap closed, teacher vs baseline on validation,
+    teacher calibration, gate) as Markdown, and the chart's data: test F1 per model (``xvlm``, ``teacher``, the
+    distillation method) and scenario, and their averages."""
+    from cpfd.evaluate import gap_closed
+
+    if not summaries:
+        raise DataContractError("the report got no scenario summaries")
+    methods = sorted({s["method"] for s in summaries})
+    name = "/".join(m.upper() for m in methods)
+    scenarios = [s["scenario"] for s in summaries]
+    models = {"xvlm": "student", "teacher": "teacher", name.lower(): "distilled"}
+    f1 = {m: {s["scenario"]: float(s["f1"][key]) for s in summaries} for m, key in models.items()}
+    result = {"scenarios": scenarios, "seeds": sorted({s["seed"] for s in summaries}), "f1": f1,
+              "average": {"f1": {m: {"mean": float(np.mean(list(v.values())))} for m, v in f1.items()}}}
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
+    def val_cell(s):
+        val = s.get("val_f1")
+        if not val:
+            return "n/a"
+        return f"{val['teacher']:.3f} vs {val['student']:.3f}" + (" (not better)" if teacher_not_better(s) else "")
+
+    def ece_cell(s):
+        cal = s.get("teacher_calibration") or {}
+        return f"{cal['ece_before']:.3f} -> {cal['ece_after']:.3f}" if "ece_before" in cal else "n/a"
+
+    def gate_cell(s):
+        if s["gate"]["passed"]:
+            return "passed"
+        return "failed: teacher not better than X-VLM on val" if teacher_not_better(s) else "failed"
+
+    lines = ["Macro-F1 on each scenario's test split; the teacher against the baseline and the teacher's calibration "
+             "(ECE of its distillation outputs before -> after temperature scaling) on the validation split.", "",
+             f"| scenario | X-VLM (student) | DF-X-VLM (teacher) | {name} (distilled) | gain over X-VLM (F1 pts) | gap closed (%) "
+             f"| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        f = s["f1"]
+        lines.append(f"| {s['scenario']} | {f['student']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
+                     f"{100 * (f['distilled'] - f['student']):+.1f} | {pct(s['gap_closed'])} | {val_cell(s)} | {ece_cell(s)} | "
+                     f"{gate_cell(s)} |")
+    avg = {k: float(np.mean([s["f1"][k] for s in summaries])) for k in ("student", "teacher", "distilled")}
+    passed = sum(s["gate"]["passed"] for s in summaries)
+    not_better = sum(teacher_not_better(s) for s in summaries)
+    lines.append(f"| **average** | **{avg['student']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
+                 f"**{100 * (avg['distilled'] - avg['student']):+.1f}** | "
+                 f"**{pct(gap_closed(avg['distilled'], avg['student'], avg['teacher']))}** | "
+                 f"**{not_better} not better** | | **{passed}/{len(summaries)} passed** |")
+    lines += ["", "Gate decisions:", ""] + [f"- {s['scenario']}: {s['gate']['reason']}" for s in summaries]
+    return result, "\n".join(lines) + "\n"
+
+
+def chart_png(result: dict) -> bytes:
+    """Grouped bars of test macro-F1: X-VLM, DF-X-VLM and the distilled student per scenario."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"xvlm": "X-VLM (student)", "teacher": "DF-X-VLM (teacher)"}
+    models, scenarios = list(result["f1"]), result["scenarios"]
+    x, width = np.arange(len(scenarios)), 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scenarios)), 4))
+    for i, m in enumerate(models):
+        ax.bar(x + i * width, [result["f1"][m][s] for s in scenarios], width, label=labels.get(m, f"{m.upper()} (distilled)"))
+    low = min(v for per in result["f1"].values() for v in per.values())
+    ax.set_xticks(x + 0.4 - width / 2, scenarios, rotation=15)
+    ax.set_ylim(max(0.0, low - 0.05), 1.0)
+    ax.set_ylabel("macro-F1 (test)")
+    ax.set_title("Test macro-F1 per scenario")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def markdown_to_html(markdown: str, title: str, png: bytes | None = None) -> str:
+    """A self-contained HTML page: the Markdown's tables and paragraphs, and the chart inlined."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-: ")]
+            cells = [[c.strip().replace("**", "") for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+            rest = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rest}</tbody></table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.strip():
+            body.append(f"<p>{html.escape(line.replace('`', ''))}</p>")
+    flush()
+    img = f'<img alt="F1 per scenario" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #bbb;padding:4px 8px;text-align:left}th{background:#eee}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+            f"</head><body><h1>{html.escape(title)}</h1>{img}{''.join(body)}</body></html>")
+
+
+def summary_json(scenario: str, method: str, seed: int, f1: dict, gap: float | None, passed: bool, reason: str,
+                 gate: GateConfig, val_f1: dict | None = None, teacher_calibration: dict | None = None,
+                 teacher_outputs: str | None = None) -> str:
+    """The evaluate step's row for the report: test F1, validation F1 of teacher and baseline, the teacher outputs'
+    source and calibration, the gate."""
+    return json.dumps({"scenario": scenario, "method": method, "seed": seed, "f1": f1, "gain": f1["distilled"] - f1["student"],
+                       "gap_closed": gap, "val_f1": val_f1, "teacher_outputs": teacher_outputs,
+                       "teacher_calibration": teacher_calibration or {},
+                       "gate": {"passed": passed, "reason": reason, **gate.model_dump()}})
