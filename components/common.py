@@ -16,18 +16,9 @@ from cpfd.reports import roc_points
 
 def project_from_yaml(text: str) -> ProjectConfig:
     """The project config passed to the pipeline as a YAML string (a JSON-able parameter)."""
-    import yaml
-    from pydantic import ValidationError
+    from cpfd.config import config_from_dict, read_yaml
 
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"pipeline parameter config_yaml is not valid YAML: {e}") from None
-    try:
-        return ProjectConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise ConfigError(f"pipeline parameter config_yaml: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    return config_from_dict(read_yaml("pipeline parameter config_yaml", text=text), "pipeline parameter config_yaml")
 
 
 def fold_plan_items(project: ProjectConfig, scenario: str) -> list[dict]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cpfd.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 ModelSize = Literal["tiny", "small", "base"]
 WeightingKind = Literal["true_class", "max_prob", "entropy", "correct"]
@@ -19,11 +21,13 @@ DistillMethod = Literal["none", "pfd", "cpfd"]
 DistillMode = Literal["two_stage", "joint"]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """The base of every configuration model: unknown keys are errors."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """Backbone shared by the student (X-VLM) and the teacher (DF-X-VLM).
 
     ``size`` picks the preset; explicit fields override it. ``text_pretrained`` and
@@ -44,8 +48,8 @@ class ModelConfig(_Strict):
     max_title_tokens: int = 16
 
 
-class TrainConfig(_Strict):
-    epochs: int = Field(8, ge=1)
+class TrainConfig(StrictModel):
+    epochs: int = Field(20, ge=1, description="an upper bound: early stopping on validation macro-F1 ends training")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
@@ -55,7 +59,7 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU")
 
 
-class DistillConfig(_Strict):
+class DistillConfig(StrictModel):
     """How the student learns from the teacher (formulas in ``cpfd/distill.py``).
 
     ``teacher_outputs``: ``oof`` takes soft targets and confidences from ``folds`` teachers
@@ -78,7 +82,7 @@ class DistillConfig(_Strict):
     warmup_steps: int = Field(0, ge=0, description="joint mode: steps with lam = 0")
 
 
-class GateConfig(_Strict):
+class GateConfig(StrictModel):
     """Packaging gate: beat the baseline student by a margin, stay near the teacher."""
 
     min_gain_over_baseline: float = 0.0
@@ -88,7 +92,7 @@ class GateConfig(_Strict):
         False, description="refuse a teacher not better than the baseline on validation (otherwise: flagged only)")
 
 
-class ScenarioConfig(_Strict):
+class ScenarioConfig(StrictModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     label_names: list[str] = Field(min_length=2)
     feature_service: str = "teacher_dense_v1"
@@ -108,7 +112,7 @@ class ScenarioConfig(_Strict):
         return self
 
 
-class ProjectConfig(_Strict):
+class ProjectConfig(StrictModel):
     """Everything a run needs: the scenarios and how to train and distil them."""
 
     scenarios: list[ScenarioConfig]
@@ -130,23 +134,57 @@ class ProjectConfig(_Strict):
         return _merged(self.distill, self.scenario(scenario).distill, f"scenario {scenario} distill")
 
 
-def _merged(base: _Strict, overrides: dict[str, Any], where: str):
-    try:
-        return type(base).model_validate({**base.model_dump(), **overrides})
-    except ValidationError as e:
-        raise ConfigError(f"{where}: {_first_error(e)}") from None
+def _merged(base: StrictModel, overrides: dict[str, Any], where: str):
+    return validated(type(base), {**base.model_dump(), **overrides}, where)
 
 
 RENAMED = {"confidence": "weighting", "normalize_per_scenario": "normalize (none | mean | mean_clip)"}
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    last = str(err["loc"][-1]) if err["loc"] else ""
-    if err["type"] == "extra_forbidden" and last in RENAMED:
-        return f"{loc}: renamed to {loc.rsplit('.', 1)[0] + '.' if '.' in loc else ''}{RENAMED[last]}"
-    return f"{loc}: {err['msg']}"
+def format_validation_error(e: ValidationError, every: bool = False) -> str:
+    """``field.path: message`` of the first error (or of every error, joined), with a hint for renamed fields."""
+
+    def one(err) -> str:
+        loc = ".".join(str(p) for p in err["loc"])
+        last = str(err["loc"][-1]) if err["loc"] else ""
+        if err["type"] == "extra_forbidden" and last in RENAMED:
+            return f"{loc}: renamed to {loc.rsplit('.', 1)[0] + '.' if '.' in loc else ''}{RENAMED[last]}"
+        return f"{loc}: {err['msg']}"
+
+    errors = e.errors()
+    return "; ".join(one(err) for err in errors) if every else one(errors[0])
+
+
+def validated(cls: type[M], data: Any, where: str, every: bool = False) -> M:
+    """``cls.model_validate(data)`` with a ConfigError naming ``where`` and the field."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {format_validation_error(e, every)}") from None
+
+
+def read_yaml(where: str, path: str | Path | None = None, text: str | None = None) -> dict[str, Any]:
+    """A YAML mapping from a file or a string; a missing file, bad YAML or a non-mapping is a ConfigError."""
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ConfigError(f"{where} not found: {path}") from None
+    try:
+        data = yaml.safe_load(text or "") or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, section by section (lists and scalars are replaced)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -170,19 +208,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ProjectConfig:
-    """Load a project config (YAML); ``None`` gives the embedded default."""
-    path = Path(path) if path else default_config_path()
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    data = apply_overrides(data, overrides or [])
-    try:
-        return ProjectConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"{path}: {_first_error(e)}") from None
+    """The embedded default (``cpfd/defaults/project.yaml``) with the user's YAML on top, then ``--set`` overrides.
+
+    A partial file inherits every documented default; its ``scenarios`` list, when given, replaces the default one.
+    """
+    data = read_yaml("config file", default_config_path())
+    where = str(default_config_path())
+    if path:
+        data = deep_merge(data, read_yaml("config file", path))
+        where = str(path)
+    return config_from_dict(apply_overrides(data, overrides or []), where)
+
+
+def config_from_dict(data: dict[str, Any], where: str) -> ProjectConfig:
+    return validated(ProjectConfig, data, where)
 
 
 def default_config_path() -> Path:

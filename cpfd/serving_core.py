@@ -16,28 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import Field, StrictInt, model_validator
 
+from cpfd.config import StrictModel, read_yaml, validated
 from cpfd.errors import ConfigError, CpfdError
 
 CONFIG_ENV = "CPFD_SERVING_CONFIG"
 FORBIDDEN_MODULES = ("feast",)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
 # ---- the serving config -------------------------------------------------------------------------
 
 
-class ArmConfig(_Strict):
+class ArmConfig(StrictModel):
     model: str = Field(min_length=1, description="BentoML model tag, name or name:version")
     traffic: float = Field(ge=0, le=1, description="share of video_ids hashed to this arm")
 
 
-class ScenarioServing(_Strict):
+class ScenarioServing(StrictModel):
     experiment: str | None = Field(None, description="defaults to the top-level experiment")
     arms: dict[str, ArmConfig] = Field(min_length=1)
 
@@ -49,7 +45,7 @@ class ScenarioServing(_Strict):
         return self
 
 
-class Limits(_Strict):
+class Limits(StrictModel):
     max_frames_per_video: int = Field(32, ge=1)
     max_frame_bytes: int = Field(1 << 20, ge=64, description="decoded bytes of one JPEG/PNG frame")
     max_request_bytes: int = Field(8 << 20, ge=1024, description="HTTP body bytes of one request")
@@ -58,13 +54,13 @@ class Limits(_Strict):
     max_frame_side: int = Field(1024, ge=8, description="pixels of a frame's longer side")
 
 
-class Batching(_Strict):
+class Batching(StrictModel):
     enabled: bool = True
     max_batch_size: int = Field(64, ge=1, description="videos in one model call")
     max_wait_ms: float = Field(2.0, ge=0, description="wait for more videos after the first one")
 
 
-class ServingConfig(_Strict):
+class ServingConfig(StrictModel):
     experiment: str = Field("default", min_length=1)
     scenarios: dict[str, ScenarioServing] = Field(min_length=1)
     limits: Limits = Limits()
@@ -87,14 +83,7 @@ def load_serving_config(path: str | Path) -> ServingConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"serving config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        cfg = ServingConfig.model_validate(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+    cfg = validated(ServingConfig, read_yaml("serving config", path), str(path), every=True)
     if "://" not in cfg.prediction_log and not Path(cfg.prediction_log).is_absolute():
         cfg.prediction_log = str((path.resolve().parent / cfg.prediction_log).resolve())
     return cfg
@@ -103,7 +92,7 @@ def load_serving_config(path: str | Path) -> ServingConfig:
 # ---- requests -----------------------------------------------------------------------------------
 
 
-class VideoRequest(_Strict):
+class VideoRequest(StrictModel):
     """One video to classify. Unknown fields (a dense feature, say) are refused."""
 
     scenario: str
@@ -114,7 +103,7 @@ class VideoRequest(_Strict):
     arm: str | None = Field(None, description="set by the caller's experiment platform; else hashed")
 
 
-class BatchRequest(_Strict):
+class BatchRequest(StrictModel):
     videos: list[VideoRequest]
 
 

@@ -5,24 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from cpfd.config import StrictModel, deep_merge, read_yaml, validated
 from cpfd.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Arms(_Strict):
+class Arms(StrictModel):
     control: str = "control"
     treatment: str = "treatment"
 
 
-class Drift(_Strict):
+class Drift(StrictModel):
     ks_pvalue: float = Field(0.01, gt=0, lt=1)
     ks_min_statistic: float = Field(0.1, ge=0, le=1)
     psi_max: float = Field(0.2, gt=0)
@@ -30,26 +26,26 @@ class Drift(_Strict):
     class_psi_max: float = Field(0.2, gt=0)
 
 
-class Quality(_Strict):
+class Quality(StrictModel):
     min_labelled: int = Field(100, ge=1)
     min_f1: float = Field(0.0, ge=0, le=1)
     max_f1_drop: float = Field(0.10, ge=0, le=1)
     min_label_coverage: float = Field(0.0, ge=0, le=1)
 
 
-class AB(_Strict):
+class AB(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=1)
     resamples: int = Field(1000, ge=100)
     fail_on: Literal["worse", "not_better"] = "worse"
     correction: Literal["bonferroni", "none"] = "bonferroni"
 
 
-class EvidentlyOpts(_Strict):
+class EvidentlyOpts(StrictModel):
     max_rows: int = Field(10000, ge=100)
     seed: int = 0
 
 
-class MonitorConfig(_Strict):
+class MonitorConfig(StrictModel):
     arms: Arms = Field(default_factory=Arms)
     drift: Drift = Field(default_factory=Drift)
     quality: Quality = Field(default_factory=Quality)
@@ -58,31 +54,14 @@ class MonitorConfig(_Strict):
     evidently: EvidentlyOpts = Field(default_factory=EvidentlyOpts)
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_monitor_config(path: str | Path | None = None, text: str | None = None) -> MonitorConfig:
     """The defaults in monitoring/config.yaml, with the keys of the file ``path`` (or the YAML ``text``) on top."""
-    data = yaml.safe_load(DEFAULT_CONFIG.read_text()) or {}
+    data = read_yaml("monitoring config", DEFAULT_CONFIG)
     where = "monitoring config (text)" if text is not None else f"monitoring config {path}"
     if path is not None:
         if not Path(path).exists():
             raise ConfigError(f"{where} does not exist")
-        text = Path(path).read_text()
-    if text:
-        try:
-            user = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{where}: invalid YAML: {e}") from None
-        if not isinstance(user, dict):
-            raise ConfigError(f"{where}: expected a mapping at the top level")
-        data = _merge(data, user)
-    try:
-        return MonitorConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise ConfigError(f"{where}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        data = deep_merge(data, read_yaml(where, path))
+    elif text:
+        data = deep_merge(data, read_yaml(where, text=text))
+    return validated(MonitorConfig, data, where)

@@ -40,3 +40,14 @@ def test_unknown_scenario_lists_known_ones():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_scenarios_only_yaml_inherits_the_embedded_defaults(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("scenarios:\n  - name: a\n    label_names: [x, y]\n")
+    cfg, embedded = load_config(path), load_config()
+    assert [s.name for s in cfg.scenarios] == ["a"]
+    assert cfg.train == embedded.train and cfg.distill == embedded.distill and cfg.model == embedded.model
+    path.write_text("train: {lr: 0.01}\nscenarios:\n  - name: a\n    label_names: [x, y]\n")
+    cfg = load_config(path)
+    assert cfg.train.lr == 0.01 and cfg.train.epochs == embedded.train.epochs  # section merged, not replaced
