@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from cpfd.data.tensors import PreparedData, SplitTensors, read_manifest, read_split_table, to_tensors
-from cpfd.device import autocast
-from cpfd.models import VideoClassifier, forward_batch
-from cpfd.preprocess import load_tokenizer
+if TYPE_CHECKING:  # the metrics need numpy only; prediction imports torch and the models when called
+    import torch
+
+    from cpfd.data.tensors import PreparedData, SplitTensors
+    from cpfd.models import VideoClassifier
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -33,24 +34,43 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
+def per_class_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 per class and which classes are present, for confusion matrices [..., K, K]
+    (rows true, columns predicted)."""
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    predicted, actual = cm.sum(-2), cm.sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(actual > 0, tp / actual, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return precision, recall, f1, (predicted + actual) > 0
+
+
+def macro_prf(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Macro precision / recall / F1 of confusion matrices [..., K, K]; the one macro-F1 of the project.
+
+    Classes absent from both labels and predictions are left out, as scikit-learn does.
+    """
+    precision, recall, f1, present = per_class_prf(cm)
+    n_present = np.maximum(present.sum(-1), 1)
+    return {name: (v * present).sum(-1) / n_present for name, v in
+            (("precision", precision), ("recall", recall), ("f1", f1))}
+
+
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
     """Macro-averaged F1 / precision / recall (classes absent from both labels and predictions excluded)."""
     k = len(label_names)
     preds = probs.argmax(axis=1)
     cm = confusion_matrix(labels, preds, k)
-    tp = np.diag(cm).astype(float)
-    predicted, actual = cm.sum(0).astype(float), cm.sum(1).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(actual > 0, tp / actual, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = (predicted + actual) > 0
+    f1 = per_class_prf(cm)[2]
+    macro = macro_prf(cm)
     return {
         "n": int(len(labels)),
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "precision": float(precision[present].mean()) if present.any() else 0.0,
-        "recall": float(recall[present].mean()) if present.any() else 0.0,
-        "accuracy": float(tp.sum() / max(len(labels), 1)),
+        "macro_f1": float(macro["f1"]),
+        "precision": float(macro["precision"]),
+        "recall": float(macro["recall"]),
+        "accuracy": float(np.trace(cm) / max(len(labels), 1)),
         "ece": expected_calibration_error(probs, labels) if len(labels) else 0.0,
         "per_class_f1": {name: float(v) for name, v in zip(label_names, f1)},
         "confusion_matrix": cm.tolist(),
@@ -66,16 +86,21 @@ def gap_closed(f1_distilled: float, f1_student: float, f1_teacher: float) -> flo
     return (f1_distilled - f1_student) / gap
 
 
-@torch.no_grad()
 def predict_logits(model: VideoClassifier, split: SplitTensors, batch_size: int = 256, device: torch.device | None = None) -> torch.Tensor:
+    import torch
+
+    from cpfd.device import autocast
+    from cpfd.models import forward_batch
+
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
-    for start in range(0, len(split), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(split)))
-        with autocast(device):
-            out.append(forward_batch(model, split.batch(idx, device)).float().cpu())
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(split)))
+            with autocast(device):
+                out.append(forward_batch(model, split.batch(idx, device)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, model.spec.num_classes)
 
@@ -91,7 +116,9 @@ def evaluate_model(model: VideoClassifier, data: PreparedData, split: str = "tes
 
 def evaluate_saved_model(model_dir: str | Path, dataset_dir: str | Path, split: str = "test") -> tuple[dict, np.ndarray, SplitTensors]:
     """Metrics, class probabilities and the split's tensors for a saved model on a built dataset."""
+    from cpfd.data.tensors import PreparedData, read_manifest, read_split_table, to_tensors
     from cpfd.models import load_model
+    from cpfd.preprocess import load_tokenizer
 
     model = load_model(model_dir)
     tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")

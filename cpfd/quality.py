@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cpfd.config import DistillConfig
+from cpfd.evaluate import macro_prf
 
 BASELINES = ("xvlm", "teacher")
 REFERENCES = ("bayes_content", "bayes_privileged")
@@ -81,13 +82,7 @@ def macro_f1_batch(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
     """Macro-F1 of every row of [B, n] label / prediction arrays (classes absent from both excluded)."""
     b = labels.shape[0]
     codes = (labels * k + preds) + (np.arange(b)[:, None] * k * k)
-    cm = np.bincount(codes.ravel(), minlength=b * k * k).reshape(b, k, k).astype(float)
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    predicted, actual = cm.sum(1), cm.sum(2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(predicted + actual > 0, 2 * tp / (predicted + actual), 0.0)
-    present = (predicted + actual) > 0
-    return (f1 * present).sum(1) / np.maximum(present.sum(1), 1)
+    return macro_prf(np.bincount(codes.ravel(), minlength=b * k * k).reshape(b, k, k))["f1"]
 
 
 def _cells(runs: list[dict], scenario: str) -> list[dict]:

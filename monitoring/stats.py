@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cpfd.evaluate import macro_prf
+
 EPS = 1e-4
 
 
@@ -37,24 +39,6 @@ def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
 
 def confusion(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(np.asarray(labels, np.int64) * k + np.asarray(preds, np.int64), minlength=k * k).reshape(k, k)
-
-
-def macro_prf(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Macro precision / recall / F1 of confusion matrices [..., K, K] (rows true, columns predicted).
-
-    Classes absent from both labels and predictions are left out, as scikit-learn does.
-    """
-    cm = np.asarray(cm, dtype=float)
-    tp = np.diagonal(cm, axis1=-2, axis2=-1)
-    predicted, actual = cm.sum(-2), cm.sum(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(actual > 0, tp / actual, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = (predicted + actual) > 0
-    n_present = np.maximum(present.sum(-1), 1)
-    return {name: (v * present).sum(-1) / n_present for name, v in
-            (("precision", precision), ("recall", recall), ("f1", f1))}
 
 
 def bootstrap_f1_diff(cm_treatment: np.ndarray, cm_control: np.ndarray, resamples: int, alpha: float,
