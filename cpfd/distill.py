@@ -8,8 +8,8 @@ With student logits s, teacher logits t (temperature-scaled on validation when
 
 (in the coupled form lam*w_i is capped at 1 so that no CE weight turns negative).
 
-PFD: w_i = 1, where both forms agree. CPFD: w_i = c_i**gamma with c_i the teacher's confidence
-in [0, 1], detached: ``true_class`` p_T(y_i), ``max_prob`` max_k p_T(k), ``entropy``
+PFD: w_i = 1, where both forms agree. CPFD: w_i = c_i**gamma with c_i from the weighting
+(``distill.weighting``), in [0, 1], detached: ``true_class`` p_T(y_i), ``max_prob`` max_k p_T(k), ``entropy``
 1 - H(p_T)/log K, ``correct`` 1[argmax p_T = y_i]. Normalisation over the scenario's training
 split: ``mean`` w / mean(w) (CPFD distils as much in total as PFD, only elsewhere),
 ``mean_clip`` min(1, w / mean(w)), ``none``.
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from cpfd.config import DistillConfig
 
 
-def teacher_confidence(teacher_logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
-    """The teacher's confidence per example, in [0, 1], from its probabilities at T = 1."""
+def raw_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+    """c_i of the weighting ``kind`` per example, in [0, 1], from the teacher's probabilities at T = 1."""
     p = teacher_logits.detach().float().softmax(dim=-1)
     if kind == "true_class":
         return p.gather(1, labels.view(-1, 1)).squeeze(1)
@@ -55,7 +55,7 @@ def example_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, cfg: Dis
         return torch.zeros(n)
     if cfg.method == "pfd":
         return torch.ones(n)
-    w = teacher_confidence(teacher_logits, labels, cfg.weighting) ** cfg.gamma
+    w = raw_weights(teacher_logits, labels, cfg.weighting) ** cfg.gamma
     return normalize_weights(w, cfg.normalize)
 
 

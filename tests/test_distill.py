@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from cpfd.config import DistillConfig
-from cpfd.distill import distillation_loss, example_weights, kl_to_teacher, teacher_confidence
+from cpfd.distill import distillation_loss, example_weights, kl_to_teacher, raw_weights
 
 # teacher logits: a confident correct row, a uniform row, a confident wrong row
 T_LOGITS = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
@@ -17,12 +17,12 @@ SIG3 = 1 / (1 + math.exp(-3))  # 0.952574
 
 
 def test_confidence_true_class():
-    c = teacher_confidence(T_LOGITS, LABELS, "true_class")
+    c = raw_weights(T_LOGITS, LABELS, "true_class")
     assert c.tolist() == pytest.approx([SIG2, 0.5, 1 - SIG3], abs=1e-6)
 
 
 def test_confidence_max_prob():
-    c = teacher_confidence(T_LOGITS, LABELS, "max_prob")
+    c = raw_weights(T_LOGITS, LABELS, "max_prob")
     assert c.tolist() == pytest.approx([SIG2, 0.5, SIG3], abs=1e-6)
 
 
@@ -31,13 +31,13 @@ def test_confidence_entropy():
         h = -(p * math.log(p) + (1 - p) * math.log(1 - p))
         return 1 - h / math.log(2)
 
-    c = teacher_confidence(T_LOGITS, LABELS, "entropy")
+    c = raw_weights(T_LOGITS, LABELS, "entropy")
     assert c.tolist() == pytest.approx([one_minus_norm_entropy(SIG2), 0.0, one_minus_norm_entropy(SIG3)], abs=1e-6)
 
 
 def test_confidence_correct():
     # row 1 is a tie: argmax picks class 0, the label is 1 -> not correct
-    assert teacher_confidence(T_LOGITS, LABELS, "correct").tolist() == [1.0, 0.0, 0.0]
+    assert raw_weights(T_LOGITS, LABELS, "correct").tolist() == [1.0, 0.0, 0.0]
 
 
 def test_sharpening_and_per_scenario_normalisation():
