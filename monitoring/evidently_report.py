@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monitoring.report import reference_slice
 from monitoring.settings import MonitorConfig
+from monitoring.slices import reference_slice
 
 
 def _key(arm: str) -> str:

@@ -16,19 +16,13 @@ import pandas as pd
 from cpfd.errors import CpfdError
 from monitoring import stats
 from monitoring.settings import MonitorConfig
+from monitoring.slices import reference_slice
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 
 
 def _num_classes(*arrays) -> int:
     return int(max((np.nanmax(a) for a in arrays if len(a)), default=1)) + 1
-
-
-def reference_slice(reference: pd.DataFrame, scenario: str, arm: str) -> pd.DataFrame:
-    """The arm's own reference rows if there are any, else the scenario's arm-independent rows."""
-    ref = reference[reference["scenario"] == scenario]
-    own = ref[ref["arm"] == arm]
-    return own if len(own) else ref[ref["arm"] == ""]
 
 
 def slice_metrics(cur: pd.DataFrame, ref: pd.DataFrame, k: int, cfg: MonitorConfig) -> dict:
