@@ -16,8 +16,10 @@ def package(distilled: Input[Model], baseline: Input[Model], scenario: str, gate
 
     if bentoml_home:
         os.environ["BENTOML_HOME"] = bentoml_home
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    from cpfd.env import set_env_defaults
     from cpfd.packaging import package_model
+
+    set_env_defaults()
 
     method = distilled.metadata.get("method", "cpfd")
     tags = {"treatment": package_model(distilled.path, f"{scenario}-{method}"),

@@ -11,11 +11,10 @@ from typing import Optional
 
 import typer
 
+from cpfd.env import set_env_defaults
 from cpfd.errors import CpfdError
 
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+set_env_defaults()
 
 app = typer.Typer(help="CPFD: confidence-aware privileged feature distillation for short-video classification.",
                   no_args_is_help=True, pretty_exceptions_enable=False)

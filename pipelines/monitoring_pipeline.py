@@ -6,6 +6,8 @@ with ``since`` empty: each run covers the last ``window_hours``.
 
 from pathlib import Path
 
+from cpfd.env import ENV_DEFAULTS
+
 PIPELINE_NAME = "cpfd-monitoring"
 
 
@@ -23,7 +25,8 @@ def build_monitoring_pipeline(image: str = ""):
         job = monitor(log_url=log_url, reference=ref.output, since=since, until=until, window_hours=window_hours,
                       config_yaml=config_yaml, fail_on_alert=fail_on_alert)
         job.set_container_image(image or project_image()).set_caching_options(False)
-        job.set_env_variable("BENTOML_DO_NOT_TRACK", "True")
+        for name, value in ENV_DEFAULTS.items():
+            job.set_env_variable(name, value)
         return job.outputs["report"]
 
     return monitoring_pipeline

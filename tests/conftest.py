@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from cpfd.env import set_env_defaults
+
+set_env_defaults()
 
 TINY = ["model.size=tiny", "train.epochs=2", "train.batch_size=32"]
 

@@ -71,14 +71,14 @@ def test_paired_intervals_find_a_real_gain_and_not_a_null_one():
     assert t["lo"] < 0 < t["hi"] and not t["significant"]
     # the teacher is 15 accuracy points better: its gap is not noise, and gap closed is in a sane range
     gc = win["gap_closed"][variants[0]]["pooled"]
-    assert not gc["gap_within_noise"] and 0.1 < gc["vs_teacher"] < 0.6
+    assert not gc["gap_within_noise"] and 0.1 < gc["vs_teacher"] < 0.6 and gc["vs_ceiling"] is None
 
 
 @pytest.mark.slow
 def test_quick_benchmark_writes_intervals_and_diagnostics(tmp_path):
     from typer.testing import CliRunner
 
-    from cpfd.cli import app
+    from cli.main import app
 
     res = CliRunner().invoke(app, ["bench", "quality", "--quick", "--data", str(tmp_path / "data"),
                                    "--out", str(tmp_path / "out"), "-q", "--scenario", "clickbait"])
@@ -96,3 +96,17 @@ def test_quick_benchmark_writes_intervals_and_diagnostics(tmp_path):
     assert (tmp_path / "out" / "quality.png").stat().st_size > 10_000
     # data re-drawn per seed
     assert (tmp_path / "data" / "v2-600-seed0").exists() and (tmp_path / "data" / "v2-600-seed1").exists()
+
+
+def test_contrasts_pair_variants_differing_in_one_setting():
+    from cpfd.quality import contrasts
+
+    names = [canonical_variant(v) for v in ("pfd", "pfd:targets=insample", "pfd:cal=off", "pfd:folds=5",
+                                            "cpfd:max_prob", "cpfd:max_prob:norm=mean_clip:loss=coupled", "cpfd:true_class")]
+    got = {(a.split(":targets")[0] + a[a.index(":targets"):], b) for a, b in contrasts(names)}
+    assert ("pfd:targets=oof:folds=3:cal=on", "pfd:targets=insample:cal=on") in got
+    assert ("pfd:targets=oof:folds=3:cal=on", "pfd:targets=oof:folds=3:cal=off") in got
+    assert ("pfd:targets=oof:folds=5:cal=on", "pfd:targets=oof:folds=3:cal=on") in got
+    assert (names[4], names[5]) in got
+    # different weightings, or two settings at once, are not a contrast
+    assert not any({a, b} == {names[4], names[6]} or {a, b} == {names[2], names[1]} for a, b in got)

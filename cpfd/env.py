@@ -1,0 +1,25 @@
+"""Process environment defaults, in one place: no BentoML usage tracking, no Hugging Face downloads.
+
+``set_env_defaults()`` is called by the CLI entry point, the test session, the serving launcher
+and the KFP steps that need it; pipelines pass ``ENV_DEFAULTS`` to ``set_env_variable``. Values
+already set win (``setdefault``), so a user can still opt in to, e.g., Hub downloads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+ENV_DEFAULTS: dict[str, str] = {
+    "BENTOML_DO_NOT_TRACK": "True",  # no usage statistics sent by BentoML
+    "HF_HUB_OFFLINE": "1",  # the text encoder comes from an installed package, never the Hub
+    "TRANSFORMERS_OFFLINE": "1",
+}
+
+
+def set_env_defaults(environ: MutableMapping[str, str] | None = None) -> MutableMapping[str, str]:
+    """Set every default that is not set yet in ``environ`` (default: ``os.environ``); return it."""
+    environ = os.environ if environ is None else environ
+    for key, value in ENV_DEFAULTS.items():
+        environ.setdefault(key, value)
+    return environ
