@@ -52,7 +52,7 @@ def _timed(fn, repeats: int) -> tuple[list[float], pd.DataFrame]:
 
 def run_feature_retrieval(out: str | Path, rows: int = 100_000, repeats: int = 3, log=print) -> dict:
     from cpfd.data.build import point_in_time_join
-    from cpfd.featurestore import apply_repo, historical_features, service_features
+    from featurestore import apply_repo, historical_features, service_features
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ def build_dataset(videos: str, features: str, scenario: str, config_yaml: str, j
 
     project = project_from_yaml(config_yaml)
     if join == "feast":
-        from cpfd.featurestore import build_dataset_feast
+        from featurestore import build_dataset_feast
 
         with tempfile.TemporaryDirectory() as store:  # this step's own registry: parallel steps never share one
             manifest = build_dataset_feast(videos, features, scenario, project, dataset.path, store_dir=store)

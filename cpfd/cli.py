@@ -84,7 +84,7 @@ def dataset_build(
     if backend == "auto":
         backend = "feast" if importlib.util.find_spec("feast") else "pandas"
     if backend == "feast":
-        from cpfd.featurestore import build_dataset_feast
+        from featurestore import build_dataset_feast
 
         manifest = build_dataset_feast(videos, features, scenario, _project(config, set_), out, store)
     elif backend == "pandas":
@@ -122,7 +122,7 @@ def features_apply(
     store: Optional[Path] = typer.Option(None, help="Feast store folder for feature_store.yaml + registry (default: DATA/feature_store)"),
 ):
     """`feast apply` of feature_repo/ with its source pointed at DATA/features.parquet."""
-    from cpfd.featurestore import apply_repo
+    from featurestore import apply_repo
 
     fs = apply_repo(data / "features.parquet", store or data / "feature_store")
     for view in fs.list_feature_views():

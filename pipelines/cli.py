@@ -159,7 +159,7 @@ def run_demo(data: Path, videos_per_scenario: int, out: Path, parallelism: int =
 
         typer.echo(f"generating synthetic data in {data} ({videos_per_scenario} videos per scenario)")
         generate(data, videos_per_scenario, seed=0)
-    from cpfd.featurestore import apply_repo
+    from featurestore import apply_repo
 
     store = apply_repo(data / "features.parquet", out / "feature_store")
     typer.echo(f"feast:     applied {len(store.list_feature_services())} feature service(s) to {out / 'feature_store'}")

@@ -14,7 +14,7 @@ import yaml
 pytest.importorskip("feast")
 
 from cpfd.data.build import point_in_time_join  # noqa: E402
-from cpfd.featurestore import apply_repo, build_dataset_feast, feature_repo_dir, historical_features, load_definitions, service_features  # noqa: E402
+from featurestore import apply_repo, build_dataset_feast, feature_repo_dir, historical_features, load_definitions, service_features  # noqa: E402
 
 pytestmark = pytest.mark.integration
 NAMES = [f"dense_{i:02d}" for i in range(32)]
