@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cpfd.serving_core import ServerProcess, load_serving_config
+from cpfd.serving_core import load_serving_config
+from serving.launch import ServerProcess
 
 
 def encode_png(frame: np.ndarray) -> str:

@@ -312,7 +312,7 @@ def package(model: Path = typer.Option(..., help="trained student folder"),
 def serve(config: Path = typer.Option(Path("serving/config.yaml"), "--config", "-c", help="serving config YAML"),
           host: str = typer.Option("127.0.0.1"), port: int = typer.Option(3000)):
     """Serve the configured students with `bentoml serve` (A/B arms, adaptive batching, prediction log)."""
-    from cpfd.serving_core import server_command
+    from serving.launch import server_command
 
     argv, env = server_command(config, host, port)
     os.execvpe(argv[0], argv, env)

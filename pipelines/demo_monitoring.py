@@ -48,7 +48,7 @@ def monitor_demo(packages: list[dict], videos: Path, out: Path, drift_scenario: 
                  drift: float = 0.8, per_scenario: int = 200, echo: Callable[[str], None] = print) -> dict | None:
     """Serve, simulate, label and monitor; returns the monitoring summary (an alert is not an error),
     None when no scenario was packaged."""
-    from cpfd.serving_core import ServerProcess
+    from serving.launch import ServerProcess
     from monitoring.report import format_summary, run_monitor
     from monitoring.settings import load_monitor_config
     from monitoring.simulate import simulate

@@ -239,7 +239,7 @@ def test_simulator_through_a_real_service_then_monitor(synthetic_dir, tiny_proje
 
     from cpfd.config import TrainConfig
     from cpfd.data.build import build_scenario_dataset
-    from cpfd.serving_core import ServerProcess
+    from serving.launch import ServerProcess
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_classifier
     from monitoring.reference import reference_from_model

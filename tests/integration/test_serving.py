@@ -32,7 +32,7 @@ def deployment(synthetic_dir, tiny_project, tmp_path_factory):
     """Tiny students for two scenarios, packaged under two arms each, behind one real server."""
     from cpfd.config import TrainConfig
     from cpfd.data.build import build_scenario_dataset
-    from cpfd.serving_core import ServerProcess
+    from serving.launch import ServerProcess
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_classifier
 
