@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cpfd.cli import app
+from cli.main import app
 from tests.conftest import TINY
 
 runner = CliRunner()

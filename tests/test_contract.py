@@ -84,7 +84,7 @@ def test_frame_folder_of_pngs_loads(tmp_path):
 def test_cli_reports_error_without_traceback(videos, tmp_path, synthetic_dir):
     path = _write(videos.drop(columns=["frames"]), tmp_path, synthetic_dir)
     proc = subprocess.run(
-        [sys.executable, "-m", "cpfd.cli", "dataset", "build", "--videos", str(path), "--features",
+        [sys.executable, "-m", "cli.main", "dataset", "build", "--videos", str(path), "--features",
          str(synthetic_dir / "features.parquet"), "--scenario", "clickbait", "--out", str(tmp_path / "o"),
          "--config", str(synthetic_dir / "scenarios.yaml")],
         capture_output=True, text=True,

@@ -32,7 +32,7 @@ def _window(preds, labels):
 def _cli(*args):
     from typer.testing import CliRunner
 
-    from cpfd.cli import app
+    from cli.main import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

@@ -145,7 +145,7 @@ def test_no_gpu_and_custom_pools(tmp_path):
     assert not any("accelerator" in ex["container"].get("resources", {}) for ex in spec["deploymentSpec"]["executors"].values())
     assert not _platform_executors(platform)
 
-    from pipelines.cli import pipeline_options
+    from cli.pipeline import pipeline_options
 
     opts = pipeline_options(parallelism=0, node_selector=["pool=a100"], toleration=["dedicated=gpu:NoExecute", "spot:NoSchedule"])
     assert opts.node_selector == {"pool": "a100"}
@@ -161,7 +161,7 @@ def test_no_gpu_and_custom_pools(tmp_path):
 
 
 def _cli(monkeypatch, capsys, *argv) -> tuple[int, str, str]:
-    from cpfd.cli import main
+    from cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["cpfd", *argv])
     with pytest.raises(SystemExit) as exc:
@@ -234,7 +234,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 def test_submit_sends_the_compiled_pipeline_and_arguments(tmp_path, tiny_project, monkeypatch):
-    from pipelines.cli import pipeline_options
+    from cli.pipeline import pipeline_options
     from pipelines.runner import pipeline_arguments, submit
 
     monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file from the machine

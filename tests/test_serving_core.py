@@ -226,7 +226,7 @@ def _run_cli(args, home):
     import os
 
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
-    return subprocess.run([sys.executable, "-m", "cpfd.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_package_refuses_teacher_and_pickles(fresh_models, tmp_path):

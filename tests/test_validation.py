@@ -85,7 +85,7 @@ def test_gate_fails_naming_the_expectation(case, clickbait_dataset, tiny_project
 def test_cli_exits_nonzero_with_the_summary(clickbait_dataset, synthetic_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from cpfd.cli import app
+    from cli.main import app
 
     bad = _corrupt(clickbait_dataset, tmp_path / "bad", _label_outside)
     result = CliRunner().invoke(app, ["dataset", "validate", "--dataset", str(bad), "--reference", str(clickbait_dataset),

@@ -1,4 +1,4 @@
-"""`cpfd pipeline ...` commands and the demo job. KFP is imported inside the commands only."""
+"""`cpfd pipeline ...`: compile, run locally, submit the Kubeflow pipeline (pipelines/). KFP is imported inside the commands only."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def _toleration(text: str) -> dict:
         {"key": key, "operator": "Exists", "effect": effect}
 
 
-def _inputs(data: Path, videos: Optional[Path], features: Optional[Path], config: Optional[Path], set_: list[str]):
+def resolve_inputs(data: Path, videos: Optional[Path], features: Optional[Path], config: Optional[Path], set_: list[str]):
     from cpfd.config import load_config
 
     if videos is None:
@@ -99,9 +99,9 @@ def run_cmd(local: bool = typer.Option(False, "--local", help="run with kfp.loca
     """Run the pipeline locally (kfp.local SubprocessRunner, no cluster, no network)."""
     if not local:
         raise CpfdError("only local runs start here: pass --local, or use `cpfd pipeline submit --host URL`")
-    v, f, project = _inputs(data, videos, features, config, set_)
-    run = _run(v, f, project, scenario, method, parallelism, join, root, bentoml_home, verbose)
-    _print_run(run)
+    v, f, project = resolve_inputs(data, videos, features, config, set_)
+    run = run_locally(v, f, project, scenario, method, parallelism, join, root, bentoml_home, verbose)
+    print_run(run)
 
 
 @pipeline_app.command("submit")
@@ -128,7 +128,7 @@ def submit_cmd(host: str = typer.Option(..., help="Kubeflow Pipelines API endpoi
     typer.echo(f"submitted run {run_id} to {host}")
 
 
-def _run(videos, features, project, scenarios, method, parallelism, join, root, bentoml_home, verbose):
+def run_locally(videos, features, project, scenarios, method, parallelism, join, root, bentoml_home, verbose):
     from pipelines.runner import pipeline_arguments, print_stream, run_local
 
     # the store `cpfd serve` reads unless told otherwise
@@ -137,7 +137,7 @@ def _run(videos, features, project, scenarios, method, parallelism, join, root, 
     return run_local(args, root, pipeline_options(parallelism), echo=print_stream(), verbose=verbose)
 
 
-def _print_run(run) -> None:
+def print_run(run) -> None:
     typer.echo("")
     typer.echo(run.markdown.read_text())
     typer.echo(f"report:    {run.markdown}\n           {run.html}")
@@ -147,29 +147,3 @@ def _print_run(run) -> None:
         if not s["gate"]["passed"]:
             typer.echo(f"gate:      {s['scenario']}: {s['gate']['reason']}")
     typer.echo(f"artifacts: {run.run_dir}\nlog:       {run.log}\ntime:      {run.seconds:.0f}s")
-
-
-def run_demo(data: Path, videos_per_scenario: int, out: Path, parallelism: int = 2, monitor: bool = True,
-             drift_scenario: Optional[str] = "ad_content", drift: float = 0.8) -> None:
-    """`make run`: synthetic data, the Feast repo applied, the pipeline on every default scenario, the table;
-    then (``monitor``) the packaged students served, a later window with drift in one scenario, the monitoring."""
-    t0 = time.perf_counter()
-    if not (data / "videos.parquet").exists():
-        from cpfd.data.synthetic import generate
-
-        typer.echo(f"generating synthetic data in {data} ({videos_per_scenario} videos per scenario)")
-        generate(data, videos_per_scenario, seed=0)
-    from featurestore import apply_repo
-
-    store = apply_repo(data / "features.parquet", out / "feature_store")
-    typer.echo(f"feast:     applied {len(store.list_feature_services())} feature service(s) to {out / 'feature_store'}")
-    threads = max(1, (os.cpu_count() or 1) // max(parallelism, 1))
-    v, f, project = _inputs(data, None, None, None, [f"train.threads={threads}"])
-    run = _run(v, f, project, [], "cpfd", parallelism, "feast", out / "pipeline", None, False)
-    _print_run(run)
-    if monitor:
-        from pipelines.demo_monitoring import monitor_demo
-
-        typer.echo("")
-        monitor_demo(run.packages, v, out, drift_scenario, drift, echo=typer.echo)
-    typer.echo(f"demo:      {time.perf_counter() - t0:.0f}s in all")

@@ -1,0 +1,5 @@
+"""`python -m cli ...` is `cpfd ...`."""
+
+from cli.main import main
+
+main()

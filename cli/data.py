@@ -1,0 +1,106 @@
+"""`cpfd generate`, `cpfd dataset ...` and `cpfd features ...`: synthetic data, training sets, the Feast repo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import ConfigOpt, SetOpt, load_project
+from cpfd.errors import CpfdError
+
+dataset_app = typer.Typer(help="Build training sets from the videos table and the privileged features.", no_args_is_help=True)
+features_app = typer.Typer(help="The Feast feature repository of the privileged dense features.", no_args_is_help=True)
+
+
+def generate(
+    out: Path = typer.Option(Path("data/demo"), help="output folder"),
+    videos: int = typer.Option(3000, min=30, help="videos per scenario"),
+    seed: int = typer.Option(0),
+    frames: int = typer.Option(4, min=1),
+    image_size: int = typer.Option(16, min=8),
+    scenario: list[str] = typer.Option([], help="only these scenarios (repeatable)"),
+    generator: str = typer.Option("v2", help="v2 (slices of unreliable features, Bayes references) or v1"),
+):
+    """Write the synthetic default data: videos.parquet, frames/, features.parquet, scenarios.yaml (v2: oracle.parquet)."""
+    from cpfd.data.synthetic import SCENARIOS, generate as gen
+
+    if generator not in ("v1", "v2"):
+        raise CpfdError(f"--generator must be v1 or v2, got {generator!r}")
+    unknown = set(scenario) - {s.name for s in SCENARIOS}
+    if unknown:
+        raise CpfdError(f"unknown synthetic scenario(s) {sorted(unknown)}; known: {[s.name for s in SCENARIOS]}")
+    paths = gen(out, videos, seed, frames, image_size, scenario or None, version=int(generator[1]))
+    for k, p in paths.items():
+        typer.echo(f"{k:9s} {p}")
+
+
+@dataset_app.command("build")
+def dataset_build(
+    videos: Path = typer.Option(..., help="videos table (Parquet)"),
+    features: Path = typer.Option(..., help="privileged feature source (Parquet)"),
+    scenario: str = typer.Option(...),
+    out: Path = typer.Option(..., help="output folder for train/val/test.parquet + manifest.json"),
+    ttl_days: float = typer.Option(7.0, help="feature freshness window (pandas backend; Feast uses the view's TTL)"),
+    backend: str = typer.Option("auto", help="feast | pandas | auto (= feast when it is installed, else pandas)"),
+    store: Optional[Path] = typer.Option(None, help="Feast store folder (default: OUT/feature_store)"),
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+):
+    """Point-in-time join (Feast get_historical_features or pandas merge_asof) and time splits."""
+    import importlib.util
+    from datetime import timedelta
+
+    from cpfd.data.build import build_scenario_dataset
+
+    if backend == "auto":
+        backend = "feast" if importlib.util.find_spec("feast") else "pandas"
+    if backend == "feast":
+        from featurestore import build_dataset_feast
+
+        manifest = build_dataset_feast(videos, features, scenario, load_project(config, set_), out, store)
+    elif backend == "pandas":
+        manifest = build_scenario_dataset(videos, features, scenario, load_project(config, set_), out, timedelta(days=ttl_days))
+    else:
+        raise CpfdError(f"--backend must be feast, pandas or auto, got {backend!r}")
+    typer.echo(json.dumps({"backend": manifest["join_backend"], **manifest["rows"]}))
+
+
+@dataset_app.command("validate")
+def dataset_validate(
+    dataset: Path = typer.Option(..., help="built dataset folder (train/val/test.parquet + manifest.json)"),
+    reference: Optional[Path] = typer.Option(None, help="reference dataset for null rates and value ranges (default: its train split)"),
+    out: Optional[Path] = typer.Option(None, help="where result.json and the Data Docs go (default: DATASET/validation)"),
+    min_rows: int = typer.Option(50, min=0, help="minimum rows over all splits"),
+    max_null_increase: float = typer.Option(0.15, min=0, max=1, help="allowed null rate above the reference's, per dense feature"),
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+):
+    """Great Expectations gate; exits 1 naming each failed expectation."""
+    from cpfd.validation import validate_dataset
+
+    summary = validate_dataset(dataset, load_project(config, set_), reference, out, min_rows, max_null_increase)
+    for line in summary["failed"]:
+        typer.echo(f"FAILED {line}")
+    verdict = "passed" if summary["success"] else f"FAILED ({len(summary['failed'])} of {summary['expectations']})"
+    typer.echo(f"data gate {verdict}: {summary['rows']} rows; {summary['result_json']}; {summary['data_docs']}")
+    if not summary["success"]:
+        raise typer.Exit(1)
+
+
+@features_app.command("apply")
+def features_apply(
+    data: Path = typer.Option(..., help="data folder holding features.parquet"),
+    store: Optional[Path] = typer.Option(None, help="Feast store folder for feature_store.yaml + registry (default: DATA/feature_store)"),
+):
+    """`feast apply` of feature_repo/ with its source pointed at DATA/features.parquet."""
+    from featurestore import apply_repo
+
+    fs = apply_repo(data / "features.parquet", store or data / "feature_store")
+    for view in fs.list_feature_views():
+        typer.echo(f"feature view {view.name}: {len(view.features)} features, ttl {view.ttl}, online={view.online}")
+    for service in fs.list_feature_services():
+        typer.echo(f"feature service {service.name}: {', '.join(p.name for p in service.feature_view_projections)}")
+    typer.echo(f"registry: {fs.config.registry.path}")

@@ -1,0 +1,44 @@
+"""The `cpfd` Typer app and its entry point (``[project.scripts] cpfd = "cli.main:main"``).
+
+Only composition happens here: each command group lives in its own module (``cli.data``,
+``cli.train``, ``cli.bench``, ``cli.pipeline``, ``cli.serve``, ``cli.monitor``, ``cli.demo``) and
+imports what it runs inside the command, so `cpfd --help` needs typer alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from cli import bench, data, demo, monitor, pipeline, serve, train
+from cpfd.env import set_env_defaults
+from cpfd.errors import CpfdError
+
+set_env_defaults()  # before any command imports BentoML or transformers (also when `app` is used directly)
+
+app = typer.Typer(help="CPFD: confidence-aware privileged feature distillation for short-video classification.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(data.dataset_app, name="dataset")
+app.add_typer(train.train_app, name="train")
+app.add_typer(bench.bench_app, name="bench")
+app.add_typer(pipeline.pipeline_app, name="pipeline")
+app.add_typer(data.features_app, name="features")
+for command in (data.generate, train.evaluate, serve.package, serve.serve, monitor.monitor, monitor.reference,
+                monitor.simulate, demo.demo):
+    app.command()(command)
+
+
+def main() -> None:
+    set_env_defaults()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        app()
+    except CpfdError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

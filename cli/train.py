@@ -1,0 +1,92 @@
+"""`cpfd train ...` and `cpfd evaluate`: the teacher, the baseline student, distillation, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import ConfigOpt, QuietOpt, SetOpt, load_project
+
+train_app = typer.Typer(help="Train the teacher, the baseline student, or distil.", no_args_is_help=True)
+
+
+def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resume: bool):
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_classifier
+
+    project = load_project(config, set_)
+    data = prepare_data(dataset, project.model)
+    project.scenario(data.manifest["scenario"])
+    info = train_classifier(data, role, project, out, progress=not quiet, resume=resume)
+    typer.echo(f"{role} saved to {out}: best epoch {info['best_epoch']}, val macro-F1 {info['best_val_macro_f1']:.4f}")
+
+
+@train_app.command("teacher")
+def train_teacher(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
+                  set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
+    """DF-X-VLM: frames + title + privileged dense features, cross-entropy."""
+    _train("teacher", dataset, out, config, set_, quiet, resume)
+
+
+@train_app.command("student")
+def train_student(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
+                  set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
+    """X-VLM baseline: frames + title only, cross-entropy (the A/B control)."""
+    _train("student", dataset, out, config, set_, quiet, resume)
+
+
+@train_app.command("distill")
+def train_distill(
+    dataset: Path = typer.Option(...), teacher: Path = typer.Option(..., help="trained teacher folder"),
+    out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt,
+    quiet: bool = QuietOpt, resume: bool = typer.Option(True),
+):
+    """Two-stage PFD / CPFD (distill.*); the teacher's outputs (out-of-fold by default) are cached beside the teacher."""
+    from cpfd.models import load_model
+    from cpfd.teacher_outputs import TeacherOutputs
+    from cpfd.training.recipes import compute_teacher_outputs, distill_student
+    from cpfd.data.tensors import prepare_data
+
+    project = load_project(config, set_)
+    data = prepare_data(dataset, project.model)
+    scenario = data.manifest["scenario"]
+    dcfg, tcfg = project.distill_for(scenario), project.train_for(scenario)
+    source = f"oof{dcfg.folds}-seed{tcfg.seed}" if dcfg.teacher_outputs == "oof" else "insample"
+    cache = teacher / f"teacher_outputs.{source}.safetensors"
+    if resume and cache.exists():
+        outputs = TeacherOutputs.load(cache, data.splits["train"].video_ids)
+    else:
+        outputs = compute_teacher_outputs(data, project, load_model(teacher), teacher / "folds", dcfg, not quiet, resume)
+        outputs.save(cache)
+    cal = outputs.calibration
+    typer.echo(f"teacher outputs ({outputs.source}): temperature {outputs.temperature:.2f}, validation NLL "
+               f"{cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}")
+    info = distill_student(data, outputs, project, out, progress=not quiet, resume=resume)
+    typer.echo(f"{info['method']} student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
+
+
+@train_app.command("joint")
+def train_joint_cmd(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
+                    set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
+    """Synchronous PFD: teacher and student together, the teacher gets no gradient from distillation."""
+    from cpfd.data.tensors import prepare_data
+    from cpfd.training.recipes import train_joint
+
+    project = load_project(config, set_)
+    info = train_joint(prepare_data(dataset, project.model), project, out, progress=not quiet, resume=resume)
+    typer.echo(f"joint student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
+
+
+def evaluate(model: Path = typer.Option(...), dataset: Path = typer.Option(...), split: str = "test",
+             out: Optional[Path] = typer.Option(None, help="write metrics JSON here")):
+    """Macro-F1, precision, recall, confusion matrix and ECE of a trained model on a split."""
+    from cpfd.evaluate import evaluate_saved_model
+
+    metrics, _, _ = evaluate_saved_model(model, dataset, split)
+    text = json.dumps(metrics, indent=2)
+    if out:
+        out.write_text(text)
+    typer.echo(text)
