@@ -5,22 +5,19 @@ by kind (analyzer / engagement / other) costs a join each; teacher versions pick
 projections in feature_services.py instead.
 """
 
-from datetime import timedelta
-
 from feast import FeatureView, Field
 from feast.types import Float32
 
+from cpfd.conventions import FEATURE_TTL  # a feature row older than this at the label's time is not used
+from cpfd.data.synthetic import dense_feature_names  # the source table's dense_* columns
 from data_sources import video_dense_source
 from entities import video
-
-TTL = timedelta(days=7)  # a feature row older than this at the label's time is not used
-N_DENSE = 32
 
 video_dense_features = FeatureView(
     name="video_dense_features",
     entities=[video],
-    ttl=TTL,
-    schema=[Field(name=f"dense_{i:02d}", dtype=Float32) for i in range(N_DENSE)],
+    ttl=FEATURE_TTL,
+    schema=[Field(name=name, dtype=Float32) for name in dense_feature_names()],
     source=video_dense_source,
     online=False,
     description=(

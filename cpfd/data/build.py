@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cpfd.conventions import FEATURE_TTL
 from cpfd.errors import DataContractError
 
 SPLITS = ("train", "val", "test")
-DEFAULT_TTL = timedelta(days=7)
 
 
 def point_in_time_join(
-    entities: pd.DataFrame, features: pd.DataFrame, names: list[str], ttl: timedelta = DEFAULT_TTL
+    entities: pd.DataFrame, features: pd.DataFrame, names: list[str], ttl: timedelta = FEATURE_TTL
 ) -> pd.DataFrame:
     """For each entity row, the latest feature row with ts in [event_timestamp - ttl, event_timestamp].
 
@@ -114,7 +114,7 @@ def build_scenario_dataset(
     scenario: str,
     config,
     out_dir: str | Path,
-    ttl: timedelta = DEFAULT_TTL,
+    ttl: timedelta = FEATURE_TTL,
 ) -> dict:
     """The core path (pandas join): contract checks, join, splits, manifest."""
     from cpfd.data.contract import load_features, load_videos
