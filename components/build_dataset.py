@@ -1,21 +1,29 @@
-"""build_dataset: the scenario's training set (point-in-time join of the privileged features, time splits)."""
+"""build_dataset: the scenario's training set (point-in-time join of the privileged features, time splits) and
+its resolved config, the one every later step of the scenario reads."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Artifact, Dataset, Output
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def build_dataset(videos: str, features: str, scenario: str, config_yaml: str, join: str, dataset: Output[Dataset]):
+def build_dataset(videos: str, features: str, scenario: str, config_yaml: str, method: str, join: str,
+                  dataset: Output[Dataset], config: Output[Artifact]):
     """``join``: "feast" (get_historical_features with the scenario's feature service; the repo is
-    $CPFD_FEATURE_REPO or the project's feature_repo/) or "pandas" (merge_asof, the core path)."""
+    $CPFD_FEATURE_REPO or the project's feature_repo/) or "pandas" (merge_asof, the core path).
+
+    ``config``: the scenario's effective config, resolved here once (project sections, the scenario's overrides,
+    then the run's ``method`` when not empty), a JSON ProjectConfig of this one scenario; later steps take it
+    instead of ``config_yaml`` and apply nothing on top."""
     import tempfile
 
-    from components.common import project_from_yaml
+    from components.common import project_from_yaml, resolve_scenario_config, write_scenario_config
     from cpfd.errors import ConfigError
 
     project = project_from_yaml(config_yaml)
+    resolved = resolve_scenario_config(project, scenario, method)  # a bad method fails before the join
+    # the join checks the whole videos table against every configured scenario (the data contract), so it takes the project
     if join == "feast":
         from featurestore import build_dataset_feast
 
@@ -27,9 +35,11 @@ def build_dataset(videos: str, features: str, scenario: str, config_yaml: str, j
         manifest = build_scenario_dataset(videos, features, scenario, project, dataset.path)
     else:
         raise ConfigError(f"pipeline parameter join must be 'feast' or 'pandas', got {join!r}")
+    write_scenario_config(resolved, config, "pipeline parameter method" if method else "config")
     dataset.metadata.update({
         "scenario": scenario, "rows": manifest["rows"], "join_backend": manifest["join_backend"],
         "feature_service": manifest["feature_service"], "dense_null_rate": manifest["dense_null_rate"],
         "source_fingerprint": manifest["source_fingerprint"],
     })
-    print(f"dataset {scenario}: {manifest['rows']} via {manifest['join_backend']}")
+    print(f"dataset {scenario}: {manifest['rows']} via {manifest['join_backend']}; config resolved "
+          f"({resolved.distill.method}, {resolved.distill.teacher_outputs} teacher outputs)")

@@ -1,33 +1,97 @@
 """Plain helpers the component bodies import at run time (inside the project image).
 
-Only KFP glue, unit-testable without KFP: config from the pipeline parameter, the fold-teacher plan
-and its fan-in check, classification metrics on an artifact. The gate lives in ``cpfd.gate``, the
-report in ``cpfd.reports``.
+Only KFP glue, unit-testable without KFP: the project config from the pipeline parameter, resolved
+once per scenario into the typed config artifact every step reads, the fold-teacher plan and its
+fan-in check, classification metrics on an artifact. The gate lives in ``cpfd.gate``, the report in
+``cpfd.reports``.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
-from cpfd.config import ProjectConfig
+from cpfd.config import DistillConfig, ProjectConfig, ScenarioConfig, config_from_dict, validated
 from cpfd.errors import ConfigError
 from cpfd.reports import roc_points
+
+PIPELINE_METHODS = ("pfd", "cpfd")  # what the distill step trains (distill.method "none" is not a distillation)
 
 
 def project_from_yaml(text: str) -> ProjectConfig:
     """The project config passed to the pipeline as a YAML string (a JSON-able parameter)."""
-    from cpfd.config import config_from_dict, read_yaml
+    from cpfd.config import read_yaml
 
     return config_from_dict(read_yaml("pipeline parameter config_yaml", text=text), "pipeline parameter config_yaml")
 
 
-def fold_plan_items(project: ProjectConfig, scenario: str) -> list[dict]:
-    """The fold-teacher loop's items: one per fold of distill.folds for out-of-fold teacher outputs, a single
-    ``fold: -1`` (nothing to train) for in-sample ones."""
-    dcfg = project.distill_for(scenario)
-    if dcfg.teacher_outputs == "insample":
-        return [{"scenario": scenario, "fold": -1}]
-    return [{"scenario": scenario, "fold": k} for k in range(dcfg.folds)]
+def resolve_scenario_config(project: ProjectConfig, scenario: str, method: str = "") -> ProjectConfig:
+    """A scenario's effective config, resolved once: the project's sections, the scenario's train/distill overrides,
+    then the run's ``method`` (empty: the config's distill.method).
+
+    The result is a ProjectConfig of this one scenario with its overrides folded into the top-level ``train`` and
+    ``distill`` (the scenario's own override dicts are empty), so ``train_for``/``distill_for`` return the resolved
+    sections and nothing downstream can apply an override twice."""
+    if method and method not in PIPELINE_METHODS:
+        raise ConfigError(f"pipeline parameter method must be empty (the config's distill.method) or one of "
+                          f"{', '.join(PIPELINE_METHODS)}, got {method!r}")
+    scen = project.scenario(scenario)
+    distill = project.distill_for(scenario)
+    if method:
+        distill = validated(DistillConfig, {**distill.model_dump(), "method": method}, f"scenario {scenario} distill")
+    if distill.method not in PIPELINE_METHODS:
+        raise ConfigError(f"scenario {scenario}: distill.method is {distill.method!r}; the pipeline distils with "
+                          f"{' or '.join(PIPELINE_METHODS)} (set it in the config or with the method parameter)")
+    return config_from_dict({"scenarios": [{**scen.model_dump(), "train": {}, "distill": {}}],
+                             "model": project.model.model_dump(), "train": project.train_for(scenario).model_dump(),
+                             "distill": distill.model_dump()}, f"scenario {scenario} (resolved)")
+
+
+def write_scenario_config(resolved: ProjectConfig, artifact, method_source: str = "config") -> None:
+    """The resolved config as the step's typed artifact: JSON in the file, its main choices as metadata."""
+    scen = _only_scenario(resolved, "resolved config")
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps(resolved.model_dump(mode="json"), indent=1))
+    d, t = resolved.distill, resolved.train
+    artifact.metadata.update({
+        "scenario": scen.name, "method": d.method, "method_source": method_source, "weighting": d.weighting,
+        "normalize": d.normalize, "loss": d.loss, "teacher_outputs": d.teacher_outputs, "folds": d.folds,
+        "calibrate": d.calibrate, "model_size": resolved.model.size, "epochs": t.epochs, "seed": t.seed,
+        "feature_service": scen.feature_service, "classes": scen.num_classes,
+    })
+
+
+def read_scenario_config(artifact) -> tuple[ProjectConfig, ScenarioConfig]:
+    """The one reader of the resolved config artifact (or its path): the validated config and its one scenario.
+
+    ``project.train`` and ``project.distill`` are the scenario's resolved sections."""
+    path = Path(getattr(artifact, "path", artifact))
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"resolved config {path}: cannot read it ({type(e).__name__}: {e})") from None
+    project = config_from_dict(data, f"resolved config {path}")
+    scen = _only_scenario(project, f"resolved config {path}")
+    if scen.train or scen.distill:
+        raise ConfigError(f"resolved config {path}: scenario {scen.name} still has overrides; write it with "
+                          "resolve_scenario_config")
+    return project, scen
+
+
+def _only_scenario(project: ProjectConfig, where: str) -> ScenarioConfig:
+    if len(project.scenarios) != 1:
+        raise ConfigError(f"{where}: expected the config of one scenario, found {[s.name for s in project.scenarios]}")
+    return project.scenarios[0]
+
+
+def fold_plan_items(project: ProjectConfig) -> list[int]:
+    """The fold-teacher loop's items (``project``: a resolved config): fold k for k in 0..distill.folds-1 for
+    out-of-fold teacher outputs, a single -1 (nothing to train) for in-sample ones."""
+    if project.distill.teacher_outputs == "insample":
+        return [-1]
+    return list(range(project.distill.folds))
 
 
 def fold_output_paths(artifacts: list[tuple[str, dict]], scenario: str, folds: int) -> list[str]:

@@ -7,30 +7,28 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def distill(dataset: Input[Dataset], train_logits: Input[Artifact], scenario: str, config_yaml: str, method: str,
+def distill(dataset: Input[Dataset], train_logits: Input[Artifact], config: Input[Artifact],
             model: Output[Model], metrics: Output[Metrics]):
-    """Two-stage distillation from ``train_logits`` (the teacher_outputs step's TeacherOutputs file, calibrated);
-    ``method`` overrides distill.method of the scenario's config."""
+    """Two-stage distillation from ``train_logits`` (the teacher_outputs step's TeacherOutputs file, calibrated),
+    as the resolved config's distill section says (its method: the run's ``method`` parameter when one was given)."""
     import shutil
     from pathlib import Path
 
-    from components.common import project_from_yaml
-    from cpfd.config import DistillConfig
-    from cpfd.errors import ConfigError
+    from components.common import read_scenario_config
+    from cpfd.conventions import TREATMENT_ARM
     from cpfd.teacher_outputs import TeacherOutputs
     from cpfd.training.recipes import distill_student
     from cpfd.data.tensors import prepare_data
 
-    if method not in ("pfd", "cpfd"):
-        raise ConfigError(f"pipeline parameter method must be 'pfd' or 'cpfd', got {method!r}")
-    project = project_from_yaml(config_yaml)
-    dcfg = DistillConfig.model_validate({**project.distill_for(scenario).model_dump(), "method": method})
+    project, scen = read_scenario_config(config)
+    scenario, dcfg = scen.name, project.distill
+    method = dcfg.method
     data = prepare_data(dataset.path, project.model)
     outputs = TeacherOutputs.load(train_logits.path, data.splits["train"].video_ids)
     info = distill_student(data, outputs, project, model.path, dcfg, progress=False)
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
     cal = info["teacher_calibration"]
-    model.metadata.update({"scenario": scenario, "role": "student", "method": method, "arm": "treatment",
+    model.metadata.update({"scenario": scenario, "role": "student", "method": method, "arm": TREATMENT_ARM,
                            "weighting": dcfg.weighting, "gamma": dcfg.gamma, "normalize": dcfg.normalize, "loss": dcfg.loss,
                            "lam": dcfg.lam, "temperature": dcfg.temperature, "teacher_outputs": info["teacher_outputs"],
                            "temperature_calibration": cal.get("temperature", 1.0),

@@ -1,29 +1,29 @@
 """evaluate: the gate. Test-split F1 of teacher, baseline and distilled student; decides packaging."""
 
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output, OutputPath
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output, OutputPath
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
 def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Model], distilled: Input[Model],
-             scenario: str, config_yaml: str, metrics: Output[Metrics], classification: Output[ClassificationMetrics],
+             config: Input[Artifact], metrics: Output[Metrics], classification: Output[ClassificationMetrics],
              report: Output[Markdown], reason: OutputPath(str), summary: OutputPath(str)) -> bool:
     """Returns True (package it) when the teacher beat the baseline on the validation split (their saved
     ``best_val_macro_f1``), and the distilled student beats the baseline on test by the scenario's margin and stays
     near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report.
 
     The decision is the single return value (output ``Output``): kfp.local resolves conditions on that name."""
-    from components.common import log_classification, project_from_yaml
+    from components.common import log_classification, read_scenario_config
     from cpfd.gate import gate_decision
     from cpfd.reports import summary_json
     from cpfd.evaluate import gap_closed
     from cpfd.models import model_metadata
     from cpfd.evaluate import evaluate_saved_model
 
-    project = project_from_yaml(config_yaml)
-    gate = project.scenario(scenario).gate
+    project, scen = read_scenario_config(config)
+    scenario, gate = scen.name, scen.gate
     results = {name: evaluate_saved_model(m.path, dataset.path)
                for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))}
     f1 = {name: r[0]["macro_f1"] for name, r in results.items()}
@@ -33,7 +33,7 @@ def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Mode
     calibration = distilled_info.get("teacher_calibration") or {}
     passed, why = gate_decision(f1, gate, val_f1)
     gap = gap_closed(f1["distilled"], f1["student"], f1["teacher"])
-    method = distilled.metadata.get("method", "cpfd")
+    method = project.distill.method
     d_metrics, d_probs, d_split = results["distilled"]
     log_classification(classification, d_metrics, d_probs, d_split.labels.numpy())
     for name, value in f1.items():
@@ -58,7 +58,7 @@ def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Mode
     with open(reason, "w") as f:
         f.write(why)
     with open(summary, "w") as f:
-        f.write(summary_json(scenario, method, project.train_for(scenario).seed, f1, gap, passed, why, gate, val_f1,
+        f.write(summary_json(scenario, method, project.train.seed, f1, gap, passed, why, gate, val_f1,
                              calibration, distilled_info.get("teacher_outputs")))
     print(f"gate {scenario}: {why}")
     return passed

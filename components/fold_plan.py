@@ -1,21 +1,24 @@
-"""fold_plan: the fold-teacher steps a scenario needs, read from its distill config (the one place the fold count lives)."""
+"""fold_plan: the fold-teacher steps a scenario needs, read from its resolved distill config (the one place the fold count lives)."""
 
 from typing import List
 
 from kfp import dsl
+from kfp.dsl import Artifact, Input
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def fold_plan(scenario: str, config_yaml: str) -> List[dict]:
-    """``[{"scenario": s, "fold": k}, ...]`` for k in 0..distill.folds-1 (``teacher_outputs: oof``); one item with
-    fold -1 when ``teacher_outputs: insample`` (its step trains nothing: an empty loop cannot be collected locally).
+def fold_plan(config: Input[Artifact]) -> List[int]:
+    """``[0, 1, ..., distill.folds - 1]`` (``teacher_outputs: oof``); ``[-1]`` when ``teacher_outputs: insample`` (its
+    step trains nothing: an empty loop cannot be collected locally).
 
-    The items carry the scenario because the fold loop is nested in the scenario loop: kfp.local 2.17 hands the
-    inner loop's item to every outer loop item and task-output parameter used inside the inner loop."""
-    from components.common import fold_plan_items, project_from_yaml
+    The fold loop is nested in the scenario loop, and kfp.local 2.17 hands the inner loop's item to every outer loop
+    item and task-output parameter used inside it: the fold step takes only its item, pipeline parameters and
+    artifacts (the scenario comes from the config artifact)."""
+    from components.common import fold_plan_items, read_scenario_config
 
-    items = fold_plan_items(project_from_yaml(config_yaml), scenario)
-    print(f"fold plan {scenario}: " + (f"{len(items)} fold teacher(s)" if items[0]["fold"] >= 0 else "in-sample, no fold teacher"))
-    return items
+    project, scen = read_scenario_config(config)
+    folds = fold_plan_items(project)
+    print(f"fold plan {scen.name}: " + (f"{len(folds)} fold teacher(s)" if folds[0] >= 0 else "in-sample, no fold teacher"))
+    return folds

@@ -1,19 +1,11 @@
-"""Monitoring steps: the offline reference after evaluation, and the recurring monitoring job."""
+"""monitor: the recurring monitoring job (the offline reference it reads comes from make_reference)."""
 
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
 from components.image import project_image
-
-
-@dsl.component(base_image=project_image(), install_kfp_package=False)
-def make_reference(dataset: Input[Dataset], model: Input[Model], arm: str, reference: Output[Dataset]):
-    """The model's test-split predictions in the monitoring reference format (monitoring.reference)."""
-    from monitoring.reference import reference_from_model
-
-    reference_from_model(model.path, dataset.path, reference.path, arm=arm)
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)

@@ -1,33 +1,38 @@
 """package: the gated students into the BentoML model store (never the teacher, never the dense features)."""
 
 from kfp import dsl
-from kfp.dsl import Input, Model, Output
+from kfp.dsl import Artifact, Input, Model, Output
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def package(distilled: Input[Model], baseline: Input[Model], scenario: str, gate_reason: str, bentoml_home: str,
+def package(distilled: Input[Model], baseline: Input[Model], config: Input[Artifact], gate_reason: str, bentoml_home: str,
             packaged: Output[Model]) -> str:
-    """Save the distilled student as ``<scenario>-<method>`` (A/B treatment) and the baseline as
-    ``<scenario>-student`` (control); returns the treatment's tag. ``bentoml_home`` empty: the image's store."""
+    """Save the distilled student as ``distilled_tag(scenario, method)`` (A/B treatment) and the baseline as
+    ``baseline_tag(scenario)`` (control), cpfd.conventions; returns the treatment's tag. ``bentoml_home`` empty:
+    the image's store."""
     import json
     import os
 
     if bentoml_home:
         os.environ["BENTOML_HOME"] = bentoml_home
+    from components.common import read_scenario_config
+    from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, arm_tags
     from cpfd.env import set_env_defaults
     from cpfd.packaging import package_model
 
     set_env_defaults()
 
-    method = distilled.metadata.get("method", "cpfd")
-    tags = {"treatment": package_model(distilled.path, f"{scenario}-{method}"),
-            "control": package_model(baseline.path, f"{scenario}-student")}
+    project, scen = read_scenario_config(config)
+    scenario, method = scen.name, project.distill.method
+    names = arm_tags(scenario, method)
+    tags = {TREATMENT_ARM: package_model(distilled.path, names[TREATMENT_ARM]),
+            CONTROL_ARM: package_model(baseline.path, names[CONTROL_ARM])}
     store = os.environ.get("BENTOML_HOME", "~/bentoml")
     with open(packaged.path, "w") as f:
-        json.dump({"scenario": scenario, "tags": tags, "bentoml_home": store, "gate": gate_reason}, f)
-    packaged.metadata.update({"scenario": scenario, "method": method, "bentoml_tag": tags["treatment"],
-                              "control_tag": tags["control"], "bentoml_home": store})
+        json.dump({"scenario": scenario, "method": method, "tags": tags, "bentoml_home": store, "gate": gate_reason}, f)
+    packaged.metadata.update({"scenario": scenario, "method": method, "bentoml_tag": tags[TREATMENT_ARM],
+                              "control_tag": tags[CONTROL_ARM], "bentoml_home": store})
     print(f"packaged {scenario}: {tags} in {store}")
-    return tags["treatment"]
+    return tags[TREATMENT_ARM]

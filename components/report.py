@@ -1,4 +1,4 @@
-"""report: fan-in over scenarios; the quality table (Markdown + HTML with a per-scenario F1 chart)."""
+"""report: fan-in over scenarios; the quality table (Markdown + HTML with a per-scenario F1 chart) and the packages."""
 
 from typing import List
 
@@ -10,8 +10,10 @@ from components.image import project_image
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
 def report(summaries: List[str], markdown: Output[Markdown], html: Output[HTML], metrics: Output[Metrics],
-           table: Output[Artifact]):
-    """``summaries``: the evaluate steps' JSON summaries, collected from every scenario; ``table``: them as one JSON list."""
+           table: Output[Artifact], packages: Output[Artifact]):
+    """``summaries``: the scenario_result rows (the gate's JSON summary and its ``package``), collected from every
+    scenario; ``table``: them as one JSON list; ``packages``: the packaged scenarios' handovers (tags per arm, model
+    store, reference folder) as one JSON list, what serving and monitoring read."""
     import json
 
     from cpfd.reports import chart_png, markdown_to_html, report_tables
@@ -21,6 +23,10 @@ def report(summaries: List[str], markdown: Output[Markdown], html: Output[HTML],
     title = "CPFD pipeline: test macro-F1 per scenario"
     with open(table.path, "w") as f:
         json.dump(rows, f, indent=2)
+    handovers = [r["package"] for r in rows if r.get("package")]
+    with open(packages.path, "w") as f:
+        json.dump(handovers, f, indent=2)
+    packages.metadata.update({"scenarios": [p["scenario"] for p in handovers], "count": len(handovers)})
     with open(markdown.path, "w") as f:
         f.write(f"# {title}\n\n{text}")
     with open(html.path, "w") as f:

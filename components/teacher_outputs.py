@@ -9,18 +9,18 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def teacher_outputs(dataset: Input[Dataset], teacher: Input[Model], fold_outputs: Input[List[Artifact]], scenario: str,
-                    config_yaml: str, train_logits: Output[Artifact], metrics: Output[Metrics]):
+def teacher_outputs(dataset: Input[Dataset], teacher: Input[Model], fold_outputs: Input[List[Artifact]],
+                    config: Input[Artifact], train_logits: Output[Artifact], metrics: Output[Metrics]):
     """distill.teacher_outputs ``oof``: the fold teachers' held-out logits combined (every training row scored by the
     teacher that never saw it); ``insample``: the full ``teacher`` on its own training rows. Either way one temperature
     is fitted on the validation split (distill.calibrate). ``train_logits`` is the TeacherOutputs file."""
-    from components.common import fold_output_paths, project_from_yaml
+    from components.common import fold_output_paths, read_scenario_config
     from cpfd.models import load_model
     from cpfd.training.recipes import combine_fold_outputs, insample_teacher_outputs
     from cpfd.data.tensors import prepare_data
 
-    project = project_from_yaml(config_yaml)
-    dcfg = project.distill_for(scenario)
+    project, scen = read_scenario_config(config)
+    scenario, dcfg = scen.name, project.distill
     data = prepare_data(dataset.path, project.model)
     if dcfg.teacher_outputs == "insample":
         out, used = insample_teacher_outputs(load_model(teacher.path), data, dcfg.calibrate), 0

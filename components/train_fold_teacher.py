@@ -7,7 +7,7 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def train_fold_teacher(dataset: Input[Dataset], scenario: str, config_yaml: str, fold: int,
+def train_fold_teacher(dataset: Input[Dataset], config: Input[Artifact], fold: int,
                        fold_outputs: Output[Artifact], metrics: Output[Metrics]):
     """Trains fold ``fold``'s teacher on the other distill.folds - 1 folds of the training split (validation split for
     early stopping) and writes its logits on the held-out fold and on validation (``fold_outputs/fold_outputs.safetensors``).
@@ -17,14 +17,14 @@ def train_fold_teacher(dataset: Input[Dataset], scenario: str, config_yaml: str,
     import shutil
     from pathlib import Path
 
-    from components.common import project_from_yaml
+    from components.common import read_scenario_config
     from cpfd.errors import ConfigError
     from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_fold_teacher as train_fold
 
-    project = project_from_yaml(config_yaml)
-    dcfg = project.distill_for(scenario)
+    project, scen = read_scenario_config(config)
+    scenario, dcfg = scen.name, project.distill
     out = Path(fold_outputs.path)
     if dcfg.teacher_outputs == "insample":
         out.mkdir(parents=True, exist_ok=True)

@@ -1,25 +1,27 @@
 """train_student: the X-VLM baseline (frames + title only), also the A/B experiment's control arm."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def train_student(dataset: Input[Dataset], scenario: str, config_yaml: str, model: Output[Model], metrics: Output[Metrics]):
+def train_student(dataset: Input[Dataset], config: Input[Artifact], model: Output[Model], metrics: Output[Metrics]):
     """Cross-entropy training of the student without privileged features."""
     import shutil
     from pathlib import Path
 
-    from components.common import project_from_yaml
+    from components.common import read_scenario_config
+    from cpfd.conventions import CONTROL_ARM
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_classifier
 
-    project = project_from_yaml(config_yaml)
+    project, scen = read_scenario_config(config)
+    scenario = scen.name
     info = train_classifier(prepare_data(dataset.path, project.model), "student", project, model.path, progress=False)
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
-    model.metadata.update({"scenario": scenario, "role": "student", "method": "ce", "arm": "control",
+    model.metadata.update({"scenario": scenario, "role": "student", "method": "ce", "arm": CONTROL_ARM,
                            "framework": "pytorch", "format": "safetensors", "val_macro_f1": info["best_val_macro_f1"]})
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "train_examples_per_s"):
         metrics.log_metric(key, info[key])

@@ -6,22 +6,23 @@ distill.teacher_outputs is ``insample``).
 """
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def train_teacher(dataset: Input[Dataset], scenario: str, config_yaml: str, model: Output[Model], metrics: Output[Metrics]):
+def train_teacher(dataset: Input[Dataset], config: Input[Artifact], model: Output[Model], metrics: Output[Metrics]):
     """Cross-entropy training with early stopping on validation macro-F1."""
     import shutil
     from pathlib import Path
 
-    from components.common import project_from_yaml
+    from components.common import read_scenario_config
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_classifier
 
-    project = project_from_yaml(config_yaml)
+    project, scen = read_scenario_config(config)
+    scenario = scen.name
     info = train_classifier(prepare_data(dataset.path, project.model), "teacher", project, model.path, progress=False)
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
     model.metadata.update({"scenario": scenario, "role": "teacher", "method": "ce", "framework": "pytorch",

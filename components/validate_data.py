@@ -7,14 +7,15 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def validate_data(dataset: Input[Dataset], scenario: str, config_yaml: str, min_rows: int, max_null_increase: float,
+def validate_data(dataset: Input[Dataset], config: Input[Artifact], min_rows: int, max_null_increase: float,
                   metrics: Output[Metrics], report: Output[Markdown], data_docs: Output[Artifact]):
     """Run the scenario's suite over all splits; raise DataContractError naming every failed expectation."""
-    from components.common import project_from_yaml
+    from components.common import read_scenario_config
     from cpfd.errors import DataContractError
     from cpfd.validation import validate_dataset
 
-    project = project_from_yaml(config_yaml)
+    project, scen = read_scenario_config(config)
+    scenario = scen.name
     summary = validate_dataset(dataset.path, project, out_dir=data_docs.path, min_rows=min_rows,
                                max_null_increase=max_null_increase)
     failed = summary["failed"]

@@ -1,18 +1,23 @@
 """The CPFD pipeline: a ParallelFor over scenarios, the per-scenario DAG, a fan-in report.
 
-Per scenario: build_dataset -> validate_data -> train_teacher & train_student & fold_plan ->
+Per scenario: build_dataset (the dataset, and the scenario's config resolved once: project defaults,
+the scenario's overrides, the run's ``method``; every later step reads that typed artifact and
+nothing else of the config) -> validate_data -> train_teacher & train_student & fold_plan ->
 a nested ParallelFor of train_fold_teacher (one step per cross-fitting fold, distill.folds of the
-scenario's config) -> teacher_outputs (fan-in with ``dsl.Collected``: the out-of-fold soft targets,
+resolved config) -> teacher_outputs (fan-in with ``dsl.Collected``: the out-of-fold soft targets,
 or the full teacher's in-sample ones, temperature-scaled on validation) -> distill -> evaluate
-(the gate) -> package (only when the gate passed). Then ``report`` collects every scenario's
-summary. Deployment choices (image, parallelism, GPU requests, node selectors, tolerations) are
-compile-time ``PipelineOptions``; run-time parameters are JSON-able.
+(the gate) -> when it passed, package and make_reference (both arms' test-split predictions, the
+monitoring reference), else not_packaged -> scenario_result (the gate's row with the packaging
+handover, from whichever branch ran). Then ``report`` collects every row: the pipeline's outputs
+are the report, the table and ``packages`` (tags per arm, model store, reference folder of each
+packaged scenario), what serving and monitoring read. Deployment choices (image, parallelism, GPU
+requests, node selectors, tolerations) are compile-time ``PipelineOptions``; run-time parameters
+are JSON-able.
 
-The fold count is read at run time by fold_plan from the config (the one place it lives), and its
-items carry the scenario name: kfp.local 2.17 gives the inner loop's item to every outer loop item
-and task-output parameter referenced inside a nested loop, so the fold loop's body uses only its
-own item's fields, pipeline parameters and artifacts.
-"""
+The fold count is read at run time by fold_plan from the resolved config (the one place it lives):
+kfp.local 2.17 gives the inner loop's item to every outer loop item and task-output parameter
+referenced inside a nested loop, so the fold loop's body uses only its own item (the fold number),
+pipeline parameters and artifacts (the dataset, the resolved config)."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,8 +68,11 @@ def build_pipeline(opts: PipelineOptions | None = None):
     from components.distill import distill
     from components.evaluate import evaluate
     from components.fold_plan import fold_plan
+    from components.make_reference import make_reference
+    from components.not_packaged import not_packaged
     from components.package import package
     from components.report import report
+    from components.scenario_result import scenario_result
     from components.teacher_outputs import teacher_outputs
     from components.train_fold_teacher import train_fold_teacher
     from components.train_student import train_student
@@ -78,47 +86,57 @@ def build_pipeline(opts: PipelineOptions | None = None):
         task.set_container_image(image)
         return task.set_caching_options(cache)
 
-    def on_data_node(task):
-        return step(task.set_cpu_request(opts.data_cpu).set_memory_request(opts.data_memory), cache=True)
+    def on_data_node(task, cache: bool = True):
+        return step(task.set_cpu_request(opts.data_cpu).set_memory_request(opts.data_memory), cache=cache)
 
     class Outputs(NamedTuple):
         markdown: Markdown
         html: HTML
         table: Artifact
+        packages: Artifact
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="CPFD per scenario: dataset, data gate, teacher, student, fold teachers, "
-                                                  "teacher outputs, distillation, gate, packaging.")
-    def cpfd_pipeline(videos: str, features: str, scenarios: list, config_yaml: str, method: str = "cpfd",
+    @dsl.pipeline(name=PIPELINE_NAME, description="CPFD per scenario: dataset and resolved config, data gate, teacher, "
+                                                  "student, fold teachers, teacher outputs, distillation, gate, packaging, "
+                                                  "monitoring reference.")
+    def cpfd_pipeline(videos: str, features: str, scenarios: list, config_yaml: str, method: str = "",
                       join: str = "feast", min_rows: int = 50, max_null_increase: float = 0.15,
                       bentoml_home: str = "") -> Outputs:
         with dsl.ParallelFor(items=scenarios, parallelism=opts.parallelism, name="scenarios") as scenario:
+            # the only step that reads config_yaml and method: it writes the scenario's resolved config for the others
             ds = on_data_node(build_dataset(videos=videos, features=features, scenario=scenario, config_yaml=config_yaml,
-                                            join=join))
-            data = ds.outputs["dataset"]
-            checked = on_data_node(validate_data(dataset=data, scenario=scenario, config_yaml=config_yaml,
-                                                 min_rows=min_rows, max_null_increase=max_null_increase))
-            teacher = _on_gpu_pool(step(train_teacher(dataset=data, scenario=scenario, config_yaml=config_yaml)), opts)
-            student = _on_gpu_pool(step(train_student(dataset=data, scenario=scenario, config_yaml=config_yaml)), opts)
+                                            method=method, join=join))
+            data, cfg = ds.outputs["dataset"], ds.outputs["config"]
+            checked = on_data_node(validate_data(dataset=data, config=cfg, min_rows=min_rows,
+                                                 max_null_increase=max_null_increase))
+            teacher = _on_gpu_pool(step(train_teacher(dataset=data, config=cfg)), opts)
+            student = _on_gpu_pool(step(train_student(dataset=data, config=cfg)), opts)
             teacher.after(checked)
             student.after(checked)
-            plan = step(fold_plan(scenario=scenario, config_yaml=config_yaml), cache=True).after(checked)
-            with dsl.ParallelFor(items=plan.output, parallelism=opts.fold_parallelism, name="fold-teachers") as item:
-                # only the item's fields, pipeline parameters and artifacts in here (see the module docstring)
-                folds = _on_gpu_pool(step(train_fold_teacher(dataset=data, scenario=item.scenario, config_yaml=config_yaml,
-                                                             fold=item.fold)), opts)
+            plan = step(fold_plan(config=cfg), cache=True).after(checked)
+            with dsl.ParallelFor(items=plan.output, parallelism=opts.fold_parallelism, name="fold-teachers") as fold:
+                # only the loop's own item, pipeline parameters and artifacts in here (see the module docstring)
+                folds = _on_gpu_pool(step(train_fold_teacher(dataset=data, config=cfg, fold=fold)), opts)
             soft = step(teacher_outputs(dataset=data, teacher=teacher.outputs["model"],
-                                        fold_outputs=dsl.Collected(folds.outputs["fold_outputs"]), scenario=scenario,
-                                        config_yaml=config_yaml).set_cpu_request(opts.data_cpu).set_memory_request(opts.data_memory))
-            distilled = _on_gpu_pool(step(distill(dataset=data, train_logits=soft.outputs["train_logits"],
-                                                  scenario=scenario, config_yaml=config_yaml, method=method)), opts)
+                                        fold_outputs=dsl.Collected(folds.outputs["fold_outputs"]),
+                                        config=cfg).set_cpu_request(opts.data_cpu).set_memory_request(opts.data_memory))
+            distilled = _on_gpu_pool(step(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=cfg)), opts)
             gate = _on_gpu_pool(step(evaluate(dataset=data, teacher=teacher.outputs["model"], student=student.outputs["model"],
-                                              distilled=distilled.outputs["model"], scenario=scenario,
-                                              config_yaml=config_yaml)), opts)
+                                              distilled=distilled.outputs["model"], config=cfg)), opts)
             with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
-                step(package(distilled=distilled.outputs["model"], baseline=student.outputs["model"], scenario=scenario,
-                             gate_reason=gate.outputs["reason"], bentoml_home=bentoml_home).set_env_variable("BENTOML_DO_NOT_TRACK", "True"))
-        fan_in = step(report(summaries=dsl.Collected(gate.outputs["summary"])))
-        return Outputs(markdown=fan_in.outputs["markdown"], html=fan_in.outputs["html"], table=fan_in.outputs["table"])
+                packed = step(package(distilled=distilled.outputs["model"], baseline=student.outputs["model"], config=cfg,
+                                      gate_reason=gate.outputs["reason"], bentoml_home=bentoml_home)
+                              .set_env_variable("BENTOML_DO_NOT_TRACK", "True"))
+                ref = on_data_node(make_reference(dataset=data, config=cfg, distilled=distilled.outputs["model"],
+                                                  baseline=student.outputs["model"], packaged=packed.outputs["packaged"]),
+                                   cache=False)
+            with dsl.Else(name="gate-failed"):
+                skipped = step(not_packaged(gate_reason=gate.outputs["reason"]))
+            # a value from whichever branch ran (dsl.OneOf cannot be collected directly: this step takes it)
+            row = step(scenario_result(summary=gate.outputs["summary"],
+                                       handover=dsl.OneOf(ref.outputs["Output"], skipped.output)))
+        fan_in = step(report(summaries=dsl.Collected(row.output)))
+        return Outputs(markdown=fan_in.outputs["markdown"], html=fan_in.outputs["html"], table=fan_in.outputs["table"],
+                       packages=fan_in.outputs["packages"])
 
     return cpfd_pipeline
 

@@ -1,9 +1,11 @@
 """The end of `make run`: serve the packaged students, send a later (partly drifted) window, monitor it.
 
-Per packaged scenario: the offline reference of both arms (test-split predictions of the CPFD
-student as ``treatment`` and of the baseline student as ``control``), a serving config with both
-arms at 50/50, a real `bentoml serve` on a free 127.0.0.1 port, the traffic simulator, delayed
-labels, and `cpfd monitor` over that window.
+Everything comes from the pipeline's ``packages`` output (``LocalRun.packages``): per packaged
+scenario, the model tag of each arm and the offline reference of both arms that the pipeline's
+make_reference step wrote (test-split predictions of the distilled student as ``treatment`` and of
+the baseline student as ``control``). From them: a serving config with both arms at 50/50, a real
+`bentoml serve` on a free 127.0.0.1 port, the traffic simulator (drift in one packaged scenario),
+delayed labels, and `cpfd monitor` over that window.
 """
 
 from __future__ import annotations
@@ -18,25 +20,38 @@ import yaml
 DEMO_MONITOR_CONFIG = "quality: {min_labelled: 40}\n"
 
 
-def write_references(packages: list[dict], out_dir: Path) -> Path:
-    """One reference file per packaged scenario and arm (models and datasets are the run's artifacts)."""
+def collect_references(packages: list[dict], out_dir: Path) -> Path:
+    """The pipeline's reference files of every packaged scenario (both arms), gathered in one folder."""
     import shutil
 
-    from monitoring.reference import reference_from_model
+    from cpfd.errors import CpfdError
 
     shutil.rmtree(out_dir, ignore_errors=True)  # no stale scenario from an earlier run
+    out_dir.mkdir(parents=True)
     for p in packages:
-        steps = Path(p["artifact"]).parents[1]  # <run>/for-loop-1-iteration-N/package/packaged
-        for arm, model in (("treatment", steps / "distill" / "model"), ("control", steps / "train-student" / "model")):
-            reference_from_model(model, steps / "build-dataset" / "dataset", out_dir / f"{p['scenario']}-{arm}.parquet", arm)
+        files = sorted(Path(p["reference"]).glob("*.parquet"))
+        if not files:
+            raise CpfdError(f"scenario {p['scenario']}: the pipeline's reference {p['reference']} holds no .parquet file")
+        for f in files:
+            shutil.copy2(f, out_dir / f.name)
     return out_dir
+
+
+def pick_drift_scenario(requested: str | None, served: list[str]) -> tuple[str | None, str | None]:
+    """The scenario to drift: the requested one when it is served, else the first served one (None when no drift
+    was asked for or nothing is served); with a note saying so when it differs from the request."""
+    if not requested or not served or requested in served:
+        return (requested if requested in served else None), None
+    return served[0], f"drift scenario {requested} was not packaged (served: {served}); drifting {served[0]} instead"
 
 
 def write_serving_config(packages: list[dict], path: Path) -> Path:
     """Both arms of every packaged scenario at 50/50, the exact packaged tags, the log next to the file."""
+    from cpfd.conventions import ARMS
+
     cfg = {"experiment": "cpfd_demo",
-           "scenarios": {p["scenario"]: {"arms": {arm: {"model": p["tags"][arm], "traffic": 0.5}
-                                                  for arm in ("control", "treatment")}} for p in packages},
+           "scenarios": {p["scenario"]: {"arms": {arm: {"model": p["tags"][arm], "traffic": 1 / len(ARMS)}
+                                                  for arm in ARMS}} for p in packages},
            "batching": {"enabled": True, "max_batch_size": 64, "max_wait_ms": 0},
            "prediction_log": "predictions.db"}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +62,8 @@ def write_serving_config(packages: list[dict], path: Path) -> Path:
 def monitor_demo(packages: list[dict], videos: Path, out: Path, drift_scenario: str | None = "ad_content",
                  drift: float = 0.8, per_scenario: int = 200, echo: Callable[[str], None] = print) -> dict | None:
     """Serve, simulate, label and monitor; returns the monitoring summary (an alert is not an error),
-    None when no scenario was packaged."""
+    None when no scenario was packaged. ``packages``: the pipeline run's ``packages`` output. When
+    ``drift_scenario`` was not packaged, the drift goes into a packaged scenario instead (and the output says so)."""
     from serving.launch import ServerProcess
     from monitoring.report import format_summary, run_monitor
     from monitoring.settings import load_monitor_config
@@ -57,10 +73,10 @@ def monitor_demo(packages: list[dict], videos: Path, out: Path, drift_scenario: 
         echo("monitor:   skipped: no scenario passed its gate, nothing to serve")
         return None
     served = sorted(p["scenario"] for p in packages)
-    if drift_scenario and drift_scenario not in served:
-        echo(f"monitor:   drift scenario {drift_scenario} was not packaged (served: {served}); no drift injected")
-        drift_scenario = None
-    refs = write_references(packages, out / "reference")
+    drift_scenario, note = pick_drift_scenario(drift_scenario, served)
+    if note:
+        echo(f"monitor:   {note}")
+    refs = collect_references(packages, out / "reference")
     echo(f"monitor:   offline references of {len(packages)} scenario(s) x 2 arms in {refs}")
     config = write_serving_config(packages, out / "serving" / "config.yaml")
     log_db = config.parent / "predictions.db"

@@ -1,7 +1,8 @@
 """Run the CPFD pipeline: locally with kfp.local (no cluster, no network) or on a Kubeflow host.
 
 Run-time parameters are JSON-able: paths, the scenario list and the project config as a YAML
-string, so the same arguments go to a local run and to ``kfp.Client``.
+string, so the same arguments go to a local run and to ``kfp.Client``. A local run hands back the
+pipeline's outputs: the report, the table and the packaged scenarios (``LocalRun.packages``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from components.common import PIPELINE_METHODS
 from cpfd.config import ProjectConfig
 from cpfd.errors import CpfdError
 from pipelines.cpfd_pipeline import PIPELINE_NAME, PipelineOptions, build_pipeline
@@ -24,19 +26,23 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 # the steps' own one-line results (they name the scenario), failures and skipped steps
 _PROGRESS = re.compile(r"^(dataset|data gate|teacher|fold plan|fold teacher|teacher outputs|baseline student|c?pfd student|gate|"
-                       r"packaged) [a-z0-9_]+: "
+                       r"packaged|reference) [a-z0-9_]+: "
                        r"|finished with status FAILURE|Skipping")
 
 
 def pipeline_arguments(videos: str | Path, features: str | Path, project: ProjectConfig, scenarios: list[str] | None = None,
-                       method: str = "cpfd", join: str = "feast", bentoml_home: str | Path | None = None,
+                       method: str | None = None, join: str = "feast", bentoml_home: str | Path | None = None,
                        min_rows: int = 50, max_null_increase: float = 0.15) -> dict:
-    """The pipeline's parameters for a run (every value JSON-able)."""
+    """The pipeline's parameters for a run (every value JSON-able). ``method`` (pfd or cpfd) overrides every
+    scenario's distill.method; None or empty keeps the config's (the run's build_dataset steps resolve it)."""
+    from components.common import resolve_scenario_config
+
     names = scenarios or [s.name for s in project.scenarios]
-    for name in names:
-        project.scenario(name)  # unknown names fail here, not inside the run
-    if method not in ("pfd", "cpfd"):
+    method = method or ""
+    if method and method not in PIPELINE_METHODS:
         raise CpfdError(f"--method must be 'pfd' or 'cpfd', got {method!r}")
+    for name in names:
+        resolve_scenario_config(project, name, method)  # unknown names and bad configs fail here, not inside the run
     if join not in ("feast", "pandas"):
         raise CpfdError(f"--join must be 'feast' or 'pandas', got {join!r}")
     args = {
@@ -52,7 +58,11 @@ def pipeline_arguments(videos: str | Path, features: str | Path, project: Projec
 
 @dataclass
 class LocalRun:
-    """Where a finished local run left its outputs."""
+    """Where a finished local run left its outputs (read from the pipeline's outputs, not from its folders).
+
+    ``summaries``: the table's rows (one per scenario, ``package`` null when not packaged); ``packages``: the
+    packaged scenarios' handovers: ``scenario``, ``method``, ``tags`` per arm, ``bentoml_home``, ``gate`` and
+    ``reference`` (the folder with both arms' offline reference, ``<scenario>-<arm>.parquet``)."""
 
     run_dir: Path
     log: Path
@@ -122,9 +132,11 @@ def run_local(arguments: dict, root: str | Path, opts: PipelineOptions | None = 
                             f"(log: {log_path})") from None
     seconds = time.perf_counter() - t0
     run_dir = _new_run_dir(root, before)
+    out = task.outputs
     return LocalRun(run_dir=run_dir, log=log_path, seconds=seconds,
-                    markdown=Path(task.outputs["markdown"].path), html=Path(task.outputs["html"].path),
-                    summaries=json.loads(Path(task.outputs["table"].path).read_text()), packages=_packages(run_dir))
+                    markdown=Path(out["markdown"].path), html=Path(out["html"].path),
+                    summaries=json.loads(Path(out["table"].path).read_text()),
+                    packages=json.loads(Path(out["packages"].path).read_text()))
 
 
 @contextlib.contextmanager
@@ -159,10 +171,6 @@ def _new_run_dir(root: Path, before: set[str]) -> Path:
     if not new:
         raise CpfdError(f"the local run left no output folder under {root}")
     return new[-1]
-
-
-def _packages(run_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) | {"artifact": str(p)} for p in sorted(run_dir.glob("*/package/packaged"))]
 
 
 def submit(host: str, arguments: dict, opts: PipelineOptions | None = None, run_name: str | None = None,

@@ -30,7 +30,8 @@ def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
     spec, platform = _compile(tmp_path, parallelism=3, image="registry.example/cpfd:1.2")
     executors = spec["deploymentSpec"]["executors"]
     assert set(executors) >= GPU_EXECUTORS | {"exec-build-dataset", "exec-validate-data", "exec-fold-plan", "exec-teacher-outputs",
-                                              "exec-package", "exec-report"}
+                                              "exec-package", "exec-make-reference", "exec-not-packaged",
+                                              "exec-scenario-result", "exec-report"}
     for name, ex in executors.items():
         container = ex["container"]
         assert container["image"] == "registry.example/cpfd:1.2", name
@@ -60,20 +61,58 @@ def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
     assert set(inner["train-teacher"]["dependentTasks"]) == {"build-dataset", "validate-data"}
     assert inner["train-teacher"]["componentRef"]["name"] == "comp-train-teacher"
     assert set(spec["components"]["comp-train-teacher"]["outputDefinitions"]["artifacts"]) == {"model", "metrics"}  # no logits
-    cond = next(t for t in inner.values() if "triggerPolicy" in t)
-    assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
-    package = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(package) == {"package"}
+    # the gate: package then make_reference when it passed, not_packaged otherwise; scenario_result takes whichever ran
+    branches_name = next(n for n in inner if n.startswith("condition-branches"))
+    branches = spec["components"][inner[branches_name]["componentRef"]["name"]]["dag"]["tasks"]
+    passed_when = "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    conditions = {t["triggerPolicy"]["condition"]: set(spec["components"][t["componentRef"]["name"]]["dag"]["tasks"])
+                  for t in branches.values()}
+    assert conditions == {passed_when: {"package", "make-reference"}, f"!({passed_when})": {"not-packaged"}}
+    passed = spec["components"][next(t["componentRef"]["name"] for t in branches.values()
+                                     if t["triggerPolicy"]["condition"] == passed_when)]["dag"]["tasks"]
+    ref = passed["make-reference"]
+    assert ref["inputs"]["artifacts"]["packaged"]["taskOutputArtifact"] == {"producerTask": "package", "outputArtifactKey": "packaged"}
+    assert ref["inputs"]["artifacts"]["distilled"]["componentInputArtifact"] == "pipelinechannel--distill-model"
+    assert ref["inputs"]["artifacts"]["baseline"]["componentInputArtifact"] == "pipelinechannel--train-student-model"
+    assert "accelerator" not in executors["exec-make-reference"]["container"].get("resources", {})
+    row = inner["scenario-result"]["inputs"]["parameters"]
+    assert row["handover"]["taskOutputParameter"]["producerTask"] == branches_name
+    assert row["summary"]["taskOutputParameter"] == {"producerTask": "evaluate", "outputParameterKey": "summary"}
     report = spec["root"]["dag"]["tasks"]["report"]
-    assert report["inputs"]["parameters"]["summaries"]["taskOutputParameter"]["producerTask"] == "for-loop-1"
+    assert report["inputs"]["parameters"]["summaries"]["taskOutputParameter"] == {
+        "producerTask": "for-loop-1", "outputParameterKey": "pipelinechannel--scenario-result-Output"}
+    # what monitoring needs leaves the pipeline as outputs
+    assert {k: v["artifactSelectors"][0] for k, v in spec["root"]["dag"]["outputs"]["artifacts"].items()} == {
+        name: {"producerSubtask": "report", "outputArtifactKey": name} for name in ("markdown", "html", "table", "packages")}
+
+
+def test_only_build_dataset_reads_the_config_parameter_and_method(tmp_path):
+    """The scenario's config is resolved once (build_dataset's ``config`` artifact); every other step takes that artifact,
+    no step but build_dataset takes config_yaml, method or the scenario name."""
+    spec, _ = _compile(tmp_path)
+    comps = {name.removeprefix("comp-"): c for name, c in spec["components"].items() if "executorLabel" in c}
+    params = {name: set(c.get("inputDefinitions", {}).get("parameters", {})) for name, c in comps.items()}
+    assert params["build-dataset"] == {"videos", "features", "scenario", "config_yaml", "method", "join"}
+    assert set(comps["build-dataset"]["outputDefinitions"]["artifacts"]) == {"dataset", "config"}
+    for name in set(comps) - {"build-dataset"}:
+        assert not params[name] & {"config_yaml", "method", "scenario"}, name
+    takes_config = {"validate-data", "train-teacher", "train-student", "fold-plan", "train-fold-teacher", "teacher-outputs",
+                    "distill", "evaluate", "package", "make-reference"}
+    assert {n for n, c in comps.items() if "config" in c.get("inputDefinitions", {}).get("artifacts", {})} == takes_config
+    inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    for name in takes_config & set(inner):
+        assert inner[name]["inputs"]["artifacts"]["config"]["taskOutputArtifact"] == {
+            "producerTask": "build-dataset", "outputArtifactKey": "config"}, name
+    assert inner["build-dataset"]["inputs"]["parameters"]["method"]["componentInputParameter"] == "pipelinechannel--method"
+    assert spec["root"]["inputDefinitions"]["parameters"]["method"]["defaultValue"] == ""  # empty: the config's
 
 
 def test_fold_teachers_are_a_nested_parallel_loop_fanned_into_teacher_outputs(tmp_path):
     spec, platform = _compile(tmp_path, parallelism=2)
     inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
     plan = inner["fold-plan"]
-    assert set(plan["dependentTasks"]) == {"validate-data"}
-    assert plan["inputs"]["parameters"]["scenario"]["componentInputParameter"] == "pipelinechannel--scenarios-loop-item"
+    assert set(plan["dependentTasks"]) == {"build-dataset", "validate-data"}
+    assert plan["inputs"]["artifacts"]["config"]["taskOutputArtifact"]["producerTask"] == "build-dataset"
     assert plan["cachingOptions"] == {"enableCache": True}
     # the fold loop: one iteration per item of the plan (the config's distill.folds, read at run time), no limit
     loop_name = next(n for n, t in inner.items() if t.get("taskInfo", {}).get("name") == "fold-teachers")
@@ -87,11 +126,12 @@ def test_fold_teachers_are_a_nested_parallel_loop_fanned_into_teacher_outputs(tm
     assert fold["cachingOptions"] == {}  # a training step: off, like train-teacher
     params = fold["inputs"]["parameters"]
     item = loop["parameterIterator"]["itemInput"]
-    assert params["fold"] == {"componentInputParameter": item, "parameterExpressionSelector": 'parseJson(string_value)["fold"]'}
-    assert params["scenario"] == {"componentInputParameter": item, "parameterExpressionSelector": 'parseJson(string_value)["scenario"]'}
+    assert params == {"fold": {"componentInputParameter": item}}  # the loop's own item, nothing from the outer loop
     assert fold["inputs"]["artifacts"]["dataset"]["componentInputArtifact"] == "pipelinechannel--build-dataset-dataset"
+    assert fold["inputs"]["artifacts"]["config"]["componentInputArtifact"] == "pipelinechannel--build-dataset-config"
     fold_io = spec["components"]["comp-train-fold-teacher"]
-    assert set(fold_io["inputDefinitions"]["parameters"]) == {"scenario", "config_yaml", "fold"}
+    assert set(fold_io["inputDefinitions"]["parameters"]) == {"fold"}
+    assert set(fold_io["inputDefinitions"]["artifacts"]) == {"dataset", "config"}
     assert fold_io["inputDefinitions"]["parameters"]["fold"]["parameterType"] == "NUMBER_INTEGER"
     assert set(fold_io["outputDefinitions"]["artifacts"]) == {"fold_outputs", "metrics"}
     k8s = _platform_executors(platform)["exec-train-fold-teacher"]
@@ -114,15 +154,60 @@ def test_fold_teachers_are_a_nested_parallel_loop_fanned_into_teacher_outputs(tm
 
 
 def test_fold_plan_follows_the_config(tiny_project):
-    from components.common import fold_plan_items
+    from components.common import fold_plan_items, resolve_scenario_config
 
     project = tiny_project.model_copy(deep=True)
     assert project.distill_for("clickbait").folds == 3
-    assert fold_plan_items(project, "clickbait") == [{"scenario": "clickbait", "fold": k} for k in range(3)]
+    assert fold_plan_items(resolve_scenario_config(project, "clickbait")) == [0, 1, 2]
     project.scenario("clickbait").distill = {"folds": 5}
-    assert [i["fold"] for i in fold_plan_items(project, "clickbait")] == [0, 1, 2, 3, 4]
+    assert fold_plan_items(resolve_scenario_config(project, "clickbait")) == [0, 1, 2, 3, 4]
     project.scenario("originality").distill = {"teacher_outputs": "insample"}
-    assert fold_plan_items(project, "originality") == [{"scenario": "originality", "fold": -1}]
+    assert fold_plan_items(resolve_scenario_config(project, "originality")) == [-1]
+
+
+def test_scenario_config_is_resolved_once_and_read_back_typed(tiny_project, tmp_path):
+    """Project sections + the scenario's overrides + the run's method, folded into a one-scenario ProjectConfig that
+    round-trips through the artifact; re-resolving it changes nothing."""
+    from types import SimpleNamespace
+
+    from components.common import read_scenario_config, resolve_scenario_config, write_scenario_config
+    from cpfd.config import ProjectConfig
+    from cpfd.errors import ConfigError
+
+    project = tiny_project.model_copy(deep=True)
+    project.scenario("clickbait").train = {"epochs": 2}
+    project.scenario("clickbait").distill = {"folds": 4, "method": "pfd", "weighting": "entropy"}
+    resolved = resolve_scenario_config(project, "clickbait")
+    assert isinstance(resolved, ProjectConfig) and [s.name for s in resolved.scenarios] == ["clickbait"]
+    assert resolved.scenarios[0].train == {} and resolved.scenarios[0].distill == {}
+    assert resolved.train.epochs == 2 and resolved.distill.folds == 4 and resolved.distill.weighting == "entropy"
+    assert resolved.distill.method == "pfd"  # the scenario's own, no run-time method
+    assert resolved.distill_for("clickbait") == resolved.distill and resolved.train_for("clickbait") == resolved.train
+    assert resolved.scenario("clickbait").gate == project.scenario("clickbait").gate
+    assert resolved.model == project.model
+    assert resolve_scenario_config(resolved, "clickbait") == resolved  # a fixed point: nothing applied twice
+
+    over = resolve_scenario_config(project, "clickbait", "cpfd")  # the run's method wins, once
+    assert over.distill.method == "cpfd" and over.distill.folds == 4
+
+    artifact = SimpleNamespace(path=str(tmp_path / "config"), metadata={})
+    write_scenario_config(over, artifact, "pipeline parameter method")
+    assert artifact.metadata.items() >= {"scenario": "clickbait", "method": "cpfd", "method_source": "pipeline parameter method",
+                                         "weighting": "entropy", "teacher_outputs": "oof", "folds": 4, "epochs": 2}.items()
+    back, scen = read_scenario_config(artifact)
+    assert back == over and scen.name == "clickbait"
+    assert read_scenario_config(artifact.path)[0] == over
+
+    with pytest.raises(ConfigError, match="method must be empty .* got 'joint'"):
+        resolve_scenario_config(project, "clickbait", "joint")
+    project.scenario("originality").distill = {"method": "none"}
+    with pytest.raises(ConfigError, match="scenario originality: distill.method is 'none'"):
+        resolve_scenario_config(project, "originality")
+    with pytest.raises(ConfigError, match="unknown scenario 'nope'"):
+        resolve_scenario_config(project, "nope")
+    (tmp_path / "two").write_text(json.dumps(project.model_dump(mode="json")))
+    with pytest.raises(ConfigError, match="expected the config of one scenario"):
+        read_scenario_config(tmp_path / "two")
 
 
 def test_fold_outputs_must_match_distill_folds():
@@ -197,8 +282,12 @@ def test_pipeline_arguments_are_json_and_checked(tiny_project):
     from components.common import project_from_yaml
 
     assert project_from_yaml(args["config_yaml"]) == tiny_project
+    assert args["method"] == ""  # the config's distill.method, resolved in the run
+    assert pipeline_arguments("v", "f", tiny_project, ["clickbait"], "pfd")["method"] == "pfd"
     with pytest.raises(CpfdError, match="unknown scenario 'nope'"):
         pipeline_arguments("v", "f", tiny_project, ["nope"])
+    with pytest.raises(CpfdError, match="--method must be 'pfd' or 'cpfd', got 'joint'"):
+        pipeline_arguments("v", "f", tiny_project, ["clickbait"], "joint")
 
 
 class _Recorder(BaseHTTPRequestHandler):

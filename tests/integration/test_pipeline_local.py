@@ -1,7 +1,9 @@
 """The whole Kubeflow pipeline on the kfp.local SubprocessRunner: tiny model, two scenarios, real
 Feast join, Great Expectations gate, fold teachers in a nested loop fanned into the teacher
-outputs (out-of-fold for one scenario, in-sample for the other), BentoML model store; the
-packaging gate's both paths; a failing data gate that stops its branch."""
+outputs (out-of-fold for one scenario, in-sample for the other), each scenario's config resolved
+once (its own distill.method), BentoML model store, the monitoring reference of both arms handed
+over through the pipeline's outputs; the packaging gate's both paths; a failing data gate that
+stops its branch."""
 
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def informative_features(synthetic_dir, out):
 @pytest.fixture(scope="module")
 def local_run(synthetic_dir, tiny_project, tmp_path_factory):
     """clickbait (informative privileged features, out-of-fold teacher outputs, 3 folds) with a gate it passes,
-    originality (in-sample teacher outputs) with an impossible margin."""
+    originality (in-sample teacher outputs, PFD in its own config) with an impossible margin; no run-time method."""
     from pipelines.cpfd_pipeline import PipelineOptions
     from pipelines.runner import pipeline_arguments, run_local
 
@@ -50,7 +52,7 @@ def local_run(synthetic_dir, tiny_project, tmp_path_factory):
         update={"min_gain_over_baseline": -1.0, "max_gap_to_teacher": 1.0})
     project.scenario("originality").gate = project.scenario("originality").gate.model_copy(
         update={"min_gain_over_baseline": 1.0})
-    project.scenario("originality").distill = {"teacher_outputs": "insample"}
+    project.scenario("originality").distill = {"teacher_outputs": "insample", "method": "pfd"}
     assert project.distill_for("clickbait").teacher_outputs == "oof" and project.distill_for("clickbait").folds == 3
     root = tmp_path_factory.mktemp("kfp")
     data = informative_features(synthetic_dir, root / "data")
@@ -69,6 +71,7 @@ def test_passing_scenario_is_packaged_with_metrics(local_run):
     assert [p["scenario"] for p in run.packages] == ["clickbait"]
     tags = run.packages[0]["tags"]
     assert tags["treatment"].startswith("clickbait-cpfd:") and tags["control"].startswith("clickbait-student:")
+    assert run.packages[0]["method"] == "cpfd" and run.packages[0]["bentoml_home"] == str(root / "bentoml")
     for tag in tags.values():
         name, version = tag.split(":")
         stored = root / "bentoml" / "models" / name / version
@@ -78,11 +81,51 @@ def test_passing_scenario_is_packaged_with_metrics(local_run):
     iteration = next(p.parent.parent for p in run.run_dir.glob("*/package/packaged"))
     model_meta = json.loads((iteration / "distill" / "executor_output.json").read_text())["artifacts"]["model"]["artifacts"][0]["metadata"]
     assert model_meta["method"] == "cpfd" and model_meta["scenario"] == "clickbait" and model_meta["framework"] == "pytorch"
+    assert model_meta["arm"] == "treatment"
     gate_out = json.loads((iteration / "evaluate" / "executor_output.json").read_text())
     cls = gate_out["artifacts"]["classification"]["artifacts"][0]["metadata"]
     assert cls["confusionMatrix"]["annotationSpecs"] == [{"displayName": "ok"}, {"displayName": "clickbait"}]
     assert sum(sum(r["row"]) for r in cls["confusionMatrix"]["rows"]) > 0
     assert cls["confidenceMetrics"][0] == {"falsePositiveRate": 0.0, "recall": 0.0, "confidenceThreshold": 1.0}
+
+
+def test_both_arms_reference_is_handed_over_through_the_pipeline_outputs(local_run):
+    """make_reference ran after packaging; the run's packages output names the reference folder (no folder layout
+    needed), one file per arm with the test split's predictions; the table's rows carry the handover."""
+    import pandas as pd
+
+    from monitoring.reference import read_reference
+
+    run, _, lines = local_run
+    pkg = run.packages[0]
+    ref = read_reference(pkg["reference"])
+    it = _iterations(run)["clickbait"]
+    test_rows = _meta(it / "build-dataset", "dataset")["rows"]["test"]
+    assert sorted(pkg["reference_files"].values()) == ["clickbait-control.parquet", "clickbait-treatment.parquet"]
+    assert ref.groupby("arm").size().to_dict() == {"control": test_rows, "treatment": test_rows}
+    assert set(ref["scenario"]) == {"clickbait"} and ref["confidence"].between(0, 1).all()
+    assert pkg["reference_uri"] and pkg["reference"].startswith(str(run.run_dir))
+    meta = _meta(it / "make-reference", "reference")
+    assert meta["treatment_tag"] == pkg["tags"]["treatment"] and meta["control_tag"] == pkg["tags"]["control"]
+    ids = set(pd.read_parquet(it / "build-dataset" / "dataset" / "test.parquet", columns=["video_id"])["video_id"])
+    assert set(ref["video_id"]) == ids
+    rows = {r["scenario"]: r for r in run.summaries}
+    assert rows["clickbait"]["package"] == pkg and rows["originality"]["package"] is None
+    assert any("reference clickbait: " in line for line in lines)
+
+
+def test_each_step_reads_the_config_resolved_once(local_run):
+    """build_dataset resolved each scenario's config (its own distill.method, no run-time override); the distilled
+    student and the report follow it."""
+    run, _, _ = local_run
+    its = _iterations(run)
+    conf = {s: _meta(it / "build-dataset", "config") for s, it in its.items()}
+    assert conf["clickbait"]["method"] == "cpfd" and conf["originality"]["method"] == "pfd"
+    assert conf["originality"]["teacher_outputs"] == "insample" and conf["clickbait"]["folds"] == 3
+    assert all(c["method_source"] == "config" for c in conf.values())
+    assert _meta(its["originality"] / "distill", "model")["method"] == "pfd"
+    assert {s["scenario"]: s["method"] for s in run.summaries} == {"clickbait": "cpfd", "originality": "pfd"}
+    assert (its["originality"] / "not-packaged").is_dir() and not (its["clickbait"] / "not-packaged").exists()
 
 
 def _iterations(run) -> dict:
@@ -185,7 +228,7 @@ def test_gate_negative_path_packages_nothing_and_says_why(local_run):
 def test_cross_scenario_report(local_run):
     run, _, _ = local_run
     md = run.markdown.read_text()
-    assert ("| scenario | X-VLM (student) | DF-X-VLM (teacher) | CPFD (distilled) | gain over X-VLM (F1 pts) | gap closed (%) "
+    assert ("| scenario | X-VLM (student) | DF-X-VLM (teacher) | CPFD/PFD (distilled) | gain over X-VLM (F1 pts) | gap closed (%) "
             "| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |") in md
     assert "| clickbait |" in md and "| originality |" in md and "1/2 passed" in md
     assert "originality: not packaged: F1 gain over the baseline student" in md
@@ -219,4 +262,4 @@ def test_failing_data_gate_fails_the_run_and_stops_downstream(synthetic_dir, tin
     ran = {p.name for p in run_dir.rglob("*") if p.is_dir()}
     assert {"build-dataset", "validate-data"} <= ran
     assert not ran & {"train-teacher", "train-student", "fold-plan", "train-fold-teacher", "teacher-outputs", "distill",
-                      "evaluate", "package", "report"}
+                      "evaluate", "package", "make-reference", "not-packaged", "scenario-result", "report"}

@@ -1,0 +1,38 @@
+"""make_reference: after packaging, the offline reference of both A/B arms, handed over to serving and monitoring."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components.image import project_image
+
+
+@dsl.component(base_image=project_image(), install_kfp_package=False)
+def make_reference(dataset: Input[Dataset], config: Input[Artifact], distilled: Input[Model], baseline: Input[Model],
+                   packaged: Input[Model], reference: Output[Dataset]) -> str:
+    """Test-split predictions of the distilled student (treatment) and of the baseline (control) in the monitoring
+    reference format (monitoring.reference), one file per arm in the ``reference`` folder.
+
+    Returns the scenario's handover (JSON): scenario, method, the packaged model tag of each arm, the BentoML store,
+    the gate's reason and the reference folder (``reference`` path, ``reference_uri`` for the monitoring pipeline's
+    importer): what serving the students and monitoring them needs."""
+    import json
+    from pathlib import Path
+
+    from components.common import read_scenario_config
+    from cpfd.conventions import ARMS, CONTROL_ARM, TREATMENT_ARM
+    from monitoring.reference import reference_from_model
+
+    project, scen = read_scenario_config(config)
+    pkg = json.loads(Path(packaged.path).read_text())
+    out = Path(reference.path)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for arm, model in ((TREATMENT_ARM, distilled), (CONTROL_ARM, baseline)):
+        files[arm] = reference_from_model(model.path, dataset.path, out / f"{scen.name}-{arm}.parquet", arm=arm).name
+    reference.metadata.update({"scenario": scen.name, "split": "test", "arms": list(ARMS), "files": files,
+                               **{f"{arm}_tag": pkg["tags"][arm] for arm in ARMS}})
+    handover = {"scenario": scen.name, "method": project.distill.method, "tags": pkg["tags"],
+                "bentoml_home": pkg["bentoml_home"], "gate": pkg["gate"], "reference": reference.path,
+                "reference_uri": reference.uri, "reference_files": files}
+    print(f"reference {scen.name}: {', '.join(files.values())}")
+    return json.dumps(handover)

@@ -1,0 +1,13 @@
+"""not_packaged: the gate's other branch; hands over that nothing was packaged (KFP needs a value from each branch)."""
+
+from kfp import dsl
+
+from components.image import project_image
+
+
+@dsl.component(base_image=project_image(), install_kfp_package=False)
+def not_packaged(gate_reason: str) -> str:
+    """The handover of a scenario that failed its gate: ``{"packaged": false, "gate": reason}`` (JSON)."""
+    import json
+
+    return json.dumps({"packaged": False, "gate": gate_reason})

@@ -1,0 +1,17 @@
+"""scenario_result: the scenario's row of the run's table, the gate's summary with the packaging handover."""
+
+from kfp import dsl
+
+from components.image import project_image
+
+
+@dsl.component(base_image=project_image(), install_kfp_package=False)
+def scenario_result(summary: str, handover: str) -> str:
+    """``summary``: the evaluate step's JSON row; ``handover``: make_reference's JSON when the gate passed,
+    not_packaged's otherwise (one of the two branches, ``dsl.OneOf``). Returns the row with ``package`` set to the
+    handover (tags, store, reference folder) or null."""
+    import json
+
+    row, got = json.loads(summary), json.loads(handover)
+    row["package"] = got if got.get("packaged", True) else None
+    return json.dumps(row)
