@@ -358,18 +358,19 @@ def f1_chart(values: dict[str, dict[str, float]], errors: dict[str, dict[str, fl
 
 
 def _bars(ax, values, errors, methods, groups) -> None:
+    import matplotlib
     x = np.arange(len(groups))
     width = 0.8 / len(methods)
     lows = []
     for i, m in enumerate(methods):
         v = [values[m][g] for g in groups]
         e = [errors[m][g] for g in groups] if errors else None
-        ax.bar(x + i * width, v, width, yerr=e, label=m, capsize=2)
+        ax.bar(x + i * width, v, width, yerr=e, label=m, capsize=2, color=matplotlib.colormaps["tab20"](i % 20))
         lows.append(min(v))
     ax.set_xticks(x + 0.4 - width / 2, groups, rotation=15)
     ax.set_ylabel("macro-F1 (test)")
-    ax.set_ylim(max(0.0, min(lows) - 0.05), 1.0)
-    ax.legend(ncol=2, fontsize=7)
+    ax.set_ylim(max(0.0, min(lows) - 0.05), min(1.0, max(max(values[m].values()) for m in methods) + 0.05))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=6, frameon=False)
 
 
 def plot_quality(result: dict, out_dir: Path) -> None:
@@ -381,7 +382,7 @@ def plot_quality(result: dict, out_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
     sc = result["scenarios"]
-    fig, axes = plt.subplots(2, 2, figsize=(16, 10))
+    fig, axes = plt.subplots(2, 2, figsize=(16, 13))
     shown = [*BASELINES, *result["variants"]]
     _bars(axes[0, 0], {m: {s: result["f1"][m][s]["mean"] for s in sc} for m in shown},
           {m: {s: result["f1"][m][s]["std"] for s in sc} for m in shown}, shown, sc)
@@ -415,11 +416,13 @@ def plot_quality(result: dict, out_dir: Path) -> None:
         kinds = sorted({k for sh in shares for v in sh.values() for k in v})
         for i, v in enumerate(variants):
             w = [np.mean([sh[v][k]["weight"] / max(sh[v][k]["examples"], 1e-9) for sh in shares if k in sh[v]]) for k in kinds]
-            ax.bar(np.arange(len(kinds)) + i * 0.8 / len(variants), w, 0.8 / len(variants), label=v)
+            ax.bar(np.arange(len(kinds)) + i * 0.8 / len(variants), w, 0.8 / len(variants), label=v,
+                   color=matplotlib.colormaps["tab20"]((i + 2) % 20))
         ax.axhline(1, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(kinds)) + 0.4, kinds)
         ax.set_ylabel("weight share / example share")
-        ax.legend(fontsize=6)
+        ax.set_ylim(0.6, 1.2)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=6, frameon=False)
         ax.set_title("Where the distillation weight goes (1 = as many as examples)")
     else:
         ax.axis("off")
