@@ -24,10 +24,11 @@ from pipelines.cpfd_pipeline import PIPELINE_NAME, PipelineOptions, build_pipeli
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
-# the steps' own one-line results (they name the scenario), failures and skipped steps
+# the steps' own one-line results (they name the scenario), failures and skipped steps (not the gate's branch that did
+# not run: the gate's own line says which one did)
 _PROGRESS = re.compile(r"^(dataset|data gate|teacher|fold plan|fold teacher|teacher outputs|baseline student|c?pfd student|gate|"
                        r"packaged|reference) [a-z0-9_]+: "
-                       r"|finished with status FAILURE|Skipping")
+                       r"|finished with status FAILURE|Skipping (?!conditional task)")
 
 
 def pipeline_arguments(videos: str | Path, features: str | Path, project: ProjectConfig, scenarios: list[str] | None = None,
