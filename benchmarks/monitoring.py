@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-START = datetime(2026, 6, 1, tzinfo=timezone.utc)
+from cpfd.conventions import ARMS
+
+START = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def _draw(n: int, k: int, accuracy: float, rng: np.random.Generator, drift: float) -> tuple[np.ndarray, ...]:
@@ -26,10 +28,19 @@ def _draw(n: int, k: int, accuracy: float, rng: np.random.Generator, drift: floa
     return y, pred, 1.0 / k + (1 - 1.0 / k) * raw
 
 
-def make_traffic(scenarios: dict[str, int], n_per_arm: int, seed: int = 0, accuracy: dict[str, float] | None = None,
-                 drift: dict[str, float] | None = None, label_share: float = 0.5, reference_n: int = 1000,
-                 reference_accuracy: float = 0.8, arms: tuple[str, ...] = ("control", "treatment"),
-                 start: datetime = START, hours: float = 24.0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def make_traffic(
+    scenarios: dict[str, int],
+    n_per_arm: int,
+    seed: int = 0,
+    accuracy: dict[str, float] | None = None,
+    drift: dict[str, float] | None = None,
+    label_share: float = 0.5,
+    reference_n: int = 1000,
+    reference_accuracy: float = 0.8,
+    arms: tuple[str, ...] = ARMS,
+    start: datetime = START,
+    hours: float = 24.0,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Controlled (predictions, labels, reference) for scenarios {name: num_classes}.
 
     Predictions are in the prediction-log schema (``label`` = predicted class); ``accuracy`` per arm
@@ -40,17 +51,39 @@ def make_traffic(scenarios: dict[str, int], n_per_arm: int, seed: int = 0, accur
     preds, labels, refs = [], [], []
     for si, (s, k) in enumerate(scenarios.items()):
         y, p, c = _draw(reference_n, k, reference_accuracy, rng, 0.0)
-        refs.append(pd.DataFrame({"scenario": s, "arm": "", "video_id": np.arange(reference_n) + 10**9, "label": y,
-                                  "predicted": p, "confidence": c}))
+        refs.append(
+            pd.DataFrame(
+                {
+                    "scenario": s,
+                    "arm": "",
+                    "video_id": np.arange(reference_n) + 10**9,
+                    "label": y,
+                    "predicted": p,
+                    "confidence": c,
+                }
+            )
+        )
         for ai, arm in enumerate(arms):
             y, p, c = _draw(n_per_arm, k, accuracy.get(arm, 0.8), rng, drift.get(s, 0.0))
             vid = (si + 1) * 10**8 + ai * 10**7 + np.arange(n_per_arm)
             ts = pd.to_datetime(start) + pd.to_timedelta(np.sort(rng.uniform(0, hours * 3600, n_per_arm)), unit="s")
-            preds.append(pd.DataFrame({
-                "request_id": [f"{s}-{arm}-{i}" for i in range(n_per_arm)],
-                "ts": ts.map(lambda t: t.isoformat(timespec="microseconds")), "experiment": "ab", "scenario": s,
-                "arm": arm, "model_tag": f"{s}_{arm}:v1", "video_id": vid, "label": p, "confidence": c,
-                "latency_ms": 5.0, "true_label": y}))
+            preds.append(
+                pd.DataFrame(
+                    {
+                        "request_id": [f"{s}-{arm}-{i}" for i in range(n_per_arm)],
+                        "ts": ts.map(lambda t: t.isoformat(timespec="microseconds")),
+                        "experiment": "ab",
+                        "scenario": s,
+                        "arm": arm,
+                        "model_tag": f"{s}_{arm}:v1",
+                        "video_id": vid,
+                        "label": p,
+                        "confidence": c,
+                        "latency_ms": 5.0,
+                        "true_label": y,
+                    }
+                )
+            )
             lab = rng.random(n_per_arm) < label_share
             labels.append(pd.DataFrame({"video_id": vid[lab], "scenario": s, "label": y[lab]}))
     return pd.concat(preds, ignore_index=True), pd.concat(labels, ignore_index=True), pd.concat(refs, ignore_index=True)
@@ -60,15 +93,15 @@ def write_traffic(log, preds: pd.DataFrame, labels: pd.DataFrame, chunk: int = 2
     """Append the predictions (probabilities: the confidence on the predicted class, the rest spread) and labels."""
     k = preds.groupby("scenario")["label"].transform("max").to_numpy() + 1
     for lo in range(0, len(preds), chunk):
-        part = preds.iloc[lo:lo + chunk]
+        part = preds.iloc[lo : lo + chunk]
         rows = part.drop(columns=["true_label"]).to_dict("records")
-        for r, kk in zip(rows, k[lo:lo + chunk]):
+        for r, kk in zip(rows, k[lo : lo + chunk], strict=True):
             kk = max(int(kk), 2)
             rest = (1 - r["confidence"]) / (kk - 1)
             r["probabilities"] = [r["confidence"] if j == r["label"] else rest for j in range(kk)]
         log.append(rows)
     for lo in range(0, len(labels), chunk):
-        log.write_labels(labels.iloc[lo:lo + chunk].to_dict("records"))
+        log.write_labels(labels.iloc[lo : lo + chunk].to_dict("records"))
 
 
 def run_monitoring_bench(n: int, n_scenarios: int, out: Path, log=print) -> dict:
@@ -89,20 +122,32 @@ def run_monitoring_bench(n: int, n_scenarios: int, out: Path, log=print) -> dict
         preds, labels, reference = make_traffic(scenarios, per_arm, seed=0, drift={"scenario_00": 0.5}, label_share=0.3)
         reference.to_parquet(out / "reference.parquet", index=False)
         write_traffic(PredictionLog(db), preds, labels)
-        log(f"wrote {len(preds)} predictions and {len(labels)} labels across {n_scenarios} scenarios "
-            f"({time.perf_counter() - t:.0f}s, not timed)")
+        log(
+            f"wrote {len(preds)} predictions and {len(labels)} labels across {n_scenarios} scenarios "
+            f"({time.perf_counter() - t:.0f}s, not timed)"
+        )
     t, cpu = time.perf_counter(), time.process_time()
-    summary = run_monitor(db, out / "reference.parquet", START.isoformat(), (START + timedelta(days=2)).isoformat(),
-                          out / "report")
+    summary = run_monitor(
+        db, out / "reference.parquet", START.isoformat(), (START + timedelta(days=2)).isoformat(), out / "report"
+    )
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     load = os.getloadavg()[0]
-    result = {"predictions": int(summary["n_predictions"]), "labelled": int(summary["n_labelled"]),
-              "scenarios": n_scenarios, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
-              "load_average_1min": round(load, 1), "stages": summary["seconds"],
-              "status": summary["status"], "failed_checks": summary["failed_checks"]}
+    result = {
+        "predictions": int(summary["n_predictions"]),
+        "labelled": int(summary["n_labelled"]),
+        "scenarios": n_scenarios,
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu, 1),
+        "load_average_1min": round(load, 1),
+        "stages": summary["seconds"],
+        "status": summary["status"],
+        "failed_checks": summary["failed_checks"],
+    }
     (out / "monitoring_bench.json").write_text(json.dumps(result, indent=2))
-    log(f"monitoring job: {result['predictions']} predictions, {n_scenarios} scenarios: {seconds:.1f}s wall, "
+    log(
+        f"monitoring job: {result['predictions']} predictions, {n_scenarios} scenarios: {seconds:.1f}s wall, "
         f"{cpu:.1f}s CPU (load average {load:.1f} on {os.cpu_count()} cores) "
         f"(stages {summary['seconds']}); status {summary['status']} (drift injected in scenario_00: "
-        f"{', '.join(result['failed_checks'])})")
+        f"{', '.join(result['failed_checks'])})"
+    )
     return result

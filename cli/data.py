@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
+
+from cpfd.conventions import FEATURE_TTL
 
 from cli.common import ConfigOpt, SetOpt, load_project
 from cpfd.errors import CpfdError
 
-dataset_app = typer.Typer(help="Build training sets from the videos table and the privileged features.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Build training sets from the videos table and the privileged features.", no_args_is_help=True
+)
 features_app = typer.Typer(help="The Feast feature repository of the privileged dense features.", no_args_is_help=True)
 
 
@@ -24,8 +27,10 @@ def generate(
     scenario: list[str] = typer.Option([], help="only these scenarios (repeatable)"),
     generator: str = typer.Option("v2", help="v2 (slices of unreliable features, Bayes references) or v1"),
 ):
-    """Write the synthetic default data: videos.parquet, frames/, features.parquet, scenarios.yaml (v2: oracle.parquet)."""
-    from cpfd.data.synthetic import SCENARIOS, generate as gen
+    """Write the synthetic default data: videos.parquet, frames/, features.parquet, scenarios.yaml
+    (v2: oracle.parquet)."""
+    from cpfd.data.synthetic import SCENARIOS
+    from cpfd.data.synthetic import generate as gen
 
     if generator not in ("v1", "v2"):
         raise CpfdError(f"--generator must be v1 or v2, got {generator!r}")
@@ -43,10 +48,10 @@ def dataset_build(
     features: Path = typer.Option(..., help="privileged feature source (Parquet)"),
     scenario: str = typer.Option(...),
     out: Path = typer.Option(..., help="output folder for train/val/test.parquet + manifest.json"),
-    ttl_days: float = typer.Option(7.0, help="feature freshness window (pandas backend; Feast uses the view's TTL)"),
+    ttl_days: float = typer.Option(FEATURE_TTL.total_seconds() / 86400, help="feature freshness window (pandas backend; Feast uses the view's TTL)"),
     backend: str = typer.Option("auto", help="feast | pandas | auto (= feast when it is installed, else pandas)"),
-    store: Optional[Path] = typer.Option(None, help="Feast store folder (default: OUT/feature_store)"),
-    config: Optional[Path] = ConfigOpt,
+    store: Path | None = typer.Option(None, help="Feast store folder (default: OUT/feature_store)"),
+    config: Path | None = ConfigOpt,
     set_: list[str] = SetOpt,
 ):
     """Point-in-time join (Feast get_historical_features or pandas merge_asof) and time splits."""
@@ -62,7 +67,9 @@ def dataset_build(
 
         manifest = build_dataset_feast(videos, features, scenario, load_project(config, set_), out, store)
     elif backend == "pandas":
-        manifest = build_scenario_dataset(videos, features, scenario, load_project(config, set_), out, timedelta(days=ttl_days))
+        manifest = build_scenario_dataset(
+            videos, features, scenario, load_project(config, set_), out, timedelta(days=ttl_days)
+        )
     else:
         raise CpfdError(f"--backend must be feast, pandas or auto, got {backend!r}")
     typer.echo(json.dumps({"backend": manifest["join_backend"], **manifest["rows"]}))
@@ -71,11 +78,15 @@ def dataset_build(
 @dataset_app.command("validate")
 def dataset_validate(
     dataset: Path = typer.Option(..., help="built dataset folder (train/val/test.parquet + manifest.json)"),
-    reference: Optional[Path] = typer.Option(None, help="reference dataset for null rates and value ranges (default: its train split)"),
-    out: Optional[Path] = typer.Option(None, help="where result.json and the Data Docs go (default: DATASET/validation)"),
+    reference: Path | None = typer.Option(
+        None, help="reference dataset for null rates and value ranges (default: its train split)"
+    ),
+    out: Path | None = typer.Option(None, help="where result.json and the Data Docs go (default: DATASET/validation)"),
     min_rows: int = typer.Option(50, min=0, help="minimum rows over all splits"),
-    max_null_increase: float = typer.Option(0.15, min=0, max=1, help="allowed null rate above the reference's, per dense feature"),
-    config: Optional[Path] = ConfigOpt,
+    max_null_increase: float = typer.Option(
+        0.15, min=0, max=1, help="allowed null rate above the reference's, per dense feature"
+    ),
+    config: Path | None = ConfigOpt,
     set_: list[str] = SetOpt,
 ):
     """Great Expectations gate; exits 1 naming each failed expectation."""
@@ -93,7 +104,9 @@ def dataset_validate(
 @features_app.command("apply")
 def features_apply(
     data: Path = typer.Option(..., help="data folder holding features.parquet"),
-    store: Optional[Path] = typer.Option(None, help="Feast store folder for feature_store.yaml + registry (default: DATA/feature_store)"),
+    store: Path | None = typer.Option(
+        None, help="Feast store folder for feature_store.yaml + registry (default: DATA/feature_store)"
+    ),
 ):
     """`feast apply` of feature_repo/ with its source pointed at DATA/features.parquet."""
     from featurestore import apply_repo

@@ -1,39 +1,62 @@
-"""`cpfd pipeline ...`: compile, run locally, submit the Kubeflow pipeline (pipelines/). KFP is imported inside the commands only."""
+"""`cpfd pipeline ...`: compile, run locally, submit the Kubeflow pipeline (pipelines/).
+KFP is imported inside the commands only."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from cpfd.errors import CpfdError
 
-pipeline_app = typer.Typer(help="The Kubeflow pipeline: compile (IR YAML), run locally, submit to a host.", no_args_is_help=True)
+pipeline_app = typer.Typer(
+    help="The Kubeflow pipeline: compile (IR YAML), run locally, submit to a host.", no_args_is_help=True
+)
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="project config YAML (default: <data>/scenarios.yaml, else the embedded one)")
+ConfigOpt = typer.Option(
+    None, "--config", "-c", help="project config YAML (default: <data>/scenarios.yaml, else the embedded one)"
+)
 SetOpt = typer.Option([], "--set", help="config override, e.g. --set train.epochs=3 (repeatable)")
 DataOpt = typer.Option(Path("data/demo"), help="folder with videos.parquet, features.parquet, scenarios.yaml")
 ScenarioOpt = typer.Option([], "--scenario", help="only these scenarios (repeatable; default: all configured)")
-MethodOpt = typer.Option("cpfd", help="distillation method of the distill step: cpfd or pfd")
+MethodOpt = typer.Option(None, help="cpfd or pfd: overrides every scenario's distill.method (default: the config's)")
 JoinOpt = typer.Option("feast", help="dataset join: feast (the feature repo, $CPFD_FEATURE_REPO) or pandas")
 ParallelismOpt = typer.Option(2, min=0, help="scenarios at once (0 = unlimited)")
 FoldParallelismOpt = typer.Option(0, min=0, help="fold teachers at once within a scenario (0 = unlimited)")
 ImageOpt = typer.Option(None, help="project image for every step (default: $CPFD_IMAGE or cpfd:0.1.0)")
 NoGpuOpt = typer.Option(False, "--no-gpu", help="no accelerator, node selector or toleration on the training steps")
-NodeSelectorOpt = typer.Option([], "--node-selector", help="KEY=VALUE for the GPU steps (repeatable; replaces the default)")
-TolerationOpt = typer.Option([], "--toleration", help="KEY[=VALUE]:EFFECT for the GPU steps (repeatable; replaces the default)")
+NodeSelectorOpt = typer.Option(
+    [], "--node-selector", help="KEY=VALUE for the GPU steps (repeatable; replaces the default)"
+)
+TolerationOpt = typer.Option(
+    [], "--toleration", help="KEY[=VALUE]:EFFECT for the GPU steps (repeatable; replaces the default)"
+)
 
 
-def pipeline_options(parallelism: int = 2, image: Optional[str] = None, no_gpu: bool = False,
-                     node_selector: list[str] = (), toleration: list[str] = (), gpu_count: int = 1,
-                     train_cpu: str = "4", train_memory: str = "16G", fold_parallelism: int = 0):
+def pipeline_options(
+    parallelism: int = 2,
+    image: str | None = None,
+    no_gpu: bool = False,
+    node_selector: list[str] = (),
+    toleration: list[str] = (),
+    gpu_count: int = 1,
+    train_cpu: str = "4",
+    train_memory: str = "16G",
+    fold_parallelism: int = 0,
+):
     from pipelines.cpfd_pipeline import PipelineOptions
 
-    opts = PipelineOptions(image=image or "", parallelism=parallelism, gpu=not no_gpu, gpu_count=gpu_count,
-                           train_cpu=train_cpu, train_memory=train_memory, fold_parallelism=fold_parallelism)
+    opts = PipelineOptions(
+        image=image or "",
+        parallelism=parallelism,
+        gpu=not no_gpu,
+        gpu_count=gpu_count,
+        train_cpu=train_cpu,
+        train_memory=train_memory,
+        fold_parallelism=fold_parallelism,
+    )
     if node_selector:
         opts.node_selector = dict(_key_value(s, "--node-selector") for s in node_selector)
     if toleration:
@@ -51,13 +74,18 @@ def _key_value(text: str, flag: str) -> tuple[str, str]:
 def _toleration(text: str) -> dict:
     spec, sep, effect = text.rpartition(":")
     if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-        raise CpfdError(f"--toleration {text!r}: expected KEY[=VALUE]:EFFECT with EFFECT NoSchedule, PreferNoSchedule or NoExecute")
+        raise CpfdError(
+            f"--toleration {text!r}: expected KEY[=VALUE]:EFFECT with EFFECT NoSchedule, PreferNoSchedule or NoExecute"
+        )
     key, eq, value = spec.partition("=")
-    return {"key": key, "operator": "Equal", "value": value, "effect": effect} if eq else \
-        {"key": key, "operator": "Exists", "effect": effect}
+    return (
+        {"key": key, "operator": "Equal", "value": value, "effect": effect}
+        if eq
+        else {"key": key, "operator": "Exists", "effect": effect}
+    )
 
 
-def resolve_inputs(data: Path, videos: Optional[Path], features: Optional[Path], config: Optional[Path], set_: list[str]):
+def resolve_inputs(data: Path, videos: Path | None, features: Path | None, config: Path | None, set_: list[str]):
     from cpfd.config import load_config
 
     if videos is None:
@@ -73,29 +101,49 @@ def resolve_inputs(data: Path, videos: Optional[Path], features: Optional[Path],
 
 
 @pipeline_app.command("compile")
-def compile_cmd(out: Path = typer.Option(Path("pipeline.yaml"), help="IR YAML to write"),
-                parallelism: int = ParallelismOpt, image: Optional[str] = ImageOpt, no_gpu: bool = NoGpuOpt,
-                node_selector: list[str] = NodeSelectorOpt, toleration: list[str] = TolerationOpt,
-                gpu_count: int = typer.Option(1, min=1), train_cpu: str = typer.Option("4"),
-                train_memory: str = typer.Option("16G"), fold_parallelism: int = FoldParallelismOpt):
+def compile_cmd(
+    out: Path = typer.Option(Path("pipeline.yaml"), help="IR YAML to write"),
+    parallelism: int = ParallelismOpt,
+    image: str | None = ImageOpt,
+    no_gpu: bool = NoGpuOpt,
+    node_selector: list[str] = NodeSelectorOpt,
+    toleration: list[str] = TolerationOpt,
+    gpu_count: int = typer.Option(1, min=1),
+    train_cpu: str = typer.Option("4"),
+    train_memory: str = typer.Option("16G"),
+    fold_parallelism: int = FoldParallelismOpt,
+):
     """Compile the pipeline to IR YAML (upload it in the Kubeflow dashboard)."""
     from pipelines.cpfd_pipeline import compile_pipeline
 
     t0 = time.perf_counter()
-    path = compile_pipeline(out, pipeline_options(parallelism, image, no_gpu, node_selector, toleration, gpu_count,
-                                                  train_cpu, train_memory, fold_parallelism))
+    path = compile_pipeline(
+        out,
+        pipeline_options(
+            parallelism, image, no_gpu, node_selector, toleration, gpu_count, train_cpu, train_memory, fold_parallelism
+        ),
+    )
     typer.echo(f"compiled {path} in {time.perf_counter() - t0:.1f}s")
 
 
 @pipeline_app.command("run")
-def run_cmd(local: bool = typer.Option(False, "--local", help="run with kfp.local in this environment (required)"),
-            data: Path = DataOpt, videos: Optional[Path] = typer.Option(None), features: Optional[Path] = typer.Option(None),
-            config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, scenario: list[str] = ScenarioOpt,
-            method: str = MethodOpt, parallelism: int = ParallelismOpt,
-            join: str = JoinOpt,
-            root: Path = typer.Option(Path("runs/pipeline"), help="pipeline root: every step's artifacts"),
-            bentoml_home: Optional[Path] = typer.Option(None, help="BentoML store for packaged students (default: $BENTOML_HOME, else ~/bentoml)"),
-            verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every step's log")):
+def run_cmd(
+    local: bool = typer.Option(False, "--local", help="run with kfp.local in this environment (required)"),
+    data: Path = DataOpt,
+    videos: Path | None = typer.Option(None),
+    features: Path | None = typer.Option(None),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    scenario: list[str] = ScenarioOpt,
+    method: str | None = MethodOpt,
+    parallelism: int = ParallelismOpt,
+    join: str = JoinOpt,
+    root: Path = typer.Option(Path("runs/pipeline"), help="pipeline root: every step's artifacts"),
+    bentoml_home: Path | None = typer.Option(
+        None, help="BentoML store for packaged students (default: $BENTOML_HOME, else ~/bentoml)"
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every step's log"),
+):
     """Run the pipeline locally (kfp.local SubprocessRunner, no cluster, no network)."""
     if not local:
         raise CpfdError("only local runs start here: pass --local, or use `cpfd pipeline submit --host URL`")
@@ -105,14 +153,25 @@ def run_cmd(local: bool = typer.Option(False, "--local", help="run with kfp.loca
 
 
 @pipeline_app.command("submit")
-def submit_cmd(host: str = typer.Option(..., help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080"),
-               data: Path = DataOpt, videos: Optional[Path] = typer.Option(None), features: Optional[Path] = typer.Option(None),
-               config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, scenario: list[str] = ScenarioOpt,
-               method: str = MethodOpt, parallelism: int = ParallelismOpt, image: Optional[str] = ImageOpt,
-               no_gpu: bool = NoGpuOpt, node_selector: list[str] = NodeSelectorOpt, toleration: list[str] = TolerationOpt,
-               join: str = JoinOpt,
-               run_name: Optional[str] = typer.Option(None), experiment: Optional[str] = typer.Option(None),
-               namespace: Optional[str] = typer.Option(None)):
+def submit_cmd(
+    host: str = typer.Option(..., help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080"),
+    data: Path = DataOpt,
+    videos: Path | None = typer.Option(None),
+    features: Path | None = typer.Option(None),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    scenario: list[str] = ScenarioOpt,
+    method: str | None = MethodOpt,
+    parallelism: int = ParallelismOpt,
+    image: str | None = ImageOpt,
+    no_gpu: bool = NoGpuOpt,
+    node_selector: list[str] = NodeSelectorOpt,
+    toleration: list[str] = TolerationOpt,
+    join: str = JoinOpt,
+    run_name: str | None = typer.Option(None),
+    experiment: str | None = typer.Option(None),
+    namespace: str | None = typer.Option(None),
+):
     """Compile and start a run on a Kubeflow Pipelines host (kfp.Client). Paths must be valid inside the cluster."""
     from cpfd.config import load_config
     from pipelines.runner import pipeline_arguments, submit
@@ -123,8 +182,14 @@ def submit_cmd(host: str = typer.Option(..., help="Kubeflow Pipelines API endpoi
     elif features is None:
         raise CpfdError("--videos needs --features")
     args = pipeline_arguments(videos, features, load_config(config, set_), scenario or None, method, join)
-    run_id = submit(host, args, pipeline_options(parallelism, image, no_gpu, node_selector, toleration),
-                    run_name, experiment, namespace)
+    run_id = submit(
+        host,
+        args,
+        pipeline_options(parallelism, image, no_gpu, node_selector, toleration),
+        run_name,
+        experiment,
+        namespace,
+    )
     typer.echo(f"submitted run {run_id} to {host}")
 
 

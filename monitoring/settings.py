@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM
 from cpfd.config import StrictModel, deep_merge, read_yaml, validated
 from cpfd.errors import ConfigError
 
@@ -14,8 +15,8 @@ DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 
 
 class Arms(StrictModel):
-    control: str = "control"
-    treatment: str = "treatment"
+    control: str = CONTROL_ARM
+    treatment: str = TREATMENT_ARM
 
 
 class Drift(StrictModel):
