@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
-def monitor(log: str = typer.Option(..., help="prediction log: SQLite path or SQLAlchemy URL"),
-            reference: Path = typer.Option(..., help="offline reference Parquet, or a folder of them"),
-            since: str = typer.Option(..., help="window start, ISO-8601 (UTC if no zone)"),
-            until: str = typer.Option(..., help="window end (exclusive), ISO-8601"),
-            out: Path = typer.Option(Path("runs/monitoring")), config: Optional[Path] = typer.Option(
-                None, "--config", "-c", help="monitoring thresholds YAML (default: monitoring/config.yaml)"),
-            evidently: bool = typer.Option(True, help="write the Evidently report of every scenario")):
+def monitor(
+    log: str = typer.Option(..., help="prediction log: SQLite path or SQLAlchemy URL"),
+    reference: Path = typer.Option(..., help="offline reference Parquet, or a folder of them"),
+    since: str = typer.Option(..., help="window start, ISO-8601 (UTC if no zone)"),
+    until: str = typer.Option(..., help="window end (exclusive), ISO-8601"),
+    out: Path = typer.Option(Path("runs/monitoring")),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="monitoring thresholds YAML (default: monitoring/config.yaml)"
+    ),
+    evidently: bool = typer.Option(True, help="write the Evidently report of every scenario"),
+):
     """Confidence drift, F1 and A/B verdicts per scenario and arm; exit code 1 when any check fails."""
-    from monitoring.report import format_summary, run_monitor
+    from monitoring.analysis import format_summary, run_monitor
     from monitoring.settings import load_monitor_config
 
     summary = run_monitor(log, reference, since, until, out, load_monitor_config(config), evidently)
@@ -25,29 +28,52 @@ def monitor(log: str = typer.Option(..., help="prediction log: SQLite path or SQ
     raise typer.Exit(1 if summary["status"] == "fail" else 0)
 
 
-def reference(model: Path = typer.Option(..., help="trained student folder"),
-              dataset: Path = typer.Option(..., help="built dataset folder"),
-              out: Optional[Path] = typer.Option(None, help="default: <model>/reference.parquet"),
-              arm: str = typer.Option("", help="A/B arm this model serves ('' = every arm)"),
-              split: str = typer.Option("test")):
+def reference(
+    model: Path = typer.Option(..., help="trained student folder"),
+    dataset: Path = typer.Option(..., help="built dataset folder"),
+    out: Path | None = typer.Option(None, help="default: <model>/reference.parquet"),
+    arm: str = typer.Option("", help="A/B arm this model serves ('' = every arm)"),
+    split: str = typer.Option("test"),
+):
     """Write the offline reference for monitoring: the model's predictions on the dataset's test split."""
     from monitoring.reference import reference_from_model
 
     typer.echo(reference_from_model(model, dataset, out, arm, split))
 
 
-def simulate(url: str = typer.Option("http://127.0.0.1:3000", help="the running service"),
-             log: str = typer.Option(..., help="the service's prediction log (labels are written there)"),
-             videos: Path = typer.Option(Path("data/demo/videos.parquet"), help="synthetic videos table"),
-             scenario: list[str] = typer.Option([], help="default: every served scenario"),
-             per_scenario: int = typer.Option(200, min=1), window: float = typer.Option(0.2, help="latest share of time"),
-             drift_scenario: Optional[str] = typer.Option(None), drift: float = typer.Option(0.0, min=0, max=1),
-             label_share: float = typer.Option(0.8, min=0, max=1), batch_size: int = typer.Option(32, min=1),
-             arm: Optional[str] = typer.Option(None, help="force one arm (default: the service's split)"),
-             seed: int = typer.Option(0)):
+def simulate(
+    url: str = typer.Option("http://127.0.0.1:3000", help="the running service"),
+    log: str = typer.Option(..., help="the service's prediction log (labels are written there)"),
+    videos: Path = typer.Option(Path("data/demo/videos.parquet"), help="synthetic videos table"),
+    scenario: list[str] = typer.Option([], help="default: every served scenario"),
+    per_scenario: int = typer.Option(200, min=1),
+    window: float = typer.Option(0.2, help="latest share of time"),
+    drift_scenario: str | None = typer.Option(None),
+    drift: float = typer.Option(0.0, min=0, max=1),
+    label_share: float = typer.Option(0.8, min=0, max=1),
+    batch_size: int = typer.Option(32, min=1),
+    arm: str | None = typer.Option(None, help="force one arm (default: the service's split)"),
+    seed: int = typer.Option(0),
+):
     """Send a later window of synthetic videos (one scenario optionally drifted) to the service, then label them."""
     from monitoring.simulate import simulate as run
 
-    res = run(url, log, videos, scenario or None, per_scenario, window, drift_scenario, drift, label_share, batch_size,
-              arm, seed, log=typer.echo)
-    typer.echo(f"monitor this window with: cpfd monitor --log {log} --since {res['since']} --until {res['until']} --reference ...")
+    res = run(
+        url,
+        log,
+        videos,
+        scenario or None,
+        per_scenario,
+        window,
+        drift_scenario,
+        drift,
+        label_share,
+        batch_size,
+        arm,
+        seed,
+        log=typer.echo,
+    )
+    typer.echo(
+        f"monitor this window with: cpfd monitor --log {log} --since {res['since']} --until {res['until']} "
+        "--reference ..."
+    )

@@ -15,7 +15,7 @@ def monitor(log_url: str, reference: Input[Dataset], since: str, until: str, win
     """Per scenario and arm: confidence drift, F1, A/B verdict. Fails the task on an alert if asked."""
     from collections import namedtuple
 
-    from monitoring.report import format_summary, monitor_step
+    from monitoring.analysis import format_summary, monitor_step
 
     summary = monitor_step(log_url, reference.path, since, until, window_hours, config_yaml, report_dir.path, report.path)
     print(format_summary(summary))

@@ -1,5 +1,5 @@
 """Which offline reference rows a (scenario, arm) slice of traffic is compared with; shared by the
-monitoring job (monitoring.report) and its Evidently reports (monitoring.evidently_report)."""
+monitoring job (monitoring.analysis) and its Evidently reports (monitoring.evidently_report)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def monitor_demo(packages: list[dict], videos: Path, out: Path, drift_scenario: 
     None when no scenario was packaged. ``packages``: the pipeline run's ``packages`` output. When
     ``drift_scenario`` was not packaged, the drift goes into a packaged scenario instead (and the output says so)."""
     from serving.launch import ServerProcess
-    from monitoring.report import format_summary, run_monitor
+    from monitoring.analysis import format_summary, run_monitor
     from monitoring.settings import load_monitor_config
     from monitoring.simulate import simulate
 

@@ -93,7 +93,7 @@ def test_drift_in_one_scenario_fails_exactly_that_scenario(tmp_path):
 
 
 def test_better_treatment_is_significant():
-    from monitoring.report import analyse
+    from monitoring.analysis import analyse
     from monitoring.settings import load_monitor_config
 
     preds, labels, ref = make_traffic(SCENARIOS, 1500, seed=2, accuracy={"control": 0.75, "treatment": 0.85})
@@ -107,7 +107,7 @@ def test_better_treatment_is_significant():
 
 
 def test_equal_arms_no_difference_called_in_90_percent_of_seeds():
-    from monitoring.report import ab_verdict, slice_metrics
+    from monitoring.analysis import ab_verdict, slice_metrics
     from monitoring.settings import load_monitor_config
 
     cfg = load_monitor_config()
@@ -133,7 +133,7 @@ def test_empty_window_no_labels_and_missing_arm_are_explained(tmp_path):
     assert res.exit_code == 1 and "no predictions in" in res.output
     assert "no predictions in" in (tmp_path / "empty" / "index.html").read_text()
 
-    from monitoring.report import run_monitor
+    from monitoring.analysis import run_monitor
 
     summary = run_monitor(log, reference, SINCE, UNTIL, tmp_path / "out")
     three, four = summary["scenarios"]["three"], summary["scenarios"]["four"]
@@ -243,7 +243,7 @@ def test_simulator_through_a_real_service_then_monitor(synthetic_dir, tiny_proje
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_classifier
     from monitoring.reference import reference_from_model
-    from monitoring.report import run_monitor
+    from monitoring.analysis import run_monitor
     from monitoring.simulate import simulate
 
     build_scenario_dataset(synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", "clickbait", tiny_project,
