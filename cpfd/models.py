@@ -21,9 +21,15 @@ from torch import nn
 from cpfd.config import ModelConfig
 
 PRESETS = {
-    "tiny": dict(hidden_size=32, vision_layers=1, text_layers=1, fusion_layers=1, heads=2, patch_size=8, dense_hidden=32),
-    "small": dict(hidden_size=64, vision_layers=2, text_layers=2, fusion_layers=1, heads=4, patch_size=8, dense_hidden=64),
-    "base": dict(hidden_size=768, vision_layers=12, text_layers=12, fusion_layers=2, heads=12, patch_size=16, dense_hidden=256),
+    "tiny": dict(
+        hidden_size=32, vision_layers=1, text_layers=1, fusion_layers=1, heads=2, patch_size=8, dense_hidden=32
+    ),
+    "small": dict(
+        hidden_size=64, vision_layers=2, text_layers=2, fusion_layers=1, heads=4, patch_size=8, dense_hidden=64
+    ),
+    "base": dict(
+        hidden_size=768, vision_layers=12, text_layers=12, fusion_layers=2, heads=12, patch_size=16, dense_hidden=256
+    ),
 }
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "cpfd_model.json"
@@ -53,7 +59,12 @@ class ModelSpec:
 
 
 def make_spec(
-    cfg: ModelConfig, role: str, label_names: list[str], image_size: int, num_frames: int, vocab_size: int,
+    cfg: ModelConfig,
+    role: str,
+    label_names: list[str],
+    image_size: int,
+    num_frames: int,
+    vocab_size: int,
     dense_features: list[str] | None = None,
 ) -> ModelSpec:
     """Resolve the size preset and the towers' HF configs."""
@@ -66,23 +77,42 @@ def make_spec(
         vision.update(image_size=image_size)
     else:
         vision = ViTConfig(
-            image_size=image_size, patch_size=p["patch_size"], num_channels=3, hidden_size=d,
-            num_hidden_layers=p["vision_layers"], num_attention_heads=heads, intermediate_size=4 * d,
-            hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+            image_size=image_size,
+            patch_size=p["patch_size"],
+            num_channels=3,
+            hidden_size=d,
+            num_hidden_layers=p["vision_layers"],
+            num_attention_heads=heads,
+            intermediate_size=4 * d,
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
         ).to_dict()
     if cfg.text_pretrained:
         text = AutoConfig.from_pretrained(cfg.text_pretrained).to_dict()
     else:
         text = BertConfig(
-            vocab_size=vocab_size, hidden_size=d, num_hidden_layers=p["text_layers"], num_attention_heads=heads,
-            intermediate_size=4 * d, max_position_embeddings=max(64, cfg.max_title_tokens),
-            hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+            vocab_size=vocab_size,
+            hidden_size=d,
+            num_hidden_layers=p["text_layers"],
+            num_attention_heads=heads,
+            intermediate_size=4 * d,
+            max_position_embeddings=max(64, cfg.max_title_tokens),
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
         ).to_dict()
     is_teacher = role == "teacher"
     return ModelSpec(
-        role=role, label_names=list(label_names), image_size=image_size, num_frames=num_frames,
-        hidden_size=d, fusion_layers=p["fusion_layers"], heads=heads, dropout=cfg.dropout,
-        max_title_tokens=cfg.max_title_tokens, vision_config=vision, text_config=text,
+        role=role,
+        label_names=list(label_names),
+        image_size=image_size,
+        num_frames=num_frames,
+        hidden_size=d,
+        fusion_layers=p["fusion_layers"],
+        heads=heads,
+        dropout=cfg.dropout,
+        max_title_tokens=cfg.max_title_tokens,
+        vision_config=vision,
+        text_config=text,
         dense_features=list(dense_features or []) if is_teacher else [],
         dense_hidden=p["dense_hidden"] if is_teacher else 0,
     )
@@ -142,6 +172,9 @@ class VideoTextBackbone(nn.Module):
 class DenseEncoder(nn.Module):
     """Standardise (statistics fitted on the training split), zero-fill NaN, append the mask, MLP."""
 
+    mean: torch.Tensor  # buffers (register_buffer): declared for the type checker
+    std: torch.Tensor
+
     def __init__(self, n_features: int, hidden: int, dropout: float):
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
@@ -172,16 +205,24 @@ class VideoClassifier(nn.Module):
         self.spec = spec
         d = spec.hidden_size
         self.backbone = VideoTextBackbone(spec)
-        self.dense = DenseEncoder(len(spec.dense_features), spec.dense_hidden, spec.dropout) if spec.dense_features else None
+        self.dense = (
+            DenseEncoder(len(spec.dense_features), spec.dense_hidden, spec.dropout) if spec.dense_features else None
+        )
         head_in = d + (spec.dense_hidden if self.dense is not None else 0)
-        self.head = nn.Sequential(nn.Linear(head_in, d), nn.GELU(), nn.Dropout(spec.dropout), nn.Linear(d, spec.num_classes))
+        self.head = nn.Sequential(
+            nn.Linear(head_in, d), nn.GELU(), nn.Dropout(spec.dropout), nn.Linear(d, spec.num_classes)
+        )
 
     @property
     def uses_dense(self) -> bool:
         return self.dense is not None
 
     def forward(
-        self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, dense: torch.Tensor | None = None
+        self,
+        frames: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        dense: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h = self.backbone(frames, input_ids, attention_mask)
         if self.dense is not None:
@@ -191,7 +232,9 @@ class VideoClassifier(nn.Module):
         return self.head(h)
 
 
-def build_model(spec: ModelSpec, text_pretrained: str | None = None, vision_pretrained: str | None = None) -> VideoClassifier:
+def build_model(
+    spec: ModelSpec, text_pretrained: str | None = None, vision_pretrained: str | None = None
+) -> VideoClassifier:
     """A fresh model; pretrained towers are loaded with ``from_pretrained`` from local folders."""
     model = VideoClassifier(spec)
     if text_pretrained:

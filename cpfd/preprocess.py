@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from cpfd.data.frames import sample_frames
 
+if TYPE_CHECKING:  # transformers is imported where a tokenizer is made
+    from transformers import PreTrainedTokenizerBase
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_word_tokenizer(titles: list[str], min_count: int = 1, max_vocab: int = 20000):
+def build_word_tokenizer(titles: list[str], min_count: int = 1, max_vocab: int = 20000) -> PreTrainedTokenizerBase:
     """A BERT tokenizer whose vocabulary is the training titles' words (for randomly initialised text towers)."""
     from transformers import BertTokenizer
 
@@ -23,13 +27,15 @@ def build_word_tokenizer(titles: list[str], min_count: int = 1, max_vocab: int =
     return BertTokenizer(vocab=vocab)
 
 
-def load_tokenizer(path: str | Path):
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def tokenize(tokenizer, titles: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, titles: list[str], max_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     enc = tokenizer(list(titles), padding="max_length", truncation=True, max_length=max_tokens, return_tensors="pt")
     return enc["input_ids"].long(), enc["attention_mask"].long()
 
@@ -40,7 +46,11 @@ def prepare_frames(frames: np.ndarray, num_frames: int, image_size: int) -> torc
     x = torch.from_numpy(np.ascontiguousarray(frames))
     if x.shape[1] != image_size or x.shape[2] != image_size:
         x = torch.nn.functional.interpolate(
-            x.permute(0, 3, 1, 2).float(), size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
+            x.permute(0, 3, 1, 2).float(),
+            size=(image_size, image_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
         )
         x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     return x

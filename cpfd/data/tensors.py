@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,9 @@ from cpfd.config import ModelConfig
 from cpfd.data.frames import load_frames
 from cpfd.errors import DataContractError
 from cpfd.preprocess import build_word_tokenizer, load_tokenizer, tokenize
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -28,9 +32,15 @@ class SplitTensors:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, idx: torch.Tensor) -> "SplitTensors":
-        return SplitTensors(self.frames[idx], self.input_ids[idx], self.attention_mask[idx], self.dense[idx],
-                            self.labels[idx], self.video_ids[idx])
+    def subset(self, idx: torch.Tensor) -> SplitTensors:
+        return SplitTensors(
+            self.frames[idx],
+            self.input_ids[idx],
+            self.attention_mask[idx],
+            self.dense[idx],
+            self.labels[idx],
+            self.video_ids[idx],
+        )
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         return {
@@ -46,7 +56,9 @@ class SplitTensors:
 def read_manifest(dataset_dir: str | Path) -> dict:
     path = Path(dataset_dir) / "manifest.json"
     if not path.exists():
-        raise DataContractError(f"{dataset_dir}: not a built dataset (no manifest.json); run `cpfd dataset build` first")
+        raise DataContractError(
+            f"{dataset_dir}: not a built dataset (no manifest.json); run `cpfd dataset build` first"
+        )
     return json.loads(path.read_text())
 
 
@@ -57,7 +69,14 @@ def read_split_table(dataset_dir: str | Path, split: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def to_tensors(df: pd.DataFrame, feature_names: list[str], tokenizer, max_tokens: int, num_frames: int | None, source: str) -> SplitTensors:
+def to_tensors(
+    df: pd.DataFrame,
+    feature_names: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    max_tokens: int,
+    num_frames: int | None,
+    source: str,
+) -> SplitTensors:
     frames = load_frames(df["frames"].tolist(), ".", num_frames=num_frames, source=source)
     ids, mask = tokenize(tokenizer, df["title"].tolist(), max_tokens)
     dense = df[feature_names].to_numpy(dtype=np.float32) if feature_names else np.zeros((len(df), 0), np.float32)
@@ -76,7 +95,7 @@ class PreparedData:
     """A built dataset loaded once: tokenizer and tensors of every split."""
 
     manifest: dict
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     splits: dict[str, SplitTensors]
     max_tokens: int
 
@@ -88,15 +107,17 @@ class PreparedData:
     def feature_names(self) -> list[str]:
         return self.manifest["feature_names"]
 
-    def with_train(self, idx: torch.Tensor) -> "PreparedData":
+    def with_train(self, idx: torch.Tensor) -> PreparedData:
         """The same data with only rows ``idx`` of the training split (a fold teacher's view)."""
-        return PreparedData(self.manifest, self.tokenizer, {**self.splits, "train": self.splits["train"].subset(idx)},
-                            self.max_tokens)
+        return PreparedData(
+            self.manifest, self.tokenizer, {**self.splits, "train": self.splits["train"].subset(idx)}, self.max_tokens
+        )
 
     @property
     def frame_shape(self) -> tuple[int, int]:
         f = self.splits["train"].frames
         return int(f.shape[1]), int(f.shape[2])
+
 
 def prepare_data(dataset_dir: str | Path, model_cfg: ModelConfig) -> PreparedData:
     manifest = read_manifest(dataset_dir)
@@ -106,7 +127,9 @@ def prepare_data(dataset_dir: str | Path, model_cfg: ModelConfig) -> PreparedDat
     else:
         tokenizer = build_word_tokenizer(tables["train"]["title"].tolist())
     splits = {
-        s: to_tensors(df, manifest["feature_names"], tokenizer, model_cfg.max_title_tokens, None, f"{dataset_dir}/{s}.parquet")
+        s: to_tensors(
+            df, manifest["feature_names"], tokenizer, model_cfg.max_title_tokens, None, f"{dataset_dir}/{s}.parquet"
+        )
         for s, df in tables.items()
     }
     shapes = {tuple(t.frames.shape[1:]) for t in splits.values()}

@@ -4,28 +4,48 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch import nn
 
 
-def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+class TrainState(TypedDict):
+    """The training loop's progress, saved as JSON beside the tensors after every epoch."""
+
+    epoch: int
+    global_step: int
+    best_val_f1: float
+    best_epoch: int
+    bad_epochs: int
+    done: bool
+    history: list[dict[str, float]]
+    train_seconds: float
+
+
+def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
     os.replace(tmp, path)
 
-def models_state(models: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+
+def models_state(models: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
     return {f"model.{name}.{k}": v for name, m in models.items() for k, v in m.state_dict().items()}
 
-def load_models_state(models: dict[str, nn.Module], tensors: dict[str, torch.Tensor]) -> None:
+
+def load_models_state(models: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor]) -> None:
     for name, m in models.items():
         prefix = f"model.{name}."
-        m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        m.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
 
-def save_checkpoint(ckpt_dir: Path, models, optimizer: torch.optim.Optimizer, state: dict) -> None:
+
+def save_checkpoint(
+    ckpt_dir: Path, models: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer, state: TrainState
+) -> None:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     opt = optimizer.state_dict()
     tensors = models_state(models)
@@ -45,7 +65,8 @@ def save_checkpoint(ckpt_dir: Path, models, optimizer: torch.optim.Optimizer, st
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, ckpt_dir / "state.json")
 
-def load_checkpoint(ckpt_dir: Path, models, optimizer: torch.optim.Optimizer) -> dict:
+
+def load_checkpoint(ckpt_dir: Path, models: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer) -> TrainState:
     from safetensors.torch import load_file
 
     meta = json.loads((ckpt_dir / "state.json").read_text())

@@ -7,23 +7,31 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
-from torch import nn
 
 from cpfd.config import TrainConfig
 from cpfd.data.tensors import PreparedData
 from cpfd.device import autocast, resolve_device
 from cpfd.evaluate import model_macro_f1
-from cpfd.training.checkpoint import atomic_save_tensors, load_checkpoint, load_models_state, models_state, save_checkpoint
+from cpfd.models import VideoClassifier
+from cpfd.training.checkpoint import (
+    TrainState,
+    atomic_save_tensors,
+    load_checkpoint,
+    load_models_state,
+    models_state,
+    save_checkpoint,
+)
 
 log = logging.getLogger("cpfd.training")
 
 
-LossFn = Callable[[dict[str, nn.Module], dict[str, torch.Tensor], int], torch.Tensor]
+LossFn = Callable[[Mapping[str, VideoClassifier], dict[str, torch.Tensor], int], torch.Tensor]
+
 
 @dataclass
 class FitResult:
@@ -32,7 +40,8 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     train_examples_per_s: float
-    history: list[dict] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+
 
 def _lr_at(step: int, total: int, base: float) -> float:
     warmup = max(1, int(0.05 * total))
@@ -41,8 +50,9 @@ def _lr_at(step: int, total: int, base: float) -> float:
     progress = (step - warmup) / max(1, total - warmup)
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
+
 def fit(
-    models: dict[str, nn.Module],
+    models: Mapping[str, VideoClassifier],
     eval_key: str,
     loss_fn: LossFn,
     data: PreparedData,
@@ -68,8 +78,16 @@ def fit(
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     ckpt_dir = Path(out_dir) / "checkpoint"
-    state = {"epoch": 0, "global_step": 0, "best_val_f1": -1.0, "best_epoch": -1, "bad_epochs": 0,
-             "done": False, "history": [], "train_seconds": 0.0}
+    state: TrainState = {
+        "epoch": 0,
+        "global_step": 0,
+        "best_val_f1": -1.0,
+        "best_epoch": -1,
+        "bad_epochs": 0,
+        "done": False,
+        "history": [],
+        "train_seconds": 0.0,
+    }
     if resume and (ckpt_dir / "state.json").exists():
         state = load_checkpoint(ckpt_dir, models, optimizer)
         log.info("%s: resumed after epoch %d", desc, state["epoch"])
@@ -80,7 +98,9 @@ def fit(
         epoch = state["epoch"]
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         running, t0 = 0.0, time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress
+        )
         for b in bar:
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             batch = train.batch(idx, device)
@@ -99,7 +119,7 @@ def fit(
         val_f1 = model_macro_f1(models[eval_key], data.splits["val"], data.label_names)
         state["history"].append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "val_macro_f1": val_f1})
         if val_f1 > state["best_val_f1"]:
-            state.update(best_val_f1=val_f1, best_epoch=epoch + 1, bad_epochs=0)
+            state["best_val_f1"], state["best_epoch"], state["bad_epochs"] = val_f1, epoch + 1, 0
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             atomic_save_tensors(models_state(models), ckpt_dir / "best.safetensors")
         else:
@@ -119,7 +139,9 @@ def fit(
         m.eval()
     seen = state["global_step"] * cfg.batch_size
     return FitResult(
-        best_epoch=state["best_epoch"], best_val_f1=state["best_val_f1"], epochs_run=state["epoch"],
+        best_epoch=state["best_epoch"],
+        best_val_f1=state["best_val_f1"],
+        epochs_run=state["epoch"],
         stopped_early=state["done"] and state["epoch"] < cfg.epochs,
         train_examples_per_s=min(seen, state["epoch"] * n) / max(state["train_seconds"], 1e-9),
         history=state["history"],

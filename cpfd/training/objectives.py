@@ -17,6 +17,7 @@ def ce_loss(key: str) -> LossFn:
 
     return loss
 
+
 def cached_distill_loss(teacher_logits: torch.Tensor, weights: torch.Tensor, cfg: DistillConfig) -> LossFn:
     """Two-stage: teacher logits and weights were computed once over the training split."""
 
@@ -24,11 +25,17 @@ def cached_distill_loss(teacher_logits: torch.Tensor, weights: torch.Tensor, cfg
         idx = batch["index"]
         device = batch["labels"].device
         return distillation_loss(
-            forward_batch(models["student"], batch), batch["labels"], teacher_logits[idx].to(device),
-            weights[idx].to(device), cfg.lam, cfg.temperature, cfg.loss,
+            forward_batch(models["student"], batch),
+            batch["labels"],
+            teacher_logits[idx].to(device),
+            weights[idx].to(device),
+            cfg.lam,
+            cfg.temperature,
+            cfg.loss,
         )
 
     return loss
+
 
 def joint_loss(cfg: DistillConfig) -> LossFn:
     """Synchronous PFD: the teacher learns from CE only; its logits reach the student detached."""
@@ -39,6 +46,8 @@ def joint_loss(cfg: DistillConfig) -> LossFn:
         teacher_ce = F.cross_entropy(t_logits, batch["labels"])
         lam = 0.0 if step < cfg.warmup_steps else cfg.lam
         w = example_weights(t_logits.detach(), batch["labels"], cfg).to(t_logits.device)
-        return teacher_ce + distillation_loss(s_logits, batch["labels"], t_logits.detach(), w, lam, cfg.temperature, cfg.loss)
+        return teacher_ce + distillation_loss(
+            s_logits, batch["labels"], t_logits.detach(), w, lam, cfg.temperature, cfg.loss
+        )
 
     return loss

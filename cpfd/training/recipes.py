@@ -3,6 +3,7 @@ teacher outputs, two-stage PFD / CPFD and joint distillation."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,12 @@ def new_model(data: PreparedData, model_cfg: ModelConfig, role: str, seed: int) 
     torch.manual_seed(seed)
     num_frames, image_size = data.frame_shape
     spec = make_spec(
-        model_cfg, role, data.label_names, image_size, num_frames, len(data.tokenizer),
+        model_cfg,
+        role,
+        data.label_names,
+        image_size,
+        num_frames,
+        len(data.tokenizer),
         data.feature_names if role == "teacher" else None,
     )
     model = build_model(spec, model_cfg.text_pretrained, model_cfg.vision_pretrained)
@@ -32,39 +38,69 @@ def new_model(data: PreparedData, model_cfg: ModelConfig, role: str, seed: int) 
         model.dense.fit(data.splits["train"].dense)
     return model
 
+
 def _finish(model: VideoClassifier, data: PreparedData, out_dir: Path, result: FitResult, extra: dict) -> dict:
-    info = {**extra, "scenario": data.manifest["scenario"], "best_epoch": result.best_epoch,
-            "best_val_macro_f1": result.best_val_f1, "epochs_run": result.epochs_run,
-            "stopped_early": result.stopped_early, "train_examples_per_s": result.train_examples_per_s,
-            "history": result.history}
+    info = {
+        **extra,
+        "scenario": data.manifest["scenario"],
+        "best_epoch": result.best_epoch,
+        "best_val_macro_f1": result.best_val_f1,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "train_examples_per_s": result.train_examples_per_s,
+        "history": result.history,
+    }
     save_model(model, out_dir, data.tokenizer, info)
     return info
 
+
 def train_classifier(
-    data: PreparedData, role: str, project: ProjectConfig, out_dir: str | Path, progress: bool = True,
-    resume: bool = True, on_epoch_end=None, train_cfg: TrainConfig | None = None,
+    data: PreparedData,
+    role: str,
+    project: ProjectConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    resume: bool = True,
+    on_epoch_end=None,
+    train_cfg: TrainConfig | None = None,
 ) -> dict:
     """Cross-entropy training of the teacher (with dense features) or the baseline student."""
     scenario = data.manifest["scenario"]
     cfg = train_cfg or project.train_for(scenario)
     model = new_model(data, project.model, role, cfg.seed)
-    result = fit({role: model}, role, ce_loss(role), data, cfg, out_dir, f"{role}[{scenario}]", progress, resume, on_epoch_end)
+    result = fit(
+        {role: model}, role, ce_loss(role), data, cfg, out_dir, f"{role}[{scenario}]", progress, resume, on_epoch_end
+    )
     return _finish(model, data, Path(out_dir), result, {"role": role, "method": "ce", "train": cfg.model_dump()})
+
 
 def insample_teacher_outputs(teacher: VideoClassifier, data: PreparedData, calibrated: bool = True) -> TeacherOutputs:
     """The full teacher's logits on the very examples it was trained on (temperature from its validation logits)."""
     train = data.splits["train"]
-    out = TeacherOutputs(predict_logits(teacher, train), train.video_ids.clone(),
-                         torch.full((len(train),), -1, dtype=torch.int64), "insample",
-                         predict_logits(teacher, data.splits["val"]), data.splits["val"].labels.clone())
+    out = TeacherOutputs(
+        predict_logits(teacher, train),
+        train.video_ids.clone(),
+        torch.full((len(train),), -1, dtype=torch.int64),
+        "insample",
+        predict_logits(teacher, data.splits["val"]),
+        data.splits["val"].labels.clone(),
+    )
     return out.recalibrated(calibrated)
+
 
 def fold_rows(data: PreparedData, num_folds: int, seed: int) -> np.ndarray:
     return fold_assignment(data.splits["train"].labels.numpy(), num_folds, seed)
 
+
 def train_fold_teacher(
-    data: PreparedData, project: ProjectConfig, fold: int, num_folds: int, out_dir: str | Path,
-    progress: bool = True, resume: bool = True, train_cfg: TrainConfig | None = None,
+    data: PreparedData,
+    project: ProjectConfig,
+    fold: int,
+    num_folds: int,
+    out_dir: str | Path,
+    progress: bool = True,
+    resume: bool = True,
+    train_cfg: TrainConfig | None = None,
 ) -> dict:
     """Train the teacher of fold ``fold`` on the other folds; save its logits on the held-out fold and on validation."""
     scenario = data.manifest["scenario"]
@@ -75,17 +111,41 @@ def train_fold_teacher(
     fold_cfg = cfg.model_copy(update={"seed": cfg.seed + 1009 * (fold + 1)})
     model = new_model(fold_data, project.model, "teacher", fold_cfg.seed)
     out = Path(out_dir)
-    result = fit({"teacher": model}, "teacher", ce_loss("teacher"), fold_data, fold_cfg, out,
-                 f"teacher fold {fold + 1}/{num_folds} [{scenario}]", progress, resume)
+    result = fit(
+        {"teacher": model},
+        "teacher",
+        ce_loss("teacher"),
+        fold_data,
+        fold_cfg,
+        out,
+        f"teacher fold {fold + 1}/{num_folds} [{scenario}]",
+        progress,
+        resume,
+    )
     train = data.splits["train"]
-    atomic_save_tensors({
-        "index": held_out, "video_id": train.video_ids[held_out], "trained_on": fold_data.splits["train"].video_ids,
-        "logits": predict_logits(model, train.subset(held_out)), "val_logits": predict_logits(model, data.splits["val"]),
-    }, out / FOLD_OUTPUTS_FILE)
-    return {"fold": fold, "num_folds": num_folds, "held_out": int(len(held_out)), "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run, "best_val_macro_f1": result.best_val_f1}
+    atomic_save_tensors(
+        {
+            "index": held_out,
+            "video_id": train.video_ids[held_out],
+            "trained_on": fold_data.splits["train"].video_ids,
+            "logits": predict_logits(model, train.subset(held_out)),
+            "val_logits": predict_logits(model, data.splits["val"]),
+        },
+        out / FOLD_OUTPUTS_FILE,
+    )
+    return {
+        "fold": fold,
+        "num_folds": num_folds,
+        "held_out": int(len(held_out)),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "best_val_macro_f1": result.best_val_f1,
+    }
 
-def combine_fold_outputs(data: PreparedData, fold_dirs: list[str | Path], calibrated: bool = True) -> TeacherOutputs:
+
+def combine_fold_outputs(
+    data: PreparedData, fold_dirs: Sequence[str | Path], calibrated: bool = True
+) -> TeacherOutputs:
     """Out-of-fold teacher outputs from every fold teacher's held-out logits; one temperature fitted on validation."""
     from safetensors.torch import load_file
 
@@ -112,11 +172,19 @@ def combine_fold_outputs(data: PreparedData, fold_dirs: list[str | Path], calibr
     if (folds < 0).any():
         raise DataContractError(f"fold outputs cover {int((folds >= 0).sum())} of {k} training rows; a fold is missing")
     val_labels = data.splits["val"].labels.repeat(len(val_logits))
-    return TeacherOutputs(logits, train.video_ids.clone(), folds, "oof", torch.cat(val_logits), val_labels).recalibrated(calibrated)
+    return TeacherOutputs(
+        logits, train.video_ids.clone(), folds, "oof", torch.cat(val_logits), val_labels
+    ).recalibrated(calibrated)
+
 
 def compute_teacher_outputs(
-    data: PreparedData, project: ProjectConfig, teacher: VideoClassifier, work_dir: str | Path,
-    distill_cfg: DistillConfig | None = None, progress: bool = True, resume: bool = True,
+    data: PreparedData,
+    project: ProjectConfig,
+    teacher: VideoClassifier,
+    work_dir: str | Path,
+    distill_cfg: DistillConfig | None = None,
+    progress: bool = True,
+    resume: bool = True,
     train_cfg: TrainConfig | None = None,
 ) -> TeacherOutputs:
     """The soft-target source the config asks for: out-of-fold (training the fold teachers here) or in-sample."""
@@ -132,9 +200,15 @@ def compute_teacher_outputs(
         dirs.append(d)
     return combine_fold_outputs(data, dirs, dcfg.calibrate)
 
+
 def distill_student(
-    data: PreparedData, teacher: TeacherOutputs, project: ProjectConfig, out_dir: str | Path,
-    distill_cfg: DistillConfig | None = None, progress: bool = True, resume: bool = True,
+    data: PreparedData,
+    teacher: TeacherOutputs,
+    project: ProjectConfig,
+    out_dir: str | Path,
+    distill_cfg: DistillConfig | None = None,
+    progress: bool = True,
+    resume: bool = True,
     train_cfg: TrainConfig | None = None,
 ) -> dict:
     """Two-stage PFD / CPFD from cached (calibrated) teacher outputs."""
@@ -145,31 +219,64 @@ def distill_student(
     labels = train.labels
     logits = teacher.calibrated
     if logits.shape != (len(labels), len(data.label_names)):
-        raise DataContractError(f"teacher outputs have shape {tuple(logits.shape)}, expected {(len(labels), len(data.label_names))}")
+        raise DataContractError(
+            f"teacher outputs have shape {tuple(logits.shape)}, expected {(len(labels), len(data.label_names))}"
+        )
     if not torch.equal(teacher.video_ids, train.video_ids):
         raise DataContractError("teacher outputs were computed on another training split (video_ids differ)")
     weights = example_weights(logits, labels, dcfg)
     model = new_model(data, project.model, "student", cfg.seed)
     loss = cached_distill_loss(logits, weights, dcfg)
-    result = fit({"student": model}, "student", loss, data, cfg, out_dir, f"{dcfg.method}[{scenario}]", progress, resume)
-    return _finish(model, data, Path(out_dir), result, {
-        "role": "student", "method": dcfg.method, "distill": dcfg.model_dump(), "train": cfg.model_dump(),
-        "mean_weight": float(weights.mean()), "teacher_outputs": teacher.source,
-        "teacher_calibration": teacher.calibration,
-    })
+    result = fit(
+        {"student": model}, "student", loss, data, cfg, out_dir, f"{dcfg.method}[{scenario}]", progress, resume
+    )
+    return _finish(
+        model,
+        data,
+        Path(out_dir),
+        result,
+        {
+            "role": "student",
+            "method": dcfg.method,
+            "distill": dcfg.model_dump(),
+            "train": cfg.model_dump(),
+            "mean_weight": float(weights.mean()),
+            "teacher_outputs": teacher.source,
+            "teacher_calibration": teacher.calibration,
+        },
+    )
+
 
 def train_joint(
-    data: PreparedData, project: ProjectConfig, out_dir: str | Path, distill_cfg: DistillConfig | None = None,
-    progress: bool = True, resume: bool = True, train_cfg: TrainConfig | None = None,
+    data: PreparedData,
+    project: ProjectConfig,
+    out_dir: str | Path,
+    distill_cfg: DistillConfig | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    train_cfg: TrainConfig | None = None,
 ) -> dict:
     """Teacher and student trained together; returns the student's info (the teacher is saved beside it)."""
     scenario = data.manifest["scenario"]
     cfg = train_cfg or project.train_for(scenario)
     dcfg = distill_cfg or project.distill_for(scenario)
-    models = {"teacher": new_model(data, project.model, "teacher", cfg.seed),
-              "student": new_model(data, project.model, "student", cfg.seed + 1)}
-    result = fit(models, "student", joint_loss(dcfg), data, cfg, out_dir, f"joint-{dcfg.method}[{scenario}]", progress, resume)
+    models = {
+        "teacher": new_model(data, project.model, "teacher", cfg.seed),
+        "student": new_model(data, project.model, "student", cfg.seed + 1),
+    }
+    result = fit(
+        models, "student", joint_loss(dcfg), data, cfg, out_dir, f"joint-{dcfg.method}[{scenario}]", progress, resume
+    )
     save_model(models["teacher"], Path(out_dir) / "teacher", data.tokenizer, {"role": "teacher", "method": "joint"})
-    return _finish(models["student"], data, Path(out_dir), result, {
-        "role": "student", "method": f"joint-{dcfg.method}", "distill": dcfg.model_dump(), "train": cfg.model_dump(),
-    })
+    return _finish(
+        models["student"],
+        data,
+        Path(out_dir),
+        result,
+        {
+            "role": "student",
+            "method": f"joint-{dcfg.method}",
+            "distill": dcfg.model_dump(),
+            "train": cfg.model_dump(),
+        },
+    )
