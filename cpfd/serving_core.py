@@ -69,7 +69,9 @@ class ServingConfig(StrictModel):
     prediction_log: str = Field("predictions.db", description="SQLite path (relative to this file) or SQLAlchemy URL")
     workers: int = Field(1, ge=1, description="server processes; each loads every model and batches on its own")
     access_log: bool = Field(False, description="BentoML per-request access log (costly at high request rates)")
-    torch_threads: int = Field(1, ge=1, description="intra-op threads of a model call; >1 only on idle, dedicated cores")
+    torch_threads: int = Field(
+        1, ge=1, description="intra-op threads of a model call; >1 only on idle, dedicated cores"
+    )
 
     def experiment_of(self, scenario: str) -> str:
         return self.scenarios[scenario].experiment or self.experiment
@@ -133,7 +135,9 @@ def decode_image(data: bytes, limits: Limits, where: str) -> np.ndarray:
     from PIL import Image
 
     if len(data) > limits.max_frame_bytes:
-        raise ServingInputError(f"{where}: {len(data)} bytes exceeds limit max_frame_bytes={limits.max_frame_bytes}", 413)
+        raise ServingInputError(
+            f"{where}: {len(data)} bytes exceeds limit max_frame_bytes={limits.max_frame_bytes}", 413
+        )
     fmt = next((f for magic, f in _MAGIC.items() if data.startswith(magic)), None)
     if fmt is None:
         raise ServingInputError(f"{where}: not a JPEG or PNG image")
@@ -141,7 +145,8 @@ def decode_image(data: bytes, limits: Limits, where: str) -> np.ndarray:
         with Image.open(io.BytesIO(data), formats=[fmt]) as im:
             if max(im.size) > limits.max_frame_side:
                 raise ServingInputError(
-                    f"{where}: {im.size[0]}x{im.size[1]} pixels exceeds limit max_frame_side={limits.max_frame_side}", 413
+                    f"{where}: {im.size[0]}x{im.size[1]} pixels exceeds limit max_frame_side={limits.max_frame_side}",
+                    413,
                 )
             return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
     except ServingInputError:
@@ -164,7 +169,9 @@ def _read_path(path: str, where: str, limits: Limits) -> bytes:
     if not p.is_file():
         raise ServingInputError(f"{where}: no such file {path!r}")
     if p.stat().st_size > limits.max_frame_bytes:
-        raise ServingInputError(f"{where}: {p.stat().st_size} bytes exceeds limit max_frame_bytes={limits.max_frame_bytes}", 413)
+        raise ServingInputError(
+            f"{where}: {p.stat().st_size} bytes exceeds limit max_frame_bytes={limits.max_frame_bytes}", 413
+        )
     return p.read_bytes()
 
 
@@ -175,17 +182,23 @@ def validate_video(req: VideoRequest, cfg: ServingConfig, where: str = "video") 
     if scen is None:
         raise ServingInputError(f"{where}.scenario: unknown scenario {req.scenario!r}; served: {sorted(cfg.scenarios)}")
     if len(req.title) > lim.max_title_chars:
-        raise ServingInputError(f"{where}.title: {len(req.title)} characters exceeds limit max_title_chars={lim.max_title_chars}", 413)
+        raise ServingInputError(
+            f"{where}.title: {len(req.title)} characters exceeds limit max_title_chars={lim.max_title_chars}", 413
+        )
     if req.frames and req.frame_paths:
         raise ServingInputError(f"{where}: give frames or frame_paths, not both")
     if req.frame_paths and not cfg.allow_frame_paths:
-        raise ServingInputError(f"{where}.frame_paths: local frame paths are disabled on this deployment (allow_frame_paths)", 403)
+        raise ServingInputError(
+            f"{where}.frame_paths: local frame paths are disabled on this deployment (allow_frame_paths)", 403
+        )
     sources = req.frames or req.frame_paths
     field = "frames" if req.frames else "frame_paths"
     if not sources:
         raise ServingInputError(f"{where}.frames: empty, a video needs at least one frame")
     if len(sources) > lim.max_frames_per_video:
-        raise ServingInputError(f"{where}.{field}: {len(sources)} frames exceeds limit max_frames_per_video={lim.max_frames_per_video}", 413)
+        raise ServingInputError(
+            f"{where}.{field}: {len(sources)} frames exceeds limit max_frames_per_video={lim.max_frames_per_video}", 413
+        )
     images = []
     for i, src in enumerate(sources):
         w = f"{where}.{field}[{i}]"
@@ -193,11 +206,15 @@ def validate_video(req: VideoRequest, cfg: ServingConfig, where: str = "video") 
         images.append(decode_image(data, lim, w))
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
-        raise ServingInputError(f"{where}.{field}: frames have different shapes {sorted(s[:2] for s in shapes)}; send one size")
+        raise ServingInputError(
+            f"{where}.{field}: frames have different shapes {sorted(s[:2] for s in shapes)}; send one size"
+        )
     experiment = cfg.experiment_of(req.scenario)
     if req.arm is not None:
         if req.arm not in scen.arms:
-            raise ServingInputError(f"{where}.arm: unknown arm {req.arm!r} for scenario {req.scenario!r}; arms: {list(scen.arms)}")
+            raise ServingInputError(
+                f"{where}.arm: unknown arm {req.arm!r} for scenario {req.scenario!r}; arms: {list(scen.arms)}"
+            )
         arm = req.arm
     else:
         arm = assign_arm(experiment, req.video_id, {k: a.traffic for k, a in scen.arms.items()})
@@ -208,7 +225,9 @@ def validate_batch(videos: list[VideoRequest], cfg: ServingConfig) -> list[Valid
     if not videos:
         raise ServingInputError("videos: empty, send at least one video")
     if len(videos) > cfg.limits.max_batch_videos:
-        raise ServingInputError(f"videos: {len(videos)} videos exceeds limit max_batch_videos={cfg.limits.max_batch_videos}", 413)
+        raise ServingInputError(
+            f"videos: {len(videos)} videos exceeds limit max_batch_videos={cfg.limits.max_batch_videos}", 413
+        )
     return [validate_video(v, cfg, f"videos[{i}]") for i, v in enumerate(videos)]
 
 
@@ -243,7 +262,9 @@ class _ForbidImports:
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname.split(".")[0] in self.names:
-            raise ImportError(f"{fullname} may not be imported in the serving process: served students need no dense feature")
+            raise ImportError(
+                f"{fullname} may not be imported in the serving process: served students need no dense feature"
+            )
         return None
 
 
@@ -294,7 +315,14 @@ class BodyLimit:
     async def _reject(self, send, length: int):
         import json
 
-        body = json.dumps({"error": f"request body ({length} bytes or more) exceeds limit max_request_bytes={self.max_bytes}"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {"error": f"request body ({length} bytes or more) exceeds limit max_request_bytes={self.max_bytes}"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

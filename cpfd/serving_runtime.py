@@ -14,22 +14,28 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from cpfd.errors import ConfigError, CpfdError
-from cpfd.models import ModelSpec, load_model, model_metadata
+from cpfd.models import ModelSpec, VideoClassifier, load_model, model_metadata
 from cpfd.predlog import PredictionLog, utcnow_iso
 from cpfd.preprocess import load_tokenizer, prepare_frames, tokenize
 from cpfd.serving_core import ServingConfig, ValidVideo
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def preprocess_batch(frames: list[np.ndarray], titles: list[str], spec: ModelSpec, tokenizer):
+
+def preprocess_batch(
+    frames: list[np.ndarray], titles: list[str], spec: ModelSpec, tokenizer: PreTrainedTokenizerBase
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Model inputs through the training code's path (cpfd.preprocess)."""
     x = torch.stack([prepare_frames(f, spec.num_frames, spec.image_size) for f in frames])
     ids, mask = tokenize(tokenizer, titles, spec.max_title_tokens)
@@ -41,8 +47,8 @@ class ServedModel:
     tag: str
     scenario: str
     spec: ModelSpec
-    model: torch.nn.Module
-    tokenizer: object
+    model: VideoClassifier
+    tokenizer: PreTrainedTokenizerBase
 
     def predict(self, items: list[tuple[np.ndarray, str]]) -> list[np.ndarray]:
         x, ids, mask = preprocess_batch([f for f, _ in items], [t for _, t in items], self.spec, self.tokenizer)
@@ -56,7 +62,9 @@ def load_served_model(path: str | Path, tag: str, scenario: str) -> ServedModel:
     meta = model_metadata(path)
     spec = ModelSpec(**meta["spec"])
     if spec.dense_features or meta.get("role", spec.role) != "student":
-        raise CpfdError(f"model {tag} is a teacher (dense features {spec.dense_features[:3]}...): only students are served")
+        raise CpfdError(
+            f"model {tag} is a teacher (dense features {spec.dense_features[:3]}...): only students are served"
+        )
     if meta.get("scenario") not in (None, scenario):
         raise ConfigError(f"model {tag} was trained for scenario {meta['scenario']!r}, configured for {scenario!r}")
     model = load_model(path)
@@ -78,7 +86,9 @@ def resolve_store_models(tags: list[str]) -> dict[str, tuple[str, Path]]:
             m = bentoml.models.get(tag)
         except NotFound:
             home = os.environ.get("BENTOML_HOME", "~/bentoml")
-            raise ConfigError(f"model {tag!r} is not in the BentoML model store ({home}); run `cpfd package` first") from None
+            raise ConfigError(
+                f"model {tag!r} is not in the BentoML model store ({home}); run `cpfd package` first"
+            ) from None
         out[tag] = (str(m.tag), Path(m.path))
     return out
 
@@ -86,8 +96,14 @@ def resolve_store_models(tags: list[str]) -> dict[str, tuple[str, Path]]:
 class MicroBatcher:
     """Merge concurrent submissions into one call of ``fn(items) -> results`` on ``executor``."""
 
-    def __init__(self, fn: Callable[[list], list], executor, max_batch_size: int = 64, max_wait_ms: float = 0.0,
-                 enabled: bool = True):
+    def __init__(
+        self,
+        fn: Callable[[list], list],
+        executor,
+        max_batch_size: int = 64,
+        max_wait_ms: float = 0.0,
+        enabled: bool = True,
+    ):
         self.fn, self.executor = fn, executor
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0
         self.enabled = enabled
@@ -100,9 +116,9 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         if not self.enabled:
             return await loop.run_in_executor(self.executor, self.fn, items)
-        if self._task is None or self._task.done():
+        if self._task is None or self._task.done() or self._wake is None:
             self._wake = asyncio.Event()
-            self._task = loop.create_task(self._run())
+            self._task = loop.create_task(self._run(self._wake))
         fut = loop.create_future()
         self._pending.append((items, fut))
         self._wake.set()
@@ -111,22 +127,25 @@ class MicroBatcher:
     def _queued(self) -> int:
         return sum(len(items) for items, _ in self._pending)
 
-    async def _run(self) -> None:
+    async def _run(self, wake: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await wake.wait()
+            wake.clear()
             while self._pending:
                 if self.max_wait and self._queued() < self.max_batch_size:
                     await asyncio.sleep(self.max_wait)
-                group, size = [], 0
+                group: list[tuple[list, asyncio.Future]] = []
+                size = 0
                 while self._pending and (not group or size + len(self._pending[0][0]) <= self.max_batch_size):
                     items, fut = self._pending.popleft()
                     group.append((items, fut))
                     size += len(items)
                 self.calls, self.items = self.calls + 1, self.items + size
                 try:
-                    results = await loop.run_in_executor(self.executor, self.fn, [x for items, _ in group for x in items])
+                    results = await loop.run_in_executor(
+                        self.executor, self.fn, [x for items, _ in group for x in items]
+                    )
                 except Exception as e:  # every waiting request gets the error, the loop lives on
                     for _, fut in group:
                         if not fut.done():
@@ -160,8 +179,10 @@ class Classifier:
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="cpfd-model")
         self.log_executor = ThreadPoolExecutor(1, thread_name_prefix="cpfd-log")
         b = cfg.batching
-        self.batchers = {tag: MicroBatcher(m.predict, self.model_executor, b.max_batch_size, b.max_wait_ms, b.enabled)
-                         for tag, m in by_tag.items()}
+        self.batchers = {
+            tag: MicroBatcher(m.predict, self.model_executor, b.max_batch_size, b.max_wait_ms, b.enabled)
+            for tag, m in by_tag.items()
+        }
         self.log = PredictionLog(log_target or cfg.prediction_log)
         self.log_batcher = MicroBatcher(self._write_log, self.log_executor, max_batch_size=1024)
 
@@ -171,15 +192,22 @@ class Classifier:
 
     def describe(self) -> dict:
         return {
-            "scenarios": {s: {"experiment": self.cfg.experiment_of(s),
-                              "arms": {arm: {"model_tag": self.models[(s, arm)].tag, "traffic": a.traffic}
-                                       for arm, a in scen.arms.items()},
-                              "label_names": self.models[(s, next(iter(scen.arms)))].spec.label_names}
-                          for s, scen in self.cfg.scenarios.items()},
+            "scenarios": {
+                s: {
+                    "experiment": self.cfg.experiment_of(s),
+                    "arms": {
+                        arm: {"model_tag": self.models[(s, arm)].tag, "traffic": a.traffic}
+                        for arm, a in scen.arms.items()
+                    },
+                    "label_names": self.models[(s, next(iter(scen.arms)))].spec.label_names,
+                }
+                for s, scen in self.cfg.scenarios.items()
+            },
             "dense_features": sorted({f for m in self.models.values() for f in m.spec.dense_features}),
-            "batching": {**self.cfg.batching.model_dump(),
-                         "mean_batch_size": {tag: b.items / b.calls if b.calls else None
-                                             for tag, b in self.batchers.items()}},
+            "batching": {
+                **self.cfg.batching.model_dump(),
+                "mean_batch_size": {tag: b.items / b.calls if b.calls else None for tag, b in self.batchers.items()},
+            },
         }
 
     async def classify(self, videos: list[ValidVideo], t0: float | None = None) -> list[dict]:
@@ -188,26 +216,58 @@ class Classifier:
         groups: dict[str, list[int]] = {}
         for i, v in enumerate(videos):
             groups.setdefault(self.models[(v.scenario, v.arm)].tag, []).append(i)
-        probs: list[np.ndarray | None] = [None] * len(videos)
-        outs = await asyncio.gather(*(self.batchers[tag].submit([(videos[i].frames, videos[i].title) for i in idx])
-                                      for tag, idx in groups.items()))
-        for idx, out in zip(groups.values(), outs):
-            for i, p in zip(idx, out):
-                probs[i] = p
+        by_index: dict[int, np.ndarray] = {}
+        outs = await asyncio.gather(
+            *(
+                self.batchers[tag].submit([(videos[i].frames, videos[i].title) for i in idx])
+                for tag, idx in groups.items()
+            )
+        )
+        for idx, out in zip(groups.values(), outs, strict=True):
+            for i, p in zip(idx, out, strict=True):
+                by_index[i] = p
+        probs = [by_index[i] for i in range(len(videos))]
         latency = (time.perf_counter() - t0) * 1000.0
         ts = utcnow_iso()
         rows, answers = [], []
-        for v, p in zip(videos, probs):
+        for v, p in zip(videos, probs, strict=True):
             m = self.models[(v.scenario, v.arm)]
             k = int(np.argmax(p))
-            row = {"request_id": uuid.uuid4().hex, "ts": ts, "experiment": v.experiment, "scenario": v.scenario,
-                   "arm": v.arm, "model_tag": m.tag, "video_id": v.video_id, "label": k,
-                   "probabilities": [float(x) for x in p], "confidence": float(p[k]), "latency_ms": latency}
+            probabilities = [float(x) for x in p]
+            row = {
+                "request_id": uuid.uuid4().hex,
+                "ts": ts,
+                "experiment": v.experiment,
+                "scenario": v.scenario,
+                "arm": v.arm,
+                "model_tag": m.tag,
+                "video_id": v.video_id,
+                "label": k,
+                "probabilities": probabilities,
+                "confidence": float(p[k]),
+                "latency_ms": latency,
+            }
             rows.append(row)
-            answers.append({**{c: row[c] for c in ("request_id", "scenario", "video_id", "experiment", "arm", "model_tag",
-                                                   "confidence", "latency_ms")},
-                            "label": m.spec.label_names[k], "label_index": k,
-                            "probabilities": dict(zip(m.spec.label_names, row["probabilities"]))})
+            answers.append(
+                {
+                    **{
+                        c: row[c]
+                        for c in (
+                            "request_id",
+                            "scenario",
+                            "video_id",
+                            "experiment",
+                            "arm",
+                            "model_tag",
+                            "confidence",
+                            "latency_ms",
+                        )
+                    },
+                    "label": m.spec.label_names[k],
+                    "label_index": k,
+                    "probabilities": dict(zip(m.spec.label_names, probabilities, strict=True)),
+                }
+            )
         await self.log_batcher.submit(rows)
         return answers
 

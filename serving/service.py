@@ -26,19 +26,29 @@ is a row of the prediction log (committed before the answer). Bad input gets a 4
 names the field and limit, never a 5xx. The service never imports Feast (an import hook refuses
 it) and its models take no dense feature (teachers are refused when loading).
 """
+
 from __future__ import annotations
 
 import asyncio
 import os
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import bentoml
 from starlette.responses import JSONResponse
 
 from cpfd.serving_core import (
-    CONFIG_ENV, BatchRequest, BodyLimit, ServingInputError, VideoRequest, forbid_imports, forbidden_loaded,
-    load_serving_config, validate_batch, validate_video,
+    CONFIG_ENV,
+    BatchRequest,
+    BodyLimit,
+    ServingInputError,
+    VideoRequest,
+    forbid_imports,
+    forbidden_loaded,
+    load_serving_config,
+    validate_batch,
+    validate_video,
 )
 
 forbid_imports()
@@ -46,11 +56,29 @@ CONFIG_PATH = Path(os.environ.get(CONFIG_ENV) or Path(__file__).with_name("confi
 CONFIG = load_serving_config(CONFIG_PATH)
 
 PREDICTIONS = bentoml.metrics.Counter(
-    name="cpfd_predictions", documentation="videos classified", labelnames=["scenario", "arm"])
+    name="cpfd_predictions", documentation="videos classified", labelnames=["scenario", "arm"]
+)
 REJECTED = bentoml.metrics.Counter(
-    name="cpfd_rejected_requests", documentation="requests refused for bad input", labelnames=["status"])
+    name="cpfd_rejected_requests", documentation="requests refused for bad input", labelnames=["status"]
+)
+
+T = TypeVar("T")
 
 
+def _declare_models(cls: type[T]) -> type[T]:
+    """Models named in the config are declared on the class, so `bentoml build` bundles them."""
+    for i, tag in enumerate(CONFIG.model_tags()):
+        setattr(cls, f"model_{i}", bentoml.models.BentoModel(tag))
+    return cls
+
+
+@bentoml.service(
+    name="cpfd_students",
+    workers=CONFIG.workers,
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": CONFIG.access_log}},
+)
+@_declare_models
 class CpfdService:
     def __init__(self) -> None:
         from cpfd.serving_runtime import Classifier, resolve_store_models
@@ -61,7 +89,7 @@ class CpfdService:
     def __is_ready__(self) -> bool:
         return bool(self.runtime.models)
 
-    async def _answer(self, videos: list[VideoRequest], single: bool = False):
+    async def _answer(self, videos: list[VideoRequest], single: bool = False) -> list[dict] | JSONResponse:
         t0 = time.perf_counter()
         try:
             if single:
@@ -79,24 +107,23 @@ class CpfdService:
     @bentoml.api(route="/classify")
     async def classify(self, video: VideoRequest, /) -> dict:
         out = await self._answer([video], single=True)
-        return out if isinstance(out, JSONResponse) else out[0]
+        # BentoML sends a starlette Response as it is; the annotation is the API's schema.
+        return out if isinstance(out, JSONResponse) else out[0]  # type: ignore[return-value]
 
     @bentoml.api(route="/classify_batch")
     async def classify_batch(self, request: BatchRequest, /) -> dict:
         out = await self._answer(request.videos)
-        return out if isinstance(out, JSONResponse) else {"predictions": out}
+        return out if isinstance(out, JSONResponse) else {"predictions": out}  # type: ignore[return-value]
 
     @bentoml.api(route="/info")
     def info(self) -> dict:
-        return {**self.runtime.describe(), "config": str(CONFIG_PATH), "pid": os.getpid(),
-                "forbidden_modules_loaded": forbidden_loaded()}
+        return {
+            **self.runtime.describe(),
+            "config": str(CONFIG_PATH),
+            "pid": os.getpid(),
+            "forbidden_modules_loaded": forbidden_loaded(),
+        }
 
 
-# Models named in the config are declared on the class, so `bentoml build` bundles them.
-for _i, _tag in enumerate(CONFIG.model_tags()):
-    setattr(CpfdService, f"model_{_i}", bentoml.models.BentoModel(_tag))
-
-CpfdService = bentoml.service(
-    name="cpfd_students", workers=CONFIG.workers, traffic={"timeout": 30}, logging={"access": {"enabled": CONFIG.access_log}},
-)(CpfdService)
-CpfdService.add_asgi_middleware(BodyLimit, max_bytes=CONFIG.limits.max_request_bytes)
+# mypy does not apply a class decorator's return type (python/mypy#3135): CpfdService is a bentoml Service here.
+CpfdService.add_asgi_middleware(BodyLimit, max_bytes=CONFIG.limits.max_request_bytes)  # type: ignore[attr-defined]
