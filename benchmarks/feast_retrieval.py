@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 N_FEATURES = 32
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def make_data(n_rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -69,10 +69,16 @@ def run_feature_retrieval(out: str | Path, rows: int = 100_000, repeats: int = 3
     ttl = store.get_feature_view("video_dense_features").ttl
 
     feast_times, via_feast = _timed(lambda: historical_features(store, entities, "teacher_dense_v1"), repeats)
-    pandas_times, via_pandas = _timed(lambda: point_in_time_join(entities, pd.read_parquet(source), names, ttl), repeats)
+    pandas_times, via_pandas = _timed(
+        lambda: point_in_time_join(entities, pd.read_parquet(source), names, ttl), repeats
+    )
 
     a, b = via_feast[names].to_numpy(), via_pandas[names].to_numpy()
-    if not (len(via_feast) == len(entities) and np.array_equal(np.isnan(a), np.isnan(b)) and np.allclose(np.nan_to_num(a), np.nan_to_num(b))):
+    if not (
+        len(via_feast) == len(entities)
+        and np.array_equal(np.isnan(a), np.isnan(b))
+        and np.allclose(np.nan_to_num(a), np.nan_to_num(b))
+    ):
         raise AssertionError("Feast and merge_asof disagree on the joined values")
     feast_s, pandas_s = statistics.median(feast_times), statistics.median(pandas_times)
     result = {

@@ -34,11 +34,15 @@ def check_compiled(path: Path) -> dict:
     gpu = {name: ex["container"].get("resources", {}).get("accelerator") for name, ex in executors.items()}
     loop = next(t for t in doc["root"]["dag"]["tasks"].values() if "iteratorPolicy" in t or "parameterIterator" in t)
     installs = [name for name, ex in executors.items() if "pip install" in " ".join(ex["container"].get("command", []))]
-    return {"executors": len(executors), "gpu_steps": sorted(n for n, acc in gpu.items() if acc),
-            "parallelism": loop.get("iteratorPolicy", {}).get("parallelismLimit"),
-            "iterator": loop["parameterIterator"]["items"].get("inputParameter"), "installs_at_run_time": installs,
-            "node_selectors": sorted(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]),
-            "default_scenarios": len(doc["root"]["inputDefinitions"]["parameters"]["scenarios"].get("defaultValue", []))}
+    return {
+        "executors": len(executors),
+        "gpu_steps": sorted(n for n, acc in gpu.items() if acc),
+        "parallelism": loop.get("iteratorPolicy", {}).get("parallelismLimit"),
+        "iterator": loop["parameterIterator"]["items"].get("inputParameter"),
+        "installs_at_run_time": installs,
+        "node_selectors": sorted(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]),
+        "default_scenarios": len(doc["root"]["inputDefinitions"]["parameters"]["scenarios"].get("defaultValue", [])),
+    }
 
 
 def run_compile_benchmark(n_scenarios: int, out: Path, repeats: int = 3, log=print) -> dict:
@@ -57,14 +61,30 @@ def run_compile_benchmark(n_scenarios: int, out: Path, repeats: int = 3, log=pri
         compile_pipeline(path, PipelineOptions(parallelism=8), defaults=args)
         times.append(time.perf_counter() - t)
     facts = check_compiled(path)
-    result = {"scenarios": n_scenarios, "import_s": import_s, "first_compile_s": times[0], "compile_s": times,
-              "cold_total_s": import_s + times[0], "target_s": 30.0, "yaml": str(path), "yaml_bytes": path.stat().st_size,
-              **facts}
+    result = {
+        "scenarios": n_scenarios,
+        "import_s": import_s,
+        "first_compile_s": times[0],
+        "compile_s": times,
+        "cold_total_s": import_s + times[0],
+        "target_s": 30.0,
+        "yaml": str(path),
+        "yaml_bytes": path.stat().st_size,
+        **facts,
+    }
     (out / "pipeline_compile.json").write_text(json.dumps(result, indent=2))
-    log("| scenarios | module import (s) | first compile, kfp included (s) | warm compile (s) | cold total (s) | target | YAML |")
+    log(
+        "| scenarios | module import (s) | first compile, kfp included (s) | warm compile (s) | cold total (s) "
+        "| target | YAML |"
+    )
     log("|---|---|---|---|---|---|---|")
-    log(f"| {n_scenarios} | {import_s:.2f} | {times[0]:.2f} | {min(times[1:] or times):.2f} | {result['cold_total_s']:.2f} | "
-        f"< 30 s | {result['yaml_bytes'] / 1024:.0f} KiB |")
-    log(f"GPU steps: {', '.join(facts['gpu_steps'])}; loop over {facts['iterator']} with parallelism {facts['parallelism']}; "
-        f"{facts['default_scenarios']} default scenarios; run-time installs: {facts['installs_at_run_time'] or 'none'}")
+    log(
+        f"| {n_scenarios} | {import_s:.2f} | {times[0]:.2f} | {min(times[1:] or times):.2f} "
+        f"| {result['cold_total_s']:.2f} | < 30 s | {result['yaml_bytes'] / 1024:.0f} KiB |"
+    )
+    log(
+        f"GPU steps: {', '.join(facts['gpu_steps'])}; "
+        f"loop over {facts['iterator']} with parallelism {facts['parallelism']}; "
+        f"{facts['default_scenarios']} default scenarios; run-time installs: {facts['installs_at_run_time'] or 'none'}"
+    )
     return result

@@ -23,7 +23,14 @@ import torch
 
 from cpfd.config import DistillConfig, ProjectConfig
 from cpfd.quality import (
-    BASELINES, canonical_variant, learnability_probe, parse_variant, plot_quality, summarise, to_markdown, weight_shares,
+    BASELINES,
+    canonical_variant,
+    learnability_probe,
+    parse_variant,
+    plot_quality,
+    summarise,
+    to_markdown,
+    weight_shares,
 )
 
 DEFAULT_VARIANTS = (
@@ -44,9 +51,9 @@ def thread_note(threads: int | None) -> str:
     return f"torch threads: {n} (of {os.cpu_count()} CPUs); cap with --set train.threads=N"
 
 
-def _sources(variants: dict[str, DistillConfig]) -> dict[tuple, DistillConfig]:
+def _sources(variants: dict[str, DistillConfig]) -> dict[tuple[str, int], DistillConfig]:
     """One teacher-outputs computation per distinct (source, folds); calibration is applied afterwards."""
-    out = {}
+    out: dict[tuple[str, int], DistillConfig] = {}
     for cfg in variants.values():
         key = (cfg.teacher_outputs, cfg.folds if cfg.teacher_outputs == "oof" else 0)
         out.setdefault(key, cfg)
@@ -61,19 +68,29 @@ def _test_extras(dataset: Path, oracle) -> dict:
 
     test = pd.read_parquet(dataset / "test.parquet", columns=["video_id"])
     o = oracle.set_index("video_id").loc[test["video_id"]]
-    return {"true_label": o["true_label"].tolist(), "bayes_content": o["bayes_content"].tolist(),
-            "bayes_privileged": o["bayes_privileged"].tolist()}
+    return {
+        "true_label": o["true_label"].tolist(),
+        "bayes_content": o["bayes_content"].tolist(),
+        "bayes_privileged": o["bayes_privileged"].tolist(),
+    }
 
 
-def run_cell(dataset: Path, project: ProjectConfig, scenario: str, seed: int, variants: list[str],
-             work: Path, oracle, progress: bool) -> dict:
+def run_cell(
+    dataset: Path,
+    project: ProjectConfig,
+    scenario: str,
+    seed: int,
+    variants: list[str],
+    work: Path,
+    oracle,
+    progress: bool,
+) -> dict:
     """Everything for one (scenario, seed): models, predictions, diagnostics."""
-    from cpfd.evaluate import classification_metrics
+    from cpfd.data.tensors import prepare_data
+    from cpfd.evaluate import classification_metrics, evaluate_model, predict_logits
     from cpfd.models import load_model
     from cpfd.teacher_outputs import TeacherOutputs
     from cpfd.training.recipes import compute_teacher_outputs, distill_student, train_classifier
-    from cpfd.evaluate import evaluate_model, predict_logits
-    from cpfd.data.tensors import prepare_data
 
     data = prepare_data(dataset, project.model)
     tcfg = project.train_for(scenario).model_copy(update={"seed": seed})
@@ -92,28 +109,44 @@ def run_cell(dataset: Path, project: ProjectConfig, scenario: str, seed: int, va
     split_f1 = {}
     for split in ("train", "val"):
         y = data.splits[split].labels.numpy()
-        split_f1[split] = {k: classification_metrics(predict_logits(m, data.splits[split]).softmax(-1).numpy(), y, labels)["macro_f1"]
-                           for k, m in (("teacher", teacher), ("xvlm", student))}
+        split_f1[split] = {
+            k: classification_metrics(predict_logits(m, data.splits[split]).softmax(-1).numpy(), y, labels)["macro_f1"]
+            for k, m in (("teacher", teacher), ("xvlm", student))
+        }
 
-    raw: dict[tuple, TeacherOutputs] = {}
-    for key, cfg in _sources(cfgs).items():
-        raw[key] = compute_teacher_outputs(data, project, teacher, work / f"folds{key[1]}", cfg.model_copy(
-            update={"calibrate": False}), progress, resume=False, train_cfg=tcfg)
+    raw: dict[tuple[str, int], TeacherOutputs] = {}
+    for source, cfg in _sources(cfgs).items():
+        raw[source] = compute_teacher_outputs(
+            data,
+            project,
+            teacher,
+            work / f"folds{source[1]}",
+            cfg.model_copy(update={"calibrate": False}),
+            progress,
+            resume=False,
+            train_cfg=tcfg,
+        )
 
     def outputs_for(cfg: DistillConfig) -> TeacherOutputs:
         return raw[(cfg.teacher_outputs, cfg.folds if cfg.teacher_outputs == "oof" else 0)].recalibrated(cfg.calibrate)
 
-    diagnostics: dict = {"split_f1": split_f1, "calibration": {}, "confidence_hist": {}, "weight_share": {},
-                         "teacher_train_f1": {}}
+    diagnostics: dict = {
+        "split_f1": split_f1,
+        "calibration": {},
+        "confidence_hist": {},
+        "weight_share": {},
+        "teacher_train_f1": {},
+    }
     train_labels = data.splits["train"].labels
-    for key, o in raw.items():
+    for source, o in raw.items():
         cal = o.recalibrated(True)
-        name = f"{key[0]}{key[1] or ''}"
+        name = f"{source[0]}{source[1] or ''}"
         diagnostics["calibration"][name] = cal.calibration
         conf = cal.calibrated.softmax(-1).max(-1).values.numpy()
         diagnostics["confidence_hist"][name] = np.histogram(conf, bins=20, range=(0.0, 1.0))[0].tolist()
         diagnostics["teacher_train_f1"][name] = classification_metrics(
-            cal.logits.softmax(-1).numpy(), train_labels.numpy(), labels)["macro_f1"]
+            cal.logits.softmax(-1).numpy(), train_labels.numpy(), labels
+        )["macro_f1"]
     slices = None
     if oracle is not None:
         import pandas as pd
@@ -131,12 +164,21 @@ def run_cell(dataset: Path, project: ProjectConfig, scenario: str, seed: int, va
             from cpfd.distill import example_weights
 
             diagnostics["weight_share"][v] = weight_shares(
-                example_weights(outputs.calibrated, train_labels, cfg).numpy(), slices)
+                example_weights(outputs.calibrated, train_labels, cfg).numpy(), slices
+            )
     oof = next((o for k, o in raw.items() if k[0] == "oof"), None)
     if oof is not None:
         diagnostics["learnability"] = learnability_probe(data, oof.recalibrated(True), seed)
-    return {"scenario": scenario, "seed": seed, "label_names": labels, "labels": data.splits["test"].labels.tolist(),
-            "preds": preds, "epochs": epochs, "diagnostics": diagnostics, **_test_extras(dataset, oracle)}
+    return {
+        "scenario": scenario,
+        "seed": seed,
+        "label_names": labels,
+        "labels": data.splits["test"].labels.tolist(),
+        "preds": preds,
+        "epochs": epochs,
+        "diagnostics": diagnostics,
+        **_test_extras(dataset, oracle),
+    }
 
 
 def run_quality(
@@ -174,10 +216,15 @@ def run_quality(
 
             y = np.asarray(cell["labels"])
             k = len(cell["label_names"])
-            f1 = {m: classification_metrics(np.eye(k)[np.asarray(p)], y, cell["label_names"])["macro_f1"]
-                  for m, p in cell["preds"].items()}
-            log(f"  {scenario} seed {seed}: " + ", ".join(f"{m} {v:.3f}" for m, v in f1.items())
-                + f"  [{time.perf_counter() - t_start:.0f}s]")
+            f1 = {
+                m: classification_metrics(np.eye(k)[np.asarray(p)], y, cell["label_names"])["macro_f1"]
+                for m, p in cell["preds"].items()
+            }
+            log(
+                f"  {scenario} seed {seed}: "
+                + ", ".join(f"{m} {v:.3f}" for m, v in f1.items())
+                + f"  [{time.perf_counter() - t_start:.0f}s]"
+            )
     scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
     result = summarise([r for r in runs if r["scenario"] in scenarios], variants)
     # training time of every cell when all recorded it (a re-run that only re-summarises costs seconds)

@@ -10,6 +10,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,9 @@ def load_clients(url: str, bodies: list[bytes], clients: int, seconds: float) ->
 
     def worker(k: int) -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        mine, codes, i = [], {}, k
+        mine: list[float] = []
+        codes: dict[int, int] = {}
+        i = k
         while time.perf_counter() < stop:
             body = bodies[i % len(bodies)]
             i += clients
@@ -79,12 +82,25 @@ def load_clients(url: str, bodies: list[bytes], clients: int, seconds: float) ->
     wall = time.perf_counter() - t0
     ms = np.array(lat) * 1000 if lat else np.zeros(1)
     ok = status.get(200, 0)
-    return {"clients": clients, "requests": len(lat), "ok": ok, "status": status, "throughput": ok / wall,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "ok": ok,
+        "status": status,
+        "throughput": ok / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
 
 
-def run_serving_bench(config: str | Path, out: str | Path, scenario: str | None = None, seconds: float = 8.0,
-                      clients: list[int] = (1, 8, 32), log=print) -> dict:
+def run_serving_bench(
+    config: str | Path,
+    out: str | Path,
+    scenario: str | None = None,
+    seconds: float = 8.0,
+    clients: Sequence[int] = (1, 8, 32),
+    log=print,
+) -> dict:
     from cpfd.serving_runtime import load_served_model, resolve_store_models
 
     out = Path(out)
@@ -104,8 +120,17 @@ def run_serving_bench(config: str | Path, out: str | Path, scenario: str | None 
     bodies = []
     for i in range(256):
         frames, title = _video(served.spec, rng)
-        bodies.append(json.dumps({"scenario": scenario, "video_id": i, "title": title, "arm": arm,
-                                  "frames": [encode_png(f) for f in frames]}).encode())
+        bodies.append(
+            json.dumps(
+                {
+                    "scenario": scenario,
+                    "video_id": i,
+                    "title": title,
+                    "arm": arm,
+                    "frames": [encode_png(f) for f in frames],
+                }
+            ).encode()
+        )
     rows = []
     for batching in (True, False):
         raw = yaml.safe_load(Path(config).read_text())
@@ -119,8 +144,10 @@ def run_serving_bench(config: str | Path, out: str | Path, scenario: str | None 
                 r = {"batching": batching, **load_clients(server.url, bodies, n, seconds)}
                 r["ratio_to_ceiling"] = r["throughput"] / ceil
                 rows.append(r)
-                log(f"batching={batching!s:5} clients={n:2d}: {r['throughput']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
-                    f"p99 {r['p99_ms']:6.1f} ms  ratio {r['ratio_to_ceiling']:.2f}  status {r['status']}")
+                log(
+                    f"batching={batching!s:5} clients={n:2d}: {r['throughput']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
+                    f"p99 {r['p99_ms']:6.1f} ms  ratio {r['ratio_to_ceiling']:.2f}  status {r['status']}"
+                )
     result = {"model_tag": tag, "scenario": scenario, "ceiling_videos_per_s": ceil, "seconds": seconds, "rows": rows}
     (out / "serving.json").write_text(json.dumps(result, indent=2))
     (out / "serving.md").write_text(to_markdown(result))
@@ -129,14 +156,24 @@ def run_serving_bench(config: str | Path, out: str | Path, scenario: str | None 
 
 
 def to_markdown(result: dict) -> str:
-    lines = [f"In-process batched model call ({result['model_tag']}): {result['ceiling_videos_per_s']:.0f} videos/s (ceiling)",
-             "", "| batching | clients | req/s | p50 ms | p99 ms | non-200 | / ceiling |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"In-process batched model call ({result['model_tag']}): "
+        f"{result['ceiling_videos_per_s']:.0f} videos/s (ceiling)",
+        "",
+        "| batching | clients | req/s | p50 ms | p99 ms | non-200 | / ceiling |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         bad = r["requests"] - r["ok"]
-        lines.append(f"| {'adaptive' if r['batching'] else 'off'} | {r['clients']} | {r['throughput']:.1f} | "
-                     f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {bad} | {r['ratio_to_ceiling']:.0%} |")
+        lines.append(
+            f"| {'adaptive' if r['batching'] else 'off'} | {r['clients']} | {r['throughput']:.1f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {bad} | {r['ratio_to_ceiling']:.0%} |"
+        )
     top = [r for r in result["rows"] if r["batching"] and r["clients"] == max(x["clients"] for x in result["rows"])]
     if top:
-        lines += ["", f"Adaptive batching at {top[0]['clients']} clients: {top[0]['ratio_to_ceiling']:.0%} of the ceiling "
-                      "(target >= 50%)."]
+        lines += [
+            "",
+            f"Adaptive batching at {top[0]['clients']} clients: {top[0]['ratio_to_ceiling']:.0%} of the ceiling "
+            "(target >= 50%).",
+        ]
     return "\n".join(lines) + "\n"

@@ -55,10 +55,10 @@ def _interleaved_rates(steppers: dict, batch_size: int, steps: int, block: int =
 def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> dict:
     from cpfd.data.build import build_scenario_dataset
     from cpfd.data.synthetic import generate
+    from cpfd.data.tensors import prepare_data
     from cpfd.distill import example_weights
     from cpfd.training.objectives import cached_distill_loss, ce_loss, joint_loss
     from cpfd.training.recipes import insample_teacher_outputs, new_model
-    from cpfd.data.tensors import prepare_data
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = generate(tmp, 600, seed=0, scenarios=["clickbait"])
@@ -73,17 +73,30 @@ def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> 
     logits = insample_teacher_outputs(teacher.eval(), data).calibrated  # the step costs the same for oof outputs
     teacher.train()
     weights = example_weights(logits, data.splits["train"].labels, cfg.distill)
-    rates = _interleaved_rates({
-        "student_ce": _stepper({"student": new_model(data, cfg.model, "student", 0)}, ce_loss("student"), data, bs),
-        "cpfd_cached": _stepper(
-            {"student": new_model(data, cfg.model, "student", 0)}, cached_distill_loss(logits, weights, cfg.distill), data, bs
-        ),
-        "joint_teacher_recomputed": _stepper(
-            {"teacher": teacher, "student": new_model(data, cfg.model, "student", 0)}, joint_loss(cfg.distill), data, bs
-        ),
-    }, bs, steps)
+    rates = _interleaved_rates(
+        {
+            "student_ce": _stepper({"student": new_model(data, cfg.model, "student", 0)}, ce_loss("student"), data, bs),
+            "cpfd_cached": _stepper(
+                {"student": new_model(data, cfg.model, "student", 0)},
+                cached_distill_loss(logits, weights, cfg.distill),
+                data,
+                bs,
+            ),
+            "joint_teacher_recomputed": _stepper(
+                {"teacher": teacher, "student": new_model(data, cfg.model, "student", 0)},
+                joint_loss(cfg.distill),
+                data,
+                bs,
+            ),
+        },
+        bs,
+        steps,
+    )
     result = {
-        "model_size": cfg.model.size, "batch_size": bs, "steps": steps, "threads": torch.get_num_threads(),
+        "model_size": cfg.model.size,
+        "batch_size": bs,
+        "steps": steps,
+        "threads": torch.get_num_threads(),
         "examples_per_s": rates,
         "cpfd_step_cost_vs_student": rates["student_ce"] / rates["cpfd_cached"],
         "joint_step_cost_vs_student": rates["student_ce"] / rates["joint_teacher_recomputed"],
@@ -93,5 +106,8 @@ def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> 
     log("| step | examples/s | cost vs plain student |\n|---|---|---|")
     for k, v in rates.items():
         log(f"| {k} | {v:.1f} | {rates['student_ce'] / v:.3f}x |")
-    log(f"(model {cfg.model.size}, batch {bs}, {steps} timed steps, {torch.get_num_threads()} threads; target: cpfd_cached <= 1.10x)")
+    log(
+        f"(model {cfg.model.size}, batch {bs}, {steps} timed steps, {torch.get_num_threads()} threads; "
+        "target: cpfd_cached <= 1.10x)"
+    )
     return result

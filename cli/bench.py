@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,15 +15,18 @@ bench_app = typer.Typer(help="Benchmarks that print tables.", no_args_is_help=Tr
 @bench_app.command("quality")
 def bench_quality(
     data: Path = typer.Option(Path("data/bench"), help="folder for the synthetic data (one sub-folder per seed)"),
-    videos: Optional[Path] = typer.Option(None, help="your own videos table (instead of synthetic data)"),
-    features: Optional[Path] = typer.Option(None, help="your own feature source (with --videos)"),
-    config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt,
-    seeds: int = typer.Option(5, min=1), videos_per_scenario: int = typer.Option(3000, min=100),
+    videos: Path | None = typer.Option(None, help="your own videos table (instead of synthetic data)"),
+    features: Path | None = typer.Option(None, help="your own feature source (with --videos)"),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    seeds: int = typer.Option(5, min=1),
+    videos_per_scenario: int = typer.Option(3000, min=100),
     generator: str = typer.Option("v2", help="synthetic generator: v2 or v1"),
     variant: list[str] = typer.Option([], help="variants to compare (repeatable); default: the benchmark's set"),
     scenario: list[str] = typer.Option([], help="only these scenarios"),
     quick: bool = typer.Option(False, help="2 seeds, 600 videos, 2 scenarios, 3 variants, 3 epochs: a smoke run"),
-    out: Path = typer.Option(Path("runs/bench_quality")), quiet: bool = QuietOpt,
+    out: Path = typer.Option(Path("runs/bench_quality")),
+    quiet: bool = QuietOpt,
 ):
     """F1 of X-VLM, DF-X-VLM, PFD and CPFD variants per scenario over seeds, with paired bootstrap intervals."""
     from benchmarks.quality import DEFAULT_VARIANTS, run_quality
@@ -50,7 +52,7 @@ def bench_quality(
     def datasets_for_seed(seed: int):
         import pandas as pd
 
-        if videos is not None:
+        if videos is not None and features is not None:  # --videos without --features was refused above
             src, feats, cfg, oracle, folder = videos, features, config, None, out / "datasets" / "own"
             if (folder / "done").exists():
                 return {n: folder / n for n in names}, None
@@ -61,7 +63,11 @@ def bench_quality(
 
                 typer.echo(f"generating synthetic data ({generator}, seed {seed}) in {folder}")
                 gen(folder, videos_per_scenario, seed=seed, scenarios=scenario or None, version=int(generator[1]))
-            src, feats, cfg = folder / "videos.parquet", folder / "features.parquet", config or folder / "scenarios.yaml"
+            src, feats, cfg = (
+                folder / "videos.parquet",
+                folder / "features.parquet",
+                config or folder / "scenarios.yaml",
+            )
             oracle = pd.read_parquet(folder / "oracle.parquet") if (folder / "oracle.parquet").exists() else None
             folder = out / "datasets" / f"seed{seed}"
         project = load_project(cfg, set_)
@@ -76,15 +82,29 @@ def bench_quality(
     project = load_project(first_cfg, set_)
     names = scenario or ([s.name for s in project.scenarios] if first_cfg else [])
     note = "your tables, fixed across seeds" if videos is not None else f"synthetic {generator}, re-drawn per seed"
-    result = run_quality(datasets_for_seed, project, list(range(seeds)), variants, out, progress=not quiet,
-                         log=typer.echo, data_note=note)
+    result = run_quality(
+        datasets_for_seed,
+        project,
+        list(range(seeds)),
+        variants,
+        out,
+        progress=not quiet,
+        log=typer.echo,
+        data_note=note,
+    )
     typer.echo(to_markdown(result))
-    typer.echo(f"written: {out / 'quality.json'}, {out / 'quality.md'}, {out / 'quality.png'} ({result['seconds']:.0f}s)")
+    typer.echo(
+        f"written: {out / 'quality.json'}, {out / 'quality.md'}, {out / 'quality.png'} ({result['seconds']:.0f}s)"
+    )
 
 
 @bench_app.command("throughput")
-def bench_throughput(config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt,
-                     steps: int = typer.Option(30, min=5), out: Path = typer.Option(Path("runs/bench_throughput"))):
+def bench_throughput(
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    steps: int = typer.Option(30, min=5),
+    out: Path = typer.Option(Path("runs/bench_throughput")),
+):
     """Training examples/s: plain student step vs CPFD distillation step (cached teacher outputs)."""
     from benchmarks.throughput import run_throughput
 
@@ -92,8 +112,11 @@ def bench_throughput(config: Optional[Path] = ConfigOpt, set_: list[str] = SetOp
 
 
 @bench_app.command("features")
-def bench_features(rows: int = typer.Option(100_000, min=100), repeats: int = typer.Option(3, min=1),
-                   out: Path = typer.Option(Path("runs/bench_features"))):
+def bench_features(
+    rows: int = typer.Option(100_000, min=100),
+    repeats: int = typer.Option(3, min=1),
+    out: Path = typer.Option(Path("runs/bench_features")),
+):
     """Point-in-time retrieval: Feast get_historical_features vs pandas.merge_asof on the same Parquet."""
     from benchmarks.feast_retrieval import run_feature_retrieval
 
@@ -101,11 +124,13 @@ def bench_features(rows: int = typer.Option(100_000, min=100), repeats: int = ty
 
 
 @bench_app.command("serving")
-def bench_serving(config: Path = typer.Option(..., "--config", "-c", help="serving config YAML"),
-                  scenario: Optional[str] = typer.Option(None, help="scenario to load (default: the first)"),
-                  seconds: float = typer.Option(8.0, min=1, help="per measurement"),
-                  clients: list[int] = typer.Option([1, 8, 32]),
-                  out: Path = typer.Option(Path("runs/bench_serving"))):
+def bench_serving(
+    config: Path = typer.Option(..., "--config", "-c", help="serving config YAML"),
+    scenario: str | None = typer.Option(None, help="scenario to load (default: the first)"),
+    seconds: float = typer.Option(8.0, min=1, help="per measurement"),
+    clients: list[int] = typer.Option([1, 8, 32]),
+    out: Path = typer.Option(Path("runs/bench_serving")),
+):
     """Endpoint throughput and p50/p99 latency with and without adaptive batching vs the in-process ceiling."""
     from benchmarks.serving import run_serving_bench
 
@@ -113,8 +138,11 @@ def bench_serving(config: Path = typer.Option(..., "--config", "-c", help="servi
 
 
 @bench_app.command("monitoring")
-def bench_monitoring(predictions: int = typer.Option(1_000_000, min=1000), scenarios: int = typer.Option(20, min=1),
-                     out: Path = typer.Option(Path("runs/bench_monitoring"))):
+def bench_monitoring(
+    predictions: int = typer.Option(1_000_000, min=1000),
+    scenarios: int = typer.Option(20, min=1),
+    out: Path = typer.Option(Path("runs/bench_monitoring")),
+):
     """Time of the monitoring job over a prediction log of N predictions across S scenarios, two arms."""
     from benchmarks.monitoring import run_monitoring_bench
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,7 +11,7 @@ SetOpt = typer.Option([], "--set", help="override, e.g. --set train.epochs=3 (re
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 
 
-def load_project(config: Optional[Path], overrides: list[str]):
+def load_project(config: Path | None, overrides: list[str]):
     """The project config: ``config`` (or the embedded default) with ``--set`` overrides."""
     from cpfd.config import load_config
 

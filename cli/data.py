@@ -7,9 +7,8 @@ from pathlib import Path
 
 import typer
 
-from cpfd.conventions import FEATURE_TTL
-
 from cli.common import ConfigOpt, SetOpt, load_project
+from cpfd.conventions import FEATURE_TTL
 from cpfd.errors import CpfdError
 
 dataset_app = typer.Typer(
@@ -48,7 +47,9 @@ def dataset_build(
     features: Path = typer.Option(..., help="privileged feature source (Parquet)"),
     scenario: str = typer.Option(...),
     out: Path = typer.Option(..., help="output folder for train/val/test.parquet + manifest.json"),
-    ttl_days: float = typer.Option(FEATURE_TTL.total_seconds() / 86400, help="feature freshness window (pandas backend; Feast uses the view's TTL)"),
+    ttl_days: float = typer.Option(
+        FEATURE_TTL.total_seconds() / 86400, help="feature freshness window (pandas backend; Feast uses the view's TTL)"
+    ),
     backend: str = typer.Option("auto", help="feast | pandas | auto (= feast when it is installed, else pandas)"),
     store: Path | None = typer.Option(None, help="Feast store folder (default: OUT/feature_store)"),
     config: Path | None = ConfigOpt,

@@ -18,15 +18,26 @@ from cpfd.errors import CpfdError
 
 set_env_defaults()  # before any command imports BentoML or transformers (also when `app` is used directly)
 
-app = typer.Typer(help="CPFD: confidence-aware privileged feature distillation for short-video classification.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="CPFD: confidence-aware privileged feature distillation for short-video classification.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(data.dataset_app, name="dataset")
 app.add_typer(train.train_app, name="train")
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(pipeline.pipeline_app, name="pipeline")
 app.add_typer(data.features_app, name="features")
-for command in (data.generate, train.evaluate, serve.package, serve.serve, monitor.monitor, monitor.reference,
-                monitor.simulate, demo.demo):
+for command in (
+    data.generate,
+    train.evaluate,
+    serve.package,
+    serve.serve,
+    monitor.monitor,
+    monitor.reference,
+    monitor.simulate,
+    demo.demo,
+):
     app.command()(command)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -39,8 +40,8 @@ def pipeline_options(
     parallelism: int = 2,
     image: str | None = None,
     no_gpu: bool = False,
-    node_selector: list[str] = (),
-    toleration: list[str] = (),
+    node_selector: Sequence[str] = (),
+    toleration: Sequence[str] = (),
     gpu_count: int = 1,
     train_cpu: str = "4",
     train_memory: str = "16G",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,30 +24,47 @@ def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resum
 
 
 @train_app.command("teacher")
-def train_teacher(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
-                  set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
+def train_teacher(
+    dataset: Path = typer.Option(...),
+    out: Path = typer.Option(...),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    quiet: bool = QuietOpt,
+    resume: bool = typer.Option(True),
+):
     """DF-X-VLM: frames + title + privileged dense features, cross-entropy."""
     _train("teacher", dataset, out, config, set_, quiet, resume)
 
 
 @train_app.command("student")
-def train_student(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
-                  set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
+def train_student(
+    dataset: Path = typer.Option(...),
+    out: Path = typer.Option(...),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    quiet: bool = QuietOpt,
+    resume: bool = typer.Option(True),
+):
     """X-VLM baseline: frames + title only, cross-entropy (the A/B control)."""
     _train("student", dataset, out, config, set_, quiet, resume)
 
 
 @train_app.command("distill")
 def train_distill(
-    dataset: Path = typer.Option(...), teacher: Path = typer.Option(..., help="trained teacher folder"),
-    out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt,
-    quiet: bool = QuietOpt, resume: bool = typer.Option(True),
+    dataset: Path = typer.Option(...),
+    teacher: Path = typer.Option(..., help="trained teacher folder"),
+    out: Path = typer.Option(...),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    quiet: bool = QuietOpt,
+    resume: bool = typer.Option(True),
 ):
-    """Two-stage PFD / CPFD (distill.*); the teacher's outputs (out-of-fold by default) are cached beside the teacher."""
+    """Two-stage PFD / CPFD (distill.*); the teacher's outputs (out-of-fold by default) are cached
+    beside the teacher."""
+    from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
     from cpfd.teacher_outputs import TeacherOutputs
     from cpfd.training.recipes import compute_teacher_outputs, distill_student
-    from cpfd.data.tensors import prepare_data
 
     project = load_project(config, set_)
     data = prepare_data(dataset, project.model)
@@ -59,18 +75,28 @@ def train_distill(
     if resume and cache.exists():
         outputs = TeacherOutputs.load(cache, data.splits["train"].video_ids)
     else:
-        outputs = compute_teacher_outputs(data, project, load_model(teacher), teacher / "folds", dcfg, not quiet, resume)
+        outputs = compute_teacher_outputs(
+            data, project, load_model(teacher), teacher / "folds", dcfg, not quiet, resume
+        )
         outputs.save(cache)
     cal = outputs.calibration
-    typer.echo(f"teacher outputs ({outputs.source}): temperature {outputs.temperature:.2f}, validation NLL "
-               f"{cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}")
+    typer.echo(
+        f"teacher outputs ({outputs.source}): temperature {outputs.temperature:.2f}, validation NLL "
+        f"{cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}"
+    )
     info = distill_student(data, outputs, project, out, progress=not quiet, resume=resume)
     typer.echo(f"{info['method']} student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
 
 
 @train_app.command("joint")
-def train_joint_cmd(dataset: Path = typer.Option(...), out: Path = typer.Option(...), config: Optional[Path] = ConfigOpt,
-                    set_: list[str] = SetOpt, quiet: bool = QuietOpt, resume: bool = typer.Option(True)):
+def train_joint_cmd(
+    dataset: Path = typer.Option(...),
+    out: Path = typer.Option(...),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    quiet: bool = QuietOpt,
+    resume: bool = typer.Option(True),
+):
     """Synchronous PFD: teacher and student together, the teacher gets no gradient from distillation."""
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_joint
@@ -80,8 +106,12 @@ def train_joint_cmd(dataset: Path = typer.Option(...), out: Path = typer.Option(
     typer.echo(f"joint student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
 
 
-def evaluate(model: Path = typer.Option(...), dataset: Path = typer.Option(...), split: str = "test",
-             out: Optional[Path] = typer.Option(None, help="write metrics JSON here")):
+def evaluate(
+    model: Path = typer.Option(...),
+    dataset: Path = typer.Option(...),
+    split: str = "test",
+    out: Path | None = typer.Option(None, help="write metrics JSON here"),
+):
     """Macro-F1, precision, recall, confusion matrix and ECE of a trained model on a split."""
     from cpfd.evaluate import evaluate_saved_model
 

@@ -7,11 +7,25 @@ It sits here, not in ``cpfd`` (which must import without Feast) and not in ``fea
 """
 
 from featurestore.store import (
-    DEFAULT_REPO, REPO_MODULES, apply_repo, build_dataset_feast, feature_repo_dir, historical_features, load_definitions,
-    service_features, write_store_config,
+    DEFAULT_REPO,
+    REPO_MODULES,
+    apply_repo,
+    build_dataset_feast,
+    feature_repo_dir,
+    historical_features,
+    load_definitions,
+    service_features,
+    write_store_config,
 )
 
 __all__ = [
-    "DEFAULT_REPO", "REPO_MODULES", "apply_repo", "build_dataset_feast", "feature_repo_dir", "historical_features",
-    "load_definitions", "service_features", "write_store_config",
+    "DEFAULT_REPO",
+    "REPO_MODULES",
+    "apply_repo",
+    "build_dataset_feast",
+    "feature_repo_dir",
+    "historical_features",
+    "load_definitions",
+    "service_features",
+    "write_store_config",
 ]

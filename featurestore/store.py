@@ -14,12 +14,16 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import yaml
 
 from cpfd.errors import ConfigError, CpfdError, DataContractError
+
+if TYPE_CHECKING:  # Feast is imported lazily
+    from feast.feast_object import FeastObject
 
 REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
 DEFAULT_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
@@ -66,7 +70,9 @@ def load_definitions(features_path: str | Path, repo: Path | None = None, offlin
                 sys.modules.pop(name, None)
     for module in modules:
         for obj in vars(module).values():
-            if isinstance(obj, (Entity, DataSource, FeatureView, FeatureService)) and not any(obj is o for o in objects):
+            if isinstance(obj, (Entity, DataSource, FeatureView, FeatureService)) and not any(
+                obj is o for o in objects
+            ):
                 objects.append(obj)
     return objects
 
@@ -95,7 +101,12 @@ def apply_repo(features_path: str | Path, store_dir: str | Path, repo: Path | No
     store = FeatureStore(repo_path=str(Path(store_dir).resolve()))
     objects = load_definitions(features_path, repo)
     defined = {(type(o).__name__, o.name) for o in objects}
-    registered = [*store.list_entities(), *store.list_data_sources(), *store.list_feature_views(), *store.list_feature_services()]
+    registered: list[FeastObject] = [
+        *store.list_entities(),
+        *store.list_data_sources(),
+        *store.list_feature_views(),
+        *store.list_feature_services(),
+    ]
     stale = [o for o in registered if (type(o).__name__, o.name) not in defined]
     store.apply(objects, objects_to_delete=stale, partial=not stale)
     return store
@@ -118,11 +129,15 @@ def historical_features(store, entities: pd.DataFrame, service_name: str) -> pd.
     service = store.get_feature_service(service_name)
     ts = entities["event_timestamp"]
     ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-    keys = pd.DataFrame({
-        "video_id": entities["video_id"].to_numpy(),
-        "event_timestamp": ts.dt.floor("us").astype("datetime64[us, UTC]").reset_index(drop=True),  # DuckDB rejects ns
-        "_row": np.arange(len(entities), dtype=np.int64),
-    })
+    keys = pd.DataFrame(
+        {
+            "video_id": entities["video_id"].to_numpy(),
+            "event_timestamp": ts.dt.floor("us")
+            .astype("datetime64[us, UTC]")
+            .reset_index(drop=True),  # DuckDB rejects ns
+            "_row": np.arange(len(entities), dtype=np.int64),
+        }
+    )
     joined = store.get_historical_features(entity_df=keys, features=service).to_df()
     if len(joined) != len(keys):
         raise CpfdError(f"Feast returned {len(joined)} rows for {len(keys)} entity rows (service {service_name!r})")
@@ -156,10 +171,17 @@ def build_dataset_feast(
     missing = [n for n in names if n not in source_names]
     if missing:
         raise DataContractError(
-            f"{features_path}: feature column(s) {', '.join(missing)} of feature service {scen.feature_service!r} are missing"
+            f"{features_path}: feature column(s) {', '.join(missing)} "
+            f"of feature service {scen.feature_service!r} are missing"
         )
     joined = historical_features(store, videos, scen.feature_service)
     return write_dataset(
-        out_dir, scenario, scen.label_names, joined, names, scen.feature_service,
-        fingerprint(videos_path, features_path), "feast",
+        out_dir,
+        scenario,
+        scen.label_names,
+        joined,
+        names,
+        scen.feature_service,
+        fingerprint(videos_path, features_path),
+        "feast",
     )
