@@ -89,7 +89,8 @@ class GateConfig(StrictModel):
     max_gap_to_teacher: float = 0.25
     min_f1: float = 0.0
     require_teacher_better: bool = Field(
-        False, description="refuse a teacher not better than the baseline on validation (otherwise: flagged only)")
+        False, description="refuse a teacher not better than the baseline on validation (otherwise: flagged only)"
+    )
 
 
 class ScenarioConfig(StrictModel):
@@ -106,7 +107,7 @@ class ScenarioConfig(StrictModel):
         return len(self.label_names)
 
     @model_validator(mode="after")
-    def _unique_labels(self) -> "ScenarioConfig":
+    def _unique_labels(self) -> ScenarioConfig:
         if len(set(self.label_names)) != len(self.label_names):
             raise ValueError(f"scenario {self.name!r}: label_names must be unique")
         return self

@@ -54,8 +54,10 @@ def macro_prf(cm: np.ndarray) -> dict[str, np.ndarray]:
     """
     precision, recall, f1, present = per_class_prf(cm)
     n_present = np.maximum(present.sum(-1), 1)
-    return {name: (v * present).sum(-1) / n_present for name, v in
-            (("precision", precision), ("recall", recall), ("f1", f1))}
+    return {
+        name: (v * present).sum(-1) / n_present
+        for name, v in (("precision", precision), ("recall", recall), ("f1", f1))
+    }
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
@@ -72,7 +74,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, label_names: l
         "recall": float(macro["recall"]),
         "accuracy": float(np.trace(cm) / max(len(labels), 1)),
         "ece": expected_calibration_error(probs, labels) if len(labels) else 0.0,
-        "per_class_f1": {name: float(v) for name, v in zip(label_names, f1)},
+        "per_class_f1": {name: float(v) for name, v in zip(label_names, f1, strict=True)},
         "confusion_matrix": cm.tolist(),
         "label_names": list(label_names),
     }
@@ -86,7 +88,9 @@ def gap_closed(f1_distilled: float, f1_student: float, f1_teacher: float) -> flo
     return (f1_distilled - f1_student) / gap
 
 
-def predict_logits(model: VideoClassifier, split: SplitTensors, batch_size: int = 256, device: torch.device | None = None) -> torch.Tensor:
+def predict_logits(
+    model: VideoClassifier, split: SplitTensors, batch_size: int = 256, device: torch.device | None = None
+) -> torch.Tensor:
     import torch
 
     from cpfd.device import autocast
@@ -109,12 +113,16 @@ def model_macro_f1(model: VideoClassifier, split: SplitTensors, label_names: lis
     probs = predict_logits(model, split).softmax(-1).numpy()
     return classification_metrics(probs, split.labels.numpy(), label_names)["macro_f1"]
 
+
 def evaluate_model(model: VideoClassifier, data: PreparedData, split: str = "test") -> tuple[dict, np.ndarray]:
     """Metrics and class probabilities on a split."""
     probs = predict_logits(model, data.splits[split]).softmax(-1).numpy()
     return classification_metrics(probs, data.splits[split].labels.numpy(), data.label_names), probs
 
-def evaluate_saved_model(model_dir: str | Path, dataset_dir: str | Path, split: str = "test") -> tuple[dict, np.ndarray, SplitTensors]:
+
+def evaluate_saved_model(
+    model_dir: str | Path, dataset_dir: str | Path, split: str = "test"
+) -> tuple[dict, np.ndarray, SplitTensors]:
     """Metrics, class probabilities and the split's tensors for a saved model on a built dataset."""
     from cpfd.data.tensors import PreparedData, read_manifest, read_split_table, to_tensors
     from cpfd.models import load_model
@@ -123,8 +131,14 @@ def evaluate_saved_model(model_dir: str | Path, dataset_dir: str | Path, split: 
     model = load_model(model_dir)
     tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")
     manifest = read_manifest(dataset_dir)
-    tensors = to_tensors(read_split_table(dataset_dir, split), manifest["feature_names"], tokenizer,
-                         model.spec.max_title_tokens, None, f"{dataset_dir}/{split}.parquet")
+    tensors = to_tensors(
+        read_split_table(dataset_dir, split),
+        manifest["feature_names"],
+        tokenizer,
+        model.spec.max_title_tokens,
+        None,
+        f"{dataset_dir}/{split}.parquet",
+    )
     data = PreparedData(manifest, tokenizer, {split: tensors}, model.spec.max_title_tokens)
     metrics, probs = evaluate_model(model, data, split)
     return metrics, probs, tensors

@@ -7,15 +7,24 @@ strings, probabilities a JSON list.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
 PREDICTION_COLUMNS = (
-    "request_id", "ts", "experiment", "scenario", "arm", "model_tag", "video_id", "label",
-    "probabilities", "confidence", "latency_ms",
+    "request_id",
+    "ts",
+    "experiment",
+    "scenario",
+    "arm",
+    "model_tag",
+    "video_id",
+    "label",
+    "probabilities",
+    "confidence",
+    "latency_ms",
 )
 LABEL_COLUMNS = ("video_id", "scenario", "label", "labelled_at")
 
@@ -38,7 +47,7 @@ def to_url(target: str | Path) -> str:
 
 
 def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class PredictionLog:
@@ -47,7 +56,7 @@ class PredictionLog:
 
         self.url = to_url(target)
         if self.url.startswith("sqlite:///"):
-            Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(self.url, future=True)
         if self.engine.dialect.name == "sqlite":
 
@@ -88,12 +97,17 @@ class PredictionLog:
         with self.engine.begin() as conn:
             conn.execute(text("DELETE FROM labels WHERE video_id = :video_id AND scenario = :scenario"), rows)
             conn.execute(
-                text("INSERT INTO labels (video_id, scenario, label, labelled_at) VALUES (:video_id, :scenario, :label, :labelled_at)"),
+                text(
+                    "INSERT INTO labels (video_id, scenario, label, labelled_at) "
+                    "VALUES (:video_id, :scenario, :label, :labelled_at)"
+                ),
                 rows,
             )
         return len(rows)
 
-    def read_predictions(self, since: str | None = None, until: str | None = None, scenario: str | None = None) -> pd.DataFrame:
+    def read_predictions(
+        self, since: str | None = None, until: str | None = None, scenario: str | None = None
+    ) -> pd.DataFrame:
         """Predictions with since <= ts < until (ISO strings), probabilities parsed into lists."""
         clauses, params = [], {}
         for name, value, op in (("since", since, ">="), ("until", until, "<")):

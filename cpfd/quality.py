@@ -23,9 +23,20 @@ from cpfd.evaluate import macro_prf
 
 BASELINES = ("xvlm", "teacher")
 REFERENCES = ("bayes_content", "bayes_privileged")
-NAMES = {"xvlm": "X-VLM (baseline student)", "teacher": "DF-X-VLM (teacher)",
-         "bayes_content": "Bayes, content only (student ceiling)", "bayes_privileged": "Bayes, content + engagement"}
-FIXED = {"teacher_outputs": "oof", "folds": 3, "calibrate": True, "normalize": "mean", "loss": "decoupled", "gamma": 1.0}
+NAMES = {
+    "xvlm": "X-VLM (baseline student)",
+    "teacher": "DF-X-VLM (teacher)",
+    "bayes_content": "Bayes, content only (student ceiling)",
+    "bayes_privileged": "Bayes, content + engagement",
+}
+FIXED = {
+    "teacher_outputs": "oof",
+    "folds": 3,
+    "calibrate": True,
+    "normalize": "mean",
+    "loss": "decoupled",
+    "gamma": 1.0,
+}
 WEIGHTINGS = ("true_class", "max_prob", "entropy", "correct")
 PFD_REFERENCE = "pfd:targets=oof:folds=3:cal=on"
 
@@ -42,8 +53,14 @@ def parse_variant(name: str, base: DistillConfig | None = None) -> DistillConfig
         if not rest or rest[0] not in WEIGHTINGS:
             raise ValueError(f"variant {name!r}: cpfd needs a weighting first, one of {', '.join(WEIGHTINGS)}")
         update["weighting"] = rest.pop(0)
-    keys = {"targets": "teacher_outputs", "folds": "folds", "cal": "calibrate", "norm": "normalize", "loss": "loss",
-            "g": "gamma"}
+    keys = {
+        "targets": "teacher_outputs",
+        "folds": "folds",
+        "cal": "calibrate",
+        "norm": "normalize",
+        "loss": "loss",
+        "g": "gamma",
+    }
     for p in rest:
         key, sep, value = p.partition("=")
         if not sep or key not in keys or (method == "pfd" and key in ("norm", "loss", "g")):
@@ -94,8 +111,9 @@ def _f1(run: dict, method: str, target: str = "labels") -> float:
     return float(macro_f1_batch(y, np.asarray(run["preds"][method])[None], len(run["label_names"]))[0])
 
 
-def bootstrap_f1(runs: list[dict], scenarios: list[str], methods: list[str], reps: int = 1000, seed: int = 0,
-                 target: str = "labels") -> dict[str, np.ndarray]:
+def bootstrap_f1(
+    runs: list[dict], scenarios: list[str], methods: list[str], reps: int = 1000, seed: int = 0, target: str = "labels"
+) -> dict[str, np.ndarray]:
     """Replicates [reps, scenarios] of each method's seed-mean macro-F1, resampling seeds and test examples
     (the same draws for every method, so differences are paired)."""
     rng = np.random.default_rng(seed)
@@ -116,15 +134,22 @@ def bootstrap_f1(runs: list[dict], scenarios: list[str], methods: list[str], rep
 
 def _interval(samples: np.ndarray, point: float) -> dict:
     lo, hi = np.percentile(samples, [2.5, 97.5])
-    return {"mean": point, "lo": float(lo), "hi": float(hi), "se": float(samples.std(ddof=1)),
-            "significant": bool(lo > 0 or hi < 0)}
+    return {
+        "mean": point,
+        "lo": float(lo),
+        "hi": float(hi),
+        "se": float(samples.std(ddof=1)),
+        "significant": bool(lo > 0 or hi < 0),
+    }
 
 
 def weight_shares(weights: np.ndarray, slices: np.ndarray) -> dict:
     """Per slice kind: its share of the examples and of the total distillation weight."""
     total = max(float(weights.sum()), 1e-12)
-    return {str(s): {"examples": float((slices == s).mean()), "weight": float(weights[slices == s].sum() / total)}
-            for s in sorted(set(slices.tolist()))}
+    return {
+        str(s): {"examples": float((slices == s).mean()), "weight": float(weights[slices == s].sum() / total)}
+        for s in sorted(set(slices.tolist()))
+    }
 
 
 def summarise(runs: list[dict], variants: list[str], reps: int = 1000) -> dict:
@@ -139,23 +164,46 @@ def summarise(runs: list[dict], variants: list[str], reps: int = 1000) -> dict:
     pfd = PFD_REFERENCE if PFD_REFERENCE in variants else next((v for v in variants if v.startswith("pfd")), None)
     boot = bootstrap_f1(runs, scenarios, methods, reps)
     means = {m: np.array([np.mean([_f1(r, m) for r in _cells(runs, s)]) for s in scenarios]) for m in methods}
-    truth_means = ({m: np.array([np.mean([_f1(r, m, "true_label") for r in _cells(runs, s)]) for s in scenarios])
-                    for m in methods} if has_truth else {})
+    truth_means = (
+        {m: np.array([np.mean([_f1(r, m, "true_label") for r in _cells(runs, s)]) for s in scenarios]) for m in methods}
+        if has_truth
+        else {}
+    )
 
     def diff(a: str, b: str) -> dict:
-        per = {s: _interval(boot[a][:, j] - boot[b][:, j], float(means[a][j] - means[b][j])) for j, s in enumerate(scenarios)}
+        per = {
+            s: _interval(boot[a][:, j] - boot[b][:, j], float(means[a][j] - means[b][j]))
+            for j, s in enumerate(scenarios)
+        }
         pooled = _interval((boot[a] - boot[b]).mean(1), float((means[a] - means[b]).mean()))
         return {"per_scenario": per, "pooled": pooled}
 
     gap = diff("teacher", "xvlm")
-    result: dict = {"scenarios": scenarios, "methods": methods, "variants": variants, "pfd_reference": pfd,
-                    "has_truth": has_truth, "bootstrap_reps": reps, "runs_per_scenario": {s: len(_cells(runs, s)) for s in scenarios}}
-    result["f1"] = {m: {s: {"mean": float(means[m][j]), "std": float(np.std([_f1(r, m) for r in _cells(runs, s)], ddof=1))
-                            if len(_cells(runs, s)) > 1 else 0.0} for j, s in enumerate(scenarios)}
-                    | {"pooled": {"mean": float(means[m].mean())}} for m in methods}
+    result: dict = {
+        "scenarios": scenarios,
+        "methods": methods,
+        "variants": variants,
+        "pfd_reference": pfd,
+        "has_truth": has_truth,
+        "bootstrap_reps": reps,
+        "runs_per_scenario": {s: len(_cells(runs, s)) for s in scenarios},
+    }
+    result["f1"] = {
+        m: {
+            s: {
+                "mean": float(means[m][j]),
+                "std": float(np.std([_f1(r, m) for r in _cells(runs, s)], ddof=1)) if len(_cells(runs, s)) > 1 else 0.0,
+            }
+            for j, s in enumerate(scenarios)
+        }
+        | {"pooled": {"mean": float(means[m].mean())}}
+        for m in methods
+    }
     if has_truth:
-        result["f1_true_label"] = {m: {s: float(truth_means[m][j]) for j, s in enumerate(scenarios)}
-                                   | {"pooled": float(truth_means[m].mean())} for m in methods}
+        result["f1_true_label"] = {
+            m: {s: float(truth_means[m][j]) for j, s in enumerate(scenarios)} | {"pooled": float(truth_means[m].mean())}
+            for m in methods
+        }
     result["teacher_minus_xvlm"] = gap
     result["gain_over_xvlm"] = {v: diff(v, "xvlm") for v in variants}
     result["gain_over_pfd"] = {v: diff(v, pfd) for v in variants if pfd and v != pfd and v.startswith("cpfd")}
@@ -170,16 +218,23 @@ def summarise(runs: list[dict], variants: list[str], reps: int = 1000) -> dict:
         for j, s in enumerate(scenarios):
             g = gap["per_scenario"][s]
             gain = float(means[v][j] - means["xvlm"][j])
-            row[s] = {"vs_teacher": closed(gain, g["mean"]), "gap_within_noise": bool(g["mean"] < 2 * g["se"]),
-                      "vs_ceiling": closed(gain, float(ceiling[j] - means["xvlm"][j])) if has_truth else None}
+            row[s] = {
+                "vs_teacher": closed(gain, g["mean"]),
+                "gap_within_noise": bool(g["mean"] < 2 * g["se"]),
+                "vs_ceiling": closed(gain, float(ceiling[j] - means["xvlm"][j])) if ceiling is not None else None,
+            }
         gain = float((means[v] - means["xvlm"]).mean())
-        row["pooled"] = {"vs_teacher": closed(gain, gap["pooled"]["mean"]),
-                         "gap_within_noise": bool(gap["pooled"]["mean"] < 2 * gap["pooled"]["se"]),
-                         "vs_ceiling": closed(gain, float((ceiling - means["xvlm"]).mean())) if has_truth else None}
+        row["pooled"] = {
+            "vs_teacher": closed(gain, gap["pooled"]["mean"]),
+            "gap_within_noise": bool(gap["pooled"]["mean"] < 2 * gap["pooled"]["se"]),
+            "vs_ceiling": closed(gain, float((ceiling - means["xvlm"]).mean())) if ceiling is not None else None,
+        }
         result["gap_closed"][v] = row
     result["contrasts"] = {f"{a} − {b}": diff(a, b) for a, b in contrasts(variants)}
-    result["epochs"] = {m: {s: np.mean([r["epochs"][m] for r in _cells(runs, s)], axis=0).tolist() for s in scenarios}
-                        for m in (*BASELINES, *variants)}
+    result["epochs"] = {
+        m: {s: np.mean([r["epochs"][m] for r in _cells(runs, s)], axis=0).tolist() for s in scenarios}
+        for m in (*BASELINES, *variants)
+    }
     result["diagnostics"] = _diagnostics(runs, scenarios, variants)
     ranked = sorted((v for v in variants if v.startswith("cpfd")), key=lambda v: -float(means[v].mean()))
     result["best_cpfd_variant"] = ranked[0] if ranked else None
@@ -194,30 +249,39 @@ def contrasts(variants: list[str]) -> list[tuple[str, str]]:
     """Pairs of variants that differ along exactly one axis (teacher outputs, calibration, folds, loss form), the
     oof / calibrated / decoupled / more-folds side first."""
     cfgs = {v: parse_variant(v) for v in variants}
-    fields = [f for axis in AXES.values() for f in axis]
     pairs = []
     for i, a in enumerate(variants):
-        for b in variants[i + 1:]:
+        for b in variants[i + 1 :]:
             ca, cb = cfgs[a], cfgs[b]
-            if (ca.method, ca.weighting if ca.method == "cpfd" else None) != (cb.method, cb.weighting if cb.method == "cpfd" else None):
+            if (ca.method, ca.weighting if ca.method == "cpfd" else None) != (
+                cb.method,
+                cb.weighting if cb.method == "cpfd" else None,
+            ):
                 continue
             if ca.gamma != cb.gamma:
                 continue
             differing = [name for name, axis in AXES.items() if any(getattr(ca, f) != getattr(cb, f) for f in axis)]
             if ca.teacher_outputs == "insample" and cb.teacher_outputs == "insample" and differing == ["folds"]:
                 continue
-            if len(differing) != 1 or (differing == ["folds"] and "insample" in (ca.teacher_outputs, cb.teacher_outputs)):
+            if len(differing) != 1 or (
+                differing == ["folds"] and "insample" in (ca.teacher_outputs, cb.teacher_outputs)
+            ):
                 continue
             axis = AXES[differing[0]]
-            first_a = (ca.folds > cb.folds) if axis == ("folds",) else any(getattr(ca, f) == PREFERRED.get(f) for f in axis)
+            first_a = (
+                (ca.folds > cb.folds) if axis == ("folds",) else any(getattr(ca, f) == PREFERRED.get(f) for f in axis)
+            )
             pairs.append((a, b) if first_a else (b, a))
     return pairs
 
 
 def _mean_dicts(items: list[dict]) -> dict:
     keys = {k for d in items for k, v in d.items() if isinstance(v, (int, float)) and v is not None}
-    return {k: float(np.mean([d[k] for d in items if d.get(k) is not None])) for k in sorted(keys)
-            if any(d.get(k) is not None for d in items)}
+    return {
+        k: float(np.mean([d[k] for d in items if d.get(k) is not None]))
+        for k in sorted(keys)
+        if any(d.get(k) is not None for d in items)
+    }
 
 
 def _diagnostics(runs: list[dict], scenarios: list[str], variants: list[str]) -> dict:
@@ -228,14 +292,22 @@ def _diagnostics(runs: list[dict], scenarios: list[str], variants: list[str]) ->
             "teacher_train_f1": _mean_dicts([d["teacher_train_f1"] for d in ds]),
             "split_f1": {k: _mean_dicts([d["split_f1"][k] for d in ds]) for k in ("train", "val")},
             "calibration": {src: _mean_dicts([d["calibration"][src] for d in ds]) for src in ds[0]["calibration"]},
-            "confidence_hist": {src: np.sum([d["confidence_hist"][src] for d in ds], axis=0).tolist()
-                                for src in ds[0]["confidence_hist"]},
+            "confidence_hist": {
+                src: np.sum([d["confidence_hist"][src] for d in ds], axis=0).tolist()
+                for src in ds[0]["confidence_hist"]
+            },
         }
         if all("learnability" in d for d in ds):
             row["learnability"] = _mean_dicts([d["learnability"] for d in ds])
         if all(d["weight_share"] for d in ds):
-            row["weight_share"] = {v: {sl: _mean_dicts([d["weight_share"][v][sl] for d in ds if sl in d["weight_share"][v]])
-                                       for sl in ds[0]["weight_share"][v]} for v in variants if v in ds[0]["weight_share"]}
+            row["weight_share"] = {
+                v: {
+                    sl: _mean_dicts([d["weight_share"][v][sl] for d in ds if sl in d["weight_share"][v]])
+                    for sl in ds[0]["weight_share"][v]
+                }
+                for v in variants
+                if v in ds[0]["weight_share"]
+            }
         val = row["split_f1"]["val"]
         row["teacher_not_better_on_val"] = bool(val.get("teacher", 0) <= val.get("xvlm", 0))
         out[s] = row
@@ -264,30 +336,64 @@ def to_markdown(result: dict) -> str:
         f"Macro-F1 on the test split (observed labels), mean ± std over seeds {result['seeds']}"
         f"{' (' + result['data'] + ')' if result.get('data') else ''}; all variants: temperature "
         f"{base.get('temperature', '?')}, lambda {base.get('lam', '?')}; torch threads {result.get('threads', '?')}; "
-        f"{result.get('seconds', 0) / 60:.0f} min.", "", head, rule]
+        f"{result.get('seconds', 0) / 60:.0f} min.",
+        "",
+        head,
+        rule,
+    ]
     for m in result["methods"]:
         f = result["f1"][m]
-        lines.append(f"| {NAMES.get(m, m)} | " + " | ".join(
-            f"{f[s]['mean']:.3f} ± {f[s]['std']:.3f}" for s in sc) + f" | {f['pooled']['mean']:.3f} |")
-    lines += ["", "Distilled − X-VLM, F1 points, paired bootstrap 95 % interval over seeds and test examples "
-              "(* : the interval excludes 0):", "", head, rule]
+        lines.append(
+            f"| {NAMES.get(m, m)} | "
+            + " | ".join(f"{f[s]['mean']:.3f} ± {f[s]['std']:.3f}" for s in sc)
+            + f" | {f['pooled']['mean']:.3f} |"
+        )
+    lines += [
+        "",
+        "Distilled − X-VLM, F1 points, paired bootstrap 95 % interval over seeds and test examples "
+        "(* : the interval excludes 0):",
+        "",
+        head,
+        rule,
+    ]
     t = result["teacher_minus_xvlm"]
-    lines.append("| *teacher − X-VLM* | " + " | ".join(_pts(t["per_scenario"][s]) for s in sc) + f" | {_pts(t['pooled'])} |")
+    lines.append(
+        "| *teacher − X-VLM* | " + " | ".join(_pts(t["per_scenario"][s]) for s in sc) + f" | {_pts(t['pooled'])} |"
+    )
     for v, d in result["gain_over_xvlm"].items():
         lines.append(f"| {v} | " + " | ".join(_pts(d["per_scenario"][s]) for s in sc) + f" | {_pts(d['pooled'])} |")
     if result["gain_over_pfd"]:
-        lines += ["", f"CPFD − PFD (`{result['pfd_reference']}`), F1 points, paired bootstrap 95 % interval:", "", head, rule]
+        lines += [
+            "",
+            f"CPFD − PFD (`{result['pfd_reference']}`), F1 points, paired bootstrap 95 % interval:",
+            "",
+            head,
+            rule,
+        ]
         for v, d in result["gain_over_pfd"].items():
             lines.append(f"| {v} | " + " | ".join(_pts(d["per_scenario"][s]) for s in sc) + f" | {_pts(d['pooled'])} |")
     if result.get("contrasts"):
-        lines += ["", "One setting at a time (variants that differ in exactly one of teacher outputs, calibration, folds, "
-                  "loss form), F1 points, paired bootstrap 95 % interval:", "", head, rule]
+        lines += [
+            "",
+            "One setting at a time (variants that differ in exactly one of teacher outputs, calibration, folds, "
+            "loss form), F1 points, paired bootstrap 95 % interval:",
+            "",
+            head,
+            rule,
+        ]
         for name, d in result["contrasts"].items():
-            lines.append(f"| {name} | " + " | ".join(_pts(d["per_scenario"][s]) for s in sc) + f" | {_pts(d['pooled'])} |")
-    lines += ["", "Gap closed, % (against the teacher"
-              + (" / against the student ceiling, Bayes content only" if result.get("has_truth") else "")
-              + "; † : the teacher − X-VLM gap is within 2 standard errors, so the ratio against the teacher is noise):",
-              "", head, rule]
+            lines.append(
+                f"| {name} | " + " | ".join(_pts(d["per_scenario"][s]) for s in sc) + f" | {_pts(d['pooled'])} |"
+            )
+    lines += [
+        "",
+        "Gap closed, % (against the teacher"
+        + (" / against the student ceiling, Bayes content only" if result.get("has_truth") else "")
+        + "; † : the teacher − X-VLM gap is within 2 standard errors, so the ratio against the teacher is noise):",
+        "",
+        head,
+        rule,
+    ]
     for v, row in result["gap_closed"].items():
         cells = []
         for s in cols:
@@ -300,9 +406,15 @@ def to_markdown(result: dict) -> str:
         for m in result["methods"]:
             f = result["f1_true_label"][m]
             lines.append(f"| {NAMES.get(m, m)} | " + " | ".join(f"{f[s]:.3f}" for s in sc) + f" | {f['pooled']:.3f} |")
-    lines += ["", "Diagnostics (means over seeds):", "",
-              "| scenario | teacher F1 train (in-sample) / val | X-VLM F1 val | out-of-fold teacher F1 on train | ECE before → after scaling (oof) | temperature | learnable share of the teacher's edge | probe F1 hard → soft targets | teacher better on val? |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Diagnostics (means over seeds):",
+        "",
+        "| scenario | teacher F1 train (in-sample) / val | X-VLM F1 val | out-of-fold teacher F1 on train "
+        "| ECE before → after scaling (oof) | temperature | learnable share of the teacher's edge "
+        "| probe F1 hard → soft targets | teacher better on val? |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in sc:
         d = result["diagnostics"][s]
         tr = d["teacher_train_f1"]
@@ -316,21 +428,35 @@ def to_markdown(result: dict) -> str:
             f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f} | {cal['temperature']:.2f} | "
             f"{'n/a' if share is None else f'{100 * share:.0f} %'} | "
             f"{le.get('probe_hard_f1', float('nan')):.3f} → {le.get('probe_soft_f1', float('nan')):.3f} | "
-            f"{'NO: distilling it is not justified' if d['teacher_not_better_on_val'] else 'yes'} |")
+            f"{'NO: distilling it is not justified' if d['teacher_not_better_on_val'] else 'yes'} |"
+        )
     shares = [result["diagnostics"][s].get("weight_share") for s in sc]
     if all(shares):
         kinds = sorted({k for sh in shares for v in sh.values() for k in v})
-        lines += ["", "Share of the distillation weight on each slice kind (pooled over scenarios; share of examples first):", "",
-                  "| variant | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+        lines += [
+            "",
+            "Share of the distillation weight on each slice kind (pooled over scenarios; share of examples first):",
+            "",
+            "| variant | " + " | ".join(kinds) + " |",
+            "|---|" + "---|" * len(kinds),
+        ]
         ex = {k: np.mean([sh[next(iter(sh))].get(k, {}).get("examples", 0.0) for sh in shares]) for k in kinds}
         lines.append("| *examples* | " + " | ".join(f"{100 * ex[k]:.1f} %" for k in kinds) + " |")
         for v in result["variants"]:
             if all(v in sh for sh in shares):
                 w = {k: np.mean([sh[v].get(k, {}).get("weight", 0.0) for sh in shares]) for k in kinds}
                 lines.append(f"| {v} | " + " | ".join(f"{100 * w[k]:.1f} %" for k in kinds) + " |")
-    lines += ["", "Epochs (best / run, mean over seeds and scenarios): " + ", ".join(
-        f"{NAMES.get(m, m).split(' (')[0] if m in NAMES else m} {np.mean([result['epochs'][m][s][0] for s in sc]):.1f}/"
-        f"{np.mean([result['epochs'][m][s][1] for s in sc]):.1f}" for m in result["epochs"]) + "."]
+    lines += [
+        "",
+        "Epochs (best / run, mean over seeds and scenarios): "
+        + ", ".join(
+            f"{NAMES.get(m, m).split(' (')[0] if m in NAMES else m} "
+            f"{np.mean([result['epochs'][m][s][0] for s in sc]):.1f}/"
+            f"{np.mean([result['epochs'][m][s][1] for s in sc]):.1f}"
+            for m in result["epochs"]
+        )
+        + ".",
+    ]
     if result.get("best_cpfd_variant"):
         lines += ["", f"Best CPFD variant by pooled F1: `{result['best_cpfd_variant']}`."]
     return "\n".join(lines) + "\n"
@@ -339,8 +465,9 @@ def to_markdown(result: dict) -> str:
 # ---- plots -------------------------------------------------------------------------------------
 
 
-def f1_chart(values: dict[str, dict[str, float]], errors: dict[str, dict[str, float]] | None, path: Path,
-             title: str) -> None:
+def f1_chart(
+    values: dict[str, dict[str, float]], errors: dict[str, dict[str, float]] | None, path: Path, title: str
+) -> None:
     """Grouped bars: ``values[method][group]``; the axis fits the data."""
     import matplotlib
 
@@ -359,6 +486,7 @@ def f1_chart(values: dict[str, dict[str, float]], errors: dict[str, dict[str, fl
 
 def _bars(ax, values, errors, methods, groups) -> None:
     import matplotlib
+
     x = np.arange(len(groups))
     width = 0.8 / len(methods)
     lows = []
@@ -384,16 +512,27 @@ def plot_quality(result: dict, out_dir: Path) -> None:
     sc = result["scenarios"]
     fig, axes = plt.subplots(2, 2, figsize=(16, 13))
     shown = [*BASELINES, *result["variants"]]
-    _bars(axes[0, 0], {m: {s: result["f1"][m][s]["mean"] for s in sc} for m in shown},
-          {m: {s: result["f1"][m][s]["std"] for s in sc} for m in shown}, shown, sc)
+    _bars(
+        axes[0, 0],
+        {m: {s: result["f1"][m][s]["mean"] for s in sc} for m in shown},
+        {m: {s: result["f1"][m][s]["std"] for s in sc} for m in shown},
+        shown,
+        sc,
+    )
     axes[0, 0].set_title("Macro-F1 per scenario (mean ± std over seeds)")
 
     ax = axes[0, 1]
     rows = [(f"{v} − X-VLM", d["pooled"]) for v, d in result["gain_over_xvlm"].items()]
     rows += [(f"{v} − PFD", d["pooled"]) for v, d in result["gain_over_pfd"].items()]
-    for i, (label, d) in enumerate(rows):
-        ax.errorbar(100 * d["mean"], i, xerr=[[100 * (d["mean"] - d["lo"])], [100 * (d["hi"] - d["mean"])]],
-                    fmt="o", color="C3" if d["significant"] else "C0", capsize=3)
+    for i, (_label, d) in enumerate(rows):
+        ax.errorbar(
+            100 * d["mean"],
+            i,
+            xerr=[[100 * (d["mean"] - d["lo"])], [100 * (d["hi"] - d["mean"])]],
+            fmt="o",
+            color="C3" if d["significant"] else "C0",
+            capsize=3,
+        )
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=6)
     ax.set_xlabel("F1 points, pooled over scenarios (95 % paired bootstrap; red: excludes 0)")
@@ -415,9 +554,17 @@ def plot_quality(result: dict, out_dir: Path) -> None:
         variants = [v for v in result["variants"] if all(v in sh for sh in shares)]
         kinds = sorted({k for sh in shares for v in sh.values() for k in v})
         for i, v in enumerate(variants):
-            w = [np.mean([sh[v][k]["weight"] / max(sh[v][k]["examples"], 1e-9) for sh in shares if k in sh[v]]) for k in kinds]
-            ax.bar(np.arange(len(kinds)) + i * 0.8 / len(variants), w, 0.8 / len(variants), label=v,
-                   color=matplotlib.colormaps["tab20"]((i + 2) % 20))
+            w = [
+                np.mean([sh[v][k]["weight"] / max(sh[v][k]["examples"], 1e-9) for sh in shares if k in sh[v]])
+                for k in kinds
+            ]
+            ax.bar(
+                np.arange(len(kinds)) + i * 0.8 / len(variants),
+                w,
+                0.8 / len(variants),
+                label=v,
+                color=matplotlib.colormaps["tab20"]((i + 2) % 20),
+            )
         ax.axhline(1, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(kinds)) + 0.4, kinds)
         ax.set_ylabel("weight share / example share")
@@ -435,7 +582,8 @@ def plot_quality(result: dict, out_dir: Path) -> None:
 
 
 def student_input_features(split, vocab_size: int, buckets: int = 4096) -> np.ndarray:
-    """Fixed features of what the student sees: title token counts and 4x4-pooled frame colours (mean, max over time)."""
+    """Fixed features of what the student sees: title token counts and 4x4-pooled frame colours
+    (mean, max over time)."""
     import torch
 
     ids, mask = split.input_ids, split.attention_mask
@@ -444,7 +592,9 @@ def student_input_features(split, vocab_size: int, buckets: int = 4096) -> np.nd
     bow.scatter_add_(1, ids % width, mask.float())
     f = split.frames.float() / 255.0  # [N, T, H, W, 3]
     n, t, h, w, c = f.shape
-    pooled = torch.nn.functional.adaptive_avg_pool2d(f.permute(0, 1, 4, 2, 3).reshape(n * t, c, h, w), 4).reshape(n, t, -1)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(f.permute(0, 1, 4, 2, 3).reshape(n * t, c, h, w), 4).reshape(
+        n, t, -1
+    )
     return torch.cat([bow, pooled.mean(1), pooled.amax(1)], dim=1).numpy()
 
 
@@ -495,9 +645,16 @@ def learnability_probe(data, oof, seed: int = 0) -> dict:
 
     nll_t = float(-np.log(np.clip(p_teacher[np.arange(len(yv)), yv], 1e-12, None)).mean())
     edge = nll(lp_hard) - nll_t
-    f1 = {name: classification_metrics(np.exp(lp), yv, data.label_names)["macro_f1"] for name, lp in
-          (("hard", lp_hard), ("soft", lp_soft))}
-    return {"probe_hard_f1": f1["hard"], "probe_soft_f1": f1["soft"], "probe_hard_nll": nll(lp_hard),
-            "probe_soft_nll": nll(lp_soft), "teacher_val_nll": nll_t,
-            "teacher_val_f1": classification_metrics(p_teacher, yv, data.label_names)["macro_f1"],
-            "learnable_share": (nll(lp_hard) - nll(lp_soft)) / edge if edge > 0.01 else None}
+    f1 = {
+        name: classification_metrics(np.exp(lp), yv, data.label_names)["macro_f1"]
+        for name, lp in (("hard", lp_hard), ("soft", lp_soft))
+    }
+    return {
+        "probe_hard_f1": f1["hard"],
+        "probe_soft_f1": f1["soft"],
+        "probe_hard_nll": nll(lp_hard),
+        "probe_soft_nll": nll(lp_soft),
+        "teacher_val_nll": nll_t,
+        "teacher_val_f1": classification_metrics(p_teacher, yv, data.label_names)["macro_f1"],
+        "learnable_share": (nll(lp_hard) - nll(lp_soft)) / edge if edge > 0.01 else None,
+    }

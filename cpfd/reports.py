@@ -13,7 +13,9 @@ from cpfd.errors import DataContractError
 from cpfd.gate import teacher_not_better
 
 
-def roc_points(scores: np.ndarray, positives: np.ndarray, max_points: int = 101) -> tuple[list[float], list[float], list[float]]:
+def roc_points(
+    scores: np.ndarray, positives: np.ndarray, max_points: int = 101
+) -> tuple[list[float], list[float], list[float]]:
     """ROC curve (fpr, tpr, threshold) of a binary score, thinned to at most ``max_points``."""
     order = np.argsort(-scores, kind="stable")
     s, y = scores[order], positives[order].astype(bool)
@@ -42,8 +44,12 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     scenarios = [s["scenario"] for s in summaries]
     models = {"xvlm": "student", "teacher": "teacher", name.lower(): "distilled"}
     f1 = {m: {s["scenario"]: float(s["f1"][key]) for s in summaries} for m, key in models.items()}
-    result = {"scenarios": scenarios, "seeds": sorted({s["seed"] for s in summaries}), "f1": f1,
-              "average": {"f1": {m: {"mean": float(np.mean(list(v.values())))} for m, v in f1.items()}}}
+    result = {
+        "scenarios": scenarios,
+        "seeds": sorted({s["seed"] for s in summaries}),
+        "f1": f1,
+        "average": {"f1": {m: {"mean": float(np.mean(list(v.values())))} for m, v in f1.items()}},
+    }
 
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.1f}"
@@ -63,23 +69,30 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
             return "passed"
         return "failed: teacher not better than X-VLM on val" if teacher_not_better(s) else "failed"
 
-    lines = ["Macro-F1 on each scenario's test split; the teacher against the baseline and the teacher's calibration "
-             "(ECE of its distillation outputs before -> after temperature scaling) on the validation split.", "",
-             f"| scenario | X-VLM (student) | DF-X-VLM (teacher) | {name} (distilled) | gain over X-VLM (F1 pts) | gap closed (%) "
-             f"| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Macro-F1 on each scenario's test split; the teacher against the baseline and the teacher's calibration "
+        "(ECE of its distillation outputs before -> after temperature scaling) on the validation split.",
+        "",
+        f"| scenario | X-VLM (student) | DF-X-VLM (teacher) | {name} (distilled) | gain over X-VLM (F1 pts) "
+        "| gap closed (%) | teacher vs X-VLM (val F1) | teacher ECE (val) | gate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in summaries:
         f = s["f1"]
-        lines.append(f"| {s['scenario']} | {f['student']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
-                     f"{100 * (f['distilled'] - f['student']):+.1f} | {pct(s['gap_closed'])} | {val_cell(s)} | {ece_cell(s)} | "
-                     f"{gate_cell(s)} |")
+        lines.append(
+            f"| {s['scenario']} | {f['student']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
+            f"{100 * (f['distilled'] - f['student']):+.1f} | {pct(s['gap_closed'])} | {val_cell(s)} | {ece_cell(s)} | "
+            f"{gate_cell(s)} |"
+        )
     avg = {k: float(np.mean([s["f1"][k] for s in summaries])) for k in ("student", "teacher", "distilled")}
     passed = sum(s["gate"]["passed"] for s in summaries)
     not_better = sum(teacher_not_better(s) for s in summaries)
-    lines.append(f"| **average** | **{avg['student']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
-                 f"**{100 * (avg['distilled'] - avg['student']):+.1f}** | "
-                 f"**{pct(gap_closed(avg['distilled'], avg['student'], avg['teacher']))}** | "
-                 f"**{not_better} not better** | | **{passed}/{len(summaries)} passed** |")
+    lines.append(
+        f"| **average** | **{avg['student']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
+        f"**{100 * (avg['distilled'] - avg['student']):+.1f}** | "
+        f"**{pct(gap_closed(avg['distilled'], avg['student'], avg['teacher']))}** | "
+        f"**{not_better} not better** | | **{passed}/{len(summaries)} passed** |"
+    )
     lines += ["", "Gate decisions:", ""] + [f"- {s['scenario']}: {s['gate']['reason']}" for s in summaries]
     return result, "\n".join(lines) + "\n"
 
@@ -98,7 +111,12 @@ def chart_png(result: dict) -> bytes:
     x, width = np.arange(len(scenarios)), 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scenarios)), 4))
     for i, m in enumerate(models):
-        ax.bar(x + i * width, [result["f1"][m][s] for s in scenarios], width, label=labels.get(m, f"{m.upper()} (distilled)"))
+        ax.bar(
+            x + i * width,
+            [result["f1"][m][s] for s in scenarios],
+            width,
+            label=labels.get(m, f"{m.upper()} (distilled)"),
+        )
     low = min(v for per in result["f1"].values() for v in per.values())
     ax.set_xticks(x + 0.4 - width / 2, scenarios, rotation=15)
     ax.set_ylim(max(0.0, low - 0.05), 1.0)
@@ -114,7 +132,8 @@ def chart_png(result: dict) -> bytes:
 
 def markdown_to_html(markdown: str, title: str, png: bytes | None = None) -> str:
     """A self-contained HTML page: the Markdown's tables and paragraphs, and the chart inlined."""
-    body, table = [], []
+    body: list[str] = []
+    table: list[str] = []
 
     def flush():
         if table:
@@ -134,18 +153,42 @@ def markdown_to_html(markdown: str, title: str, png: bytes | None = None) -> str
             body.append(f"<p>{html.escape(line.replace('`', ''))}</p>")
     flush()
     img = f'<img alt="F1 per scenario" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #bbb;padding:4px 8px;text-align:left}th{background:#eee}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
-            f"</head><body><h1>{html.escape(title)}</h1>{img}{''.join(body)}</body></html>")
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #bbb;padding:4px 8px;text-align:left}th{background:#eee}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+        f"</head><body><h1>{html.escape(title)}</h1>{img}{''.join(body)}</body></html>"
+    )
 
 
-def summary_json(scenario: str, method: str, seed: int, f1: dict, gap: float | None, passed: bool, reason: str,
-                 gate: GateConfig, val_f1: dict | None = None, teacher_calibration: dict | None = None,
-                 teacher_outputs: str | None = None) -> str:
+def summary_json(
+    scenario: str,
+    method: str,
+    seed: int,
+    f1: dict,
+    gap: float | None,
+    passed: bool,
+    reason: str,
+    gate: GateConfig,
+    val_f1: dict | None = None,
+    teacher_calibration: dict | None = None,
+    teacher_outputs: str | None = None,
+) -> str:
     """The evaluate step's row for the report: test F1, validation F1 of teacher and baseline, the teacher outputs'
     source and calibration, the gate."""
-    return json.dumps({"scenario": scenario, "method": method, "seed": seed, "f1": f1, "gain": f1["distilled"] - f1["student"],
-                       "gap_closed": gap, "val_f1": val_f1, "teacher_outputs": teacher_outputs,
-                       "teacher_calibration": teacher_calibration or {},
-                       "gate": {"passed": passed, "reason": reason, **gate.model_dump()}})
+    return json.dumps(
+        {
+            "scenario": scenario,
+            "method": method,
+            "seed": seed,
+            "f1": f1,
+            "gain": f1["distilled"] - f1["student"],
+            "gap_closed": gap,
+            "val_f1": val_f1,
+            "teacher_outputs": teacher_outputs,
+            "teacher_calibration": teacher_calibration or {},
+            "gate": {"passed": passed, "reason": reason, **gate.model_dump()},
+        }
+    )

@@ -46,7 +46,7 @@ class TeacherOutputs:
     def calibrated(self) -> torch.Tensor:
         return self.logits / self.temperature
 
-    def recalibrated(self, enabled: bool) -> "TeacherOutputs":
+    def recalibrated(self, enabled: bool) -> TeacherOutputs:
         """A copy with the temperature fitted on the validation logits (or 1 when not ``enabled``)."""
         t = fit_temperature(self.val_logits, self.val_labels) if enabled else 1.0
         return replace(self, temperature=t, calibration=calibration_report(self.val_logits, self.val_labels, t))
@@ -55,21 +55,33 @@ class TeacherOutputs:
         from safetensors.torch import save_file
 
         path = Path(path)
-        meta = {"source": self.source, "temperature": repr(self.temperature), "calibration": json.dumps(self.calibration)}
+        meta = {
+            "source": self.source,
+            "temperature": repr(self.temperature),
+            "calibration": json.dumps(self.calibration),
+        }
         tmp = path.with_suffix(".tmp")
-        save_file({"logits": self.logits.contiguous(), "video_id": self.video_ids.contiguous(),
-                   "fold": self.folds.contiguous(), "val_logits": self.val_logits.contiguous(),
-                   "val_labels": self.val_labels.contiguous()}, tmp, metadata=meta)
+        save_file(
+            {
+                "logits": self.logits.contiguous(),
+                "video_id": self.video_ids.contiguous(),
+                "fold": self.folds.contiguous(),
+                "val_logits": self.val_logits.contiguous(),
+                "val_labels": self.val_labels.contiguous(),
+            },
+            tmp,
+            metadata=meta,
+        )
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path, train_video_ids: torch.Tensor | None = None) -> "TeacherOutputs":
+    def load(cls, path: str | Path, train_video_ids: torch.Tensor | None = None) -> TeacherOutputs:
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                t = {k: f.get_tensor(k) for k in f.keys()}
+                t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
         except FileNotFoundError:
             raise DataContractError(f"{path}: teacher outputs not found") from None
         except Exception as e:  # a truncated or foreign file
@@ -78,9 +90,19 @@ class TeacherOutputs:
         if missing or "source" not in meta:
             raise DataContractError(f"{path}: not a teacher-outputs file (missing {sorted(missing) or ['metadata']})")
         if train_video_ids is not None and not torch.equal(t["video_id"], train_video_ids):
-            raise DataContractError(f"{path}: teacher outputs were computed on another training split (video_ids differ)")
-        return cls(t["logits"], t["video_id"], t["fold"], meta["source"], t["val_logits"], t["val_labels"],
-                   float(meta["temperature"]), json.loads(meta.get("calibration", "{}")))
+            raise DataContractError(
+                f"{path}: teacher outputs were computed on another training split (video_ids differ)"
+            )
+        return cls(
+            t["logits"],
+            t["video_id"],
+            t["fold"],
+            meta["source"],
+            t["val_logits"],
+            t["val_labels"],
+            float(meta["temperature"]),
+            json.loads(meta.get("calibration", "{}")),
+        )
 
 
 def fold_assignment(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -130,5 +152,11 @@ def calibration_report(logits: torch.Tensor, labels: torch.Tensor, temperature: 
     def ece(t: float) -> float:
         return expected_calibration_error((logits.float() / t).softmax(-1).numpy(), y)
 
-    return {"temperature": temperature, "nll_before": nll(logits, labels), "nll_after": nll(logits, labels, temperature),
-            "ece_before": ece(1.0), "ece_after": ece(temperature), "n": int(len(y))}
+    return {
+        "temperature": temperature,
+        "nll_before": nll(logits, labels),
+        "nll_after": nll(logits, labels, temperature),
+        "ece_before": ece(1.0),
+        "ece_after": ece(temperature),
+        "n": int(len(y)),
+    }

@@ -23,8 +23,14 @@ INT_TYPES = ["int64", "int32", "Int64", "Int32"]
 FLOAT_TYPES = ["float32", "float64", "Float32", "Float64"]
 STR_TYPES = ["object", "str", "string"]
 TIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]"]  # GE cannot name tz-aware dtypes: checked in UTC
-COLUMN_TYPES = {"video_id": INT_TYPES, "label": INT_TYPES, "event_timestamp": TIME_TYPES,
-                "scenario": STR_TYPES, "title": STR_TYPES, "frames": STR_TYPES}
+COLUMN_TYPES = {
+    "video_id": INT_TYPES,
+    "label": INT_TYPES,
+    "event_timestamp": TIME_TYPES,
+    "scenario": STR_TYPES,
+    "title": STR_TYPES,
+    "frames": STR_TYPES,
+}
 
 
 def read_dataset(dataset_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> tuple[dict, pd.DataFrame]:
@@ -64,8 +70,11 @@ def suite_spec(
         ("ExpectColumnDistinctValuesToEqualSet", {"column": "split", "value_set": list(SPLITS)}, "no split is empty"),
         ("ExpectColumnValuesToBeUnique", {"column": "video_id"}, "no video_id in two splits (or twice)"),
         ("ExpectColumnValuesToNotBeNull", {"column": "label"}, "every row labelled"),
-        ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": list(range(len(label_names)))},
-         f"labels in 0..{len(label_names) - 1} ({', '.join(label_names)})"),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "label", "value_set": list(range(len(label_names)))},
+            f"labels in 0..{len(label_names) - 1} ({', '.join(label_names)})",
+        ),
         ("ExpectColumnValuesToBeInSet", {"column": "scenario", "value_set": [scenario]}, f"only scenario {scenario}"),
     ]
     for column, types in COLUMN_TYPES.items():
@@ -75,15 +84,24 @@ def suite_spec(
         null_rate = float(ref.isna().mean()) if len(ref) else 0.0
         allowed = min(1.0, null_rate + max_null_increase)
         specs.append(("ExpectColumnValuesToBeInTypeList", {"column": name, "type_list": FLOAT_TYPES}, f"{name} type"))
-        specs.append(("ExpectColumnValuesToNotBeNull", {"column": name, "mostly": round(1 - allowed, 6)},
-                      f"{name} null rate <= {allowed:.3f} (reference {null_rate:.3f})"))
+        specs.append(
+            (
+                "ExpectColumnValuesToNotBeNull",
+                {"column": name, "mostly": round(1 - allowed, 6)},
+                f"{name} null rate <= {allowed:.3f} (reference {null_rate:.3f})",
+            )
+        )
         values = ref.dropna()
         if len(values):
             lo, hi = float(values.quantile(0.005)), float(values.quantile(0.995))
             pad = range_margin * max(hi - lo, 1e-6)
-            specs.append(("ExpectColumnValuesToBeBetween",
-                          {"column": name, "min_value": lo - pad, "max_value": hi + pad, "mostly": 0.95},
-                          f"{name} within the reference range [{lo - pad:.4g}, {hi + pad:.4g}] (95% of values)"))
+            specs.append(
+                (
+                    "ExpectColumnValuesToBeBetween",
+                    {"column": name, "min_value": lo - pad, "max_value": hi + pad, "mostly": 0.95},
+                    f"{name} within the reference range [{lo - pad:.4g}, {hi + pad:.4g}] (95% of values)",
+                )
+            )
     return specs
 
 
@@ -130,10 +148,14 @@ def validate_dataset(
     if reference_dir is not None:
         ref_manifest, reference = read_dataset(reference_dir)
         if ref_manifest["scenario"] != scenario:
-            raise DataContractError(f"{reference_dir}: reference is scenario {ref_manifest['scenario']!r}, not {scenario!r}")
+            raise DataContractError(
+                f"{reference_dir}: reference is scenario {ref_manifest['scenario']!r}, not {scenario!r}"
+            )
     else:
         reference = df[df["split"] == "train"]
-    specs = suite_spec(label_names, scenario, manifest["feature_names"], reference, min_rows, max_null_increase, range_margin)
+    specs = suite_spec(
+        label_names, scenario, manifest["feature_names"], reference, min_rows, max_null_increase, range_margin
+    )
 
     out = Path(out_dir) if out_dir else Path(dataset_dir) / "validation"
     shutil.rmtree(out / "gx", ignore_errors=True)  # a fresh GX project per run: generated output only
@@ -142,12 +164,18 @@ def validate_dataset(
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     context.variables.save()
     name = f"cpfd_{scenario}"
-    batch = context.data_sources.add_pandas(name).add_dataframe_asset("dataset").add_batch_definition_whole_dataframe("all_splits")
-    suite = context.suites.add(gx.ExpectationSuite(
-        name=name,
-        expectations=[getattr(gxe, cls)(**kwargs, meta={"check": check}) for cls, kwargs, check in specs],
-        meta={"scenario": scenario, "reference": str(reference_dir or "train split")},
-    ))
+    batch = (
+        context.data_sources.add_pandas(name)
+        .add_dataframe_asset("dataset")
+        .add_batch_definition_whole_dataframe("all_splits")
+    )
+    suite = context.suites.add(
+        gx.ExpectationSuite(
+            name=name,
+            expectations=[getattr(gxe, cls)(**kwargs, meta={"check": check}) for cls, kwargs, check in specs],
+            meta={"scenario": scenario, "reference": str(reference_dir or "train split")},
+        )
+    )
     validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(name=name, validation_definitions=[validation], actions=[UpdateDataDocsAction(name="data_docs")])
@@ -165,5 +193,7 @@ def validate_dataset(
         "result_json": str(out / "result.json"),
         "data_docs": str(out / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"),
     }
-    (out / "result.json").write_text(json.dumps({"summary": summary, "result": result.to_json_dict()}, indent=2, default=str))
+    (out / "result.json").write_text(
+        json.dumps({"summary": summary, "result": result.to_json_dict()}, indent=2, default=str)
+    )
     return summary

@@ -29,7 +29,9 @@ def read_parquet(path: str | Path, what: str) -> pd.DataFrame:
 def _require_columns(df: pd.DataFrame, columns: tuple[str, ...], path: Path | str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DataContractError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns))}")
+        raise DataContractError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns))}"
+        )
 
 
 def _require_int(df: pd.DataFrame, column: str, path: Path | str) -> None:
@@ -62,7 +64,9 @@ def check_videos(df: pd.DataFrame, config: ProjectConfig, path: Path | str = "vi
         raise DataContractError(f"{path}: the videos table is empty")
     if df["label"].isna().any():
         rows = df.index[df["label"].isna()][:5].tolist()
-        raise DataContractError(f"{path}: column 'label' has {int(df['label'].isna().sum())} null value(s), e.g. rows {rows}")
+        raise DataContractError(
+            f"{path}: column 'label' has {int(df['label'].isna().sum())} null value(s), e.g. rows {rows}"
+        )
     for column in ("video_id", "label"):
         _require_int(df, column, path)
     for column in ("scenario", "title", "frames"):

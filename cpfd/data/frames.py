@@ -37,7 +37,9 @@ def _load_images(folder: Path) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8) for f in files])
 
 
-def load_frames(refs: list[str], base_dir: str | Path, num_frames: int | None = None, source: str = "videos table") -> np.ndarray:
+def load_frames(
+    refs: list[str], base_dir: str | Path, num_frames: int | None = None, source: str = "videos table"
+) -> np.ndarray:
     """Frames of every reference as uint8 [N, T, H, W, 3]; errors name the file, row and column."""
     base = Path(base_dir)
     by_file: dict[str, list[tuple[int, int | None]]] = defaultdict(list)
@@ -48,29 +50,31 @@ def load_frames(refs: list[str], base_dir: str | Path, num_frames: int | None = 
             raise DataContractError(f"{source}: column 'frames', row {i}: bad reference {ref!r}: {e}") from None
         by_file[path].append((i, row))
 
-    out: list[np.ndarray | None] = [None] * len(refs)
+    loaded: dict[int, np.ndarray] = {}
     for path, items in by_file.items():
         file = Path(path) if Path(path).is_absolute() else base / path
         where = f"{source}: column 'frames' -> {file}"
         try:
-            if file.is_dir():
-                arr = _load_images(file)
-            else:
-                arr = np.load(file, mmap_mode="r", allow_pickle=False)
+            arr = _load_images(file) if file.is_dir() else np.load(file, mmap_mode="r", allow_pickle=False)
         except Exception as e:
             raise DataContractError(f"{where}: unreadable frames ({type(e).__name__}: {e})") from None
         for i, row in items:
             frames = arr if row is None else _row(arr, row, where)
-            out[i] = _checked(np.asarray(frames), f"{where} (row {i})", num_frames)
+            loaded[i] = _checked(np.asarray(frames), f"{where} (row {i})", num_frames)
+    out = [loaded[i] for i in range(len(refs))]
     shapes = {o.shape for o in out}
     if len(shapes) > 1:
-        raise DataContractError(f"{source}: column 'frames' mixes frame shapes {sorted(shapes)[:3]}; resample to one shape")
+        raise DataContractError(
+            f"{source}: column 'frames' mixes frame shapes {sorted(shapes)[:3]}; resample to one shape"
+        )
     return np.stack(out) if out else np.zeros((0, num_frames or 1, 1, 1, 3), np.uint8)
 
 
 def _row(arr: np.ndarray, row: int, where: str) -> np.ndarray:
     if arr.ndim != 5:
-        raise DataContractError(f"{where}: '#row' references need a stacked [N, T, H, W, 3] array, found shape {arr.shape}")
+        raise DataContractError(
+            f"{where}: '#row' references need a stacked [N, T, H, W, 3] array, found shape {arr.shape}"
+        )
     if row >= arr.shape[0]:
         raise DataContractError(f"{where}: row {row} out of range, the file holds {arr.shape[0]} videos")
     return arr[row]

@@ -23,7 +23,7 @@ that the point-in-time join never reads the future.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from cpfd.config import default_config_path
 N_DENSE = 32
 N_ANALYZER = 12
 N_ENGAGEMENT = 8
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN_DAYS = 90
 SYLLABLES = ["ka", "lo", "mi", "ru", "te", "sa", "no", "vi", "pe", "zu", "da", "fo", "gi", "ha", "je", "wu"]
 
@@ -60,7 +60,15 @@ SCENARIOS: tuple[ScenarioSpec, ...] = (
     ScenarioSpec("clickbait", ("ok", "clickbait"), (0.8, 0.2), 0.12, 0.40, 0.20, 3.0, 1.2, 0.05),
     ScenarioSpec("minor_safety", ("safe", "unsafe"), (0.9, 0.1), 0.04, 0.50, 0.12, 3.5, 0.3, 0.30),
     ScenarioSpec(
-        "originality", ("original", "reupload", "compilation", "ai_generated"), (0.4, 0.3, 0.2, 0.1), 0.10, 0.45, 0.15, 3.0, 0.6, 0.20
+        "originality",
+        ("original", "reupload", "compilation", "ai_generated"),
+        (0.4, 0.3, 0.2, 0.1),
+        0.10,
+        0.45,
+        0.15,
+        3.0,
+        0.6,
+        0.20,
     ),
     ScenarioSpec("ad_content", ("organic", "advertising"), (0.7, 0.3), 0.20, 0.40, 0.15, 2.0, 0.5, 0.45),
 )
@@ -108,7 +116,9 @@ def generate_scenario(
     # frames: per frame, the true cue with prob frame_signal, else a random class's cue
     cues = _templates(rng, k, image_size)
     scenes = _templates(rng, 16, image_size)
-    shown = np.where(rng.random((n_videos, frames)) < s.frame_signal, z[:, None], rng.integers(0, k, (n_videos, frames)))
+    shown = np.where(
+        rng.random((n_videos, frames)) < s.frame_signal, z[:, None], rng.integers(0, k, (n_videos, frames))
+    )
     scene = scenes[rng.integers(0, len(scenes), n_videos)][:, None]
     pixels = 128 + 45 * cues[shown] + 35 * scene + rng.normal(0, 40, (n_videos, frames, image_size, image_size, 3))
     frame_array = np.clip(pixels, 0, 255).astype(np.uint8)
@@ -195,11 +205,24 @@ class ScenarioSpecV2:
 
 
 SCENARIOS_V2: tuple[ScenarioSpecV2, ...] = (
-    ScenarioSpecV2("content_quality", ("low", "medium", "high"), (0.30, 0.45, 0.25), 0.08, 0.45, 0.15, 3.0, 0.5, 0.10, 0.05, 2),
+    ScenarioSpecV2(
+        "content_quality", ("low", "medium", "high"), (0.30, 0.45, 0.25), 0.08, 0.45, 0.15, 3.0, 0.5, 0.10, 0.05, 2
+    ),
     ScenarioSpecV2("clickbait", ("ok", "clickbait"), (0.75, 0.25), 0.12, 0.40, 0.18, 3.0, 0.6, 0.05, 0.20, 0),
     ScenarioSpecV2("minor_safety", ("safe", "unsafe"), (0.85, 0.15), 0.0, 0.45, 0.12, 3.0, 0.3, 0.25, 0.05, 1),
-    ScenarioSpecV2("originality", ("original", "reupload", "compilation", "ai_generated"), (0.4, 0.3, 0.2, 0.1),
-                   0.05, 0.45, 0.15, 3.0, 0.4, 0.10, 0.10, 4),
+    ScenarioSpecV2(
+        "originality",
+        ("original", "reupload", "compilation", "ai_generated"),
+        (0.4, 0.3, 0.2, 0.1),
+        0.05,
+        0.45,
+        0.15,
+        3.0,
+        0.4,
+        0.10,
+        0.10,
+        4,
+    ),
     ScenarioSpecV2("ad_content", ("organic", "advertising"), (0.70, 0.30), 0.15, 0.40, 0.15, 3.0, 0.5, 0.30, 0.10, 2),
 )
 N_ENGAGEMENT_V2 = 4
@@ -213,8 +236,15 @@ def _log_softmax(a: np.ndarray) -> np.ndarray:
 
 
 def generate_scenario_v2(
-    s: ScenarioSpecV2, n_videos: int, rng: np.random.Generator, id_offset: int, frames: int, image_size: int,
-    vocab: list[str], feature_scale: np.ndarray, feature_offset: np.ndarray,
+    s: ScenarioSpecV2,
+    n_videos: int,
+    rng: np.random.Generator,
+    id_offset: int,
+    frames: int,
+    image_size: int,
+    vocab: list[str],
+    feature_scale: np.ndarray,
+    feature_offset: np.ndarray,
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, pd.DataFrame]:
     """(videos, frames [N, T, H, W, 3], feature rows, oracle) of one v2 scenario."""
     k = len(s.label_names)
@@ -225,9 +255,16 @@ def generate_scenario_v2(
 
     cues = _templates(rng, k, image_size)
     scenes = _templates(rng, N_SCENES, image_size)
-    shown = np.where(rng.random((n_videos, frames)) < s.frame_signal, z[:, None], rng.integers(0, k, (n_videos, frames)))
+    shown = np.where(
+        rng.random((n_videos, frames)) < s.frame_signal, z[:, None], rng.integers(0, k, (n_videos, frames))
+    )
     scene = rng.integers(0, N_SCENES, n_videos)
-    pixels = 128 + 45 * cues[shown] + 35 * scenes[scene][:, None] + rng.normal(0, 40, (n_videos, frames, image_size, image_size, 3))
+    pixels = (
+        128
+        + 45 * cues[shown]
+        + 35 * scenes[scene][:, None]
+        + rng.normal(0, 40, (n_videos, frames, image_size, image_size, 3))
+    )
     frame_array = np.clip(pixels, 0, 255).astype(np.uint8)
 
     cue_words = [vocab[i * 12 : (i + 1) * 12] for i in range(k)]
@@ -296,13 +333,26 @@ def generate_scenario_v2(
     leak_x[:, N_ANALYZER : N_ANALYZER + N_ENGAGEMENT_V2] += 4.0 * pattern[label[leak]]
     rows.append(_feature_frame(video_id[leak], after[leak], feature_offset + feature_scale * leak_x))
 
-    videos = pd.DataFrame({"video_id": video_id, "scenario": s.name, "event_timestamp": ts,
-                           "label": label.astype(np.int64), "title": titles, "true_label": z.astype(np.int64)})
-    oracle = pd.DataFrame({
-        "video_id": video_id, "scenario": s.name, "true_label": z.astype(np.int64), "feature_slice": slice_.astype(str),
-        "bayes_content": _log_softmax(log_post_content).argmax(1).astype(np.int64),
-        "bayes_privileged": _log_softmax(log_post_priv).argmax(1).astype(np.int64),
-    })
+    videos = pd.DataFrame(
+        {
+            "video_id": video_id,
+            "scenario": s.name,
+            "event_timestamp": ts,
+            "label": label.astype(np.int64),
+            "title": titles,
+            "true_label": z.astype(np.int64),
+        }
+    )
+    oracle = pd.DataFrame(
+        {
+            "video_id": video_id,
+            "scenario": s.name,
+            "true_label": z.astype(np.int64),
+            "feature_slice": slice_.astype(str),
+            "bayes_content": _log_softmax(log_post_content).argmax(1).astype(np.int64),
+            "bayes_privileged": _log_softmax(log_post_priv).argmax(1).astype(np.int64),
+        }
+    )
     return videos, frame_array, pd.concat(rows, ignore_index=True), oracle
 
 
@@ -342,12 +392,29 @@ def generate(
             pattern = rng.choice([-1.0, 1.0], size=(k, N_ENGAGEMENT))
             analyzer_map = rng.normal(0, 1, (2 * k, N_ANALYZER)) / np.sqrt(2 * k) * 2
             v, f_arr, feats = generate_scenario(
-                s, videos_per_scenario, rng, (i + 1) * 10_000_000, frames, image_size, vocab, pattern, analyzer_map,
-                feature_scale, feature_offset,
+                s,
+                videos_per_scenario,
+                rng,
+                (i + 1) * 10_000_000,
+                frames,
+                image_size,
+                vocab,
+                pattern,
+                analyzer_map,
+                feature_scale,
+                feature_offset,
             )
         else:
             v, f_arr, feats, oracle = generate_scenario_v2(
-                s, videos_per_scenario, rng, (i + 1) * 10_000_000, frames, image_size, vocab, feature_scale, feature_offset,
+                s,
+                videos_per_scenario,
+                rng,
+                (i + 1) * 10_000_000,
+                frames,
+                image_size,
+                vocab,
+                feature_scale,
+                feature_offset,
             )
             oracles.append(oracle)
         frame_file = out / "frames" / f"{s.name}.npy"
