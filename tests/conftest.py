@@ -34,7 +34,9 @@ def clickbait_dataset(synthetic_dir, tiny_project, tmp_path_factory) -> Path:
     from cpfd.data.build import build_scenario_dataset
 
     out = tmp_path_factory.mktemp("ds") / "clickbait"
-    build_scenario_dataset(synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", "clickbait", tiny_project, out)
+    build_scenario_dataset(
+        synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", "clickbait", tiny_project, out
+    )
     return out
 
 

@@ -20,20 +20,63 @@ def test_train_distill_evaluate_from_the_cli(synthetic_dir, tmp_path):
     cfg = ["--config", str(synthetic_dir / "scenarios.yaml")]
     sets = [x for s in TINY for x in ("--set", s)]
     ds = tmp_path / "ds"
-    _ok(["dataset", "build", "--videos", str(synthetic_dir / "videos.parquet"), "--features",
-         str(synthetic_dir / "features.parquet"), "--scenario", "originality", "--out", str(ds), *cfg])
+    _ok(
+        [
+            "dataset",
+            "build",
+            "--videos",
+            str(synthetic_dir / "videos.parquet"),
+            "--features",
+            str(synthetic_dir / "features.parquet"),
+            "--scenario",
+            "originality",
+            "--out",
+            str(ds),
+            *cfg,
+        ]
+    )
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["label_names"] == ["original", "reupload", "compilation", "ai_generated"]
     assert len(manifest["feature_names"]) == 32
     _ok(["train", "teacher", "--dataset", str(ds), "--out", str(tmp_path / "teacher"), "-q", *cfg, *sets])
-    out = _ok(["train", "distill", "--dataset", str(ds), "--teacher", str(tmp_path / "teacher"),
-               "--out", str(tmp_path / "cpfd"), "-q", *cfg, *sets, "--set", "distill.weighting=max_prob"])
+    out = _ok(
+        [
+            "train",
+            "distill",
+            "--dataset",
+            str(ds),
+            "--teacher",
+            str(tmp_path / "teacher"),
+            "--out",
+            str(tmp_path / "cpfd"),
+            "-q",
+            *cfg,
+            *sets,
+            "--set",
+            "distill.weighting=max_prob",
+        ]
+    )
     assert "cpfd student saved" in out and "teacher outputs (oof)" in out
     # out-of-fold outputs cached beside the teacher, with the fold teachers; reused by the next distillation
     assert (tmp_path / "teacher" / "teacher_outputs.oof3-seed0.safetensors").exists()
     assert sorted(p.name for p in (tmp_path / "teacher" / "folds").iterdir()) == ["fold0", "fold1", "fold2"]
-    _ok(["train", "distill", "--dataset", str(ds), "--teacher", str(tmp_path / "teacher"),
-         "--out", str(tmp_path / "pfd"), "-q", *cfg, *sets, "--set", "distill.method=pfd"])
+    _ok(
+        [
+            "train",
+            "distill",
+            "--dataset",
+            str(ds),
+            "--teacher",
+            str(tmp_path / "teacher"),
+            "--out",
+            str(tmp_path / "pfd"),
+            "-q",
+            *cfg,
+            *sets,
+            "--set",
+            "distill.method=pfd",
+        ]
+    )
     meta = json.loads((tmp_path / "pfd" / "cpfd_model.json").read_text())
     assert meta["method"] == "pfd" and meta["spec"]["dense_features"] == []
     _ok(["evaluate", "--model", str(tmp_path / "cpfd"), "--dataset", str(ds), "--out", str(tmp_path / "m.json")])

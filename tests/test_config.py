@@ -25,7 +25,12 @@ def test_overrides_are_typed_and_scenario_overrides_merge(tmp_path):
 
 @pytest.mark.parametrize(
     "override, fragment",
-    [("distill.weighting=median", "distill.weighting"), ("distill.confidence=max_prob", "renamed to distill.weighting"), ("train.epochs=0", "train.epochs"), ("nope", "key.path=value")],
+    [
+        ("distill.weighting=median", "distill.weighting"),
+        ("distill.confidence=max_prob", "renamed to distill.weighting"),
+        ("train.epochs=0", "train.epochs"),
+        ("nope", "key.path=value"),
+    ],
 )
 def test_bad_overrides_name_the_field(override, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):

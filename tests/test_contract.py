@@ -31,8 +31,14 @@ def _write(df, tmp_path, synthetic_dir):
         (lambda d: d.assign(label=d["label"].astype(str)), r"column 'label' must be integer"),
         (lambda d: d.assign(label=d["label"].astype("float").where(d.index != 3)), r"column 'label' has 1 null"),
         (lambda d: d.assign(event_timestamp="yesterday"), r"column 'event_timestamp' must be a timestamp"),
-        (lambda d: d.assign(scenario=d["scenario"].where(d.index != 0, "cooking")), r"unknown scenario\(s\) \['cooking'\]"),
-        (lambda d: d.assign(label=d["label"].where(d.index != 0, 7)), r"column 'label' of scenario '\w+' has value\(s\) \[7\]"),
+        (
+            lambda d: d.assign(scenario=d["scenario"].where(d.index != 0, "cooking")),
+            r"unknown scenario\(s\) \['cooking'\]",
+        ),
+        (
+            lambda d: d.assign(label=d["label"].where(d.index != 0, 7)),
+            r"column 'label' of scenario '\w+' has value\(s\) \[7\]",
+        ),
         (lambda d: d.iloc[:0], r"empty"),
     ],
 )
@@ -84,10 +90,25 @@ def test_frame_folder_of_pngs_loads(tmp_path):
 def test_cli_reports_error_without_traceback(videos, tmp_path, synthetic_dir):
     path = _write(videos.drop(columns=["frames"]), tmp_path, synthetic_dir)
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "dataset", "build", "--videos", str(path), "--features",
-         str(synthetic_dir / "features.parquet"), "--scenario", "clickbait", "--out", str(tmp_path / "o"),
-         "--config", str(synthetic_dir / "scenarios.yaml")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "dataset",
+            "build",
+            "--videos",
+            str(path),
+            "--features",
+            str(synthetic_dir / "features.parquet"),
+            "--scenario",
+            "clickbait",
+            "--out",
+            str(tmp_path / "o"),
+            "--config",
+            str(synthetic_dir / "scenarios.yaml"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert "missing column(s) frames" in proc.stderr

@@ -29,13 +29,15 @@ def _frames(rows):
 
 def test_point_in_time_join_never_reads_the_future_and_keeps_stale_rows():
     entities = pd.DataFrame({"video_id": [1, 2, 3], "event_timestamp": pd.to_datetime(["2026-01-10"] * 3, utc=True)})
-    features = _frames([
-        (1, "2026-01-09", "2026-01-09", 1.0),
-        (1, "2026-01-11", "2026-01-11", 99.0),  # after the label: must not be joined
-        (2, "2026-01-01", "2026-01-01", 2.0),  # older than the 7-day TTL: null, row kept
-        (3, "2026-01-08", "2026-01-08", 3.0),
-        (3, "2026-01-08", "2026-01-09", 4.0),  # same time, created later: wins
-    ])
+    features = _frames(
+        [
+            (1, "2026-01-09", "2026-01-09", 1.0),
+            (1, "2026-01-11", "2026-01-11", 99.0),  # after the label: must not be joined
+            (2, "2026-01-01", "2026-01-01", 2.0),  # older than the 7-day TTL: null, row kept
+            (3, "2026-01-08", "2026-01-08", 3.0),
+            (3, "2026-01-08", "2026-01-09", 4.0),  # same time, created later: wins
+        ]
+    )
     out = point_in_time_join(entities, features, ["f"])
     assert len(out) == 3 and out["video_id"].tolist() == [1, 2, 3]
     assert out["f"].iloc[0] == 1.0 and np.isnan(out["f"].iloc[1]) and out["f"].iloc[2] == 4.0
@@ -53,7 +55,8 @@ def test_built_dataset_has_no_leaked_feature_values(clickbait_dataset, synthetic
     """The synthetic source holds later rows that leak the label; the joined set must equal the earlier rows."""
     feats = pd.read_parquet(synthetic_dir / "features.parquet")
     train = pd.read_parquet(clickbait_dataset / "train.parquet")
-    merged = train[["video_id", "event_timestamp", "dense_00"]].merge(feats[["video_id", "event_timestamp", "dense_00"]],
-                                                                      on="video_id", suffixes=("", "_src"))
+    merged = train[["video_id", "event_timestamp", "dense_00"]].merge(
+        feats[["video_id", "event_timestamp", "dense_00"]], on="video_id", suffixes=("", "_src")
+    )
     used = merged[merged["dense_00"] == merged["dense_00_src"]]
     assert (used["event_timestamp_src"] <= used["event_timestamp"]).all()

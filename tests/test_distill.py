@@ -116,15 +116,23 @@ def test_decoupled_loss_known_value():
     # so take weights 0 and 1 to tell them apart: decoupled 0.5*0.313262 + 0.5*0.5*0.462117 = 0.272160,
     # coupled mean[CE, 0.5*CE + 0.5*KL] = (0.313262 + 0.387690) / 2 = 0.350476
     s, t, y = torch.tensor([[1.0, 0.0]] * 2), torch.tensor([[0.0, 1.0]] * 2), torch.tensor([0, 0])
-    assert distillation_loss(s, y, t, torch.tensor([0.0, 2.0]), 0.5, 1.0, "decoupled").item() == pytest.approx(0.387690, abs=1e-5)
-    assert distillation_loss(s, y, t, torch.tensor([0.0, 1.0]), 0.5, 1.0, "decoupled").item() == pytest.approx(0.272160, abs=1e-5)
-    assert distillation_loss(s, y, t, torch.tensor([0.0, 1.0]), 0.5, 1.0, "coupled").item() == pytest.approx(0.350476, abs=1e-5)
+    assert distillation_loss(s, y, t, torch.tensor([0.0, 2.0]), 0.5, 1.0, "decoupled").item() == pytest.approx(
+        0.387690, abs=1e-5
+    )
+    assert distillation_loss(s, y, t, torch.tensor([0.0, 1.0]), 0.5, 1.0, "decoupled").item() == pytest.approx(
+        0.272160, abs=1e-5
+    )
+    assert distillation_loss(s, y, t, torch.tensor([0.0, 1.0]), 0.5, 1.0, "coupled").item() == pytest.approx(
+        0.350476, abs=1e-5
+    )
 
 
 def test_coupled_weight_is_capped_so_ce_never_turns_negative():
     s, t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
     # lam * w = 0.7 * 3 > 1: the row is pure KD, not -1.1 * CE + 2.1 * KD
-    assert distillation_loss(s, y, t, torch.tensor([3.0]), 0.7, 1.0, "coupled").item() == pytest.approx(0.462117, abs=1e-5)
+    assert distillation_loss(s, y, t, torch.tensor([3.0]), 0.7, 1.0, "coupled").item() == pytest.approx(
+        0.462117, abs=1e-5
+    )
 
 
 def test_no_gradient_reaches_teacher_through_distillation():

@@ -4,8 +4,8 @@ import numpy as np
 
 
 def test_gate_decision():
-    from cpfd.gate import gate_decision
     from cpfd.config import GateConfig
+    from cpfd.gate import gate_decision
 
     gate = GateConfig(min_gain_over_baseline=0.01, max_gap_to_teacher=0.05)
     ok, why = gate_decision({"student": 0.70, "teacher": 0.80, "distilled": 0.78}, gate)
@@ -14,45 +14,58 @@ def test_gate_decision():
     assert not ok and "not above the margin +0.0100" in why and "gap to the teacher 0.0950 exceeds 0.0500" in why
     ok, why = gate_decision({"student": 0.70, "teacher": 0.80, "distilled": 0.78}, GateConfig(min_f1=0.9))
     assert not ok and "below the minimum 0.9000" in why
-    ok, why = gate_decision({"student": 0.70, "teacher": 0.80, "distilled": 0.78}, gate, {"student": 0.66, "teacher": 0.71})
+    ok, why = gate_decision(
+        {"student": 0.70, "teacher": 0.80, "distilled": 0.78}, gate, {"student": 0.66, "teacher": 0.71}
+    )
     assert ok and "teacher better than the baseline on validation (0.7100 vs 0.6600)" in why
 
 
 def test_gate_flags_a_teacher_not_better_on_validation_and_refuses_it_when_required():
     """Validation is where the teacher was chosen: a teacher that did not beat X-VLM there is always called out,
     and refused whatever the test split says when the scenario's gate requires a better teacher."""
-    from cpfd.gate import gate_decision
     from cpfd.config import GateConfig
+    from cpfd.gate import gate_decision
 
     lenient = GateConfig(min_gain_over_baseline=-1.0, max_gap_to_teacher=1.0)
     strict = lenient.model_copy(update={"require_teacher_better": True})
     test_f1 = {"student": 0.70, "teacher": 0.80, "distilled": 0.78}  # would pass on test alone
     for val in ({"student": 0.72, "teacher": 0.69}, {"student": 0.70, "teacher": 0.70}):  # worse, and a tie
         ok, why = gate_decision(test_f1, lenient, val)
-        assert ok and why.endswith(f"; flagged: the teacher is not better than the baseline student on validation "
-                                   f"(macro-F1 {val['teacher']:.4f} vs {val['student']:.4f}), the gain comes from its "
-                                   f"out-of-fold soft targets, not from a better teacher")
+        assert ok and why.endswith(
+            f"; flagged: the teacher is not better than the baseline student on validation "
+            f"(macro-F1 {val['teacher']:.4f} vs {val['student']:.4f}), the gain comes from its "
+            f"out-of-fold soft targets, not from a better teacher"
+        )
         ok, why = gate_decision(test_f1, strict, val)
         assert not ok
-        assert why == (f"not packaged: the teacher is not better than the baseline student on validation "
-                       f"(macro-F1 {val['teacher']:.4f} vs {val['student']:.4f}), so distilling it is not justified")
-    ok, why = gate_decision({"student": 0.70, "teacher": 0.69, "distilled": 0.69},
-                            GateConfig(min_gain_over_baseline=0.0, require_teacher_better=True), {"student": 0.72, "teacher": 0.69})
-    assert not ok and why.index("not better than the baseline student on validation") < why.index("not above the margin")
+        assert why == (
+            f"not packaged: the teacher is not better than the baseline student on validation "
+            f"(macro-F1 {val['teacher']:.4f} vs {val['student']:.4f}), so distilling it is not justified"
+        )
+    ok, why = gate_decision(
+        {"student": 0.70, "teacher": 0.69, "distilled": 0.69},
+        GateConfig(min_gain_over_baseline=0.0, require_teacher_better=True),
+        {"student": 0.72, "teacher": 0.69},
+    )
+    assert not ok and why.index("not better than the baseline student on validation") < why.index(
+        "not above the margin"
+    )
 
 
 def test_report_table_shows_teacher_not_better_and_calibration():
     import json
 
+    from cpfd.config import GateConfig
     from cpfd.gate import gate_decision
     from cpfd.reports import report_tables, summary_json
-    from cpfd.config import GateConfig
 
     gate = GateConfig(min_gain_over_baseline=-1.0, max_gap_to_teacher=1.0, require_teacher_better=True)
     cal = {"temperature": 1.8, "nll_before": 0.9, "nll_after": 0.6, "ece_before": 0.1234, "ece_after": 0.0456, "n": 100}
     rows = []
-    for name, val in (("clickbait", {"student": 0.60, "teacher": 0.75, "distilled": 0.70}),
-                      ("originality", {"student": 0.72, "teacher": 0.70, "distilled": 0.71})):
+    for name, val in (
+        ("clickbait", {"student": 0.60, "teacher": 0.75, "distilled": 0.70}),
+        ("originality", {"student": 0.72, "teacher": 0.70, "distilled": 0.71}),
+    ):
         f1 = {"student": 0.65, "teacher": 0.80, "distilled": 0.75}
         ok, why = gate_decision(f1, gate, val)
         rows.append(json.loads(summary_json(name, "cpfd", 0, f1, 0.66, ok, why, gate, val, cal, "oof")))
@@ -60,9 +73,11 @@ def test_report_table_shows_teacher_not_better_and_calibration():
     assert rows[1]["val_f1"]["teacher"] == 0.70 and rows[1]["teacher_outputs"] == "oof"
     _, md = report_tables(rows)
     assert "| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |" in md
-    line = {l.split("|")[1].strip(): l for l in md.splitlines() if l.startswith("| ")}
+    line = {ln.split("|")[1].strip(): ln for ln in md.splitlines() if ln.startswith("| ")}
     assert line["clickbait"].endswith("| 0.750 vs 0.600 | 0.123 -> 0.046 | passed |")
-    assert line["originality"].endswith("| 0.700 vs 0.720 (not better) | 0.123 -> 0.046 | failed: teacher not better than X-VLM on val |")
+    assert line["originality"].endswith(
+        "| 0.700 vs 0.720 (not better) | 0.123 -> 0.046 | failed: teacher not better than X-VLM on val |"
+    )
     assert "**1 not better**" in line["**average**"] and "**1/2 passed**" in line["**average**"]
     assert "- originality: not packaged: the teacher is not better than the baseline student on validation" in md
     result, _ = report_tables(rows)

@@ -14,18 +14,33 @@ def test_variant_names_spell_out_everything_and_ignore_config_defaults():
 
     assert canonical_variant("pfd") == "pfd:targets=oof:folds=3:cal=on"
     assert canonical_variant("cpfd:true_class") == "cpfd:true_class:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on"
-    assert canonical_variant("cpfd:max_prob:norm=mean_clip:loss=coupled:targets=insample:g=2") == \
-        "cpfd:max_prob:norm=mean_clip:loss=coupled:targets=insample:cal=on:g=2"
+    assert (
+        canonical_variant("cpfd:max_prob:norm=mean_clip:loss=coupled:targets=insample:g=2")
+        == "cpfd:max_prob:norm=mean_clip:loss=coupled:targets=insample:cal=on:g=2"
+    )
     # a base config with other defaults changes neither the parsed variant nor its name
     odd = DistillConfig(weighting="correct", normalize="none", loss="coupled", teacher_outputs="insample", folds=5)
     cfg = parse_variant("cpfd:entropy", odd.model_copy(update={"temperature": 4.0}))
-    assert (cfg.weighting, cfg.normalize, cfg.loss, cfg.teacher_outputs, cfg.folds) == ("entropy", "mean", "decoupled", "oof", 3)
+    assert (cfg.weighting, cfg.normalize, cfg.loss, cfg.teacher_outputs, cfg.folds) == (
+        "entropy",
+        "mean",
+        "decoupled",
+        "oof",
+        3,
+    )
     assert cfg.temperature == 4.0  # temperature and lambda do come from the config (printed with the results)
 
 
-@pytest.mark.parametrize("bad, fragment", [("kd", "must start"), ("cpfd", "needs a weighting"),
-                                           ("cpfd:max_prob:norm=median", "normalize"), ("pfd:loss=coupled", "unknown part"),
-                                           ("pfd:cal=maybe", "cal must be")])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ("kd", "must start"),
+        ("cpfd", "needs a weighting"),
+        ("cpfd:max_prob:norm=median", "normalize"),
+        ("pfd:loss=coupled", "unknown part"),
+        ("pfd:cal=maybe", "cal must be"),
+    ],
+)
 def test_bad_variant_names_say_what_is_wrong(bad, fragment):
     with pytest.raises(ValueError, match=fragment):
         parse_variant(bad)
@@ -49,15 +64,30 @@ def _runs(gain_correct: float, seeds=3, n=400, seed=0):
     for s in ("a", "b"):
         for sd in range(seeds):
             y = rng.integers(0, 2, n)
-            def noisy(acc):
+
+            def noisy(acc, y=y):
                 return np.where(rng.random(n) < acc, y, 1 - y).tolist()
+
             preds = {"xvlm": noisy(0.7), "teacher": noisy(0.85), "pfd:targets=oof:folds=3:cal=on": noisy(0.75)}
             preds["cpfd:max_prob:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on"] = noisy(0.75 + gain_correct)
-            diag = {"split_f1": {"train": {"teacher": 0.9, "xvlm": 0.8}, "val": {"teacher": 0.85, "xvlm": 0.7}},
-                    "calibration": {"oof3": {"ece_before": 0.1, "ece_after": 0.05, "temperature": 1.5}},
-                    "confidence_hist": {"oof3": [1] * 20}, "weight_share": {}, "teacher_train_f1": {"oof3": 0.8}}
-            runs.append({"scenario": s, "seed": sd, "label_names": ["n", "p"], "labels": y.tolist(), "preds": preds,
-                         "epochs": {m: [3, 6] for m in preds}, "diagnostics": diag})
+            diag = {
+                "split_f1": {"train": {"teacher": 0.9, "xvlm": 0.8}, "val": {"teacher": 0.85, "xvlm": 0.7}},
+                "calibration": {"oof3": {"ece_before": 0.1, "ece_after": 0.05, "temperature": 1.5}},
+                "confidence_hist": {"oof3": [1] * 20},
+                "weight_share": {},
+                "teacher_train_f1": {"oof3": 0.8},
+            }
+            runs.append(
+                {
+                    "scenario": s,
+                    "seed": sd,
+                    "label_names": ["n", "p"],
+                    "labels": y.tolist(),
+                    "preds": preds,
+                    "epochs": {m: [3, 6] for m in preds},
+                    "diagnostics": diag,
+                }
+            )
     return runs
 
 
@@ -80,8 +110,21 @@ def test_quick_benchmark_writes_intervals_and_diagnostics(tmp_path):
 
     from cli.main import app
 
-    res = CliRunner().invoke(app, ["bench", "quality", "--quick", "--data", str(tmp_path / "data"),
-                                   "--out", str(tmp_path / "out"), "-q", "--scenario", "clickbait"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "quality",
+            "--quick",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+            "--scenario",
+            "clickbait",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "torch threads" in res.output
     q = json.loads((tmp_path / "out" / "quality.json").read_text())
@@ -101,9 +144,19 @@ def test_quick_benchmark_writes_intervals_and_diagnostics(tmp_path):
 def test_contrasts_pair_variants_differing_in_one_setting():
     from cpfd.quality import contrasts
 
-    names = [canonical_variant(v) for v in ("pfd", "pfd:targets=insample", "pfd:cal=off", "pfd:folds=5",
-                                            "cpfd:max_prob", "cpfd:max_prob:norm=mean_clip:loss=coupled", "cpfd:true_class")]
-    got = {(a.split(":targets")[0] + a[a.index(":targets"):], b) for a, b in contrasts(names)}
+    names = [
+        canonical_variant(v)
+        for v in (
+            "pfd",
+            "pfd:targets=insample",
+            "pfd:cal=off",
+            "pfd:folds=5",
+            "cpfd:max_prob",
+            "cpfd:max_prob:norm=mean_clip:loss=coupled",
+            "cpfd:true_class",
+        )
+    ]
+    got = {(a.split(":targets")[0] + a[a.index(":targets") :], b) for a, b in contrasts(names)}
     assert ("pfd:targets=oof:folds=3:cal=on", "pfd:targets=insample:cal=on") in got
     assert ("pfd:targets=oof:folds=3:cal=on", "pfd:targets=oof:folds=3:cal=off") in got
     assert ("pfd:targets=oof:folds=5:cal=on", "pfd:targets=oof:folds=3:cal=on") in got

@@ -14,8 +14,15 @@ import pytest
 
 from cpfd.errors import ConfigError, CpfdError
 from cpfd.serving_core import (
-    BodyLimit, ServingConfig, ServingInputError, VideoRequest, assign_arm, decode_image, load_serving_config,
-    validate_batch, validate_video,
+    BodyLimit,
+    ServingConfig,
+    ServingInputError,
+    VideoRequest,
+    assign_arm,
+    decode_image,
+    load_serving_config,
+    validate_batch,
+    validate_video,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,14 +43,28 @@ def frames_b64(n=4, size=16, seed=0) -> list[str]:
 
 @pytest.fixture
 def cfg() -> ServingConfig:
-    return ServingConfig.model_validate({
-        "experiment": "exp1",
-        "scenarios": {"clickbait": {"arms": {"control": {"model": "a", "traffic": 0.5}, "treatment": {"model": "b", "traffic": 0.5}}},
-                      "originality": {"experiment": "exp2", "arms": {"control": {"model": "c", "traffic": 0.8},
-                                                                     "treatment": {"model": "d", "traffic": 0.2}}}},
-        "limits": {"max_frames_per_video": 6, "max_frame_bytes": 4000, "max_title_chars": 50, "max_batch_videos": 3,
-                   "max_frame_side": 64, "max_request_bytes": 100_000},
-    })
+    return ServingConfig.model_validate(
+        {
+            "experiment": "exp1",
+            "scenarios": {
+                "clickbait": {
+                    "arms": {"control": {"model": "a", "traffic": 0.5}, "treatment": {"model": "b", "traffic": 0.5}}
+                },
+                "originality": {
+                    "experiment": "exp2",
+                    "arms": {"control": {"model": "c", "traffic": 0.8}, "treatment": {"model": "d", "traffic": 0.2}},
+                },
+            },
+            "limits": {
+                "max_frames_per_video": 6,
+                "max_frame_bytes": 4000,
+                "max_title_chars": 50,
+                "max_batch_videos": 3,
+                "max_frame_side": 64,
+                "max_request_bytes": 100_000,
+            },
+        }
+    )
 
 
 def test_example_config_is_valid():
@@ -52,11 +73,17 @@ def test_example_config_is_valid():
     assert Path(cfg.prediction_log).is_absolute() and not cfg.allow_frame_paths
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("scenarios: {s: {arms: {control: {model: a, traffic: 0.6}, treatment: {model: b, traffic: 0.6}}}}", "sum to 1.2"),
-    ("scenarios: {s: {arms: {control: {model: a, traffic: 1}}}}\nbogus: 1", "bogus"),
-    ("scenarios: {}", "scenarios"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (
+            "scenarios: {s: {arms: {control: {model: a, traffic: 0.6}, treatment: {model: b, traffic: 0.6}}}}",
+            "sum to 1.2",
+        ),
+        ("scenarios: {s: {arms: {control: {model: a, traffic: 1}}}}\nbogus: 1", "bogus"),
+        ("scenarios: {}", "scenarios"),
+    ],
+)
 def test_bad_config_is_named(tmp_path, text, needle):
     p = tmp_path / "c.yaml"
     p.write_text(text)
@@ -64,8 +91,10 @@ def test_bad_config_is_named(tmp_path, text, needle):
         load_serving_config(p)
 
 
-@pytest.mark.parametrize("traffic", [{"control": 0.5, "treatment": 0.5}, {"control": 0.8, "treatment": 0.2},
-                                     {"control": 0.1, "treatment": 0.9}])
+@pytest.mark.parametrize(
+    "traffic",
+    [{"control": 0.5, "treatment": 0.5}, {"control": 0.8, "treatment": 0.2}, {"control": 0.1, "treatment": 0.9}],
+)
 def test_arm_split_matches_traffic_and_is_stable(traffic):
     arms = [assign_arm("exp", vid, traffic) for vid in range(1000)]
     share = arms.count("treatment") / 1000
@@ -79,7 +108,9 @@ def test_valid_video_and_caller_arm(cfg):
     v = validate_video(VideoRequest(scenario="originality", video_id=7, title="hi", frames=frames_b64()), cfg)
     assert v.frames.shape == (4, 16, 16, 3) and v.frames.dtype == np.uint8
     assert v.experiment == "exp2" and v.arm == assign_arm("exp2", 7, {"control": 0.8, "treatment": 0.2})
-    v = validate_video(VideoRequest(scenario="clickbait", video_id=7, title="", frames=frames_b64(), arm="treatment"), cfg)
+    v = validate_video(
+        VideoRequest(scenario="clickbait", video_id=7, title="", frames=frames_b64(), arm="treatment"), cfg
+    )
     assert v.arm == "treatment" and v.experiment == "exp1"
 
 
@@ -145,7 +176,9 @@ def test_frame_paths_when_enabled(cfg, tmp_path):
     v = validate_video(VideoRequest(scenario="clickbait", video_id=1, title="t", frame_paths=[str(p)] * 2), cfg)
     assert v.frames.shape == (2, 16, 16, 3)
     with pytest.raises(ServingInputError, match="no such file"):
-        validate_video(VideoRequest(scenario="clickbait", video_id=1, title="t", frame_paths=[str(tmp_path / "x.png")]), cfg)
+        validate_video(
+            VideoRequest(scenario="clickbait", video_id=1, title="t", frame_paths=[str(tmp_path / "x.png")]), cfg
+        )
 
 
 def test_body_limit_middleware():
@@ -169,8 +202,10 @@ def test_body_limit_middleware():
 
 
 def test_import_guard_refuses_feast():
-    code = ("from cpfd.serving_core import forbid_imports, forbidden_loaded\nforbid_imports()\n"
-            "try:\n    import feast\nexcept ImportError as e:\n    print('refused:', e)\nprint(forbidden_loaded())")
+    code = (
+        "from cpfd.serving_core import forbid_imports, forbidden_loaded\nforbid_imports()\n"
+        "try:\n    import feast\nexcept ImportError as e:\n    print('refused:', e)\nprint(forbidden_loaded())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "refused: feast may not be imported in the serving process" in out.stdout and "[]" in out.stdout
 
@@ -217,8 +252,12 @@ def fresh_models(clickbait_data, tiny_project, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("fresh")
     for role in ("student", "teacher"):
-        save_model(new_model(clickbait_data, tiny_project.model, role, 0), out / role, clickbait_data.tokenizer,
-                   {"role": role, "scenario": "clickbait", "method": "ce"})
+        save_model(
+            new_model(clickbait_data, tiny_project.model, role, 0),
+            out / role,
+            clickbait_data.tokenizer,
+            {"role": role, "scenario": "clickbait", "method": "ce"},
+        )
     return out
 
 
@@ -226,7 +265,9 @@ def _run_cli(args, home):
     import os
 
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_package_refuses_teacher_and_pickles(fresh_models, tmp_path):
@@ -248,12 +289,19 @@ def test_package_refuses_teacher_and_pickles(fresh_models, tmp_path):
 
 
 def test_package_student_copies_only_serving_files(fresh_models, tmp_path):
-    out = _run_cli(["package", "--model", str(fresh_models / "student"), "--name", "clickbait-student"], tmp_path / "home")
+    out = _run_cli(
+        ["package", "--model", str(fresh_models / "student"), "--name", "clickbait-student"], tmp_path / "home"
+    )
     assert out.returncode == 0, out.stderr
     name, version = out.stdout.strip().splitlines()[-1].split(":")
     stored = tmp_path / "home" / "models" / name / version
     files = sorted(str(p.relative_to(stored)) for p in stored.rglob("*") if p.is_file() and p.name != "model.yaml")
-    assert files == ["cpfd_model.json", "model.safetensors", "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"]
+    assert files == [
+        "cpfd_model.json",
+        "model.safetensors",
+        "tokenizer/tokenizer.json",
+        "tokenizer/tokenizer_config.json",
+    ]
 
 
 def test_serving_preprocessing_equals_training(fresh_models, clickbait_data, clickbait_dataset):
@@ -261,20 +309,40 @@ def test_serving_preprocessing_equals_training(fresh_models, clickbait_data, cli
     import pandas as pd
     import torch
 
-    from cpfd.serving_runtime import load_served_model, preprocess_batch
     from cpfd.evaluate import predict_logits
+    from cpfd.serving_runtime import load_served_model, preprocess_batch
 
-    cfg = ServingConfig.model_validate({"scenarios": {"clickbait": {"arms": {"control": {"model": "m", "traffic": 1}}}}})
+    cfg = ServingConfig.model_validate(
+        {"scenarios": {"clickbait": {"arms": {"control": {"model": "m", "traffic": 1}}}}}
+    )
     test, n = clickbait_data.splits["test"], 12
     titles = pd.read_parquet(clickbait_dataset / "test.parquet")["title"].tolist()[:n]
     served = load_served_model(fresh_models / "student", "m:1", "clickbait")
-    videos = [validate_video(VideoRequest(scenario="clickbait", video_id=int(test.video_ids[i]), title=titles[i],
-                                          frames=[b64_image(f) for f in test.frames[i].numpy()]), cfg) for i in range(n)]
-    x, ids, mask = preprocess_batch([v.frames for v in videos], [v.title for v in videos], served.spec, served.tokenizer)
+    videos = [
+        validate_video(
+            VideoRequest(
+                scenario="clickbait",
+                video_id=int(test.video_ids[i]),
+                title=titles[i],
+                frames=[b64_image(f) for f in test.frames[i].numpy()],
+            ),
+            cfg,
+        )
+        for i in range(n)
+    ]
+    x, ids, mask = preprocess_batch(
+        [v.frames for v in videos], [v.title for v in videos], served.spec, served.tokenizer
+    )
     assert torch.equal(x, test.frames[:n])
     assert torch.equal(ids, test.input_ids[:n]) and torch.equal(mask, test.attention_mask[:n])
     probs = np.stack(served.predict([(v.frames, v.title) for v in videos]))
-    sub = type(test)(test.frames[:n], test.input_ids[:n], test.attention_mask[:n], test.dense[:n], test.labels[:n],
-                     test.video_ids[:n])
+    sub = type(test)(
+        test.frames[:n],
+        test.input_ids[:n],
+        test.attention_mask[:n],
+        test.dense[:n],
+        test.labels[:n],
+        test.video_ids[:n],
+    )
     expected = predict_logits(served.model, sub).softmax(-1).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)

@@ -17,8 +17,11 @@ def test_slices_appear_in_the_stated_proportions(v2):
     oracle = pd.read_parquet(v2["oracle"])
     for spec in SCENARIOS_V2:
         sl = oracle.loc[oracle["scenario"] == spec.name, "feature_slice"].value_counts(normalize=True)
-        expected = {"missing": spec.missing, "stale": spec.stale,
-                    "misleading": (1 - spec.missing - spec.stale) * spec.misread_scenes / N_SCENES}
+        expected = {
+            "missing": spec.missing,
+            "stale": spec.stale,
+            "misleading": (1 - spec.missing - spec.stale) * spec.misread_scenes / N_SCENES,
+        }
         for kind, share in expected.items():
             # binomial standard error on 4,000 videos is under 0.8 points
             assert sl.get(kind, 0.0) == pytest.approx(share, abs=0.025), (spec.name, kind)

@@ -42,8 +42,9 @@ def test_recalibrated_records_before_and_after_and_round_trips(tmp_path):
     val_logits = 6.0 * torch.nn.functional.one_hot(val_labels, 2).float()
     flip = torch.rand(400, generator=g) < 0.3
     val_logits[flip] = val_logits[flip].flip(1)
-    out = TeacherOutputs(torch.randn(10, 2), torch.arange(10), torch.zeros(10, dtype=torch.int64), "oof",
-                         val_logits, val_labels).recalibrated(True)
+    out = TeacherOutputs(
+        torch.randn(10, 2), torch.arange(10), torch.zeros(10, dtype=torch.int64), "oof", val_logits, val_labels
+    ).recalibrated(True)
     cal = out.calibration
     assert cal["nll_after"] < cal["nll_before"] and cal["ece_after"] < cal["ece_before"]
     assert torch.allclose(out.calibrated, out.logits / out.temperature)

@@ -7,11 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from cpfd.config import ModelConfig, TrainConfig
-from cpfd.models import WEIGHTS_FILE, load_model
 from cpfd.data.tensors import PreparedData
-from cpfd.training.recipes import compute_teacher_outputs, distill_student, new_model, train_classifier, train_joint
 from cpfd.evaluate import evaluate_model
-from cpfd.models import forward_batch
+from cpfd.models import WEIGHTS_FILE, forward_batch, load_model
+from cpfd.training.recipes import compute_teacher_outputs, distill_student, new_model, train_classifier, train_joint
 
 
 def _subset(data: PreparedData, n: int) -> PreparedData:
@@ -42,8 +41,15 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(clickbait_data, tiny_p
             raise Killed
 
     with pytest.raises(Killed):
-        train_classifier(clickbait_data, "teacher", tiny_project, tmp_path / "cut", progress=False, train_cfg=cfg,
-                         on_epoch_end=kill_after_first_epoch)
+        train_classifier(
+            clickbait_data,
+            "teacher",
+            tiny_project,
+            tmp_path / "cut",
+            progress=False,
+            train_cfg=cfg,
+            on_epoch_end=kill_after_first_epoch,
+        )
     torch.manual_seed(12345)  # a resumed process starts from another RNG state
     info = train_classifier(clickbait_data, "teacher", tiny_project, tmp_path / "cut", progress=False, train_cfg=cfg)
     assert info["epochs_run"] == 3
@@ -78,12 +84,16 @@ def test_student_has_no_dense_input(clickbait_data, tiny_project):
 def test_two_stage_cpfd_and_joint_mode_train(clickbait_data, tiny_project, tmp_path):
     train_classifier(clickbait_data, "teacher", tiny_project, tmp_path / "t", progress=False)
     insample = tiny_project.distill.model_copy(update={"teacher_outputs": "insample", "normalize": "mean_clip"})
-    outputs = compute_teacher_outputs(clickbait_data, tiny_project, load_model(tmp_path / "t"), tmp_path / "folds", insample)
+    outputs = compute_teacher_outputs(
+        clickbait_data, tiny_project, load_model(tmp_path / "t"), tmp_path / "folds", insample
+    )
     assert outputs.logits.shape == (len(clickbait_data.splits["train"]), 2) and outputs.source == "insample"
     assert (outputs.folds == -1).all()
     info = distill_student(clickbait_data, outputs, tiny_project, tmp_path / "s", insample, progress=False)
     assert info["method"] == "cpfd" and 0 < info["mean_weight"] <= 1 and info["teacher_outputs"] == "insample"
-    joint = tiny_project.model_copy(update={"distill": tiny_project.distill.model_copy(update={"mode": "joint", "warmup_steps": 2})})
+    joint = tiny_project.model_copy(
+        update={"distill": tiny_project.distill.model_copy(update={"mode": "joint", "warmup_steps": 2})}
+    )
     info = train_joint(clickbait_data, joint, tmp_path / "j", progress=False)
     assert info["method"] == "joint-cpfd"
     assert load_model(tmp_path / "j" / "teacher").uses_dense and not load_model(tmp_path / "j").uses_dense
@@ -101,7 +111,9 @@ def test_pretrained_minilm_text_tower_loads_offline(clickbait_dataset, tiny_proj
     model = new_model(data, model_cfg, "student", 0)
     reference = BertModel.from_pretrained(path, add_pooling_layer=False)
     assert model.backbone.text.config.hidden_size == 384 and model.backbone.text.config.num_hidden_layers == 6
-    assert torch.equal(model.backbone.text.embeddings.word_embeddings.weight, reference.embeddings.word_embeddings.weight)
+    assert torch.equal(
+        model.backbone.text.embeddings.word_embeddings.weight, reference.embeddings.word_embeddings.weight
+    )
     batch = data.splits["val"].batch(torch.arange(4))
     with torch.no_grad():
         assert forward_batch(model.eval(), batch).shape == (4, 2)

@@ -46,8 +46,10 @@ CASES = {
     "half_null_dense": (_half_null, "expect_column_values_to_not_be_null(dense_05)"),
     "renamed_column": (lambda s, df: df.rename(columns={"dense_07": "dense_7"}), "expect_table_columns_to_match_set"),
     "labels_outside_set": (_label_outside, "expect_column_values_to_be_in_set(label)"),
-    "shifted_range": (lambda s, df: df.assign(dense_03=df["dense_03"] + 10 * df["dense_03"].std() + 50),
-                      "expect_column_values_to_be_between(dense_03)"),
+    "shifted_range": (
+        lambda s, df: df.assign(dense_03=df["dense_03"] + 10 * df["dense_03"].std() + 50),
+        "expect_column_values_to_be_between(dense_03)",
+    ),
     "video_id_leaked_across_splits": (None, "expect_column_values_to_be_unique(video_id)"),
     "empty_table": (lambda s, df: df.iloc[:0], "expect_table_row_count_to_be_between"),
 }
@@ -68,8 +70,10 @@ def test_gate_passes_clean_data(clickbait_dataset, tiny_project, tmp_path):
 def test_gate_fails_naming_the_expectation(case, clickbait_dataset, tiny_project, tmp_path):
     edit, expected = CASES[case]
     if edit is None:
+
         def edit(split, df):
             return _leak_video(split, df, clickbait_dataset)
+
     bad = _corrupt(clickbait_dataset, tmp_path / case, edit)
     summary = validate_dataset(bad, tiny_project, reference_dir=clickbait_dataset, out_dir=tmp_path / "v")
     assert not summary["success"]
@@ -88,8 +92,21 @@ def test_cli_exits_nonzero_with_the_summary(clickbait_dataset, synthetic_dir, tm
     from cli.main import app
 
     bad = _corrupt(clickbait_dataset, tmp_path / "bad", _label_outside)
-    result = CliRunner().invoke(app, ["dataset", "validate", "--dataset", str(bad), "--reference", str(clickbait_dataset),
-                                      "--config", str(synthetic_dir / "scenarios.yaml"), "--out", str(tmp_path / "v")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "dataset",
+            "validate",
+            "--dataset",
+            str(bad),
+            "--reference",
+            str(clickbait_dataset),
+            "--config",
+            str(synthetic_dir / "scenarios.yaml"),
+            "--out",
+            str(tmp_path / "v"),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "FAILED expect_column_values_to_be_in_set(label)" in result.output
     assert "data gate FAILED" in result.output

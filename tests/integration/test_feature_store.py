@@ -14,7 +14,14 @@ import yaml
 pytest.importorskip("feast")
 
 from cpfd.data.build import point_in_time_join  # noqa: E402
-from featurestore import apply_repo, build_dataset_feast, feature_repo_dir, historical_features, load_definitions, service_features  # noqa: E402
+from featurestore import (  # noqa: E402
+    apply_repo,
+    build_dataset_feast,
+    feature_repo_dir,
+    historical_features,
+    load_definitions,
+    service_features,
+)
 
 pytestmark = pytest.mark.integration
 NAMES = [f"dense_{i:02d}" for i in range(32)]
@@ -35,22 +42,26 @@ def handmade(tmp_path_factory):
     """Hand-built entity rows and feature rows around the PIT and TTL edges, applied to a real store."""
     root = tmp_path_factory.mktemp("feast_handmade")
     m5, m10 = pd.Timedelta(minutes=5), pd.Timedelta(minutes=10)
-    features = _rows([
-        (1, T - pd.Timedelta(hours=1), 1.0, m5),  # before the label: joined
-        (1, T + pd.Timedelta(hours=1), 99.0, m5),  # after the label (leaks it): never joined
-        (2, T - pd.Timedelta(days=8), 2.0, m5),  # outside the 7-day TTL: null, row kept
-        (4, T - pd.Timedelta(days=2), 3.0, m5),
-        (4, T - pd.Timedelta(hours=2), 4.0, m5),  # the latest one before the label wins
-        (5, T - pd.Timedelta(hours=1), 5.0, m5),
-        (5, T - pd.Timedelta(hours=1), 6.0, m10),  # same event time: the later `created` wins
-        (6, T, 7.0, m5),  # exactly at the label time: joined
-    ])
+    features = _rows(
+        [
+            (1, T - pd.Timedelta(hours=1), 1.0, m5),  # before the label: joined
+            (1, T + pd.Timedelta(hours=1), 99.0, m5),  # after the label (leaks it): never joined
+            (2, T - pd.Timedelta(days=8), 2.0, m5),  # outside the 7-day TTL: null, row kept
+            (4, T - pd.Timedelta(days=2), 3.0, m5),
+            (4, T - pd.Timedelta(hours=2), 4.0, m5),  # the latest one before the label wins
+            (5, T - pd.Timedelta(hours=1), 5.0, m5),
+            (5, T - pd.Timedelta(hours=1), 6.0, m10),  # same event time: the later `created` wins
+            (6, T, 7.0, m5),  # exactly at the label time: joined
+        ]
+    )
     features.to_parquet(root / "features.parquet", index=False)
-    entities = pd.DataFrame({
-        "video_id": np.array([1, 2, 3, 4, 5, 6, 1], dtype=np.int64),  # video 3 has no feature row at all
-        "event_timestamp": [T, T, T, T, T, T + pd.Timedelta(nanoseconds=700), T - pd.Timedelta(hours=2)],
-        "label": np.arange(7, dtype=np.int64),
-    })
+    entities = pd.DataFrame(
+        {
+            "video_id": np.array([1, 2, 3, 4, 5, 6, 1], dtype=np.int64),  # video 3 has no feature row at all
+            "event_timestamp": [T, T, T, T, T, T + pd.Timedelta(nanoseconds=700), T - pd.Timedelta(hours=2)],
+            "label": np.arange(7, dtype=np.int64),
+        }
+    )
     store = apply_repo(root / "features.parquet", root / "store")
     return store, entities, features
 
@@ -99,7 +110,9 @@ def test_feast_build_equals_pandas_build(synthetic_dir, tiny_project, tmp_path):
         parts.append(a)
     joined = pd.concat(parts)
     # no joined row carries the values of a feature row timestamped after its video's label
-    later = pd.read_parquet(features).merge(joined[["video_id", "event_timestamp"]], on="video_id", suffixes=("", "_label"))
+    later = pd.read_parquet(features).merge(
+        joined[["video_id", "event_timestamp"]], on="video_id", suffixes=("", "_label")
+    )
     later = later[later["event_timestamp"] > later["event_timestamp_label"]]
     assert len(later) > 20
     leaked = later[["video_id", "dense_00"]].merge(joined[["video_id", "dense_00"]], on=["video_id", "dense_00"])
@@ -112,7 +125,9 @@ def test_missing_feature_column_is_a_clear_error(synthetic_dir, tiny_project, tm
     broken = pd.read_parquet(synthetic_dir / "features.parquet").rename(columns={"dense_31": "dense_x"})
     broken.to_parquet(tmp_path / "features.parquet", index=False)
     with pytest.raises(DataContractError, match=r"features.parquet.*dense_31.*teacher_dense_v1"):
-        build_dataset_feast(synthetic_dir / "videos.parquet", tmp_path / "features.parquet", "clickbait", tiny_project, tmp_path / "ds")
+        build_dataset_feast(
+            synthetic_dir / "videos.parquet", tmp_path / "features.parquet", "clickbait", tiny_project, tmp_path / "ds"
+        )
 
 
 def test_spark_config_is_loadable(tmp_path):
@@ -127,7 +142,9 @@ def test_spark_config_is_loadable(tmp_path):
     assert raw["offline_store"]["type"] == "spark" and raw["offline_store"]["type"] in OFFLINE_STORE_CLASS_FOR_TYPE
     assert set(raw["offline_store"]) <= {"type", "spark_conf", "staging_location", "region"}
     RepoConfig(**{**raw, "offline_store": {"type": "duckdb"}})  # everything but the Spark part validates
-    sources = [o for o in load_definitions(tmp_path / "features.parquet", offline_store="spark") if isinstance(o, SparkSource)]
+    sources = [
+        o for o in load_definitions(tmp_path / "features.parquet", offline_store="spark") if isinstance(o, SparkSource)
+    ]
     assert len(sources) == 1 and sources[0].path == str((tmp_path / "features.parquet").resolve())
 
 
@@ -135,4 +152,6 @@ def test_spark_store_config_instantiates(tmp_path):
     pytest.importorskip("pyspark", reason="feast[spark] not installed here")
     from feast.repo_config import load_repo_config
 
-    assert load_repo_config(Path(tmp_path), feature_repo_dir() / "feature_store.spark.yaml").offline_store.type == "spark"
+    assert (
+        load_repo_config(Path(tmp_path), feature_repo_dir() / "feature_store.spark.yaml").offline_store.type == "spark"
+    )

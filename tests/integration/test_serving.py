@@ -32,43 +32,75 @@ def deployment(synthetic_dir, tiny_project, tmp_path_factory):
     """Tiny students for two scenarios, packaged under two arms each, behind one real server."""
     from cpfd.config import TrainConfig
     from cpfd.data.build import build_scenario_dataset
-    from serving.launch import ServerProcess
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_classifier
+    from serving.launch import ServerProcess
 
     root = tmp_path_factory.mktemp("serving")
     home = root / "bentoml"
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
     scenarios, samples = {}, {}
     for s in SCENARIOS:
-        ds = build_scenario_dataset(synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", s, tiny_project,
-                                    root / "ds" / s)
+        ds = build_scenario_dataset(
+            synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", s, tiny_project, root / "ds" / s
+        )
         data = prepare_data(root / "ds" / s, tiny_project.model)
-        train_classifier(data, "student", tiny_project, root / "m" / s, progress=False,
-                         train_cfg=TrainConfig(epochs=1, batch_size=32, threads=1))
+        train_classifier(
+            data,
+            "student",
+            tiny_project,
+            root / "m" / s,
+            progress=False,
+            train_cfg=TrainConfig(epochs=1, batch_size=32, threads=1),
+        )
         assert ds["rows"]["test"] >= 8
         test = data.splits["test"]
         titles = pd.read_parquet(root / "ds" / s / "test.parquet")["title"].tolist()
-        samples[s] = [{"video_id": int(test.video_ids[i]), "title": titles[i], "frames": test.frames[i].numpy()} for i in range(8)]
-        scenarios[s] = {"arms": {arm: {"model": f"{s}-{arm}", "traffic": TRAFFIC[s][arm]} for arm in ("control", "treatment")},
-                        **({"experiment": "orig_exp"} if s == "originality" else {})}
+        samples[s] = [
+            {"video_id": int(test.video_ids[i]), "title": titles[i], "frames": test.frames[i].numpy()} for i in range(8)
+        ]
+        scenarios[s] = {
+            "arms": {arm: {"model": f"{s}-{arm}", "traffic": TRAFFIC[s][arm]} for arm in ("control", "treatment")},
+            **({"experiment": "orig_exp"} if s == "originality" else {}),
+        }
     pairs = [(s, arm) for s in SCENARIOS for arm in ("control", "treatment")]
     args = [a for s, arm in pairs for a in (str(root / "m" / s), f"{s}-{arm}")]
-    code = ("import sys, json; from cpfd.packaging import package_model; "
-            "print(json.dumps([package_model(d, n) for d, n in zip(sys.argv[1::2], sys.argv[2::2])]))")
+    code = (
+        "import sys, json; from cpfd.packaging import package_model; "
+        "print(json.dumps([package_model(d, n) for d, n in zip(sys.argv[1::2], sys.argv[2::2])]))"
+    )
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stderr
-    tags = dict(zip(pairs, json.loads(out.stdout.splitlines()[-1])))
+    tags = dict(zip(pairs, json.loads(out.stdout.splitlines()[-1]), strict=True))
     config = root / "serving.yaml"
-    config.write_text(yaml.safe_dump({
-        "experiment": "cb_exp", "scenarios": scenarios, "prediction_log": "predictions.db", "torch_threads": 1,
-        "limits": {"max_frames_per_video": 8, "max_frame_bytes": 4096, "max_request_bytes": 200_000,
-                   "max_title_chars": 100, "max_batch_videos": 8, "max_frame_side": 64},
-        "batching": {"enabled": True, "max_batch_size": 32, "max_wait_ms": 0},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "experiment": "cb_exp",
+                "scenarios": scenarios,
+                "prediction_log": "predictions.db",
+                "torch_threads": 1,
+                "limits": {
+                    "max_frames_per_video": 8,
+                    "max_frame_bytes": 4096,
+                    "max_request_bytes": 200_000,
+                    "max_title_chars": 100,
+                    "max_batch_videos": 8,
+                    "max_frame_side": 64,
+                },
+                "batching": {"enabled": True, "max_batch_size": 32, "max_wait_ms": 0},
+            }
+        )
+    )
     with ServerProcess(config, log_path=root / "server.log", env={"BENTOML_HOME": str(home)}, timeout=120) as server:
-        yield {"url": server.url, "tags": tags, "samples": samples, "root": root, "log": root / "predictions.db",
-               "models": root / "m"}
+        yield {
+            "url": server.url,
+            "tags": tags,
+            "samples": samples,
+            "root": root,
+            "log": root / "predictions.db",
+            "models": root / "m",
+        }
 
 
 def post(deployment, path: str, body, raw: bool = False):
@@ -79,8 +111,13 @@ def post(deployment, path: str, body, raw: bool = False):
 
 
 def video_body(sample: dict, scenario: str, **extra) -> dict:
-    return {"scenario": scenario, "video_id": sample["video_id"], "title": sample["title"],
-            "frames": [png_b64(f) for f in sample["frames"]], **extra}
+    return {
+        "scenario": scenario,
+        "video_id": sample["video_id"],
+        "title": sample["title"],
+        "frames": [png_b64(f) for f in sample["frames"]],
+        **extra,
+    }
 
 
 def test_valid_request_per_scenario_matches_in_process_model(deployment):
@@ -109,9 +146,12 @@ def test_batch_arms_follow_the_hash_and_are_stable(deployment):
     frames = [png_b64(f) for f in deployment["samples"]["originality"][0]["frames"]]
     ids = list(range(1000, 1048))
     seen = {}
-    for rep in range(2):
+    for _rep in range(2):
         for start in range(0, len(ids), 8):
-            batch = [{"scenario": "originality", "video_id": v, "title": "ka lo", "frames": frames} for v in ids[start:start + 8]]
+            batch = [
+                {"scenario": "originality", "video_id": v, "title": "ka lo", "frames": frames}
+                for v in ids[start : start + 8]
+            ]
             r = post(deployment, "/classify_batch", {"videos": batch})
             assert r.status_code == 200, r.text
             for p in r.json()["predictions"]:
@@ -119,7 +159,11 @@ def test_batch_arms_follow_the_hash_and_are_stable(deployment):
                 assert seen.setdefault(p["video_id"], p["arm"]) == p["arm"]
                 assert p["model_tag"] == deployment["tags"][("originality", p["arm"])]
     assert set(seen.values()) == {"control", "treatment"}
-    r = post(deployment, "/classify", {"scenario": "originality", "video_id": 1, "title": "x", "frames": frames, "arm": "treatment"})
+    r = post(
+        deployment,
+        "/classify",
+        {"scenario": "originality", "video_id": 1, "title": "x", "frames": frames, "arm": "treatment"},
+    )
     assert r.json()["arm"] == "treatment" and r.json()["model_tag"] == deployment["tags"][("originality", "treatment")]
 
 
@@ -130,16 +174,38 @@ def _bad_requests(sample):
         ("unknown scenario", "/classify", {**ok, "scenario": "nope"}, 400, "unknown scenario 'nope'"),
         ("too many frames", "/classify", {**ok, "frames": ok["frames"] * 3}, 413, "max_frames_per_video=8"),
         ("frame too large", "/classify", {**ok, "frames": [big]}, 413, "max_frame_bytes=4096"),
-        ("frame too wide", "/classify", {**ok, "frames": [png_b64(np.zeros((8, 65, 3), np.uint8))]}, 413, "max_frame_side=64"),
+        (
+            "frame too wide",
+            "/classify",
+            {**ok, "frames": [png_b64(np.zeros((8, 65, 3), np.uint8))]},
+            413,
+            "max_frame_side=64",
+        ),
         ("request too large", "/classify", {**ok, "title": "x" * 300_000}, 413, "max_request_bytes=200000"),
         ("title too long", "/classify", {**ok, "title": "x" * 101}, 413, "max_title_chars=100"),
         ("batch too large", "/classify_batch", {"videos": [ok] * 9}, 413, "max_batch_videos=8"),
-        ("undecodable image", "/classify", {**ok, "frames": [base64.b64encode(b"\x89PNG\r\n\x1a\ngarbage").decode()]}, 400,
-         "undecodable PNG"),
-        ("not an image", "/classify", {**ok, "frames": [base64.b64encode(b"hello world").decode()]}, 400, "not a JPEG or PNG"),
+        (
+            "undecodable image",
+            "/classify",
+            {**ok, "frames": [base64.b64encode(b"\x89PNG\r\n\x1a\ngarbage").decode()]},
+            400,
+            "undecodable PNG",
+        ),
+        (
+            "not an image",
+            "/classify",
+            {**ok, "frames": [base64.b64encode(b"hello world").decode()]},
+            400,
+            "not a JPEG or PNG",
+        ),
         ("bad base64", "/classify", {**ok, "frames": ["%%%"]}, 400, "not valid base64"),
-        ("mixed shapes", "/classify", {**ok, "frames": [ok["frames"][0], png_b64(np.zeros((8, 8, 3), np.uint8))]}, 400,
-         "different shapes"),
+        (
+            "mixed shapes",
+            "/classify",
+            {**ok, "frames": [ok["frames"][0], png_b64(np.zeros((8, 8, 3), np.uint8))]},
+            400,
+            "different shapes",
+        ),
         ("empty frames", "/classify", {**ok, "frames": []}, 400, "frames: empty"),
         ("empty batch", "/classify_batch", {"videos": []}, 400, "videos: empty"),
         ("empty body", "/classify", "", 400, "scenario"),
@@ -148,7 +214,13 @@ def _bad_requests(sample):
         ("video_id not int", "/classify", {**ok, "video_id": "abc"}, 400, "video_id"),
         ("video_id beyond int64", "/classify", {**ok, "video_id": 2**63}, 400, "video_id"),
         ("unknown arm", "/classify", {**ok, "arm": "zzz"}, 400, "unknown arm 'zzz'"),
-        ("frame paths disabled", "/classify", {**ok, "frames": [], "frame_paths": ["/etc/hostname"]}, 403, "allow_frame_paths"),
+        (
+            "frame paths disabled",
+            "/classify",
+            {**ok, "frames": [], "frame_paths": ["/etc/hostname"]},
+            403,
+            "allow_frame_paths",
+        ),
     ]
 
 
@@ -185,14 +257,25 @@ def test_prediction_rows_match_answers(deployment):
 
     log = PredictionLog(deployment["log"])
     sample = deployment["samples"]["clickbait"][2]
-    r = post(deployment, "/classify_batch", {"videos": [video_body(sample, "clickbait", video_id=77_000 + i) for i in range(3)]})
+    r = post(
+        deployment,
+        "/classify_batch",
+        {"videos": [video_body(sample, "clickbait", video_id=77_000 + i) for i in range(3)]},
+    )
     preds = r.json()["predictions"]
     rows = log.read_predictions(scenario="clickbait").set_index("request_id")
     for p in preds:
         row = rows.loc[p["request_id"]]
-        assert (row["video_id"], row["arm"], row["model_tag"], row["experiment"]) == (p["video_id"], p["arm"], p["model_tag"], "cb_exp")
+        assert (row["video_id"], row["arm"], row["model_tag"], row["experiment"]) == (
+            p["video_id"],
+            p["arm"],
+            p["model_tag"],
+            "cb_exp",
+        )
         assert row["probabilities"] == pytest.approx(list(p["probabilities"].values()))
-        assert row["confidence"] == pytest.approx(p["confidence"]) and row["latency_ms"] == pytest.approx(p["latency_ms"])
+        assert row["confidence"] == pytest.approx(p["confidence"]) and row["latency_ms"] == pytest.approx(
+            p["latency_ms"]
+        )
 
 
 @pytest.mark.slow
