@@ -8,8 +8,16 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def build_dataset(videos: str, features: str, scenario: str, config_yaml: str, method: str, join: str,
-                  dataset: Output[Dataset], config: Output[Artifact]):
+def build_dataset(
+    videos: str,
+    features: str,
+    scenario: str,
+    config_yaml: str,
+    method: str,
+    join: str,
+    dataset: Output[Dataset],
+    config: Output[Artifact],
+):
     """``join``: "feast" (get_historical_features with the scenario's feature service; the repo is
     $CPFD_FEATURE_REPO or the project's feature_repo/) or "pandas" (merge_asof, the core path).
 
@@ -23,7 +31,8 @@ def build_dataset(videos: str, features: str, scenario: str, config_yaml: str, m
 
     project = project_from_yaml(config_yaml)
     resolved = resolve_scenario_config(project, scenario, method)  # a bad method fails before the join
-    # the join checks the whole videos table against every configured scenario (the data contract), so it takes the project
+    # the join checks the whole videos table against every configured scenario (the data contract),
+    # so it takes the project
     if join == "feast":
         from featurestore import build_dataset_feast
 
@@ -36,10 +45,17 @@ def build_dataset(videos: str, features: str, scenario: str, config_yaml: str, m
     else:
         raise ConfigError(f"pipeline parameter join must be 'feast' or 'pandas', got {join!r}")
     write_scenario_config(resolved, config, "pipeline parameter method" if method else "config")
-    dataset.metadata.update({
-        "scenario": scenario, "rows": manifest["rows"], "join_backend": manifest["join_backend"],
-        "feature_service": manifest["feature_service"], "dense_null_rate": manifest["dense_null_rate"],
-        "source_fingerprint": manifest["source_fingerprint"],
-    })
-    print(f"dataset {scenario}: {manifest['rows']} via {manifest['join_backend']}; config resolved "
-          f"({resolved.distill.method}, {resolved.distill.teacher_outputs} teacher outputs)")
+    dataset.metadata.update(
+        {
+            "scenario": scenario,
+            "rows": manifest["rows"],
+            "join_backend": manifest["join_backend"],
+            "feature_service": manifest["feature_service"],
+            "dense_null_rate": manifest["dense_null_rate"],
+            "source_fingerprint": manifest["source_fingerprint"],
+        }
+    )
+    print(
+        f"dataset {scenario}: {manifest['rows']} via {manifest['join_backend']}; config resolved "
+        f"({resolved.distill.method}, {resolved.distill.teacher_outputs} teacher outputs)"
+    )

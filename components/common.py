@@ -35,18 +35,28 @@ def resolve_scenario_config(project: ProjectConfig, scenario: str, method: str =
     ``distill`` (the scenario's own override dicts are empty), so ``train_for``/``distill_for`` return the resolved
     sections and nothing downstream can apply an override twice."""
     if method and method not in PIPELINE_METHODS:
-        raise ConfigError(f"pipeline parameter method must be empty (the config's distill.method) or one of "
-                          f"{', '.join(PIPELINE_METHODS)}, got {method!r}")
+        raise ConfigError(
+            f"pipeline parameter method must be empty (the config's distill.method) or one of "
+            f"{', '.join(PIPELINE_METHODS)}, got {method!r}"
+        )
     scen = project.scenario(scenario)
     distill = project.distill_for(scenario)
     if method:
         distill = validated(DistillConfig, {**distill.model_dump(), "method": method}, f"scenario {scenario} distill")
     if distill.method not in PIPELINE_METHODS:
-        raise ConfigError(f"scenario {scenario}: distill.method is {distill.method!r}; the pipeline distils with "
-                          f"{' or '.join(PIPELINE_METHODS)} (set it in the config or with the method parameter)")
-    return config_from_dict({"scenarios": [{**scen.model_dump(), "train": {}, "distill": {}}],
-                             "model": project.model.model_dump(), "train": project.train_for(scenario).model_dump(),
-                             "distill": distill.model_dump()}, f"scenario {scenario} (resolved)")
+        raise ConfigError(
+            f"scenario {scenario}: distill.method is {distill.method!r}; the pipeline distils with "
+            f"{' or '.join(PIPELINE_METHODS)} (set it in the config or with the method parameter)"
+        )
+    return config_from_dict(
+        {
+            "scenarios": [{**scen.model_dump(), "train": {}, "distill": {}}],
+            "model": project.model.model_dump(),
+            "train": project.train_for(scenario).model_dump(),
+            "distill": distill.model_dump(),
+        },
+        f"scenario {scenario} (resolved)",
+    )
 
 
 def write_scenario_config(resolved: ProjectConfig, artifact, method_source: str = "config") -> None:
@@ -55,12 +65,24 @@ def write_scenario_config(resolved: ProjectConfig, artifact, method_source: str 
     Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
     Path(artifact.path).write_text(json.dumps(resolved.model_dump(mode="json"), indent=1))
     d, t = resolved.distill, resolved.train
-    artifact.metadata.update({
-        "scenario": scen.name, "method": d.method, "method_source": method_source, "weighting": d.weighting,
-        "normalize": d.normalize, "loss": d.loss, "teacher_outputs": d.teacher_outputs, "folds": d.folds,
-        "calibrate": d.calibrate, "model_size": resolved.model.size, "epochs": t.epochs, "seed": t.seed,
-        "feature_service": scen.feature_service, "classes": scen.num_classes,
-    })
+    artifact.metadata.update(
+        {
+            "scenario": scen.name,
+            "method": d.method,
+            "method_source": method_source,
+            "weighting": d.weighting,
+            "normalize": d.normalize,
+            "loss": d.loss,
+            "teacher_outputs": d.teacher_outputs,
+            "folds": d.folds,
+            "calibrate": d.calibrate,
+            "model_size": resolved.model.size,
+            "epochs": t.epochs,
+            "seed": t.seed,
+            "feature_service": scen.feature_service,
+            "classes": scen.num_classes,
+        }
+    )
 
 
 def read_scenario_config(artifact) -> tuple[ProjectConfig, ScenarioConfig]:
@@ -75,8 +97,9 @@ def read_scenario_config(artifact) -> tuple[ProjectConfig, ScenarioConfig]:
     project = config_from_dict(data, f"resolved config {path}")
     scen = _only_scenario(project, f"resolved config {path}")
     if scen.train or scen.distill:
-        raise ConfigError(f"resolved config {path}: scenario {scen.name} still has overrides; write it with "
-                          "resolve_scenario_config")
+        raise ConfigError(
+            f"resolved config {path}: scenario {scen.name} still has overrides; write it with resolve_scenario_config"
+        )
     return project, scen
 
 
@@ -99,12 +122,16 @@ def fold_output_paths(artifacts: list[tuple[str, dict]], scenario: str, folds: i
     config's distill.folds: exactly one trained output for every fold 0..folds-1."""
     got = sorted(int(m.get("fold", -1)) for _, m in artifacts)
     if any(m.get("skipped") for _, m in artifacts):
-        raise ConfigError(f"scenario {scenario}: the fold teacher steps were skipped (in-sample plan) but distill.teacher_outputs "
-                          f"is oof with distill.folds = {folds}")
+        raise ConfigError(
+            f"scenario {scenario}: the fold teacher steps were skipped (in-sample plan) but distill.teacher_outputs "
+            f"is oof with distill.folds = {folds}"
+        )
     declared = sorted({int(m.get("num_folds", -1)) for _, m in artifacts})
     if got != list(range(folds)) or declared != [folds]:
-        raise ConfigError(f"scenario {scenario}: distill.folds = {folds} in the config, but the fold teacher steps produced "
-                          f"{len(artifacts)} output(s) for folds {got} of {declared} fold(s)")
+        raise ConfigError(
+            f"scenario {scenario}: distill.folds = {folds} in the config, but the fold teacher steps produced "
+            f"{len(artifacts)} output(s) for folds {got} of {declared} fold(s)"
+        )
     return [path for path, _ in sorted(artifacts, key=lambda a: int(a[1]["fold"]))]
 
 

@@ -7,8 +7,13 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def distill(dataset: Input[Dataset], train_logits: Input[Artifact], config: Input[Artifact],
-            model: Output[Model], metrics: Output[Metrics]):
+def distill(
+    dataset: Input[Dataset],
+    train_logits: Input[Artifact],
+    config: Input[Artifact],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
     """Two-stage distillation from ``train_logits`` (the teacher_outputs step's TeacherOutputs file, calibrated),
     as the resolved config's distill section says (its method: the run's ``method`` parameter when one was given)."""
     import shutil
@@ -16,9 +21,9 @@ def distill(dataset: Input[Dataset], train_logits: Input[Artifact], config: Inpu
 
     from components.common import read_scenario_config
     from cpfd.conventions import TREATMENT_ARM
+    from cpfd.data.tensors import prepare_data
     from cpfd.teacher_outputs import TeacherOutputs
     from cpfd.training.recipes import distill_student
-    from cpfd.data.tensors import prepare_data
 
     project, scen = read_scenario_config(config)
     scenario, dcfg = scen.name, project.distill
@@ -28,15 +33,32 @@ def distill(dataset: Input[Dataset], train_logits: Input[Artifact], config: Inpu
     info = distill_student(data, outputs, project, model.path, dcfg, progress=False)
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
     cal = info["teacher_calibration"]
-    model.metadata.update({"scenario": scenario, "role": "student", "method": method, "arm": TREATMENT_ARM,
-                           "weighting": dcfg.weighting, "gamma": dcfg.gamma, "normalize": dcfg.normalize, "loss": dcfg.loss,
-                           "lam": dcfg.lam, "temperature": dcfg.temperature, "teacher_outputs": info["teacher_outputs"],
-                           "temperature_calibration": cal.get("temperature", 1.0),
-                           "framework": "pytorch", "format": "safetensors", "val_macro_f1": info["best_val_macro_f1"]})
+    model.metadata.update(
+        {
+            "scenario": scenario,
+            "role": "student",
+            "method": method,
+            "arm": TREATMENT_ARM,
+            "weighting": dcfg.weighting,
+            "gamma": dcfg.gamma,
+            "normalize": dcfg.normalize,
+            "loss": dcfg.loss,
+            "lam": dcfg.lam,
+            "temperature": dcfg.temperature,
+            "teacher_outputs": info["teacher_outputs"],
+            "temperature_calibration": cal.get("temperature", 1.0),
+            "framework": "pytorch",
+            "format": "safetensors",
+            "val_macro_f1": info["best_val_macro_f1"],
+        }
+    )
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "mean_weight"):
         metrics.log_metric(key, info[key])
     for key in ("temperature", "nll_before", "nll_after", "ece_before", "ece_after"):
         if key in cal:
             metrics.log_metric(f"teacher_{key}", cal[key])
-    print(f"{method} student {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f}, mean weight {info['mean_weight']:.3f}, "
-          f"{info['teacher_outputs']} teacher outputs (temperature {cal.get('temperature', 1.0):.2f})")
+    print(
+        f"{method} student {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f}, "
+        f"mean weight {info['mean_weight']:.3f}, "
+        f"{info['teacher_outputs']} teacher outputs (temperature {cal.get('temperature', 1.0):.2f})"
+    )

@@ -7,28 +7,40 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Model], distilled: Input[Model],
-             config: Input[Artifact], metrics: Output[Metrics], classification: Output[ClassificationMetrics],
-             report: Output[Markdown], reason: OutputPath(str), summary: OutputPath(str)) -> bool:
+def evaluate(
+    dataset: Input[Dataset],
+    teacher: Input[Model],
+    student: Input[Model],
+    distilled: Input[Model],
+    config: Input[Artifact],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report: Output[Markdown],
+    reason: OutputPath(str),  # type: ignore[valid-type]  # KFP annotation syntax
+    summary: OutputPath(str),  # type: ignore[valid-type]  # KFP annotation syntax
+) -> bool:
     """Returns True (package it) when the teacher beat the baseline on the validation split (their saved
     ``best_val_macro_f1``), and the distilled student beats the baseline on test by the scenario's margin and stays
     near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report.
 
     The decision is the single return value (output ``Output``): kfp.local resolves conditions on that name."""
     from components.common import log_classification, read_scenario_config
+    from cpfd.evaluate import evaluate_saved_model, gap_closed
     from cpfd.gate import gate_decision
-    from cpfd.reports import summary_json
-    from cpfd.evaluate import gap_closed
     from cpfd.models import model_metadata
-    from cpfd.evaluate import evaluate_saved_model
+    from cpfd.reports import summary_json
 
     project, scen = read_scenario_config(config)
     scenario, gate = scen.name, scen.gate
-    results = {name: evaluate_saved_model(m.path, dataset.path)
-               for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))}
+    results = {
+        name: evaluate_saved_model(m.path, dataset.path)
+        for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))
+    }
     f1 = {name: r[0]["macro_f1"] for name, r in results.items()}
-    val_f1 = {name: float(model_metadata(m.path)["best_val_macro_f1"])
-              for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))}
+    val_f1 = {
+        name: float(model_metadata(m.path)["best_val_macro_f1"])
+        for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))
+    }
     distilled_info = model_metadata(distilled.path)
     calibration = distilled_info.get("teacher_calibration") or {}
     passed, why = gate_decision(f1, gate, val_f1)
@@ -49,16 +61,36 @@ def evaluate(dataset: Input[Dataset], teacher: Input[Model], student: Input[Mode
         if key in calibration:
             metrics.log_metric(f"teacher_{key}", calibration[key])
     metrics.log_metric("gate_passed", int(passed))
-    cal_line = (f"Teacher outputs ({distilled_info.get('teacher_outputs', '?')}): validation ECE {calibration['ece_before']:.4f} -> "
-                f"{calibration['ece_after']:.4f} at temperature {calibration['temperature']:.2f}.\n\n" if "ece_before" in calibration else "")
+    cal_line = (
+        f"Teacher outputs ({distilled_info.get('teacher_outputs', '?')}): "
+        f"validation ECE {calibration['ece_before']:.4f} -> "
+        f"{calibration['ece_after']:.4f} at temperature {calibration['temperature']:.2f}.\n\n"
+        if "ece_before" in calibration
+        else ""
+    )
     with open(report.path, "w") as f:
-        f.write(f"# Gate: {scenario}\n\n| model | validation macro-F1 | test macro-F1 |\n|---|---|---|\n"
-                + "".join(f"| {k} | {val_f1[k]:.4f} | {v:.4f} |\n" for k, v in f1.items())
-                + f"\n{cal_line}{why}\n")
+        f.write(
+            f"# Gate: {scenario}\n\n| model | validation macro-F1 | test macro-F1 |\n|---|---|---|\n"
+            + "".join(f"| {k} | {val_f1[k]:.4f} | {v:.4f} |\n" for k, v in f1.items())
+            + f"\n{cal_line}{why}\n"
+        )
     with open(reason, "w") as f:
         f.write(why)
     with open(summary, "w") as f:
-        f.write(summary_json(scenario, method, project.train.seed, f1, gap, passed, why, gate, val_f1,
-                             calibration, distilled_info.get("teacher_outputs")))
+        f.write(
+            summary_json(
+                scenario,
+                method,
+                project.train.seed,
+                f1,
+                gap,
+                passed,
+                why,
+                gate,
+                val_f1,
+                calibration,
+                distilled_info.get("teacher_outputs"),
+            )
+        )
     print(f"gate {scenario}: {why}")
     return passed

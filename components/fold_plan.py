@@ -1,6 +1,5 @@
-"""fold_plan: the fold-teacher steps a scenario needs, read from its resolved distill config (the one place the fold count lives)."""
-
-from typing import List
+"""fold_plan: the fold-teacher steps a scenario needs, read from its resolved distill config
+(the one place the fold count lives)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input
@@ -9,7 +8,7 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def fold_plan(config: Input[Artifact]) -> List[int]:
+def fold_plan(config: Input[Artifact]) -> list[int]:
     """``[0, 1, ..., distill.folds - 1]`` (``teacher_outputs: oof``); ``[-1]`` when ``teacher_outputs: insample`` (its
     step trains nothing: an empty loop cannot be collected locally).
 
@@ -20,5 +19,8 @@ def fold_plan(config: Input[Artifact]) -> List[int]:
 
     project, scen = read_scenario_config(config)
     folds = fold_plan_items(project)
-    print(f"fold plan {scen.name}: " + (f"{len(folds)} fold teacher(s)" if folds[0] >= 0 else "in-sample, no fold teacher"))
+    print(
+        f"fold plan {scen.name}: "
+        + (f"{len(folds)} fold teacher(s)" if folds[0] >= 0 else "in-sample, no fold teacher")
+    )
     return folds

@@ -7,8 +7,14 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def make_reference(dataset: Input[Dataset], config: Input[Artifact], distilled: Input[Model], baseline: Input[Model],
-                   packaged: Input[Model], reference: Output[Dataset]) -> str:
+def make_reference(
+    dataset: Input[Dataset],
+    config: Input[Artifact],
+    distilled: Input[Model],
+    baseline: Input[Model],
+    packaged: Input[Model],
+    reference: Output[Dataset],
+) -> str:
     """Test-split predictions of the distilled student (treatment) and of the baseline (control) in the monitoring
     reference format (monitoring.reference), one file per arm in the ``reference`` folder.
 
@@ -29,10 +35,24 @@ def make_reference(dataset: Input[Dataset], config: Input[Artifact], distilled: 
     files = {}
     for arm, model in ((TREATMENT_ARM, distilled), (CONTROL_ARM, baseline)):
         files[arm] = reference_from_model(model.path, dataset.path, out / f"{scen.name}-{arm}.parquet", arm=arm).name
-    reference.metadata.update({"scenario": scen.name, "split": "test", "arms": list(ARMS), "files": files,
-                               **{f"{arm}_tag": pkg["tags"][arm] for arm in ARMS}})
-    handover = {"scenario": scen.name, "method": project.distill.method, "tags": pkg["tags"],
-                "bentoml_home": pkg["bentoml_home"], "gate": pkg["gate"], "reference": reference.path,
-                "reference_uri": reference.uri, "reference_files": files}
+    reference.metadata.update(
+        {
+            "scenario": scen.name,
+            "split": "test",
+            "arms": list(ARMS),
+            "files": files,
+            **{f"{arm}_tag": pkg["tags"][arm] for arm in ARMS},
+        }
+    )
+    handover = {
+        "scenario": scen.name,
+        "method": project.distill.method,
+        "tags": pkg["tags"],
+        "bentoml_home": pkg["bentoml_home"],
+        "gate": pkg["gate"],
+        "reference": reference.path,
+        "reference_uri": reference.uri,
+        "reference_files": files,
+    }
     print(f"reference {scen.name}: {', '.join(files.values())}")
     return json.dumps(handover)

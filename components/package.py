@@ -7,8 +7,14 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def package(distilled: Input[Model], baseline: Input[Model], config: Input[Artifact], gate_reason: str, bentoml_home: str,
-            packaged: Output[Model]) -> str:
+def package(
+    distilled: Input[Model],
+    baseline: Input[Model],
+    config: Input[Artifact],
+    gate_reason: str,
+    bentoml_home: str,
+    packaged: Output[Model],
+) -> str:
     """Save the distilled student as ``distilled_tag(scenario, method)`` (A/B treatment) and the baseline as
     ``baseline_tag(scenario)`` (control), cpfd.conventions; returns the treatment's tag. ``bentoml_home`` empty:
     the image's store."""
@@ -27,12 +33,21 @@ def package(distilled: Input[Model], baseline: Input[Model], config: Input[Artif
     project, scen = read_scenario_config(config)
     scenario, method = scen.name, project.distill.method
     names = arm_tags(scenario, method)
-    tags = {TREATMENT_ARM: package_model(distilled.path, names[TREATMENT_ARM]),
-            CONTROL_ARM: package_model(baseline.path, names[CONTROL_ARM])}
+    tags = {
+        TREATMENT_ARM: package_model(distilled.path, names[TREATMENT_ARM]),
+        CONTROL_ARM: package_model(baseline.path, names[CONTROL_ARM]),
+    }
     store = os.environ.get("BENTOML_HOME", "~/bentoml")
     with open(packaged.path, "w") as f:
         json.dump({"scenario": scenario, "method": method, "tags": tags, "bentoml_home": store, "gate": gate_reason}, f)
-    packaged.metadata.update({"scenario": scenario, "method": method, "bentoml_tag": tags[TREATMENT_ARM],
-                              "control_tag": tags[CONTROL_ARM], "bentoml_home": store})
+    packaged.metadata.update(
+        {
+            "scenario": scenario,
+            "method": method,
+            "bentoml_tag": tags[TREATMENT_ARM],
+            "control_tag": tags[CONTROL_ARM],
+            "bentoml_home": store,
+        }
+    )
     print(f"packaged {scenario}: {tags} in {store}")
     return tags[TREATMENT_ARM]

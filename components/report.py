@@ -1,7 +1,5 @@
 """report: fan-in over scenarios; the quality table (Markdown + HTML with a per-scenario F1 chart) and the packages."""
 
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Markdown, Metrics, Output
 
@@ -9,8 +7,14 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def report(summaries: List[str], markdown: Output[Markdown], html: Output[HTML], metrics: Output[Metrics],
-           table: Output[Artifact], packages: Output[Artifact]):
+def report(
+    summaries: list[str],
+    markdown: Output[Markdown],
+    html: Output[HTML],
+    metrics: Output[Metrics],
+    table: Output[Artifact],
+    packages: Output[Artifact],
+):
     """``summaries``: the scenario_result rows (the gate's JSON summary and its ``package``), collected from every
     scenario; ``table``: them as one JSON list; ``packages``: the packaged scenarios' handovers (tags per arm, model
     store, reference folder) as one JSON list, what serving and monitoring read."""

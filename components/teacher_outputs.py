@@ -1,7 +1,5 @@
 """teacher_outputs: the soft targets for distillation (fan-in of the fold teachers, or the full teacher in-sample)."""
 
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -9,15 +7,21 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def teacher_outputs(dataset: Input[Dataset], teacher: Input[Model], fold_outputs: Input[List[Artifact]],
-                    config: Input[Artifact], train_logits: Output[Artifact], metrics: Output[Metrics]):
+def teacher_outputs(
+    dataset: Input[Dataset],
+    teacher: Input[Model],
+    fold_outputs: Input[list[Artifact]],
+    config: Input[Artifact],
+    train_logits: Output[Artifact],
+    metrics: Output[Metrics],
+):
     """distill.teacher_outputs ``oof``: the fold teachers' held-out logits combined (every training row scored by the
     teacher that never saw it); ``insample``: the full ``teacher`` on its own training rows. Either way one temperature
     is fitted on the validation split (distill.calibrate). ``train_logits`` is the TeacherOutputs file."""
     from components.common import fold_output_paths, read_scenario_config
+    from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
     from cpfd.training.recipes import combine_fold_outputs, insample_teacher_outputs
-    from cpfd.data.tensors import prepare_data
 
     project, scen = read_scenario_config(config)
     scenario, dcfg = scen.name, project.distill
@@ -29,14 +33,25 @@ def teacher_outputs(dataset: Input[Dataset], teacher: Input[Model], fold_outputs
         out, used = combine_fold_outputs(data, paths, dcfg.calibrate), len(paths)
     out.save(train_logits.path)
     cal = out.calibration
-    train_logits.metadata.update({
-        "scenario": scenario, "split": "train", "rows": len(data.splits["train"]), "source": out.source,
-        "fold_teachers": used, "calibrated": dcfg.calibrate, "temperature": out.temperature,
-        **{k: cal[k] for k in ("nll_before", "nll_after", "ece_before", "ece_after")}})
+    train_logits.metadata.update(
+        {
+            "scenario": scenario,
+            "split": "train",
+            "rows": len(data.splits["train"]),
+            "source": out.source,
+            "fold_teachers": used,
+            "calibrated": dcfg.calibrate,
+            "temperature": out.temperature,
+            **{k: cal[k] for k in ("nll_before", "nll_after", "ece_before", "ece_after")},
+        }
+    )
     metrics.log_metric("fold_teachers", used)
     metrics.log_metric("temperature", out.temperature)
     for key in ("nll_before", "nll_after", "ece_before", "ece_after"):
         metrics.log_metric(f"val_{key}", cal[key])
-    print(f"teacher outputs {scenario}: {out.source}" + (f" from {used} fold teachers" if used else "")
-          + f", temperature {out.temperature:.2f}, validation NLL {cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, "
-          f"ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}")
+    print(
+        f"teacher outputs {scenario}: {out.source}"
+        + (f" from {used} fold teachers" if used else "")
+        + f", temperature {out.temperature:.2f}, validation NLL {cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, "
+        f"ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}"
+    )

@@ -7,10 +7,16 @@ from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
-def train_fold_teacher(dataset: Input[Dataset], config: Input[Artifact], fold: int,
-                       fold_outputs: Output[Artifact], metrics: Output[Metrics]):
+def train_fold_teacher(
+    dataset: Input[Dataset],
+    config: Input[Artifact],
+    fold: int,
+    fold_outputs: Output[Artifact],
+    metrics: Output[Metrics],
+):
     """Trains fold ``fold``'s teacher on the other distill.folds - 1 folds of the training split (validation split for
-    early stopping) and writes its logits on the held-out fold and on validation (``fold_outputs/fold_outputs.safetensors``).
+    early stopping) and writes its logits on the held-out fold and on validation
+    (``fold_outputs/fold_outputs.safetensors``).
 
     With distill.teacher_outputs ``insample`` (fold -1 from fold_plan) nothing is trained: the artifact is an empty
     folder marked ``skipped``."""
@@ -18,9 +24,9 @@ def train_fold_teacher(dataset: Input[Dataset], config: Input[Artifact], fold: i
     from pathlib import Path
 
     from components.common import read_scenario_config
+    from cpfd.data.tensors import prepare_data
     from cpfd.errors import ConfigError
     from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE
-    from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_fold_teacher as train_fold
 
     project, scen = read_scenario_config(config)
@@ -33,14 +39,26 @@ def train_fold_teacher(dataset: Input[Dataset], config: Input[Artifact], fold: i
         print(f"fold teacher {scenario}: skipped (distill.teacher_outputs is insample)")
         return
     if not 0 <= fold < dcfg.folds:
-        raise ConfigError(f"scenario {scenario}: fold {fold} is outside 0..{dcfg.folds - 1} (distill.folds = {dcfg.folds})")
+        raise ConfigError(
+            f"scenario {scenario}: fold {fold} is outside 0..{dcfg.folds - 1} (distill.folds = {dcfg.folds})"
+        )
     info = train_fold(prepare_data(dataset.path, project.model), project, fold, dcfg.folds, out, progress=False)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
-    fold_outputs.metadata.update({"scenario": scenario, "fold": fold, "num_folds": dcfg.folds, "skipped": False,
-                                  "held_out": info["held_out"], "val_macro_f1": info["best_val_macro_f1"],
-                                  "file": FOLD_OUTPUTS_FILE})
+    fold_outputs.metadata.update(
+        {
+            "scenario": scenario,
+            "fold": fold,
+            "num_folds": dcfg.folds,
+            "skipped": False,
+            "held_out": info["held_out"],
+            "val_macro_f1": info["best_val_macro_f1"],
+            "file": FOLD_OUTPUTS_FILE,
+        }
+    )
     metrics.log_metric("skipped", 0)
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "held_out"):
         metrics.log_metric(key, info[key])
-    print(f"fold teacher {scenario}: fold {fold + 1}/{dcfg.folds}, {info['held_out']} held-out rows, "
-          f"val macro-F1 {info['best_val_macro_f1']:.4f} (epoch {info['best_epoch']})")
+    print(
+        f"fold teacher {scenario}: fold {fold + 1}/{dcfg.folds}, {info['held_out']} held-out rows, "
+        f"val macro-F1 {info['best_val_macro_f1']:.4f} (epoch {info['best_epoch']})"
+    )

@@ -21,8 +21,17 @@ def train_student(dataset: Input[Dataset], config: Input[Artifact], model: Outpu
     scenario = scen.name
     info = train_classifier(prepare_data(dataset.path, project.model), "student", project, model.path, progress=False)
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
-    model.metadata.update({"scenario": scenario, "role": "student", "method": "ce", "arm": CONTROL_ARM,
-                           "framework": "pytorch", "format": "safetensors", "val_macro_f1": info["best_val_macro_f1"]})
+    model.metadata.update(
+        {
+            "scenario": scenario,
+            "role": "student",
+            "method": "ce",
+            "arm": CONTROL_ARM,
+            "framework": "pytorch",
+            "format": "safetensors",
+            "val_macro_f1": info["best_val_macro_f1"],
+        }
+    )
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "train_examples_per_s"):
         metrics.log_metric(key, info[key])
     print(f"baseline student {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f} (epoch {info['best_epoch']})")

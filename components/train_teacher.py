@@ -25,8 +25,16 @@ def train_teacher(dataset: Input[Dataset], config: Input[Artifact], model: Outpu
     scenario = scen.name
     info = train_classifier(prepare_data(dataset.path, project.model), "teacher", project, model.path, progress=False)
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
-    model.metadata.update({"scenario": scenario, "role": "teacher", "method": "ce", "framework": "pytorch",
-                           "format": "safetensors", "val_macro_f1": info["best_val_macro_f1"]})
+    model.metadata.update(
+        {
+            "scenario": scenario,
+            "role": "teacher",
+            "method": "ce",
+            "framework": "pytorch",
+            "format": "safetensors",
+            "val_macro_f1": info["best_val_macro_f1"],
+        }
+    )
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "train_examples_per_s"):
         metrics.log_metric(key, info[key])
     print(f"teacher {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f} (epoch {info['best_epoch']})")

@@ -25,7 +25,9 @@ def _files_to_copy(model_dir: Path) -> list[Path]:
     tok = sorted(p for p in (model_dir / "tokenizer").rglob("*") if p.is_file())
     bad = [p.name for p in tok if p.suffix not in TOKENIZER_SUFFIXES]
     if bad:
-        raise CpfdError(f"{model_dir / 'tokenizer'}: unexpected files {bad[:3]} (only {TOKENIZER_SUFFIXES} are packaged)")
+        raise CpfdError(
+            f"{model_dir / 'tokenizer'}: unexpected files {bad[:3]} (only {TOKENIZER_SUFFIXES} are packaged)"
+        )
     return [model_dir / WEIGHTS_FILE, model_dir / CONFIG_FILE, *tok]
 
 
@@ -43,7 +45,11 @@ def package_model(model_dir: str | Path, name: str) -> str:
             "only students are packaged for serving"
         )
     labels = {"scenario": str(meta.get("scenario", "")), "role": "student", "method": str(meta.get("method", ""))}
-    metadata = {"label_names": list(spec["label_names"]), "num_frames": spec["num_frames"], "image_size": spec["image_size"]}
+    metadata = {
+        "label_names": list(spec["label_names"]),
+        "num_frames": spec["num_frames"],
+        "image_size": spec["image_size"],
+    }
     if meta.get("best_val_macro_f1") is not None:
         metadata["best_val_macro_f1"] = float(meta["best_val_macro_f1"])
     import bentoml

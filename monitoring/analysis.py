@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,8 +32,9 @@ def slice_metrics(cur: pd.DataFrame, ref: pd.DataFrame, k: int, cfg: MonitorConf
     checks, msgs = out["checks"], out["messages"]
     if not len(cur):
         msgs.append("no traffic in the window")
-        checks.update(confidence_ks=SKIPPED, confidence_psi=SKIPPED, predicted_class=SKIPPED, f1=SKIPPED,
-                      label_coverage=SKIPPED)
+        checks.update(
+            confidence_ks=SKIPPED, confidence_psi=SKIPPED, predicted_class=SKIPPED, f1=SKIPPED, label_coverage=SKIPPED
+        )
         return out
     conf = cur["confidence"].to_numpy()
     pred = cur["predicted"].to_numpy()
@@ -49,7 +51,9 @@ def slice_metrics(cur: pd.DataFrame, ref: pd.DataFrame, k: int, cfg: MonitorConf
         out["reference_class_shares"] = ref_shares.round(4).tolist()
         out["class_psi"] = stats.share_psi(ref_shares, stats.class_shares(pred, k))
         out["reference_f1"] = float(stats.macro_prf(stats.confusion(ref["label"], ref["predicted"], k))["f1"])
-        checks["confidence_ks"] = FAIL if out["ks_pvalue"] < d.ks_pvalue and out["ks_statistic"] > d.ks_min_statistic else PASS
+        checks["confidence_ks"] = (
+            FAIL if out["ks_pvalue"] < d.ks_pvalue and out["ks_statistic"] > d.ks_min_statistic else PASS
+        )
         checks["confidence_psi"] = FAIL if out["psi"] > d.psi_max else PASS
         checks["predicted_class"] = FAIL if out["class_psi"] > d.class_psi_max else PASS
     else:
@@ -83,8 +87,10 @@ def ab_skip_reason(arms: dict, cfg: MonitorConfig) -> str | None:
         if arms.get(name, {}).get("n", 0) == 0:
             return f"arm {name!r} has no traffic in the window: no A/B verdict"
         if arms[name].get("labelled", 0) < cfg.quality.min_labelled:
-            return (f"arm {name!r} has {arms[name].get('labelled', 0)} labelled predictions "
-                    f"(< quality.min_labelled = {cfg.quality.min_labelled}): no A/B verdict")
+            return (
+                f"arm {name!r} has {arms[name].get('labelled', 0)} labelled predictions "
+                f"(< quality.min_labelled = {cfg.quality.min_labelled}): no A/B verdict"
+            )
     return None
 
 
@@ -104,8 +110,10 @@ def ab_verdict(arms: dict, cfg: MonitorConfig, alpha: float | None = None, seed:
     better, worse = res["significant"] and res["diff"] > 0, res["significant"] and res["diff"] < 0
     res["verdict"] = "treatment better" if better else "treatment worse" if worse else "no significant difference"
     res["status"] = FAIL if worse or (cfg.ab.fail_on == "not_better" and not better) else PASS
-    res["message"] = (f"{t} - {c} macro-F1 = {res['diff']:+.4f}, {100 * (1 - alpha):.4g}% CI "
-                      f"[{res['ci_low']:+.4f}, {res['ci_high']:+.4f}]: {res['verdict']}")
+    res["message"] = (
+        f"{t} - {c} macro-F1 = {res['diff']:+.4f}, {100 * (1 - alpha):.4g}% CI "
+        f"[{res['ci_low']:+.4f}, {res['ci_high']:+.4f}]: {res['verdict']}"
+    )
     return res
 
 
@@ -117,8 +125,12 @@ def analyse(window: pd.DataFrame, reference: pd.DataFrame, cfg: MonitorConfig) -
     for s in scenarios:
         ref_s = reference[reference["scenario"] == s]
         cur_s = window[window["scenario"] == s]
-        k = _num_classes(ref_s["label"].to_numpy(), ref_s["predicted"].to_numpy(), cur_s["predicted"].to_numpy(),
-                         cur_s["true_label"].dropna().to_numpy())
+        k = _num_classes(
+            ref_s["label"].to_numpy(),
+            ref_s["predicted"].to_numpy(),
+            cur_s["predicted"].to_numpy(),
+            cur_s["true_label"].dropna().to_numpy(),
+        )
         arm_names = sorted({a for (sc, a) in groups if sc == s} | {cfg.arms.control, cfg.arms.treatment})
         arms = {}
         for a in arm_names:
@@ -138,13 +150,27 @@ def analyse(window: pd.DataFrame, reference: pd.DataFrame, cfg: MonitorConfig) -
         failed = [f"{a}/{c}" for a, sl in arms.items() for c, v in sl["checks"].items() if v == FAIL]
         if ab["status"] == FAIL:
             failed.append("ab")
-        result[s] = {"status": FAIL if failed else PASS, "failed_checks": failed, "num_classes": k,
-                     "n": int(n_cur), "arms": arms, "ab": ab, "messages": messages + [f"A/B: {ab['message']}"]}
+        result[s] = {
+            "status": FAIL if failed else PASS,
+            "failed_checks": failed,
+            "num_classes": k,
+            "n": int(n_cur),
+            "arms": arms,
+            "ab": ab,
+            "messages": messages + [f"A/B: {ab['message']}"],
+        }
     return result
 
 
-def run_monitor(log_target, reference_path, since: str, until: str, out_dir, cfg: MonitorConfig | None = None,
-                evidently: bool = True) -> dict:
+def run_monitor(
+    log_target,
+    reference_path,
+    since: str,
+    until: str,
+    out_dir,
+    cfg: MonitorConfig | None = None,
+    evidently: bool = True,
+) -> dict:
     """Read, analyse, write summary.json, Evidently reports per scenario, plots and index.html."""
     from cpfd.predlog import PredictionLog
     from monitoring.logread import iso_utc, read_window, safe_url
@@ -163,15 +189,24 @@ def run_monitor(log_target, reference_path, since: str, until: str, out_dir, cfg
     reference = read_reference(reference_path)
     timings["read"] = time.perf_counter() - t0
     t = time.perf_counter()
-    summary = {
-        "window": {"since": iso_utc(since, "--since"), "until": iso_utc(until, "--until"), "log": safe_url(log),
-                   "reference": str(reference_path)},
-        "n_predictions": int(len(window)), "n_labelled": int(window["true_label"].notna().sum()),
-        "messages": [], "scenarios": {}, "config": cfg.model_dump(),
+    summary: dict[str, Any] = {
+        "window": {
+            "since": iso_utc(since, "--since"),
+            "until": iso_utc(until, "--until"),
+            "log": safe_url(log),
+            "reference": str(reference_path),
+        },
+        "n_predictions": int(len(window)),
+        "n_labelled": int(window["true_label"].notna().sum()),
+        "messages": [],
+        "scenarios": {},
+        "config": cfg.model_dump(),
     }
     if window.empty:
-        summary["messages"].append(f"no predictions in {summary['window']['log']} between {summary['window']['since']} "
-                                   f"and {summary['window']['until']}")
+        summary["messages"].append(
+            f"no predictions in {summary['window']['log']} between {summary['window']['since']} "
+            f"and {summary['window']['until']}"
+        )
         summary["status"] = FAIL if cfg.empty_window_fails else PASS
         summary["failed_checks"] = ["window/empty"] if cfg.empty_window_fails else []
     else:
@@ -205,16 +240,22 @@ def _json_default(o):
 
 def format_summary(summary: dict) -> str:
     """A short text summary for the terminal."""
-    lines = [f"monitoring {summary['window']['since']} .. {summary['window']['until']}: {summary['n_predictions']} "
-             f"predictions, {summary['n_labelled']} labelled -> {summary['status'].upper()}"]
+    lines = [
+        f"monitoring {summary['window']['since']} .. {summary['window']['until']}: {summary['n_predictions']} "
+        f"predictions, {summary['n_labelled']} labelled -> {summary['status'].upper()}"
+    ]
     lines += [f"  {m}" for m in summary["messages"]]
     for s, r in summary["scenarios"].items():
-        lines.append(f"  {s}: {r['status'].upper()}" + (f" ({', '.join(r['failed_checks'])})" if r["failed_checks"] else ""))
+        lines.append(
+            f"  {s}: {r['status'].upper()}" + (f" ({', '.join(r['failed_checks'])})" if r["failed_checks"] else "")
+        )
         for a, sl in r["arms"].items():
             if sl["n"]:
                 v = {m: f"{sl[m]:.3f}" if m in sl else "-" for m in ("reference_confidence_mean", "psi", "f1")}
-                lines.append(f"    {a:10s} n={sl['n']:<8d} conf={sl['confidence_mean']:.3f} ref={v['reference_confidence_mean']}"
-                             f" psi={v['psi']} F1={v['f1']} coverage={sl['label_coverage']:.2f}")
+                lines.append(
+                    f"    {a:10s} n={sl['n']:<8d} conf={sl['confidence_mean']:.3f} ref={v['reference_confidence_mean']}"
+                    f" psi={v['psi']} F1={v['f1']} coverage={sl['label_coverage']:.2f}"
+                )
         lines += [f"    {m}" for m in r["messages"]]
     return "\n".join(lines)
 
@@ -231,8 +272,16 @@ def recurring_window(since: str, until: str, hours: float) -> tuple[str, str]:
     return (pd.Timestamp(until) - pd.Timedelta(hours=hours)).isoformat(), until
 
 
-def monitor_step(log_target: str, reference_path: str, since: str, until: str, window_hours: float, config_yaml: str,
-                 out_dir: str, html_path: str) -> dict:
+def monitor_step(
+    log_target: str,
+    reference_path: str,
+    since: str,
+    until: str,
+    window_hours: float,
+    config_yaml: str,
+    out_dir: str,
+    html_path: str,
+) -> dict:
     """The pipeline step: run the job into ``out_dir`` and write a single-file index page to ``html_path``."""
     from monitoring.html import write_index
     from monitoring.settings import load_monitor_config

@@ -31,7 +31,9 @@ def _wide(rows: pd.DataFrame, arm_of: np.ndarray, arms: list[str], true_col: str
         lab = m & rows[true_col].notna().to_numpy()
         df[f"confidence__{_key(a)}"] = np.where(m, rows["confidence"].to_numpy(), np.nan)
         df[f"predicted__{_key(a)}"] = pd.Series(np.where(m, rows["predicted"].astype(str), None), dtype=object)
-        df[f"target__{_key(a)}"] = pd.Series(np.where(lab, rows[true_col].astype("Int64").astype(str), None), dtype=object)
+        df[f"target__{_key(a)}"] = pd.Series(
+            np.where(lab, rows[true_col].astype("Int64").astype(str), None), dtype=object
+        )
         df[f"labelled_pred__{_key(a)}"] = pd.Series(np.where(lab, rows["predicted"].astype(str), None), dtype=object)
     return df
 
@@ -50,7 +52,9 @@ def scenario_report(cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, n
     ref_rows = pd.concat([r for r in refs.values()], ignore_index=True)
     ref_arm = np.concatenate([np.full(len(r), a, dtype=object) for a, r in refs.items()])
     current = _wide(cur.reset_index(drop=True), cur["arm"].to_numpy(), arms, "true_label")
-    ref_df = _wide(ref_rows.assign(true_label=ref_rows["label"]), ref_arm, arms, "true_label") if len(ref_rows) else None
+    ref_df = (
+        _wide(ref_rows.assign(true_label=ref_rows["label"]), ref_arm, arms, "true_label") if len(ref_rows) else None
+    )
 
     metrics, classes = [], []
     d = cfg.drift
@@ -58,15 +62,23 @@ def scenario_report(cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, n
         k = _key(a)
         metrics.append(MeanValue(column=f"confidence__{k}"))
         if len(refs[a]):
-            metrics += [ValueDrift(column=f"confidence__{k}", method="ks", threshold=d.ks_pvalue),
-                        ValueDrift(column=f"confidence__{k}", method="psi", threshold=d.psi_max),
-                        ValueDrift(column=f"predicted__{k}", method="psi", threshold=d.class_psi_max)]
+            metrics += [
+                ValueDrift(column=f"confidence__{k}", method="ks", threshold=d.ks_pvalue),
+                ValueDrift(column=f"confidence__{k}", method="psi", threshold=d.psi_max),
+                ValueDrift(column=f"predicted__{k}", method="psi", threshold=d.class_psi_max),
+            ]
         # with a reference, Evidently also scores it: an arm without reference rows would break the report
         if current[f"target__{k}"].notna().any() and (ref_df is None or len(refs[a])):
             cols = {"target": f"target__{k}", "prediction_labels": f"labelled_pred__{k}", "name": k}
-            classes.append(BinaryClassification(**cols, pos_label="1") if num_classes == 2 else MulticlassClassification(**cols))
-            metrics += [F1Score(classification_name=k, conf_matrix=False), Precision(classification_name=k),
-                        Recall(classification_name=k), F1ByLabel(classification_name=k)]
+            classes.append(
+                BinaryClassification(**cols, pos_label="1") if num_classes == 2 else MulticlassClassification(**cols)
+            )
+            metrics += [
+                F1Score(classification_name=k, conf_matrix=False),
+                Precision(classification_name=k),
+                Recall(classification_name=k),
+                F1ByLabel(classification_name=k),
+            ]
     definition = DataDefinition(
         numerical_columns=[c for c in current if c.startswith("confidence__")],
         categorical_columns=[c for c in current if not c.startswith("confidence__")],
@@ -92,8 +104,9 @@ def scenario_report(cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, n
     return snapshot, values
 
 
-def write_scenario_reports(window: pd.DataFrame, reference: pd.DataFrame, summary: dict, cfg: MonitorConfig,
-                           out_dir: Path) -> None:
+def write_scenario_reports(
+    window: pd.DataFrame, reference: pd.DataFrame, summary: dict, cfg: MonitorConfig, out_dir: Path
+) -> None:
     """Write <scenario>.html / .json for each scenario with traffic; record paths and values in the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.evidently.seed)
@@ -103,7 +116,9 @@ def write_scenario_reports(window: pd.DataFrame, reference: pd.DataFrame, summar
             continue
         if len(cur) > cfg.evidently.max_rows:
             cur = cur.iloc[np.sort(rng.choice(len(cur), cfg.evidently.max_rows, replace=False))]
-            res["messages"].append(f"Evidently report on a uniform sample of {cfg.evidently.max_rows} of {res['n']} predictions")
+            res["messages"].append(
+                f"Evidently report on a uniform sample of {cfg.evidently.max_rows} of {res['n']} predictions"
+            )
         snapshot, values = scenario_report(cur, reference, scenario, res["num_classes"], cfg)
         snapshot.save_html(str(out_dir / f"{scenario}.html"))
         snapshot.save_json(str(out_dir / f"{scenario}.json"))

@@ -24,8 +24,21 @@ def _plots(summary: dict, out: Path) -> list[str]:
     if ab:
         fig, axis = plt.subplots(figsize=(7, 0.4 * len(ab) + 1.2))
         for i, (_, v) in enumerate(ab):
-            colour = "tab:green" if v["verdict"] == "treatment better" else "tab:red" if v["verdict"] == "treatment worse" else "grey"
-            axis.errorbar(v["diff"], i, xerr=[[v["diff"] - v["ci_low"]], [v["ci_high"] - v["diff"]]], fmt="o", color=colour, capsize=3)
+            colour = (
+                "tab:green"
+                if v["verdict"] == "treatment better"
+                else "tab:red"
+                if v["verdict"] == "treatment worse"
+                else "grey"
+            )
+            axis.errorbar(
+                v["diff"],
+                i,
+                xerr=[[v["diff"] - v["ci_low"]], [v["ci_high"] - v["diff"]]],
+                fmt="o",
+                color=colour,
+                capsize=3,
+            )
         axis.axvline(0, color="black", lw=0.8)
         axis.set_yticks(range(len(ab)), [s for s, _ in ab])
         axis.set_xlabel("treatment - control macro-F1 (bootstrap CI)")
@@ -36,7 +49,7 @@ def _plots(summary: dict, out: Path) -> list[str]:
     rows = [(s, a, sl) for s in names for a, sl in summary["scenarios"][s]["arms"].items() if sl["n"]]
     if rows:
         fig, axis = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
-        for i, (s, a, sl) in enumerate(rows):
+        for i, (_, _, sl) in enumerate(rows):
             failed = "fail" in (sl["checks"].get("confidence_ks"), sl["checks"].get("confidence_psi"))
             axis.plot(sl["confidence_mean"], i, "o", color="tab:red" if failed else "tab:blue")
             if "reference_confidence_mean" in sl:
@@ -63,7 +76,8 @@ def write_index(summary: dict, out: Path, path: Path | None = None, inline_image
     w = summary["window"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>CPFD monitoring</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px}"
         ".fail{background:#fdd}.pass{background:#dfd}.skipped{background:#eee}</style></head><body>",
         f"<h1>CPFD monitoring: <span class='{summary['status']}'>{summary['status'].upper()}</span></h1>",
         f"<p>window {esc(w['since'])} .. {esc(w['until'])}; log {esc(w['log'])}; reference {esc(w['reference'])}; "
@@ -71,11 +85,17 @@ def write_index(summary: dict, out: Path, path: Path | None = None, inline_image
     ]
     parts += [f"<p><b>{esc(m)}</b></p>" for m in summary["messages"]]
     if summary["scenarios"]:
-        parts.append("<h2>Per scenario and arm</h2><table><tr><th>scenario</th><th>arm</th><th>n</th><th>label coverage</th>"
-                     "<th>confidence (ref)</th><th>KS D / p</th><th>PSI</th><th>class PSI</th><th>macro-F1 (ref)</th>"
-                     "<th>precision</th><th>recall</th><th>checks</th><th>report</th></tr>")
+        parts.append(
+            "<h2>Per scenario and arm</h2><table><tr><th>scenario</th><th>arm</th><th>n</th><th>label coverage</th>"
+            "<th>confidence (ref)</th><th>KS D / p</th><th>PSI</th><th>class PSI</th><th>macro-F1 (ref)</th>"
+            "<th>precision</th><th>recall</th><th>checks</th><th>report</th></tr>"
+        )
         for s, r in summary["scenarios"].items():
-            link = f"<a href='{r['report_html']}'>html</a> <a href='{r['snapshot_json']}'>json</a>" if "report_html" in r else "-"
+            link = (
+                f"<a href='{r['report_html']}'>html</a> <a href='{r['snapshot_json']}'>json</a>"
+                if "report_html" in r
+                else "-"
+            )
             for a, sl in r["arms"].items():
                 failed = [c for c, v in sl["checks"].items() if v == "fail"]
                 status = "fail" if failed else "skipped" if not sl["n"] else "pass"
@@ -83,17 +103,24 @@ def write_index(summary: dict, out: Path, path: Path | None = None, inline_image
                     f"<tr class='{status}'><td>{esc(s)}</td><td>{esc(a)}</td><td>{sl['n']}</td>"
                     f"<td>{_fmt(sl.get('label_coverage'), '.2f')}</td>"
                     f"<td>{_fmt(sl.get('confidence_mean'))} ({_fmt(sl.get('reference_confidence_mean'))})</td>"
-                    f"<td>{_fmt(sl.get('ks_statistic'))} / {_fmt(sl.get('ks_pvalue'), '.2g')}</td><td>{_fmt(sl.get('psi'))}</td>"
-                    f"<td>{_fmt(sl.get('class_psi'))}</td><td>{_fmt(sl.get('f1'))} ({_fmt(sl.get('reference_f1'))})</td>"
+                    f"<td>{_fmt(sl.get('ks_statistic'))} / {_fmt(sl.get('ks_pvalue'), '.2g')}</td>"
+                    f"<td>{_fmt(sl.get('psi'))}</td>"
+                    f"<td>{_fmt(sl.get('class_psi'))}</td>"
+                    f"<td>{_fmt(sl.get('f1'))} ({_fmt(sl.get('reference_f1'))})</td>"
                     f"<td>{_fmt(sl.get('precision'))}</td><td>{_fmt(sl.get('recall'))}</td>"
-                    f"<td>{esc(', '.join(failed) or '; '.join(sl['messages']) or 'all pass')}</td><td>{link}</td></tr>")
-        parts.append("</table><h2>A/B verdicts (treatment - control macro-F1)</h2><table><tr><th>scenario</th>"
-                     "<th>diff</th><th>CI</th><th>verdict</th><th>status</th></tr>")
+                    f"<td>{esc(', '.join(failed) or '; '.join(sl['messages']) or 'all pass')}</td><td>{link}</td></tr>"
+                )
+        parts.append(
+            "</table><h2>A/B verdicts (treatment - control macro-F1)</h2><table><tr><th>scenario</th>"
+            "<th>diff</th><th>CI</th><th>verdict</th><th>status</th></tr>"
+        )
         for s, r in summary["scenarios"].items():
             ab = r["ab"]
             ci = f"[{ab['ci_low']:+.4f}, {ab['ci_high']:+.4f}]" if "diff" in ab else "-"
-            parts.append(f"<tr class='{ab['status']}'><td>{esc(s)}</td><td>{_fmt(ab.get('diff'), '+.4f')}</td><td>{ci}</td>"
-                         f"<td>{esc(ab.get('verdict') or ab['message'])}</td><td>{ab['status']}</td></tr>")
+            parts.append(
+                f"<tr class='{ab['status']}'><td>{esc(s)}</td><td>{_fmt(ab.get('diff'), '+.4f')}</td><td>{ci}</td>"
+                f"<td>{esc(ab.get('verdict') or ab['message'])}</td><td>{ab['status']}</td></tr>"
+            )
         parts.append("</table>")
         parts += [f"<p><img src='{_inline(out, p) if inline_images else p}'></p>" for p in _plots(summary, out)]
         notes = [(s, m) for s, r in summary["scenarios"].items() for m in r["messages"]]

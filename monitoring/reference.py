@@ -20,8 +20,9 @@ REFERENCE_FILE = "reference.parquet"
 REFERENCE_COLUMNS = ("scenario", "arm", "video_id", "label", "predicted", "confidence", "probabilities")
 
 
-def write_reference(out_path: str | Path, scenario: str, probs: np.ndarray, labels: np.ndarray,
-                    video_ids: np.ndarray, arm: str = "") -> Path:
+def write_reference(
+    out_path: str | Path, scenario: str, probs: np.ndarray, labels: np.ndarray, video_ids: np.ndarray, arm: str = ""
+) -> Path:
     """Write the reference of one scenario (and optionally one arm) from evaluation probabilities."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -29,27 +30,41 @@ def write_reference(out_path: str | Path, scenario: str, probs: np.ndarray, labe
     if probs.ndim != 2 or not (len(probs) == len(labels) == len(video_ids)):
         raise DataContractError(
             f"reference for {scenario}: probs must be [N, K] with N = len(labels) = len(video_ids); "
-            f"got {probs.shape}, {labels.shape}, {video_ids.shape}")
-    df = pd.DataFrame({
-        "scenario": scenario, "arm": arm, "video_id": video_ids, "label": labels,
-        "predicted": probs.argmax(axis=1).astype(np.int64), "confidence": probs.max(axis=1),
-        "probabilities": list(probs),
-    })
+            f"got {probs.shape}, {labels.shape}, {video_ids.shape}"
+        )
+    df = pd.DataFrame(
+        {
+            "scenario": scenario,
+            "arm": arm,
+            "video_id": video_ids,
+            "label": labels,
+            "predicted": probs.argmax(axis=1).astype(np.int64),
+            "confidence": probs.max(axis=1),
+            "probabilities": list(probs),
+        }
+    )
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out, index=False)
     return out
 
 
-def reference_from_model(model_dir: str | Path, dataset_dir: str | Path, out_path: str | Path | None = None,
-                         arm: str = "", split: str = "test") -> Path:
+def reference_from_model(
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    out_path: str | Path | None = None,
+    arm: str = "",
+    split: str = "test",
+) -> Path:
     """Evaluate a saved model on a built dataset's split and write its reference (default: in the model folder)."""
     from cpfd.data.tensors import read_manifest
     from cpfd.evaluate import evaluate_saved_model
 
     _, probs, t = evaluate_saved_model(model_dir, dataset_dir, split)
     out = Path(out_path) if out_path else Path(model_dir) / REFERENCE_FILE
-    return write_reference(out, read_manifest(dataset_dir)["scenario"], probs, t.labels.numpy(), t.video_ids.numpy(), arm)
+    return write_reference(
+        out, read_manifest(dataset_dir)["scenario"], probs, t.labels.numpy(), t.video_ids.numpy(), arm
+    )
 
 
 def read_reference(path: str | Path) -> pd.DataFrame:

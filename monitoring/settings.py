@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM
 from cpfd.config import StrictModel, deep_merge, read_yaml, validated
+from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM
 from cpfd.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")

@@ -34,7 +34,9 @@ def post_json(url: str, body: dict, timeout: float = 60.0) -> dict:
         raise CpfdError(f"{url}: service not reachable ({e}); start it with `cpfd serve`") from None
 
 
-def later_window(videos_path: str | Path, scenarios: list[str], fraction: float, per_scenario: int, seed: int) -> pd.DataFrame:
+def later_window(
+    videos_path: str | Path, scenarios: list[str], fraction: float, per_scenario: int, seed: int
+) -> pd.DataFrame:
     """Per scenario, up to ``per_scenario`` videos sampled from its latest ``fraction`` of time."""
     from cpfd.config import load_config
     from cpfd.data.contract import load_videos
@@ -61,7 +63,9 @@ def drift_content(frames: np.ndarray, titles: list[str], strength: float, rng: n
     noise = rng.integers(0, 256, frames.shape)
     frames = np.clip((1 - strength) * frames + strength * noise, 0, 255).astype(np.uint8)
     vocab = sorted({w for t in titles for w in t.split()})
-    titles = [" ".join(vocab[rng.integers(len(vocab))] if rng.random() < strength else w for w in t.split()) for t in titles]
+    titles = [
+        " ".join(vocab[rng.integers(len(vocab))] if rng.random() < strength else w for w in t.split()) for t in titles
+    ]
     return frames, titles
 
 
@@ -73,9 +77,21 @@ def png_b64(frame: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def simulate(url: str, log_target: str | Path, videos_path: str | Path, scenarios: list[str] | None = None,
-             per_scenario: int = 200, fraction: float = 0.2, drift_scenario: str | None = None, drift: float = 0.0,
-             label_share: float = 0.8, batch_size: int = 32, arm: str | None = None, seed: int = 0, log=print) -> dict:
+def simulate(
+    url: str,
+    log_target: str | Path,
+    videos_path: str | Path,
+    scenarios: list[str] | None = None,
+    per_scenario: int = 200,
+    fraction: float = 0.2,
+    drift_scenario: str | None = None,
+    drift: float = 0.0,
+    label_share: float = 0.8,
+    batch_size: int = 32,
+    arm: str | None = None,
+    seed: int = 0,
+    log=print,
+) -> dict:
     """Send the window through the service, then write delayed labels; returns the monitoring window."""
     from cpfd.data.frames import load_frames
     from cpfd.predlog import PredictionLog, utcnow_iso
@@ -97,10 +113,21 @@ def simulate(url: str, log_target: str | Path, videos_path: str | Path, scenario
         frames = load_frames(v["frames"].tolist(), Path(videos_path).parent, source=str(videos_path))
         frames, titles = drift_content(frames, v["title"].tolist(), drift if s == drift_scenario else 0.0, rng)
         for lo in range(0, len(v), batch_size):
-            batch = [{"scenario": s, "video_id": int(vid), "title": title, "frames": [png_b64(f) for f in fr],
-                      **({"arm": arm} if arm else {})}
-                     for vid, title, fr in zip(v["video_id"].iloc[lo:lo + batch_size], titles[lo:lo + batch_size],
-                                               frames[lo:lo + batch_size])]
+            batch = [
+                {
+                    "scenario": s,
+                    "video_id": int(vid),
+                    "title": title,
+                    "frames": [png_b64(f) for f in fr],
+                    **({"arm": arm} if arm else {}),
+                }
+                for vid, title, fr in zip(
+                    v["video_id"].iloc[lo : lo + batch_size],
+                    titles[lo : lo + batch_size],
+                    frames[lo : lo + batch_size],
+                    strict=True,
+                )
+            ]
             answered += post_json(f"{url}/classify_batch", {"videos": batch})["predictions"]
         log(f"{s}: sent {len(v)} videos" + (f" (drift {drift})" if s == drift_scenario and drift > 0 else ""))
     until = utcnow_iso()  # after the last answer, so after the last logged prediction
@@ -108,8 +135,16 @@ def simulate(url: str, log_target: str | Path, videos_path: str | Path, scenario
     truth = window.set_index(["scenario", "video_id"])["label"]
     keys = {(a["scenario"], int(a["video_id"])) for a in answered}
     labelled = [k for k in sorted(keys) if rng.random() < label_share]
-    PredictionLog(log_target).write_labels([{"scenario": s, "video_id": vid, "label": int(truth[(s, vid)])} for s, vid in labelled])
+    PredictionLog(log_target).write_labels(
+        [{"scenario": s, "video_id": vid, "label": int(truth[(s, vid)])} for s, vid in labelled]
+    )
     arms = pd.Series([a["arm"] for a in answered]).value_counts().to_dict()
     log(f"{len(answered)} predictions in {seconds:.1f}s (arms {arms}); {len(labelled)} delayed labels written")
-    return {"since": since, "until": until,
-            "predictions": len(answered), "labelled": len(labelled), "arms": arms, "seconds": round(seconds, 2)}
+    return {
+        "since": since,
+        "until": until,
+        "predictions": len(answered),
+        "labelled": len(labelled),
+        "arms": arms,
+        "seconds": round(seconds, 2),
+    }

@@ -41,8 +41,9 @@ def confusion(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(np.asarray(labels, np.int64) * k + np.asarray(preds, np.int64), minlength=k * k).reshape(k, k)
 
 
-def bootstrap_f1_diff(cm_treatment: np.ndarray, cm_control: np.ndarray, resamples: int, alpha: float,
-                      seed: int = 0) -> dict:
+def bootstrap_f1_diff(
+    cm_treatment: np.ndarray, cm_control: np.ndarray, resamples: int, alpha: float, seed: int = 0
+) -> dict:
     """Treatment minus control macro-F1 with a percentile bootstrap CI.
 
     Each arm is resampled independently: a resample of n predictions is a multinomial draw of n over

@@ -41,8 +41,9 @@ class PipelineOptions:
     data_cpu: str = "2"
     data_memory: str = "8G"
     node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    tolerations: list[dict] = field(default_factory=lambda: [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    tolerations: list[dict] = field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
 
 
 def _on_gpu_pool(task, opts: PipelineOptions):
@@ -63,11 +64,11 @@ def build_pipeline(opts: PipelineOptions | None = None):
     from kfp import dsl
     from kfp.dsl import HTML, Artifact, Markdown
 
-    from components.image import project_image
     from components.build_dataset import build_dataset
     from components.distill import distill
     from components.evaluate import evaluate
     from components.fold_plan import fold_plan
+    from components.image import project_image
     from components.make_reference import make_reference
     from components.not_packaged import not_packaged
     from components.package import package
@@ -95,19 +96,39 @@ def build_pipeline(opts: PipelineOptions | None = None):
         table: Artifact
         packages: Artifact
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="CPFD per scenario: dataset and resolved config, data gate, teacher, "
-                                                  "student, fold teachers, teacher outputs, distillation, gate, packaging, "
-                                                  "monitoring reference.")
-    def cpfd_pipeline(videos: str, features: str, scenarios: list, config_yaml: str, method: str = "",
-                      join: str = "feast", min_rows: int = 50, max_null_increase: float = 0.15,
-                      bentoml_home: str = "") -> Outputs:
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="CPFD per scenario: dataset and resolved config, data gate, teacher, "
+        "student, fold teachers, teacher outputs, distillation, gate, packaging, "
+        "monitoring reference.",
+    )
+    def cpfd_pipeline(
+        videos: str,
+        features: str,
+        scenarios: list,
+        config_yaml: str,
+        method: str = "",
+        join: str = "feast",
+        min_rows: int = 50,
+        max_null_increase: float = 0.15,
+        bentoml_home: str = "",
+    ) -> Outputs:
         with dsl.ParallelFor(items=scenarios, parallelism=opts.parallelism, name="scenarios") as scenario:
             # the only step that reads config_yaml and method: it writes the scenario's resolved config for the others
-            ds = on_data_node(build_dataset(videos=videos, features=features, scenario=scenario, config_yaml=config_yaml,
-                                            method=method, join=join))
+            ds = on_data_node(
+                build_dataset(
+                    videos=videos,
+                    features=features,
+                    scenario=scenario,
+                    config_yaml=config_yaml,
+                    method=method,
+                    join=join,
+                )
+            )
             data, cfg = ds.outputs["dataset"], ds.outputs["config"]
-            checked = on_data_node(validate_data(dataset=data, config=cfg, min_rows=min_rows,
-                                                 max_null_increase=max_null_increase))
+            checked = on_data_node(
+                validate_data(dataset=data, config=cfg, min_rows=min_rows, max_null_increase=max_null_increase)
+            )
             teacher = _on_gpu_pool(step(train_teacher(dataset=data, config=cfg)), opts)
             student = _on_gpu_pool(step(train_student(dataset=data, config=cfg)), opts)
             teacher.after(checked)
@@ -116,27 +137,66 @@ def build_pipeline(opts: PipelineOptions | None = None):
             with dsl.ParallelFor(items=plan.output, parallelism=opts.fold_parallelism, name="fold-teachers") as fold:
                 # only the loop's own item, pipeline parameters and artifacts in here (see the module docstring)
                 folds = _on_gpu_pool(step(train_fold_teacher(dataset=data, config=cfg, fold=fold)), opts)
-            soft = step(teacher_outputs(dataset=data, teacher=teacher.outputs["model"],
-                                        fold_outputs=dsl.Collected(folds.outputs["fold_outputs"]),
-                                        config=cfg).set_cpu_request(opts.data_cpu).set_memory_request(opts.data_memory))
-            distilled = _on_gpu_pool(step(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=cfg)), opts)
-            gate = _on_gpu_pool(step(evaluate(dataset=data, teacher=teacher.outputs["model"], student=student.outputs["model"],
-                                              distilled=distilled.outputs["model"], config=cfg)), opts)
+            soft = step(
+                teacher_outputs(
+                    dataset=data,
+                    teacher=teacher.outputs["model"],
+                    fold_outputs=dsl.Collected(folds.outputs["fold_outputs"]),
+                    config=cfg,
+                )
+                .set_cpu_request(opts.data_cpu)
+                .set_memory_request(opts.data_memory)
+            )
+            distilled = _on_gpu_pool(
+                step(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=cfg)), opts
+            )
+            gate = _on_gpu_pool(
+                step(
+                    evaluate(
+                        dataset=data,
+                        teacher=teacher.outputs["model"],
+                        student=student.outputs["model"],
+                        distilled=distilled.outputs["model"],
+                        config=cfg,
+                    )
+                ),
+                opts,
+            )
             with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
-                packed = step(package(distilled=distilled.outputs["model"], baseline=student.outputs["model"], config=cfg,
-                                      gate_reason=gate.outputs["reason"], bentoml_home=bentoml_home)
-                              .set_env_variable("BENTOML_DO_NOT_TRACK", "True"))
-                ref = on_data_node(make_reference(dataset=data, config=cfg, distilled=distilled.outputs["model"],
-                                                  baseline=student.outputs["model"], packaged=packed.outputs["packaged"]),
-                                   cache=False)
+                packed = step(
+                    package(
+                        distilled=distilled.outputs["model"],
+                        baseline=student.outputs["model"],
+                        config=cfg,
+                        gate_reason=gate.outputs["reason"],
+                        bentoml_home=bentoml_home,
+                    ).set_env_variable("BENTOML_DO_NOT_TRACK", "True")
+                )
+                ref = on_data_node(
+                    make_reference(
+                        dataset=data,
+                        config=cfg,
+                        distilled=distilled.outputs["model"],
+                        baseline=student.outputs["model"],
+                        packaged=packed.outputs["packaged"],
+                    ),
+                    cache=False,
+                )
             with dsl.Else(name="gate-failed"):
                 skipped = step(not_packaged(gate_reason=gate.outputs["reason"]))
             # a value from whichever branch ran (dsl.OneOf cannot be collected directly: this step takes it)
-            row = step(scenario_result(summary=gate.outputs["summary"],
-                                       handover=dsl.OneOf(ref.outputs["Output"], skipped.output)))
+            row = step(
+                scenario_result(
+                    summary=gate.outputs["summary"], handover=dsl.OneOf(ref.outputs["Output"], skipped.output)
+                )
+            )
         fan_in = step(report(summaries=dsl.Collected(row.output)))
-        return Outputs(markdown=fan_in.outputs["markdown"], html=fan_in.outputs["html"], table=fan_in.outputs["table"],
-                       packages=fan_in.outputs["packages"])
+        return Outputs(
+            markdown=fan_in.outputs["markdown"],
+            html=fan_in.outputs["html"],
+            table=fan_in.outputs["table"],
+            packages=fan_in.outputs["packages"],
+        )
 
     return cpfd_pipeline
 

@@ -11,8 +11,8 @@ delayed labels, and `cpfd monitor` over that window.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -31,7 +31,9 @@ def collect_references(packages: list[dict], out_dir: Path) -> Path:
     for p in packages:
         files = sorted(Path(p["reference"]).glob("*.parquet"))
         if not files:
-            raise CpfdError(f"scenario {p['scenario']}: the pipeline's reference {p['reference']} holds no .parquet file")
+            raise CpfdError(
+                f"scenario {p['scenario']}: the pipeline's reference {p['reference']} holds no .parquet file"
+            )
         for f in files:
             shutil.copy2(f, out_dir / f.name)
     return out_dir
@@ -49,25 +51,36 @@ def write_serving_config(packages: list[dict], path: Path) -> Path:
     """Both arms of every packaged scenario at 50/50, the exact packaged tags, the log next to the file."""
     from cpfd.conventions import ARMS
 
-    cfg = {"experiment": "cpfd_demo",
-           "scenarios": {p["scenario"]: {"arms": {arm: {"model": p["tags"][arm], "traffic": 1 / len(ARMS)}
-                                                  for arm in ARMS}} for p in packages},
-           "batching": {"enabled": True, "max_batch_size": 64, "max_wait_ms": 0},
-           "prediction_log": "predictions.db"}
+    cfg = {
+        "experiment": "cpfd_demo",
+        "scenarios": {
+            p["scenario"]: {"arms": {arm: {"model": p["tags"][arm], "traffic": 1 / len(ARMS)} for arm in ARMS}}
+            for p in packages
+        },
+        "batching": {"enabled": True, "max_batch_size": 64, "max_wait_ms": 0},
+        "prediction_log": "predictions.db",
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-def monitor_demo(packages: list[dict], videos: Path, out: Path, drift_scenario: str | None = "ad_content",
-                 drift: float = 0.8, per_scenario: int = 200, echo: Callable[[str], None] = print) -> dict | None:
+def monitor_demo(
+    packages: list[dict],
+    videos: Path,
+    out: Path,
+    drift_scenario: str | None = "ad_content",
+    drift: float = 0.8,
+    per_scenario: int = 200,
+    echo: Callable[[str], None] = print,
+) -> dict | None:
     """Serve, simulate, label and monitor; returns the monitoring summary (an alert is not an error),
     None when no scenario was packaged. ``packages``: the pipeline run's ``packages`` output. When
     ``drift_scenario`` was not packaged, the drift goes into a packaged scenario instead (and the output says so)."""
-    from serving.launch import ServerProcess
     from monitoring.analysis import format_summary, run_monitor
     from monitoring.settings import load_monitor_config
     from monitoring.simulate import simulate
+    from serving.launch import ServerProcess
 
     if not packages:
         echo("monitor:   skipped: no scenario passed its gate, nothing to serve")
@@ -81,25 +94,53 @@ def monitor_demo(packages: list[dict], videos: Path, out: Path, drift_scenario: 
     config = write_serving_config(packages, out / "serving" / "config.yaml")
     log_db = config.parent / "predictions.db"
     log_db.unlink(missing_ok=True)
-    with ServerProcess(config, log_path=config.parent / "server.log", env={"BENTOML_HOME": packages[0]["bentoml_home"]},
-                       timeout=180) as server:
+    with ServerProcess(
+        config, log_path=config.parent / "server.log", env={"BENTOML_HOME": packages[0]["bentoml_home"]}, timeout=180
+    ) as server:
         echo(f"serving:   bentoml serve on {server.url} ({config})")
-        window = simulate(server.url, log_db, videos, served, per_scenario, 0.2, drift_scenario, drift if drift_scenario else 0.0,
-                          0.8, 32, None, 0, log=lambda line: echo(f"simulate:  {line}"))
+        window = simulate(
+            server.url,
+            log_db,
+            videos,
+            served,
+            per_scenario,
+            0.2,
+            drift_scenario,
+            drift if drift_scenario else 0.0,
+            0.8,
+            32,
+            None,
+            0,
+            log=lambda line: echo(f"simulate:  {line}"),
+        )
     with warnings.catch_warnings():  # Evidently's dependencies' deprecation notices
         warnings.simplefilter("ignore", DeprecationWarning)
-        summary = run_monitor(log_db, refs, window["since"], window["until"], out / "monitoring",
-                              load_monitor_config(text=DEMO_MONITOR_CONFIG))
+        summary = run_monitor(
+            log_db,
+            refs,
+            window["since"],
+            window["until"],
+            out / "monitoring",
+            load_monitor_config(text=DEMO_MONITOR_CONFIG),
+        )
     echo("")
     echo(format_summary(summary))
     echo(f"monitoring report: {(out / 'monitoring' / 'index.html').resolve()}")
     failed = sorted({c.split("/")[0] for c in summary["failed_checks"]})
     if drift_scenario and drift_scenario in failed:
         others = [s for s in failed if s != drift_scenario]
-        echo(f"alert:     fired on {drift_scenario} as expected (injected drift {drift})"
-             + (f"; also on {others} (not drifted: a small window)" if others else ""))
+        echo(
+            f"alert:     fired on {drift_scenario} as expected (injected drift {drift})"
+            + (f"; also on {others} (not drifted: a small window)" if others else "")
+        )
     elif failed:
-        echo(f"alert:     fired on {failed} ({'no drift injected' if not drift_scenario else f'not on the drifted {drift_scenario}'})")
+        echo(
+            f"alert:     fired on {failed} "
+            f"({'no drift injected' if not drift_scenario else f'not on the drifted {drift_scenario}'})"
+        )
     else:
-        echo("alert:     none" + (f" (the drift injected into {drift_scenario} was not detected)" if drift_scenario else ""))
+        echo(
+            "alert:     none"
+            + (f" (the drift injected into {drift_scenario} was not detected)" if drift_scenario else "")
+        )
     return summary

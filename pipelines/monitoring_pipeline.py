@@ -18,12 +18,28 @@ def build_monitoring_pipeline(image: str = ""):
     from components.image import project_image
     from components.monitor import monitor
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Per-scenario confidence drift, F1 and A/B verdicts of the served students.")
-    def monitoring_pipeline(log_url: str, reference_uri: str, since: str = "", until: str = "", window_hours: float = 24.0,
-                            config_yaml: str = "", fail_on_alert: bool = True) -> HTML:
+    @dsl.pipeline(
+        name=PIPELINE_NAME, description="Per-scenario confidence drift, F1 and A/B verdicts of the served students."
+    )
+    def monitoring_pipeline(
+        log_url: str,
+        reference_uri: str,
+        since: str = "",
+        until: str = "",
+        window_hours: float = 24.0,
+        config_yaml: str = "",
+        fail_on_alert: bool = True,
+    ) -> HTML:
         ref = dsl.importer(artifact_uri=reference_uri, artifact_class=Dataset, reimport=True)
-        job = monitor(log_url=log_url, reference=ref.output, since=since, until=until, window_hours=window_hours,
-                      config_yaml=config_yaml, fail_on_alert=fail_on_alert)
+        job = monitor(
+            log_url=log_url,
+            reference=ref.output,
+            since=since,
+            until=until,
+            window_hours=window_hours,
+            config_yaml=config_yaml,
+            fail_on_alert=fail_on_alert,
+        )
         job.set_container_image(image or project_image()).set_caching_options(False)
         for name, value in ENV_DEFAULTS.items():
             job.set_env_variable(name, value)

@@ -13,9 +13,10 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TextIO
 
 from components.common import PIPELINE_METHODS
 from cpfd.config import ProjectConfig
@@ -26,14 +27,24 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 # the steps' own one-line results (they name the scenario), failures and skipped steps (not the gate's branch that did
 # not run: the gate's own line says which one did)
-_PROGRESS = re.compile(r"^(dataset|data gate|teacher|fold plan|fold teacher|teacher outputs|baseline student|c?pfd student|gate|"
-                       r"packaged|reference) [a-z0-9_]+: "
-                       r"|finished with status FAILURE|Skipping (?!conditional task)")
+_PROGRESS = re.compile(
+    r"^(dataset|data gate|teacher|fold plan|fold teacher|teacher outputs|baseline student|c?pfd student|gate|"
+    r"packaged|reference) [a-z0-9_]+: "
+    r"|finished with status FAILURE|Skipping (?!conditional task)"
+)
 
 
-def pipeline_arguments(videos: str | Path, features: str | Path, project: ProjectConfig, scenarios: list[str] | None = None,
-                       method: str | None = None, join: str = "feast", bentoml_home: str | Path | None = None,
-                       min_rows: int = 50, max_null_increase: float = 0.15) -> dict:
+def pipeline_arguments(
+    videos: str | Path,
+    features: str | Path,
+    project: ProjectConfig,
+    scenarios: list[str] | None = None,
+    method: str | None = None,
+    join: str = "feast",
+    bentoml_home: str | Path | None = None,
+    min_rows: int = 50,
+    max_null_increase: float = 0.15,
+) -> dict:
     """The pipeline's parameters for a run (every value JSON-able). ``method`` (pfd or cpfd) overrides every
     scenario's distill.method; None or empty keeps the config's (the run's build_dataset steps resolve it)."""
     from components.common import resolve_scenario_config
@@ -47,10 +58,15 @@ def pipeline_arguments(videos: str | Path, features: str | Path, project: Projec
     if join not in ("feast", "pandas"):
         raise CpfdError(f"--join must be 'feast' or 'pandas', got {join!r}")
     args = {
-        "videos": str(videos), "features": str(features), "scenarios": list(names),
+        "videos": str(videos),
+        "features": str(features),
+        "scenarios": list(names),
         # one line (JSON is YAML): KFP copies defaults into the IR file's header comment
-        "config_yaml": json.dumps(project.model_dump(mode="json")), "method": method,
-        "join": join, "min_rows": int(min_rows), "max_null_increase": float(max_null_increase),
+        "config_yaml": json.dumps(project.model_dump(mode="json")),
+        "method": method,
+        "join": join,
+        "min_rows": int(min_rows),
+        "max_null_increase": float(max_null_increase),
         "bentoml_home": str(bentoml_home or ""),
     }
     json.dumps(args)
@@ -103,8 +119,13 @@ class _Tee:
         return False
 
 
-def run_local(arguments: dict, root: str | Path, opts: PipelineOptions | None = None,
-              echo: Callable[[str], None] | None = print, verbose: bool = False) -> LocalRun:
+def run_local(
+    arguments: dict,
+    root: str | Path,
+    opts: PipelineOptions | None = None,
+    echo: Callable[[str], None] | None = print,
+    verbose: bool = False,
+) -> LocalRun:
     """Run the pipeline with kfp.local's SubprocessRunner in this environment (use_venv=False).
 
     A failing step raises CpfdError naming the step and quoting its error; steps downstream of it
@@ -129,15 +150,21 @@ def run_local(arguments: dict, root: str | Path, opts: PipelineOptions | None = 
             failed = re.findall(r"'([\w-]+)'", _ANSI.sub("", str(e)))
             steps = _failed_steps(log_path)
             cause = tee.errors[-1] if tee.errors else "see the log"
-            raise CpfdError(f"pipeline run failed in step {', '.join(steps or failed) or '?'}: {cause} "
-                            f"(log: {log_path})") from None
+            raise CpfdError(
+                f"pipeline run failed in step {', '.join(steps or failed) or '?'}: {cause} (log: {log_path})"
+            ) from None
     seconds = time.perf_counter() - t0
     run_dir = _new_run_dir(root, before)
     out = task.outputs
-    return LocalRun(run_dir=run_dir, log=log_path, seconds=seconds,
-                    markdown=Path(out["markdown"].path), html=Path(out["html"].path),
-                    summaries=json.loads(Path(out["table"].path).read_text()),
-                    packages=json.loads(Path(out["packages"].path).read_text()))
+    return LocalRun(
+        run_dir=run_dir,
+        log=log_path,
+        seconds=seconds,
+        markdown=Path(out["markdown"].path),
+        html=Path(out["html"].path),
+        summaries=json.loads(Path(out["table"].path).read_text()),
+        packages=json.loads(Path(out["packages"].path).read_text()),
+    )
 
 
 @contextlib.contextmanager
@@ -174,8 +201,15 @@ def _new_run_dir(root: Path, before: set[str]) -> Path:
     return new[-1]
 
 
-def submit(host: str, arguments: dict, opts: PipelineOptions | None = None, run_name: str | None = None,
-           experiment: str | None = None, namespace: str | None = None, package_path: str | Path | None = None) -> str:
+def submit(
+    host: str,
+    arguments: dict,
+    opts: PipelineOptions | None = None,
+    run_name: str | None = None,
+    experiment: str | None = None,
+    namespace: str | None = None,
+    package_path: str | Path | None = None,
+) -> str:
     """Compile and start a run on a Kubeflow Pipelines host through kfp.Client; returns the run id."""
     import tempfile
 
@@ -188,17 +222,22 @@ def submit(host: str, arguments: dict, opts: PipelineOptions | None = None, run_
         try:
             client = kfp.Client(host=host, namespace=namespace)
             result = client.create_run_from_pipeline_package(
-                str(path), arguments=arguments, run_name=run_name or f"cpfd-{time.strftime('%Y%m%d-%H%M%S')}",
-                experiment_name=experiment, namespace=namespace,
+                str(path),
+                arguments=arguments,
+                run_name=run_name or f"cpfd-{time.strftime('%Y%m%d-%H%M%S')}",
+                experiment_name=experiment,
+                namespace=namespace,
             )
         except Exception as e:  # the client raises urllib3 / ApiException / ValueError subclasses
-            raise CpfdError(f"submitting to {host} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+            raise CpfdError(
+                f"submitting to {host} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
     return result.run_id
 
 
 def print_stream() -> Callable[[str], None]:
     """An echo that writes to the real stdout even while a run redirects it."""
-    real = sys.__stdout__
+    real: TextIO = sys.__stdout__ or sys.stdout  # no console at all (e.g. pythonw): the current stdout
 
     def echo(line: str) -> None:
         real.write(line + "\n")

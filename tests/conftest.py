@@ -45,3 +45,14 @@ def clickbait_data(clickbait_dataset, tiny_project):
     from cpfd.data.tensors import prepare_data
 
     return prepare_data(clickbait_dataset, tiny_project.model)
+
+
+TIERS = ("unit", "data", "model", "integration")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test carries the marker of its tier folder (tests/<tier>/...): `pytest -m unit` runs one tier."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

@@ -88,7 +88,9 @@ def write_dataset(
         "feature_names": feature_names,
         "feature_service": feature_service,
         "rows": {k: len(v) for k, v in splits.items()},
-        "time_range": {k: [str(v["event_timestamp"].min()), str(v["event_timestamp"].max())] for k, v in splits.items()},
+        "time_range": {
+            k: [str(v["event_timestamp"].min()), str(v["event_timestamp"].max())] for k, v in splits.items()
+        },
         "dense_null_rate": float(joined[feature_names].isna().all(axis=1).mean()),
         "source_fingerprint": source_fingerprint,
         "join_backend": backend,
@@ -128,6 +130,12 @@ def build_scenario_dataset(
     features, names = load_features(features_path)
     joined = point_in_time_join(videos, features, names, ttl)
     return write_dataset(
-        out_dir, scenario, scen.label_names, joined, names, scen.feature_service,
-        fingerprint(videos_path, features_path), "pandas.merge_asof",
+        out_dir,
+        scenario,
+        scen.label_names,
+        joined,
+        names,
+        scen.feature_service,
+        fingerprint(videos_path, features_path),
+        "pandas.merge_asof",
     )

@@ -35,39 +35,81 @@ def test_monitor_demo_on_the_pipelines_handover(clickbait_dataset, synthetic_dir
     from pipelines.demo_monitoring import monitor_demo
 
     student, distilled = tmp_path / "student", tmp_path / "distilled"
-    train_classifier(prepare_data(clickbait_dataset, tiny_project.model), "student", tiny_project, student,
-                     progress=False, train_cfg=TrainConfig(epochs=1, batch_size=32, threads=1))
+    train_classifier(
+        prepare_data(clickbait_dataset, tiny_project.model),
+        "student",
+        tiny_project,
+        student,
+        progress=False,
+        train_cfg=TrainConfig(epochs=1, batch_size=32, threads=1),
+    )
     shutil.copytree(student, distilled)
     home = tmp_path / "bentoml"
-    code = ("import sys, json; from cpfd.conventions import arm_tags; from cpfd.packaging import package_model; "
-            "print(json.dumps({arm: package_model(sys.argv[1], name) for arm, name in arm_tags('clickbait', 'cpfd').items()}))")
-    out = subprocess.run([sys.executable, "-c", code, str(distilled)], capture_output=True, text=True,
-                         timeout=180, env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"})
+    code = (
+        "import sys, json; from cpfd.conventions import arm_tags; from cpfd.packaging import package_model; "
+        "print(json.dumps({arm: package_model(sys.argv[1], name) "
+        "for arm, name in arm_tags('clickbait', 'cpfd').items()}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(distilled)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"},
+    )
     assert out.returncode == 0, out.stderr
     packaged = tmp_path / "packaged"
-    packaged.write_text(json.dumps({"scenario": "clickbait", "method": "cpfd", "gate": "passed",
-                                    "tags": json.loads(out.stdout.strip().splitlines()[-1]), "bentoml_home": str(home)}))
+    packaged.write_text(
+        json.dumps(
+            {
+                "scenario": "clickbait",
+                "method": "cpfd",
+                "gate": "passed",
+                "tags": json.loads(out.stdout.strip().splitlines()[-1]),
+                "bentoml_home": str(home),
+            }
+        )
+    )
     config = SimpleNamespace(path=str(tmp_path / "config"), metadata={})
     write_scenario_config(resolve_scenario_config(tiny_project, "clickbait"), config)
 
     # the pipeline step's own code, on plain stand-ins for its artifacts
     reference = SimpleNamespace(path=str(tmp_path / "reference"), uri=str(tmp_path / "reference"), metadata={})
-    handover = json.loads(make_reference.python_func(
-        dataset=SimpleNamespace(path=str(clickbait_dataset)), config=config, distilled=SimpleNamespace(path=str(distilled)),
-        baseline=SimpleNamespace(path=str(student)), packaged=SimpleNamespace(path=str(packaged)), reference=reference))
+    handover = json.loads(
+        make_reference.python_func(
+            dataset=SimpleNamespace(path=str(clickbait_dataset)),
+            config=config,
+            distilled=SimpleNamespace(path=str(distilled)),
+            baseline=SimpleNamespace(path=str(student)),
+            packaged=SimpleNamespace(path=str(packaged)),
+            reference=reference,
+        )
+    )
     assert handover["reference"] == reference.path and handover["tags"]["control"].startswith("clickbait-student:")
     assert reference.metadata["scenario"] == "clickbait" and reference.metadata["split"] == "test"
 
     lines: list[str] = []
-    summary = monitor_demo([handover], synthetic_dir / "videos.parquet", tmp_path / "demo",
-                           drift_scenario="ad_content", drift=0.8, per_scenario=40, echo=lines.append)
+    summary = monitor_demo(
+        [handover],
+        synthetic_dir / "videos.parquet",
+        tmp_path / "demo",
+        drift_scenario="ad_content",
+        drift=0.8,
+        per_scenario=40,
+        echo=lines.append,
+    )
 
-    assert "monitor:   drift scenario ad_content was not packaged (served: ['clickbait']); drifting clickbait instead" in lines
+    assert (
+        "monitor:   drift scenario ad_content was not packaged (served: ['clickbait']); drifting clickbait instead"
+        in lines
+    )
     assert "simulate:  clickbait: sent 40 videos (drift 0.8)" in lines
     assert summary["n_predictions"] == 40 and set(summary["scenarios"]) == {"clickbait"}
     assert set(summary["scenarios"]["clickbait"]["arms"]) == {"control", "treatment"}
-    assert sorted(p.name for p in (tmp_path / "demo" / "reference").iterdir()) == \
-        ["clickbait-control.parquet", "clickbait-treatment.parquet"]
+    assert sorted(p.name for p in (tmp_path / "demo" / "reference").iterdir()) == [
+        "clickbait-control.parquet",
+        "clickbait-treatment.parquet",
+    ]
     assert (tmp_path / "demo" / "monitoring" / "index.html").is_file()
     assert any(line.startswith("alert:") for line in lines) and any("index.html" in line for line in lines)
     url = next(line.split(" on ")[1].split()[0] for line in lines if line.startswith("serving:"))

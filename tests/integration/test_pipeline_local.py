@@ -49,15 +49,22 @@ def local_run(synthetic_dir, tiny_project, tmp_path_factory):
     project = tiny_project.model_copy(deep=True)
     project.train = project.train.model_copy(update={"epochs": 4, "lr": 5e-3})
     project.scenario("clickbait").gate = project.scenario("clickbait").gate.model_copy(
-        update={"min_gain_over_baseline": -1.0, "max_gap_to_teacher": 1.0})
+        update={"min_gain_over_baseline": -1.0, "max_gap_to_teacher": 1.0}
+    )
     project.scenario("originality").gate = project.scenario("originality").gate.model_copy(
-        update={"min_gain_over_baseline": 1.0})
+        update={"min_gain_over_baseline": 1.0}
+    )
     project.scenario("originality").distill = {"teacher_outputs": "insample", "method": "pfd"}
     assert project.distill_for("clickbait").teacher_outputs == "oof" and project.distill_for("clickbait").folds == 3
     root = tmp_path_factory.mktemp("kfp")
     data = informative_features(synthetic_dir, root / "data")
-    args = pipeline_arguments(data / "videos.parquet", data / "features.parquet", project,
-                              ["clickbait", "originality"], bentoml_home=root / "bentoml")
+    args = pipeline_arguments(
+        data / "videos.parquet",
+        data / "features.parquet",
+        project,
+        ["clickbait", "originality"],
+        bentoml_home=root / "bentoml",
+    )
     lines: list[str] = []
     run = run_local(args, root / "pipeline", PipelineOptions(parallelism=2), echo=lines.append)
     return run, root, lines
@@ -79,8 +86,14 @@ def test_passing_scenario_is_packaged_with_metrics(local_run):
         assert json.loads((stored / "cpfd_model.json").read_text())["spec"]["dense_features"] == []
 
     iteration = next(p.parent.parent for p in run.run_dir.glob("*/package/packaged"))
-    model_meta = json.loads((iteration / "distill" / "executor_output.json").read_text())["artifacts"]["model"]["artifacts"][0]["metadata"]
-    assert model_meta["method"] == "cpfd" and model_meta["scenario"] == "clickbait" and model_meta["framework"] == "pytorch"
+    model_meta = json.loads((iteration / "distill" / "executor_output.json").read_text())["artifacts"]["model"][
+        "artifacts"
+    ][0]["metadata"]
+    assert (
+        model_meta["method"] == "cpfd"
+        and model_meta["scenario"] == "clickbait"
+        and model_meta["framework"] == "pytorch"
+    )
     assert model_meta["arm"] == "treatment"
     gate_out = json.loads((iteration / "evaluate" / "executor_output.json").read_text())
     cls = gate_out["artifacts"]["classification"]["artifacts"][0]["metadata"]
@@ -167,9 +180,16 @@ def test_fold_teachers_fan_into_out_of_fold_teacher_outputs(local_run):
     assert outputs.temperature == pytest.approx(soft["temperature"])
 
     distilled = _meta(it / "distill", "model")
-    assert distilled["teacher_outputs"] == "oof" and distilled["temperature_calibration"] == pytest.approx(soft["temperature"])
-    assert {"weighting", "normalize", "loss", "gamma", "lam", "temperature"} <= set(distilled) and "confidence" not in distilled
-    assert any(re.search(r"s\] fold teacher clickbait: fold 1/3, \d+ held-out rows, val macro-F1 0\.\d{4}", line) for line in lines)
+    assert distilled["teacher_outputs"] == "oof" and distilled["temperature_calibration"] == pytest.approx(
+        soft["temperature"]
+    )
+    assert {"weighting", "normalize", "loss", "gamma", "lam", "temperature"} <= set(
+        distilled
+    ) and "confidence" not in distilled
+    assert any(
+        re.search(r"s\] fold teacher clickbait: fold 1/3, \d+ held-out rows, val macro-F1 0\.\d{4}", line)
+        for line in lines
+    )
     assert any("teacher outputs clickbait: oof from 3 fold teachers" in line for line in lines)
 
 
@@ -195,7 +215,9 @@ def test_gate_reads_validation_f1_and_calibration(local_run):
     metrics = gate["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     teacher_val = json.loads((it / "train-teacher" / "model" / "cpfd_model.json").read_text())["best_val_macro_f1"]
     student_val = json.loads((it / "train-student" / "model" / "cpfd_model.json").read_text())["best_val_macro_f1"]
-    assert metrics["val_f1_teacher"] == pytest.approx(teacher_val) and metrics["val_f1_student"] == pytest.approx(student_val)
+    assert metrics["val_f1_teacher"] == pytest.approx(teacher_val) and metrics["val_f1_student"] == pytest.approx(
+        student_val
+    )
     assert metrics["teacher_better_on_val"] == int(teacher_val > student_val)
     soft = _meta(it / "teacher-outputs", "train_logits")
     assert metrics["teacher_ece_after"] == pytest.approx(soft["ece_after"])
@@ -228,8 +250,11 @@ def test_gate_negative_path_packages_nothing_and_says_why(local_run):
 def test_cross_scenario_report(local_run):
     run, _, _ = local_run
     md = run.markdown.read_text()
-    assert ("| scenario | X-VLM (student) | DF-X-VLM (teacher) | CPFD/PFD (distilled) | gain over X-VLM (F1 pts) | gap closed (%) "
-            "| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |") in md
+    assert (
+        "| scenario | X-VLM (student) | DF-X-VLM (teacher) | CPFD/PFD (distilled) | gain over X-VLM (F1 pts) "
+        "| gap closed (%) "
+        "| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |"
+    ) in md
     assert "| clickbait |" in md and "| originality |" in md and "1/2 passed" in md
     assert "originality: not packaged: F1 gain over the baseline student" in md
     html = run.html.read_text()
@@ -257,9 +282,24 @@ def test_failing_data_gate_fails_the_run_and_stops_downstream(synthetic_dir, tin
         run_local(args, tmp_path / "pipeline", PipelineOptions(parallelism=1), echo=None)
     message = str(err.value)
     assert "failed in step validate-data" in message
-    assert "data gate failed for scenario 'clickbait'" in message and "expect_column_values_to_be_between(dense_" in message
+    assert (
+        "data gate failed for scenario 'clickbait'" in message
+        and "expect_column_values_to_be_between(dense_" in message
+    )
     run_dir = next((tmp_path / "pipeline").glob("cpfd-pipeline-*"))
     ran = {p.name for p in run_dir.rglob("*") if p.is_dir()}
     assert {"build-dataset", "validate-data"} <= ran
-    assert not ran & {"train-teacher", "train-student", "fold-plan", "train-fold-teacher", "teacher-outputs", "distill",
-                      "evaluate", "package", "make-reference", "not-packaged", "scenario-result", "report"}
+    assert not ran & {
+        "train-teacher",
+        "train-student",
+        "fold-plan",
+        "train-fold-teacher",
+        "teacher-outputs",
+        "distill",
+        "evaluate",
+        "package",
+        "make-reference",
+        "not-packaged",
+        "scenario-result",
+        "report",
+    }

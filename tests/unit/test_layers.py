@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("importlinter")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("cli", "benchmarks", "pipelines", "components", "monitoring", "serving", "featurestore", "cpfd")
 PLATFORM = ("kfp", "feast", "bentoml", "great_expectations", "evidently")
 

@@ -25,7 +25,7 @@ from cpfd.serving_core import (
     validate_video,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def b64_image(arr: np.ndarray, fmt: str = "PNG") -> str:

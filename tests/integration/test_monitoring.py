@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,12 @@ def _log(tmp_path, preds, labels, reference):
 def _window(preds, labels):
     """The frame monitoring reads from the log, built in memory (for the many-seed statistics tests)."""
     lab = labels.rename(columns={"label": "true_label"})
-    return preds.drop(columns=["true_label"]).rename(columns={"label": "predicted"}).merge(
-        lab, on=["video_id", "scenario"], how="left").assign(true_label=lambda d: d["true_label"].astype(float))
+    return (
+        preds.drop(columns=["true_label"])
+        .rename(columns={"label": "predicted"})
+        .merge(lab, on=["video_id", "scenario"], how="left")
+        .assign(true_label=lambda d: d["true_label"].astype(float))
+    )
 
 
 def _cli(*args):
@@ -43,7 +48,9 @@ def clean_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clean")
     preds, labels, ref = make_traffic(SCENARIOS, 1500, seed=0)
     log, reference = _log(tmp, preds, labels, ref)
-    res = _cli("monitor", "--log", log, "--reference", reference, "--since", SINCE, "--until", UNTIL, "--out", tmp / "out")
+    res = _cli(
+        "monitor", "--log", log, "--reference", reference, "--since", SINCE, "--until", UNTIL, "--out", tmp / "out"
+    )
     return res, json.loads((tmp / "out" / "summary.json").read_text()), preds, labels, tmp / "out"
 
 
@@ -83,13 +90,26 @@ def test_report_f1_equals_sklearn_on_the_slice(clean_run):
 def test_drift_in_one_scenario_fails_exactly_that_scenario(tmp_path):
     preds, labels, ref = make_traffic(SCENARIOS, 1500, seed=1, drift={"three": 0.5})
     log, reference = _log(tmp_path, preds, labels, ref)
-    res = _cli("monitor", "--log", log, "--reference", reference, "--since", SINCE, "--until", UNTIL,
-               "--out", tmp_path / "out", "--no-evidently")
+    res = _cli(
+        "monitor",
+        "--log",
+        log,
+        "--reference",
+        reference,
+        "--since",
+        SINCE,
+        "--until",
+        UNTIL,
+        "--out",
+        tmp_path / "out",
+        "--no-evidently",
+    )
     assert res.exit_code == 1, res.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert {s for s, r in summary["scenarios"].items() if r["status"] == "fail"} == {"three"}
     assert sorted(summary["failed_checks"]) == sorted(
-        f"three/{arm}/{c}" for arm in ("control", "treatment") for c in ("confidence_ks", "confidence_psi"))
+        f"three/{arm}/{c}" for arm in ("control", "treatment") for c in ("confidence_ks", "confidence_psi")
+    )
 
 
 def test_better_treatment_is_significant():
@@ -101,8 +121,11 @@ def test_better_treatment_is_significant():
     for r in result.values():
         assert r["ab"]["verdict"] == "treatment better" and r["ab"]["ci_low"] > 0, r["ab"]
         assert r["ab"]["status"] == "pass"
-    worse = analyse(_window(preds, labels).replace({"arm": {"control": "treatment", "treatment": "control"}}), ref,
-                    load_monitor_config())
+    worse = analyse(
+        _window(preds, labels).replace({"arm": {"control": "treatment", "treatment": "control"}}),
+        ref,
+        load_monitor_config(),
+    )
     assert all(r["ab"]["verdict"] == "treatment worse" and r["status"] == "fail" for r in worse.values())
 
 
@@ -128,8 +151,19 @@ def test_empty_window_no_labels_and_missing_arm_are_explained(tmp_path):
     ref.loc[ref["scenario"] == "bin", "arm"] = "treatment"  # a labelled arm without reference rows
     log, reference = _log(tmp_path, preds, labels, ref)
 
-    res = _cli("monitor", "--log", log, "--reference", reference, "--since", "2030-01-01", "--until", "2030-01-02",
-               "--out", tmp_path / "empty")
+    res = _cli(
+        "monitor",
+        "--log",
+        log,
+        "--reference",
+        reference,
+        "--since",
+        "2030-01-01",
+        "--until",
+        "2030-01-02",
+        "--out",
+        tmp_path / "empty",
+    )
     assert res.exit_code == 1 and "no predictions in" in res.output
     assert "no predictions in" in (tmp_path / "empty" / "index.html").read_text()
 
@@ -145,7 +179,9 @@ def test_empty_window_no_labels_and_missing_arm_are_explained(tmp_path):
     assert any("control: no offline reference" in m for m in summary["scenarios"]["bin"]["messages"])
     assert summary["scenarios"]["bin"]["arms"]["control"]["checks"]["confidence_ks"] == "skipped"
     assert summary["status"] == "pass"  # missing labels, traffic or reference are reported, not alerts
-    assert (tmp_path / "out" / "scenarios" / "three.html").exists() and (tmp_path / "out" / "scenarios" / "four.json").exists()
+    assert (tmp_path / "out" / "scenarios" / "three.html").exists() and (
+        tmp_path / "out" / "scenarios" / "four.json"
+    ).exists()
 
     bad = _cli("monitor", "--log", tmp_path / "nope.db", "--reference", reference, "--since", SINCE, "--until", UNTIL)
     assert bad.exit_code != 0 and "nope.db does not exist" in str(bad.exception or bad.output)
@@ -172,11 +208,21 @@ def test_monitoring_pipeline_compiles_and_reads_back(tmp_path):
     spec = yaml.safe_load(compile_monitoring_pipeline(tmp_path / "monitoring.yaml").read_text())
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
-        "log_url", "reference_uri", "since", "until", "window_hours", "config_yaml", "fail_on_alert"}
+        "log_url",
+        "reference_uri",
+        "since",
+        "until",
+        "window_hours",
+        "config_yaml",
+        "fail_on_alert",
+    }
     container = spec["deploymentSpec"]["executors"]["exec-monitor"]["container"]
     assert container["image"] == project_image()
     assert "pip install" not in " ".join(container["command"] + container.get("args", []))
-    assert spec["deploymentSpec"]["executors"]["exec-importer"]["importer"]["typeSchema"]["schemaTitle"] == "system.Dataset"
+    assert (
+        spec["deploymentSpec"]["executors"]["exec-importer"]["importer"]["typeSchema"]["schemaTitle"]
+        == "system.Dataset"
+    )
 
 
 @pytest.mark.integration
@@ -189,21 +235,28 @@ def test_monitoring_pipeline_runs_on_the_kfp_local_runner(tmp_path):
     preds, labels, ref = make_traffic({"three": 3}, 300, seed=4, drift={"three": 0.5})
     log, reference = _log(tmp_path, preds, labels, ref)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    out = build_monitoring_pipeline()(log_url=str(log), reference_uri=str(reference), since=SINCE, until=UNTIL,
-                                      fail_on_alert=False)
-    page = open(out.output.path).read()
+    out = build_monitoring_pipeline()(
+        log_url=str(log), reference_uri=str(reference), since=SINCE, until=UNTIL, fail_on_alert=False
+    )
+    page = Path(out.output.path).read_text()
     assert "three" in page and "data:image/png;base64," in page and "confidence_ks" in page
 
 
 @pytest.mark.integration
 def test_reference_from_a_saved_model(clickbait_data, tiny_project, clickbait_dataset, tmp_path):
-    from cpfd.models import build_model, make_spec, save_model
     from cpfd.evaluate import evaluate_model
+    from cpfd.models import build_model, make_spec, save_model
     from monitoring.reference import read_reference, reference_from_model
 
     t = clickbait_data.splits["train"]
-    spec = make_spec(tiny_project.model, "student", clickbait_data.label_names, int(t.frames.shape[2]),
-                     int(t.frames.shape[1]), clickbait_data.tokenizer.vocab_size)
+    spec = make_spec(
+        tiny_project.model,
+        "student",
+        clickbait_data.label_names,
+        int(t.frames.shape[2]),
+        int(t.frames.shape[1]),
+        clickbait_data.tokenizer.vocab_size,
+    )
     model = build_model(spec).eval()
     save_model(model, tmp_path / "m", clickbait_data.tokenizer, {"scenario": "clickbait", "role": "student"})
     path = reference_from_model(tmp_path / "m", clickbait_dataset, arm="treatment")
@@ -239,34 +292,76 @@ def test_simulator_through_a_real_service_then_monitor(synthetic_dir, tiny_proje
 
     from cpfd.config import TrainConfig
     from cpfd.data.build import build_scenario_dataset
-    from serving.launch import ServerProcess
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_classifier
-    from monitoring.reference import reference_from_model
     from monitoring.analysis import run_monitor
+    from monitoring.reference import reference_from_model
     from monitoring.simulate import simulate
+    from serving.launch import ServerProcess
 
-    build_scenario_dataset(synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", "clickbait", tiny_project,
-                           tmp_path / "ds")
+    build_scenario_dataset(
+        synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", "clickbait", tiny_project, tmp_path / "ds"
+    )
     data = prepare_data(tmp_path / "ds", tiny_project.model)
-    train_classifier(data, "student", tiny_project, tmp_path / "m", progress=False,
-                     train_cfg=TrainConfig(epochs=1, batch_size=32, threads=1))
+    train_classifier(
+        data,
+        "student",
+        tiny_project,
+        tmp_path / "m",
+        progress=False,
+        train_cfg=TrainConfig(epochs=1, batch_size=32, threads=1),
+    )
     reference = reference_from_model(tmp_path / "m", tmp_path / "ds")
     home = tmp_path / "bentoml"
-    code = ("import sys; from cpfd.packaging import package_model; "
-            "[package_model(sys.argv[1], n) for n in ('cb-control', 'cb-treatment')]")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")], capture_output=True, text=True, timeout=180,
-                         env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"})
+    code = (
+        "import sys; from cpfd.packaging import package_model; "
+        "[package_model(sys.argv[1], n) for n in ('cb-control', 'cb-treatment')]"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"},
+    )
     assert out.returncode == 0, out.stderr
     config = tmp_path / "serving.yaml"
-    config.write_text(yaml.safe_dump({"experiment": "sim", "prediction_log": "predictions.db", "torch_threads": 1, "scenarios": {
-        "clickbait": {"arms": {"control": {"model": "cb-control", "traffic": 0.5},
-                               "treatment": {"model": "cb-treatment", "traffic": 0.5}}}}}))
-    with ServerProcess(config, log_path=tmp_path / "server.log", env={"BENTOML_HOME": str(home)}, timeout=120) as server:
-        res = simulate(server.url, tmp_path / "predictions.db", synthetic_dir / "videos.parquet", per_scenario=40,
-                       fraction=0.3, drift_scenario="clickbait", drift=0.5, label_share=0.5, batch_size=16, log=lambda m: None)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "experiment": "sim",
+                "prediction_log": "predictions.db",
+                "torch_threads": 1,
+                "scenarios": {
+                    "clickbait": {
+                        "arms": {
+                            "control": {"model": "cb-control", "traffic": 0.5},
+                            "treatment": {"model": "cb-treatment", "traffic": 0.5},
+                        }
+                    }
+                },
+            }
+        )
+    )
+    with ServerProcess(
+        config, log_path=tmp_path / "server.log", env={"BENTOML_HOME": str(home)}, timeout=120
+    ) as server:
+        res = simulate(
+            server.url,
+            tmp_path / "predictions.db",
+            synthetic_dir / "videos.parquet",
+            per_scenario=40,
+            fraction=0.3,
+            drift_scenario="clickbait",
+            drift=0.5,
+            label_share=0.5,
+            batch_size=16,
+            log=lambda m: None,
+        )
     assert res["predictions"] == 40 and set(res["arms"]) == {"control", "treatment"}
-    summary = run_monitor(tmp_path / "predictions.db", reference, res["since"], res["until"], tmp_path / "out", evidently=False)
+    summary = run_monitor(
+        tmp_path / "predictions.db", reference, res["since"], res["until"], tmp_path / "out", evidently=False
+    )
     assert summary["n_predictions"] == 40 and summary["n_labelled"] == res["labelled"] > 0
     arms = summary["scenarios"]["clickbait"]["arms"]
     assert sum(a["n"] for a in arms.values()) == 40 and all("ks_statistic" in a for a in arms.values())

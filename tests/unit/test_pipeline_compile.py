@@ -7,7 +7,6 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import numpy as np
 import pytest
 import yaml
 
@@ -29,9 +28,17 @@ def _platform_executors(platform: dict) -> dict:
 def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
     spec, platform = _compile(tmp_path, parallelism=3, image="registry.example/cpfd:1.2")
     executors = spec["deploymentSpec"]["executors"]
-    assert set(executors) >= GPU_EXECUTORS | {"exec-build-dataset", "exec-validate-data", "exec-fold-plan", "exec-teacher-outputs",
-                                              "exec-package", "exec-make-reference", "exec-not-packaged",
-                                              "exec-scenario-result", "exec-report"}
+    assert set(executors) >= GPU_EXECUTORS | {
+        "exec-build-dataset",
+        "exec-validate-data",
+        "exec-fold-plan",
+        "exec-teacher-outputs",
+        "exec-package",
+        "exec-make-reference",
+        "exec-not-packaged",
+        "exec-scenario-result",
+        "exec-report",
+    }
     for name, ex in executors.items():
         container = ex["container"]
         assert container["image"] == "registry.example/cpfd:1.2", name
@@ -60,18 +67,27 @@ def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
     assert inner["train-teacher"]["cachingOptions"] == {}  # off
     assert set(inner["train-teacher"]["dependentTasks"]) == {"build-dataset", "validate-data"}
     assert inner["train-teacher"]["componentRef"]["name"] == "comp-train-teacher"
-    assert set(spec["components"]["comp-train-teacher"]["outputDefinitions"]["artifacts"]) == {"model", "metrics"}  # no logits
+    assert set(spec["components"]["comp-train-teacher"]["outputDefinitions"]["artifacts"]) == {
+        "model",
+        "metrics",
+    }  # no logits
     # the gate: package then make_reference when it passed, not_packaged otherwise; scenario_result takes whichever ran
     branches_name = next(n for n in inner if n.startswith("condition-branches"))
     branches = spec["components"][inner[branches_name]["componentRef"]["name"]]["dag"]["tasks"]
     passed_when = "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
-    conditions = {t["triggerPolicy"]["condition"]: set(spec["components"][t["componentRef"]["name"]]["dag"]["tasks"])
-                  for t in branches.values()}
+    conditions = {
+        t["triggerPolicy"]["condition"]: set(spec["components"][t["componentRef"]["name"]]["dag"]["tasks"])
+        for t in branches.values()
+    }
     assert conditions == {passed_when: {"package", "make-reference"}, f"!({passed_when})": {"not-packaged"}}
-    passed = spec["components"][next(t["componentRef"]["name"] for t in branches.values()
-                                     if t["triggerPolicy"]["condition"] == passed_when)]["dag"]["tasks"]
+    passed = spec["components"][
+        next(t["componentRef"]["name"] for t in branches.values() if t["triggerPolicy"]["condition"] == passed_when)
+    ]["dag"]["tasks"]
     ref = passed["make-reference"]
-    assert ref["inputs"]["artifacts"]["packaged"]["taskOutputArtifact"] == {"producerTask": "package", "outputArtifactKey": "packaged"}
+    assert ref["inputs"]["artifacts"]["packaged"]["taskOutputArtifact"] == {
+        "producerTask": "package",
+        "outputArtifactKey": "packaged",
+    }
     assert ref["inputs"]["artifacts"]["distilled"]["componentInputArtifact"] == "pipelinechannel--distill-model"
     assert ref["inputs"]["artifacts"]["baseline"]["componentInputArtifact"] == "pipelinechannel--train-student-model"
     assert "accelerator" not in executors["exec-make-reference"]["container"].get("resources", {})
@@ -80,14 +96,19 @@ def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
     assert row["summary"]["taskOutputParameter"] == {"producerTask": "evaluate", "outputParameterKey": "summary"}
     report = spec["root"]["dag"]["tasks"]["report"]
     assert report["inputs"]["parameters"]["summaries"]["taskOutputParameter"] == {
-        "producerTask": "for-loop-1", "outputParameterKey": "pipelinechannel--scenario-result-Output"}
+        "producerTask": "for-loop-1",
+        "outputParameterKey": "pipelinechannel--scenario-result-Output",
+    }
     # what monitoring needs leaves the pipeline as outputs
     assert {k: v["artifactSelectors"][0] for k, v in spec["root"]["dag"]["outputs"]["artifacts"].items()} == {
-        name: {"producerSubtask": "report", "outputArtifactKey": name} for name in ("markdown", "html", "table", "packages")}
+        name: {"producerSubtask": "report", "outputArtifactKey": name}
+        for name in ("markdown", "html", "table", "packages")
+    }
 
 
 def test_only_build_dataset_reads_the_config_parameter_and_method(tmp_path):
-    """The scenario's config is resolved once (build_dataset's ``config`` artifact); every other step takes that artifact,
+    """The scenario's config is resolved once (build_dataset's ``config`` artifact); every other step takes that
+    artifact,
     no step but build_dataset takes config_yaml, method or the scenario name."""
     spec, _ = _compile(tmp_path)
     comps = {name.removeprefix("comp-"): c for name, c in spec["components"].items() if "executorLabel" in c}
@@ -96,14 +117,30 @@ def test_only_build_dataset_reads_the_config_parameter_and_method(tmp_path):
     assert set(comps["build-dataset"]["outputDefinitions"]["artifacts"]) == {"dataset", "config"}
     for name in set(comps) - {"build-dataset"}:
         assert not params[name] & {"config_yaml", "method", "scenario"}, name
-    takes_config = {"validate-data", "train-teacher", "train-student", "fold-plan", "train-fold-teacher", "teacher-outputs",
-                    "distill", "evaluate", "package", "make-reference"}
-    assert {n for n, c in comps.items() if "config" in c.get("inputDefinitions", {}).get("artifacts", {})} == takes_config
+    takes_config = {
+        "validate-data",
+        "train-teacher",
+        "train-student",
+        "fold-plan",
+        "train-fold-teacher",
+        "teacher-outputs",
+        "distill",
+        "evaluate",
+        "package",
+        "make-reference",
+    }
+    assert {
+        n for n, c in comps.items() if "config" in c.get("inputDefinitions", {}).get("artifacts", {})
+    } == takes_config
     inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
     for name in takes_config & set(inner):
         assert inner[name]["inputs"]["artifacts"]["config"]["taskOutputArtifact"] == {
-            "producerTask": "build-dataset", "outputArtifactKey": "config"}, name
-    assert inner["build-dataset"]["inputs"]["parameters"]["method"]["componentInputParameter"] == "pipelinechannel--method"
+            "producerTask": "build-dataset",
+            "outputArtifactKey": "config",
+        }, name
+    assert (
+        inner["build-dataset"]["inputs"]["parameters"]["method"]["componentInputParameter"] == "pipelinechannel--method"
+    )
     assert spec["root"]["inputDefinitions"]["parameters"]["method"]["defaultValue"] == ""  # empty: the config's
 
 
@@ -118,7 +155,10 @@ def test_fold_teachers_are_a_nested_parallel_loop_fanned_into_teacher_outputs(tm
     loop_name = next(n for n, t in inner.items() if t.get("taskInfo", {}).get("name") == "fold-teachers")
     loop = inner[loop_name]
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--fold-plan-Output"
-    assert loop["inputs"]["parameters"]["pipelinechannel--fold-plan-Output"]["taskOutputParameter"]["producerTask"] == "fold-plan"
+    assert (
+        loop["inputs"]["parameters"]["pipelinechannel--fold-plan-Output"]["taskOutputParameter"]["producerTask"]
+        == "fold-plan"
+    )
     assert "iteratorPolicy" not in loop
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert set(body) == {"train-fold-teacher"}
@@ -140,13 +180,22 @@ def test_fold_teachers_are_a_nested_parallel_loop_fanned_into_teacher_outputs(tm
     # fan-in: every fold's artifact collected into one list input of teacher-outputs, which feeds distill
     soft = inner["teacher-outputs"]
     assert soft["inputs"]["artifacts"]["fold_outputs"]["taskOutputArtifact"] == {
-        "producerTask": loop_name, "outputArtifactKey": "pipelinechannel--train-fold-teacher-fold_outputs"}
+        "producerTask": loop_name,
+        "outputArtifactKey": "pipelinechannel--train-fold-teacher-fold_outputs",
+    }
     assert soft["inputs"]["artifacts"]["teacher"]["taskOutputArtifact"]["producerTask"] == "train-teacher"
-    assert spec["components"]["comp-teacher-outputs"]["inputDefinitions"]["artifacts"]["fold_outputs"]["isArtifactList"] is True
+    assert (
+        spec["components"]["comp-teacher-outputs"]["inputDefinitions"]["artifacts"]["fold_outputs"]["isArtifactList"]
+        is True
+    )
     assert set(soft["dependentTasks"]) >= {loop_name, "train-teacher"}
     assert inner["distill"]["inputs"]["artifacts"]["train_logits"]["taskOutputArtifact"] == {
-        "producerTask": "teacher-outputs", "outputArtifactKey": "train_logits"}
-    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-teacher-outputs"]["container"].get("resources", {})
+        "producerTask": "teacher-outputs",
+        "outputArtifactKey": "train_logits",
+    }
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-teacher-outputs"]["container"].get(
+        "resources", {}
+    )
 
     spec, _ = _compile(tmp_path, fold_parallelism=3)
     inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
@@ -192,8 +241,18 @@ def test_scenario_config_is_resolved_once_and_read_back_typed(tiny_project, tmp_
 
     artifact = SimpleNamespace(path=str(tmp_path / "config"), metadata={})
     write_scenario_config(over, artifact, "pipeline parameter method")
-    assert artifact.metadata.items() >= {"scenario": "clickbait", "method": "cpfd", "method_source": "pipeline parameter method",
-                                         "weighting": "entropy", "teacher_outputs": "oof", "folds": 4, "epochs": 2}.items()
+    assert (
+        artifact.metadata.items()
+        >= {
+            "scenario": "clickbait",
+            "method": "cpfd",
+            "method_source": "pipeline parameter method",
+            "weighting": "entropy",
+            "teacher_outputs": "oof",
+            "folds": 4,
+            "epochs": 2,
+        }.items()
+    )
     back, scen = read_scenario_config(artifact)
     assert back == over and scen.name == "clickbait"
     assert read_scenario_config(artifact.path)[0] == over
@@ -214,10 +273,15 @@ def test_fold_outputs_must_match_distill_folds():
     from components.common import fold_output_paths
     from cpfd.errors import ConfigError
 
-    arts = [(f"/r/f{k}", {"fold": float(k), "num_folds": 3.0}) for k in (2, 0, 1)]  # metadata numbers come back as floats
+    arts = [
+        (f"/r/f{k}", {"fold": float(k), "num_folds": 3.0}) for k in (2, 0, 1)
+    ]  # metadata numbers come back as floats
     assert fold_output_paths(arts, "clickbait", 3) == ["/r/f0", "/r/f1", "/r/f2"]
-    with pytest.raises(ConfigError, match=r"distill.folds = 4 in the config, but the fold teacher steps produced 3 output\(s\) "
-                                          r"for folds \[0, 1, 2\] of \[3\] fold"):
+    with pytest.raises(
+        ConfigError,
+        match=r"distill.folds = 4 in the config, but the fold teacher steps produced 3 output\(s\) "
+        r"for folds \[0, 1, 2\] of \[3\] fold",
+    ):
         fold_output_paths(arts, "clickbait", 4)
     with pytest.raises(ConfigError, match="folds \\[0, 2\\]"):
         fold_output_paths([arts[0], arts[1]], "clickbait", 3)
@@ -227,15 +291,21 @@ def test_fold_outputs_must_match_distill_folds():
 
 def test_no_gpu_and_custom_pools(tmp_path):
     spec, platform = _compile(tmp_path, gpu=False)
-    assert not any("accelerator" in ex["container"].get("resources", {}) for ex in spec["deploymentSpec"]["executors"].values())
+    assert not any(
+        "accelerator" in ex["container"].get("resources", {}) for ex in spec["deploymentSpec"]["executors"].values()
+    )
     assert not _platform_executors(platform)
 
     from cli.pipeline import pipeline_options
 
-    opts = pipeline_options(parallelism=0, node_selector=["pool=a100"], toleration=["dedicated=gpu:NoExecute", "spot:NoSchedule"])
+    opts = pipeline_options(
+        parallelism=0, node_selector=["pool=a100"], toleration=["dedicated=gpu:NoExecute", "spot:NoSchedule"]
+    )
     assert opts.node_selector == {"pool": "a100"}
-    assert opts.tolerations == [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"},
-                                {"key": "spot", "operator": "Exists", "effect": "NoSchedule"}]
+    assert opts.tolerations == [
+        {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"},
+        {"key": "spot", "operator": "Exists", "effect": "NoSchedule"},
+    ]
     from pipelines.cpfd_pipeline import compile_pipeline
 
     doc, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p2.yaml", opts).read_text())
@@ -257,8 +327,20 @@ def _cli(monkeypatch, capsys, *argv) -> tuple[int, str, str]:
 
 def test_cli_compile_and_bad_toleration(tmp_path, monkeypatch, capsys):
     out = tmp_path / "cli.yaml"
-    code, stdout, _ = _cli(monkeypatch, capsys, "pipeline", "compile", "--out", str(out), "--parallelism", "4",
-                           "--node-selector", "pool=gpu", "--fold-parallelism", "2")
+    code, stdout, _ = _cli(
+        monkeypatch,
+        capsys,
+        "pipeline",
+        "compile",
+        "--out",
+        str(out),
+        "--parallelism",
+        "4",
+        "--node-selector",
+        "pool=gpu",
+        "--fold-parallelism",
+        "2",
+    )
     assert code == 0 and f"compiled {out}" in stdout
     doc, platform = yaml.safe_load_all(out.read_text())
     assert doc["root"]["dag"]["tasks"]["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 4
@@ -332,9 +414,16 @@ def test_submit_sends_the_compiled_pipeline_and_arguments(tmp_path, tiny_project
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        args = pipeline_arguments("/data/videos.parquet", "/data/features.parquet", tiny_project, ["clickbait", "originality"])
-        run_id = submit(f"http://127.0.0.1:{server.server_port}", args, pipeline_options(parallelism=5),
-                        run_name="nightly", experiment="cpfd")
+        args = pipeline_arguments(
+            "/data/videos.parquet", "/data/features.parquet", tiny_project, ["clickbait", "originality"]
+        )
+        run_id = submit(
+            f"http://127.0.0.1:{server.server_port}",
+            args,
+            pipeline_options(parallelism=5),
+            run_name="nightly",
+            experiment="cpfd",
+        )
     finally:
         server.shutdown()
     assert run_id == "run-42"
@@ -350,7 +439,10 @@ def test_submit_sends_the_compiled_pipeline_and_arguments(tmp_path, tiny_project
     spec = spec.get("pipeline_spec", spec)
     assert spec["pipelineInfo"]["name"] == "cpfd-pipeline"
     assert spec["root"]["dag"]["tasks"]["for-loop-1"]["iteratorPolicy"]["parallelismLimit"] == 5
-    assert spec["deploymentSpec"]["executors"]["exec-distill"]["container"]["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert (
+        spec["deploymentSpec"]["executors"]["exec-distill"]["container"]["resources"]["accelerator"]["resourceType"]
+        == "nvidia.com/gpu"
+    )
 
 
 def test_submit_to_unreachable_host_is_a_clear_error(tiny_project, tmp_path, monkeypatch):
