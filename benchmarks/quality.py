@@ -99,19 +99,19 @@ def run_cell(
     labels = data.label_names
     preds: dict[str, list[int]] = {}
     epochs: dict[str, list[int]] = {}
-    for role, key in (("teacher", "teacher"), ("student", "xvlm")):
+    for role, key in (("teacher", "teacher"), ("student", "baseline")):
         info = train_classifier(data, role, project, work / key, progress, resume=False, train_cfg=tcfg)
         _, probs = evaluate_model(load_model(work / key), data)
         preds[key] = probs.argmax(1).tolist()
         epochs[key] = [info["best_epoch"], info["epochs_run"]]
     teacher = load_model(work / "teacher")
-    student = load_model(work / "xvlm")
+    student = load_model(work / "baseline")
     split_f1 = {}
     for split in ("train", "val"):
         y = data.splits[split].labels.numpy()
         split_f1[split] = {
             k: classification_metrics(predict_logits(m, data.splits[split]).softmax(-1).numpy(), y, labels)["macro_f1"]
-            for k, m in (("teacher", teacher), ("xvlm", student))
+            for k, m in (("teacher", teacher), ("baseline", student))
         }
 
     raw: dict[tuple[str, int], TeacherOutputs] = {}

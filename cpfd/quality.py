@@ -21,10 +21,10 @@ import numpy as np
 from cpfd.config import DistillConfig
 from cpfd.evaluate import macro_prf
 
-BASELINES = ("xvlm", "teacher")
+BASELINES = ("baseline", "teacher")
 REFERENCES = ("bayes_content", "bayes_privileged")
 NAMES = {
-    "xvlm": "X-VLM (baseline student)",
+    "baseline": "X-VLM (baseline student)",
     "teacher": "DF-X-VLM (teacher)",
     "bayes_content": "Bayes, content only (student ceiling)",
     "bayes_privileged": "Bayes, content + engagement",
@@ -178,7 +178,7 @@ def summarise(runs: list[dict], variants: list[str], reps: int = 1000) -> dict:
         pooled = _interval((boot[a] - boot[b]).mean(1), float((means[a] - means[b]).mean()))
         return {"per_scenario": per, "pooled": pooled}
 
-    gap = diff("teacher", "xvlm")
+    gap = diff("teacher", "baseline")
     result: dict = {
         "scenarios": scenarios,
         "methods": methods,
@@ -204,8 +204,8 @@ def summarise(runs: list[dict], variants: list[str], reps: int = 1000) -> dict:
             m: {s: float(truth_means[m][j]) for j, s in enumerate(scenarios)} | {"pooled": float(truth_means[m].mean())}
             for m in methods
         }
-    result["teacher_minus_xvlm"] = gap
-    result["gain_over_xvlm"] = {v: diff(v, "xvlm") for v in variants}
+    result["teacher_minus_baseline"] = gap
+    result["gain_over_baseline"] = {v: diff(v, "baseline") for v in variants}
     result["gain_over_pfd"] = {v: diff(v, pfd) for v in variants if pfd and v != pfd and v.startswith("cpfd")}
 
     def closed(num: float, den: float) -> float | None:
@@ -217,17 +217,17 @@ def summarise(runs: list[dict], variants: list[str], reps: int = 1000) -> dict:
         row = {}
         for j, s in enumerate(scenarios):
             g = gap["per_scenario"][s]
-            gain = float(means[v][j] - means["xvlm"][j])
+            gain = float(means[v][j] - means["baseline"][j])
             row[s] = {
                 "vs_teacher": closed(gain, g["mean"]),
                 "gap_within_noise": bool(g["mean"] < 2 * g["se"]),
-                "vs_ceiling": closed(gain, float(ceiling[j] - means["xvlm"][j])) if ceiling is not None else None,
+                "vs_ceiling": closed(gain, float(ceiling[j] - means["baseline"][j])) if ceiling is not None else None,
             }
-        gain = float((means[v] - means["xvlm"]).mean())
+        gain = float((means[v] - means["baseline"]).mean())
         row["pooled"] = {
             "vs_teacher": closed(gain, gap["pooled"]["mean"]),
             "gap_within_noise": bool(gap["pooled"]["mean"] < 2 * gap["pooled"]["se"]),
-            "vs_ceiling": closed(gain, float((ceiling - means["xvlm"]).mean())) if ceiling is not None else None,
+            "vs_ceiling": closed(gain, float((ceiling - means["baseline"]).mean())) if ceiling is not None else None,
         }
         result["gap_closed"][v] = row
     result["contrasts"] = {f"{a} − {b}": diff(a, b) for a, b in contrasts(variants)}
@@ -309,7 +309,7 @@ def _diagnostics(runs: list[dict], scenarios: list[str], variants: list[str]) ->
                 if v in ds[0]["weight_share"]
             }
         val = row["split_f1"]["val"]
-        row["teacher_not_better_on_val"] = bool(val.get("teacher", 0) <= val.get("xvlm", 0))
+        row["teacher_not_better_on_val"] = bool(val.get("teacher", 0) <= val.get("baseline", 0))
         out[s] = row
     return out
 
@@ -356,11 +356,11 @@ def to_markdown(result: dict) -> str:
         head,
         rule,
     ]
-    t = result["teacher_minus_xvlm"]
+    t = result["teacher_minus_baseline"]
     lines.append(
         "| *teacher − X-VLM* | " + " | ".join(_pts(t["per_scenario"][s]) for s in sc) + f" | {_pts(t['pooled'])} |"
     )
-    for v, d in result["gain_over_xvlm"].items():
+    for v, d in result["gain_over_baseline"].items():
         lines.append(f"| {v} | " + " | ".join(_pts(d["per_scenario"][s]) for s in sc) + f" | {_pts(d['pooled'])} |")
     if result["gain_over_pfd"]:
         lines += [
@@ -424,7 +424,8 @@ def to_markdown(result: dict) -> str:
         share = le.get("learnable_share")
         lines.append(
             f"| {s} | {tr.get('insample', float('nan')):.3f} / {d['split_f1']['val']['teacher']:.3f} | "
-            f"{d['split_f1']['val']['xvlm']:.3f} | {tr.get(oof_key, float('nan')) if oof_key else float('nan'):.3f} | "
+            f"{d['split_f1']['val']['baseline']:.3f} | "
+            f"{tr.get(oof_key, float('nan')) if oof_key else float('nan'):.3f} | "
             f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f} | {cal['temperature']:.2f} | "
             f"{'n/a' if share is None else f'{100 * share:.0f} %'} | "
             f"{le.get('probe_hard_f1', float('nan')):.3f} → {le.get('probe_soft_f1', float('nan')):.3f} | "
@@ -522,7 +523,7 @@ def plot_quality(result: dict, out_dir: Path) -> None:
     axes[0, 0].set_title("Macro-F1 per scenario (mean ± std over seeds)")
 
     ax = axes[0, 1]
-    rows = [(f"{v} − X-VLM", d["pooled"]) for v, d in result["gain_over_xvlm"].items()]
+    rows = [(f"{v} − X-VLM", d["pooled"]) for v, d in result["gain_over_baseline"].items()]
     rows += [(f"{v} − PFD", d["pooled"]) for v, d in result["gain_over_pfd"].items()]
     for i, (_label, d) in enumerate(rows):
         ax.errorbar(

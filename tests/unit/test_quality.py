@@ -68,10 +68,10 @@ def _runs(gain_correct: float, seeds=3, n=400, seed=0):
             def noisy(acc, y=y):
                 return np.where(rng.random(n) < acc, y, 1 - y).tolist()
 
-            preds = {"xvlm": noisy(0.7), "teacher": noisy(0.85), "pfd:targets=oof:folds=3:cal=on": noisy(0.75)}
+            preds = {"baseline": noisy(0.7), "teacher": noisy(0.85), "pfd:targets=oof:folds=3:cal=on": noisy(0.75)}
             preds["cpfd:max_prob:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on"] = noisy(0.75 + gain_correct)
             diag = {
-                "split_f1": {"train": {"teacher": 0.9, "xvlm": 0.8}, "val": {"teacher": 0.85, "xvlm": 0.7}},
+                "split_f1": {"train": {"teacher": 0.9, "baseline": 0.8}, "val": {"teacher": 0.85, "baseline": 0.7}},
                 "calibration": {"oof3": {"ece_before": 0.1, "ece_after": 0.05, "temperature": 1.5}},
                 "confidence_hist": {"oof3": [1] * 20},
                 "weight_share": {},
@@ -130,7 +130,7 @@ def test_quick_benchmark_writes_intervals_and_diagnostics(tmp_path):
     q = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert q["seeds"] == [0, 1] and q["has_truth"] and q["scenarios"] == ["clickbait"]
     cpfd = "cpfd:max_prob:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on"
-    assert set(q["gain_over_xvlm"]) == {"pfd:targets=insample:cal=on", "pfd:targets=oof:folds=3:cal=on", cpfd}
+    assert set(q["gain_over_baseline"]) == {"pfd:targets=insample:cal=on", "pfd:targets=oof:folds=3:cal=on", cpfd}
     pooled = q["gain_over_pfd"][cpfd]["pooled"]
     assert pooled["lo"] <= pooled["mean"] <= pooled["hi"]
     diag = q["diagnostics"]["clickbait"]
