@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from cpfd.config import read_yaml
 from cpfd.serving_core import load_serving_config
 from serving.launch import ServerProcess
 
@@ -133,7 +134,7 @@ def run_serving_bench(
         )
     rows = []
     for batching in (True, False):
-        raw = yaml.safe_load(Path(config).read_text())
+        raw = read_yaml("serving config", config)
         raw.setdefault("batching", {})["enabled"] = batching
         raw["prediction_log"] = str((out / f"predictions_{'batched' if batching else 'unbatched'}.db").resolve())
         bench_cfg = out / f"config_{'batched' if batching else 'unbatched'}.yaml"

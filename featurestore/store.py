@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from cpfd.config import read_yaml
 from cpfd.errors import ConfigError, CpfdError, DataContractError
 
 if TYPE_CHECKING:  # Feast is imported lazily
@@ -81,7 +82,7 @@ def write_store_config(store_dir: str | Path, repo: Path | None = None) -> Path:
     """Copy the repo's feature_store.yaml into ``store_dir`` with absolute registry/online paths."""
     store = Path(store_dir).resolve()
     store.mkdir(parents=True, exist_ok=True)
-    config = yaml.safe_load(((repo or feature_repo_dir()) / "feature_store.yaml").read_text())
+    config = read_yaml("Feast store config", (repo or feature_repo_dir()) / "feature_store.yaml")
     config["registry"]["path"] = f"sqlite:///{store / 'registry.db'}"
     if config.get("online_store", {}).get("type") == "sqlite":
         config["online_store"]["path"] = str(store / "online_store.db")

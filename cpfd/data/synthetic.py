@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cpfd.config import default_config_path
+from cpfd.config import default_config_path, read_yaml
 
 N_DENSE = 32
 N_ANALYZER = 12
@@ -430,7 +430,7 @@ def generate(
     pd.concat(features, ignore_index=True).sort_values(["video_id", "event_timestamp"]).to_parquet(
         paths["features"], index=False
     )
-    config = yaml.safe_load(default_config_path().read_text())
+    config = read_yaml("config file", default_config_path())
     config["scenarios"] = [c for c in config["scenarios"] if c["name"] in {s.name for s in chosen}]
     paths["config"].write_text(yaml.safe_dump(config, sort_keys=False))
     return paths
