@@ -66,7 +66,7 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
 
     def gate_cell(s):
         if s["gate"]["passed"]:
-            return "passed"
+            return "passed (flagged: teacher not better on val)" if teacher_not_better(s) else "passed"
         return "failed: teacher not better than X-VLM on val" if teacher_not_better(s) else "failed"
 
     lines = [

@@ -1,5 +1,7 @@
 """The packaging gate and the pipeline's report, by hand."""
 
+import json
+
 import numpy as np
 
 
@@ -95,3 +97,19 @@ def test_roc_points_by_hand():
     scores = np.linspace(0, 1, 500)
     fpr, tpr, _ = roc_points(scores, scores > 0.5, max_points=21)
     assert len(fpr) <= 21 and fpr[0] == tpr[0] == 0.0 and fpr[-1] == tpr[-1] == 1.0
+
+
+def test_report_marks_a_flagged_pass():
+    from cpfd.config import GateConfig
+    from cpfd.gate import gate_decision
+    from cpfd.reports import report_tables, summary_json
+
+    gate = GateConfig(min_gain_over_baseline=0.0, max_gap_to_teacher=1.0)  # require_teacher_better off
+    f1, val = {"student": 0.65, "teacher": 0.66, "distilled": 0.70}, {"student": 0.72, "teacher": 0.70}
+    ok, why = gate_decision(f1, gate, val)
+    assert ok and "flagged: the teacher is not better" in why
+    _, md = report_tables(
+        [json.loads(summary_json("minor_safety", "cpfd", 0, f1, None, ok, why, gate, val, {}, "oof"))]
+    )
+    row = next(line for line in md.splitlines() if line.startswith("| minor_safety"))
+    assert row.endswith("| 0.700 vs 0.720 (not better) | n/a | passed (flagged: teacher not better on val) |")
