@@ -18,10 +18,20 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def build_word_tokenizer(titles: list[str], min_count: int = 1, max_vocab: int = 20000) -> PreTrainedTokenizerBase:
-    """A BERT tokenizer whose vocabulary is the training titles' words (for randomly initialised text towers)."""
+    """A BERT tokenizer whose vocabulary is the training titles' words (for randomly initialised text towers).
+
+    Words are cut exactly as the tokenizer will cut them when encoding (BERT's normaliser: lower case,
+    accents stripped; its pre-tokeniser: whitespace and punctuation), so "days," and "won't" in a
+    training title put "days", ",", "won", "'", "t" in the vocabulary instead of turning into [UNK].
+    """
     from transformers import BertTokenizer
 
-    counts = Counter(w for t in titles for w in t.lower().split())
+    backend = BertTokenizer(vocab={t: i for i, t in enumerate(SPECIAL_TOKENS)}).backend_tokenizer
+
+    def split(title: str) -> list[str]:
+        return [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(title))]
+
+    counts = Counter(w for t in titles for w in split(t))
     words = [w for w, c in counts.most_common(max_vocab) if c >= min_count and w not in SPECIAL_TOKENS]
     vocab = {w: i for i, w in enumerate(SPECIAL_TOKENS + sorted(words))}
     return BertTokenizer(vocab=vocab)
