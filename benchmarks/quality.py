@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,67 @@ def run_cell(
         "diagnostics": diagnostics,
         **_test_extras(dataset, oracle),
     }
+
+
+Datasets = dict[str, Path]
+
+
+def _build(videos: Path, features: Path, project: ProjectConfig, names: list[str], folder: Path) -> Datasets:
+    from cpfd.data.build import build_scenario_dataset
+
+    built = {}
+    for name in names or [s.name for s in project.scenarios]:
+        build_scenario_dataset(videos, features, name, project, folder / name)
+        built[name] = folder / name
+    return built
+
+
+def own_datasets(videos: Path, features: Path, project: Callable[[], ProjectConfig], names: list[str], folder: Path):
+    """A user's tables: built once, the same for every seed (seeds then only re-initialise the models)."""
+    cache: dict[str, Datasets] = {}
+
+    def for_seed(seed: int) -> tuple[Datasets, None]:
+        if "built" not in cache:
+            cache["built"] = _build(videos, features, project(), names, folder)
+        return cache["built"], None
+
+    return for_seed
+
+
+def synthetic_datasets(
+    data: Path,
+    generator: str,
+    videos_per_scenario: int,
+    names: list[str],
+    project: Callable[[Path], ProjectConfig],
+    folder: Path,
+    log=print,
+    subset: list[str] | None = None,
+):
+    """Synthetic data re-drawn per seed (``data/<generator>-<n>-seed<k>``, reused when present; ``subset``: only
+    those generator scenarios), with the generator's oracle (true labels, slices, Bayes references) when it
+    writes one; ``names``: the scenarios to build (default: the project's)."""
+
+    def for_seed(seed: int):
+        import pandas as pd
+
+        from cpfd.data.synthetic import generate
+
+        src = data / f"{generator}-{videos_per_scenario}-seed{seed}"
+        if not (src / "videos.parquet").exists():
+            log(f"generating synthetic data ({generator}, seed {seed}) in {src}")
+            generate(src, videos_per_scenario, seed=seed, scenarios=subset or None, version=int(generator[1]))
+        oracle = pd.read_parquet(src / "oracle.parquet") if (src / "oracle.parquet").exists() else None
+        built = _build(
+            src / "videos.parquet",
+            src / "features.parquet",
+            project(src / "scenarios.yaml"),
+            names,
+            folder / f"seed{seed}",
+        )
+        return built, oracle
+
+    return for_seed
 
 
 def run_quality(

@@ -29,8 +29,7 @@ def bench_quality(
     quiet: bool = QuietOpt,
 ):
     """F1 of X-VLM, DF-X-VLM, PFD and CPFD variants per scenario over seeds, with paired bootstrap intervals."""
-    from benchmarks.quality import DEFAULT_VARIANTS, run_quality
-    from cpfd.data.build import build_scenario_dataset
+    from benchmarks.quality import DEFAULT_VARIANTS, own_datasets, run_quality, synthetic_datasets
     from cpfd.quality import to_markdown
 
     if generator not in ("v1", "v2"):
@@ -49,38 +48,22 @@ def bench_quality(
     if videos is not None and features is None:
         raise CpfdError("--videos needs --features")
 
-    def datasets_for_seed(seed: int):
-        import pandas as pd
-
-        if videos is not None and features is not None:  # --videos without --features was refused above
-            src, feats, cfg, oracle, folder = videos, features, config, None, out / "datasets" / "own"
-            if (folder / "done").exists():
-                return {n: folder / n for n in names}, None
-        else:
-            folder = data / f"{generator}-{videos_per_scenario}-seed{seed}"
-            if not (folder / "videos.parquet").exists():
-                from cpfd.data.synthetic import generate as gen
-
-                typer.echo(f"generating synthetic data ({generator}, seed {seed}) in {folder}")
-                gen(folder, videos_per_scenario, seed=seed, scenarios=scenario or None, version=int(generator[1]))
-            src, feats, cfg = (
-                folder / "videos.parquet",
-                folder / "features.parquet",
-                config or folder / "scenarios.yaml",
-            )
-            oracle = pd.read_parquet(folder / "oracle.parquet") if (folder / "oracle.parquet").exists() else None
-            folder = out / "datasets" / f"seed{seed}"
-        project = load_project(cfg, set_)
-        built = {}
-        for name in names or [s.name for s in project.scenarios]:
-            build_scenario_dataset(src, feats, name, project, folder / name)
-            built[name] = folder / name
-        (folder / "done").touch()
-        return built, oracle
-
     first_cfg = config if (videos is not None or config) else None
     project = load_project(first_cfg, set_)
     names = scenario or ([s.name for s in project.scenarios] if first_cfg else [])
+    if videos is not None and features is not None:  # --videos without --features was refused above
+        datasets_for_seed = own_datasets(videos, features, lambda: project, names, out / "datasets" / "own")
+    else:
+        datasets_for_seed = synthetic_datasets(
+            data,
+            generator,
+            videos_per_scenario,
+            names,
+            lambda cfg: load_project(config or cfg, set_),
+            out / "datasets",
+            log=typer.echo,
+            subset=scenario,
+        )
     note = "your tables, fixed across seeds" if videos is not None else f"synthetic {generator}, re-drawn per seed"
     result = run_quality(
         datasets_for_seed,

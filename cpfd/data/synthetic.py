@@ -31,6 +31,7 @@ import pandas as pd
 import yaml
 
 from cpfd.config import default_config_path, read_yaml
+from cpfd.errors import DataContractError
 
 N_DENSE = 32
 N_ANALYZER = 12
@@ -72,13 +73,6 @@ SCENARIOS: tuple[ScenarioSpec, ...] = (
     ),
     ScenarioSpec("ad_content", ("organic", "advertising"), (0.7, 0.3), 0.20, 0.40, 0.15, 2.0, 0.5, 0.45),
 )
-
-
-def spec(name: str) -> ScenarioSpec:
-    for s in SCENARIOS:
-        if s.name == name:
-            return s
-    raise KeyError(name)
 
 
 def _pseudo_words(rng: np.random.Generator, n: int) -> list[str]:
@@ -356,13 +350,6 @@ def generate_scenario_v2(
     return videos, frame_array, pd.concat(rows, ignore_index=True), oracle
 
 
-def spec_v2(name: str) -> ScenarioSpecV2:
-    for s in SCENARIOS_V2:
-        if s.name == name:
-            return s
-    raise KeyError(name)
-
-
 def generate(
     out_dir: str | Path,
     videos_per_scenario: int = 3000,
@@ -378,10 +365,12 @@ def generate(
     out = Path(out_dir)
     (out / "frames").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    if version == 1:
-        chosen: list = [spec(n) for n in scenarios] if scenarios else list(SCENARIOS)
-    else:
-        chosen = [spec_v2(n) for n in scenarios] if scenarios else list(SCENARIOS_V2)
+    known = SCENARIOS if version == 1 else SCENARIOS_V2
+    unknown = sorted(set(scenarios or []) - {k.name for k in known})
+    if unknown:
+        raise DataContractError(f"unknown synthetic scenario(s) {unknown}; known: {[k.name for k in known]}")
+    by_name = {k.name: k for k in known}
+    chosen: list = [by_name[n] for n in scenarios] if scenarios else list(known)
     feature_scale = np.exp(rng.uniform(-1, 3, N_DENSE))
     feature_offset = rng.uniform(0, 100, N_DENSE) * (rng.random(N_DENSE) < 0.5)
     videos, features, oracles = [], [], []
