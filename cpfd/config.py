@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from cpfd.errors import ConfigError
 
@@ -121,12 +121,17 @@ class ProjectConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
 
+    _source: str = PrivateAttr("")  # the file(s) it was read from, for error messages
+
     def scenario(self, name: str) -> ScenarioConfig:
         for s in self.scenarios:
             if s.name == name:
                 return s
         known = ", ".join(s.name for s in self.scenarios)
-        raise ConfigError(f"unknown scenario {name!r}; configured scenarios: {known}")
+        raise ConfigError(
+            f"unknown scenario {name!r}; configured scenarios: {known} (config: {self._source or 'built in code'}; "
+            "pass another with --config)"
+        )
 
     def train_for(self, scenario: str) -> TrainConfig:
         return _merged(self.train, self.scenario(scenario).train, f"scenario {scenario} train")
@@ -218,7 +223,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path:
         data = deep_merge(data, read_yaml("config file", path))
         where = str(path)
-    return config_from_dict(apply_overrides(data, overrides or []), where)
+    config = config_from_dict(apply_overrides(data, overrides or []), where)
+    config._source = where if path else f"the embedded default {where}"
+    return config
 
 
 def config_from_dict(data: dict[str, Any], where: str) -> ProjectConfig:

@@ -38,7 +38,9 @@ def test_bad_overrides_name_the_field(override, fragment):
 
 
 def test_unknown_scenario_lists_known_ones():
-    with pytest.raises(ConfigError, match="unknown scenario 'nope'.*clickbait"):
+    with pytest.raises(
+        ConfigError, match="unknown scenario 'nope'.*clickbait.*embedded default.*pass another with --config"
+    ):
         load_config().scenario("nope")
 
 
