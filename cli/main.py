@@ -1,7 +1,7 @@
 """The `cpfd` Typer app and its entry point (``[project.scripts] cpfd = "cli.main:main"``).
 
 Only composition happens here: each command group lives in its own module (``cli.data``,
-``cli.train``, ``cli.bench``, ``cli.pipeline``, ``cli.serve``, ``cli.monitor``, ``cli.demo``) and
+``cli.train``, ``cli.config``, ``cli.bench``, ``cli.pipeline``, ``cli.serve``, ``cli.monitor``, ``cli.demo``) and
 imports what it runs inside the command, so `cpfd --help` needs typer alone.
 """
 
@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from cli import bench, data, demo, monitor, pipeline, serve, train
+from cli import bench, config, data, demo, monitor, pipeline, serve, train
 from cpfd.env import set_env_defaults
 from cpfd.errors import CpfdError
 
@@ -28,6 +28,7 @@ app.add_typer(train.train_app, name="train")
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(pipeline.pipeline_app, name="pipeline")
 app.add_typer(data.features_app, name="features")
+app.add_typer(config.config_app, name="config")
 for command in (
     data.generate,
     train.evaluate,

@@ -83,3 +83,15 @@ def test_train_distill_evaluate_from_the_cli(synthetic_dir, tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert 0 <= metrics["macro_f1"] <= 1 and len(metrics["confusion_matrix"]) == 4
     assert sum(map(sum, metrics["confusion_matrix"])) == manifest["rows"]["test"]
+
+
+def test_config_show_resolves_defaults_file_and_overrides(tmp_path):
+    import yaml
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("scenarios:\n  - name: ads\n    label_names: [organic, ad]\n    distill: {weighting: true_class}\n")
+    out = _ok(["config", "show", "--config", str(path), "--set", "train.lr=0.01", "--scenario", "ads"])
+    shown = yaml.safe_load(out)
+    assert shown["train"]["epochs"] == 20 and shown["train"]["lr"] == 0.01  # embedded default, then --set
+    assert shown["distill"]["weighting"] == "true_class" and shown["distill"]["teacher_outputs"] == "oof"
+    assert yaml.safe_load(_ok(["config", "show", "--config", str(path)]))["scenarios"][0]["name"] == "ads"
