@@ -123,6 +123,9 @@ class ProjectConfig(StrictModel):
 
     _source: str = PrivateAttr("")  # the file(s) it was read from, for error messages
 
+    def __eq__(self, other: object) -> bool:  # the same settings, wherever they were read from
+        return isinstance(other, ProjectConfig) and self.model_dump() == other.model_dump()
+
     def scenario(self, name: str) -> ScenarioConfig:
         for s in self.scenarios:
             if s.name == name:
