@@ -169,7 +169,7 @@ def run_cell(
             )
     oof = next((o for k, o in raw.items() if k[0] == "oof"), None)
     if oof is not None:
-        diagnostics["learnability"] = learnability_probe(data, oof.recalibrated(True), seed)
+        diagnostics["learnability"] = learnability_probe(data, oof.recalibrated(True))
     return {
         "scenario": scenario,
         "seed": seed,

@@ -73,7 +73,8 @@ def train_distill(
     source = f"oof{dcfg.folds}-seed{tcfg.seed}" if dcfg.teacher_outputs == "oof" else "insample"
     cache = teacher / f"teacher_outputs.{source}.safetensors"
     if resume and cache.exists():
-        outputs = TeacherOutputs.load(cache, data.splits["train"].video_ids)
+        # the temperature is refitted from the stored validation logits: distill.calibrate may have changed
+        outputs = TeacherOutputs.load(cache, data.splits["train"].video_ids).recalibrated(dcfg.calibrate)
     else:
         outputs = compute_teacher_outputs(
             data, project, load_model(teacher), teacher / "folds", dcfg, not quiet, resume

@@ -20,6 +20,7 @@ import numpy as np
 
 from cpfd.config import DistillConfig
 from cpfd.evaluate import macro_prf
+from cpfd.reports import grouped_bars
 
 BASELINES = ("baseline", "teacher")
 REFERENCES = ("bayes_content", "bayes_privileged")
@@ -466,42 +467,6 @@ def to_markdown(result: dict) -> str:
 # ---- plots -------------------------------------------------------------------------------------
 
 
-def f1_chart(
-    values: dict[str, dict[str, float]], errors: dict[str, dict[str, float]] | None, path: Path, title: str
-) -> None:
-    """Grouped bars: ``values[method][group]``; the axis fits the data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = list(values)
-    groups = list(next(iter(values.values())))
-    fig, ax = plt.subplots(figsize=(max(8, 1.7 * len(groups)), 4.5))
-    _bars(ax, values, errors, methods, groups)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _bars(ax, values, errors, methods, groups) -> None:
-    import matplotlib
-
-    x = np.arange(len(groups))
-    width = 0.8 / len(methods)
-    lows = []
-    for i, m in enumerate(methods):
-        v = [values[m][g] for g in groups]
-        e = [errors[m][g] for g in groups] if errors else None
-        ax.bar(x + i * width, v, width, yerr=e, label=m, capsize=2, color=matplotlib.colormaps["tab20"](i % 20))
-        lows.append(min(v))
-    ax.set_xticks(x + 0.4 - width / 2, groups, rotation=15)
-    ax.set_ylabel("macro-F1 (test)")
-    ax.set_ylim(max(0.0, min(lows) - 0.05), min(1.0, max(max(values[m].values()) for m in methods) + 0.05))
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=6, frameon=False)
-
-
 def plot_quality(result: dict, out_dir: Path) -> None:
     """quality.png: F1 per scenario, intervals of distilled − X-VLM and CPFD − PFD, confidence histograms,
     distillation weight per slice."""
@@ -513,12 +478,10 @@ def plot_quality(result: dict, out_dir: Path) -> None:
     sc = result["scenarios"]
     fig, axes = plt.subplots(2, 2, figsize=(16, 13))
     shown = [*BASELINES, *result["variants"]]
-    _bars(
+    grouped_bars(
         axes[0, 0],
         {m: {s: result["f1"][m][s]["mean"] for s in sc} for m in shown},
         {m: {s: result["f1"][m][s]["std"] for s in sc} for m in shown},
-        shown,
-        sc,
     )
     axes[0, 0].set_title("Macro-F1 per scenario (mean ± std over seeds)")
 
@@ -617,7 +580,7 @@ def _fit_probe(x: np.ndarray, targets: np.ndarray, l2: float = 1e-3, steps: int 
     return lambda z: (torch.from_numpy(z).float() @ w + b).detach().log_softmax(-1).numpy()
 
 
-def learnability_probe(data, oof, seed: int = 0) -> dict:
+def learnability_probe(data, oof) -> dict:
     """How much of the out-of-fold teacher's edge a model of the student's inputs alone can learn.
 
     Two linear probes on fixed features of the student's inputs are fitted on the training split,
@@ -627,7 +590,6 @@ def learnability_probe(data, oof, seed: int = 0) -> dict:
     """
     from cpfd.evaluate import classification_metrics
 
-    del seed  # the probes are deterministic (LBFGS from zero)
     train, val = data.splits["train"], data.splits["val"]
     vocab = len(data.tokenizer)
     xtr, xva = student_input_features(train, vocab), student_input_features(val, vocab)

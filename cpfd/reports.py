@@ -97,6 +97,26 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     return result, "\n".join(lines) + "\n"
 
 
+def grouped_bars(ax, values: dict[str, dict[str, float]], errors: dict[str, dict[str, float]] | None = None) -> None:
+    """Macro-F1 bars ``values[model][group]`` (``errors``: error bars), grouped by group; the axis fits the data."""
+    import matplotlib
+
+    methods = list(values)
+    groups = list(next(iter(values.values())))
+    x = np.arange(len(groups))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        v = [values[m][g] for g in groups]
+        e = [errors[m][g] for g in groups] if errors else None
+        ax.bar(x + i * width, v, width, yerr=e, label=m, capsize=2, color=matplotlib.colormaps["tab20"](i % 20))
+    low = min(min(per.values()) for per in values.values())
+    high = max(max(per.values()) for per in values.values())
+    ax.set_xticks(x + 0.4 - width / 2, groups, rotation=15)
+    ax.set_ylabel("macro-F1 (test)")
+    ax.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=6, frameon=False)
+
+
 def chart_png(result: dict) -> bytes:
     """Grouped bars of test macro-F1: X-VLM, DF-X-VLM and the distilled student per scenario."""
     import io
@@ -107,22 +127,10 @@ def chart_png(result: dict) -> bytes:
     import matplotlib.pyplot as plt
 
     labels = {"xvlm": "X-VLM (student)", "teacher": "DF-X-VLM (teacher)"}
-    models, scenarios = list(result["f1"]), result["scenarios"]
-    x, width = np.arange(len(scenarios)), 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scenarios)), 4))
-    for i, m in enumerate(models):
-        ax.bar(
-            x + i * width,
-            [result["f1"][m][s] for s in scenarios],
-            width,
-            label=labels.get(m, f"{m.upper()} (distilled)"),
-        )
-    low = min(v for per in result["f1"].values() for v in per.values())
-    ax.set_xticks(x + 0.4 - width / 2, scenarios, rotation=15)
-    ax.set_ylim(max(0.0, low - 0.05), 1.0)
-    ax.set_ylabel("macro-F1 (test)")
+    values = {labels.get(m, f"{m.upper()} (distilled)"): per for m, per in result["f1"].items()}
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(result["scenarios"])), 4.5))
+    grouped_bars(ax, values)
     ax.set_title("Test macro-F1 per scenario")
-    ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

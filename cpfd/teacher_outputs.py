@@ -25,7 +25,6 @@ from cpfd.errors import DataContractError
 from cpfd.evaluate import expected_calibration_error
 
 log = logging.getLogger("cpfd.teacher_outputs")
-TEACHER_OUTPUTS_FILE = "teacher_outputs.safetensors"
 FOLD_OUTPUTS_FILE = "fold_outputs.safetensors"
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cpfd.errors import CpfdError
+from cpfd.evaluate import confusion_matrix
 from monitoring import stats
 from monitoring.settings import MonitorConfig
 from monitoring.slices import reference_slice
@@ -50,7 +51,7 @@ def slice_metrics(cur: pd.DataFrame, ref: pd.DataFrame, k: int, cfg: MonitorConf
         ref_shares = stats.class_shares(ref["predicted"].to_numpy(), k)
         out["reference_class_shares"] = ref_shares.round(4).tolist()
         out["class_psi"] = stats.share_psi(ref_shares, stats.class_shares(pred, k))
-        out["reference_f1"] = float(stats.macro_prf(stats.confusion(ref["label"], ref["predicted"], k))["f1"])
+        out["reference_f1"] = float(stats.macro_prf(confusion_matrix(ref["label"], ref["predicted"], k))["f1"])
         checks["confidence_ks"] = (
             FAIL if out["ks_pvalue"] < d.ks_pvalue and out["ks_statistic"] > d.ks_min_statistic else PASS
         )
@@ -69,7 +70,7 @@ def slice_metrics(cur: pd.DataFrame, ref: pd.DataFrame, k: int, cfg: MonitorConf
         msgs.append("no labels yet for this window: F1 not computed")
         checks["f1"] = SKIPPED
         return out
-    cm = stats.confusion(lab["true_label"].to_numpy().astype(np.int64), lab["predicted"].to_numpy(), k)
+    cm = confusion_matrix(lab["true_label"].to_numpy().astype(np.int64), lab["predicted"].to_numpy(), k)
     out.update({m: float(v) for m, v in stats.macro_prf(cm).items()})
     out["accuracy"] = float(np.trace(cm) / cm.sum())
     out["confusion_matrix"] = cm.tolist()

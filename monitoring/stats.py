@@ -37,10 +37,6 @@ def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
     return float(r.statistic), float(r.pvalue)
 
 
-def confusion(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
-    return np.bincount(np.asarray(labels, np.int64) * k + np.asarray(preds, np.int64), minlength=k * k).reshape(k, k)
-
-
 def bootstrap_f1_diff(
     cm_treatment: np.ndarray, cm_control: np.ndarray, resamples: int, alpha: float, seed: int = 0
 ) -> dict:

@@ -38,6 +38,7 @@ N_ANALYZER = 12
 N_ENGAGEMENT = 8
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN_DAYS = 90
+N_SCENES = 16  # background scene templates
 SYLLABLES = ["ka", "lo", "mi", "ru", "te", "sa", "no", "vi", "pe", "zu", "da", "fo", "gi", "ha", "je", "wu"]
 
 
@@ -89,6 +90,64 @@ def _templates(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return np.repeat(np.repeat(coarse, reps, axis=1), reps, axis=2)[:, :size, :size]
 
 
+@dataclass
+class _Content:
+    """What a student sees of a batch of videos, and the class evidence behind it."""
+
+    labels: np.ndarray  # the annotated label (true class with label noise)
+    shown: np.ndarray  # [N, T]: the class whose template each frame shows
+    scene: np.ndarray  # [N]: the background scene of each video
+    frames: np.ndarray  # uint8 [N, T, H, W, 3]
+    titles: list[str]
+    title_cues: np.ndarray  # [N, K]: the share of title words cueing each class
+    word_classes: list[list[int]]  # per video, the class each title word cues (-1: a neutral word)
+
+
+def _draw_content(
+    rng: np.random.Generator,
+    z: np.ndarray,
+    k: int,
+    label_noise: float,
+    frame_signal: float,
+    title_signal: float,
+    frames: int,
+    image_size: int,
+    vocab: list[str],
+) -> _Content:
+    """Labels, frames and titles of videos of true classes ``z`` (the same draws for both generators).
+
+    Frames: per frame, the true class's template with probability ``frame_signal``, else a random
+    class's, over one of 16 background scenes plus pixel noise. Titles: 6-12 words; cue words of the
+    true class, decoys of a random class, neutral words."""
+    n = len(z)
+    noisy = rng.random(n) < label_noise
+    labels = np.where(noisy, (z + rng.integers(1, k, size=n)) % k, z)
+    cues = _templates(rng, k, image_size)
+    scenes = _templates(rng, N_SCENES, image_size)
+    shown = np.where(rng.random((n, frames)) < frame_signal, z[:, None], rng.integers(0, k, (n, frames)))
+    scene = rng.integers(0, N_SCENES, n)
+    pixels = (
+        128 + 45 * cues[shown] + 35 * scenes[scene][:, None] + rng.normal(0, 40, (n, frames, image_size, image_size, 3))
+    )
+    cue_words = [vocab[i * 12 : (i + 1) * 12] for i in range(k)]
+    neutral = vocab[k * 12 :]
+    titles, title_cues, word_classes = [], np.zeros((n, k)), []
+    for i in range(n):
+        n_words = int(rng.integers(6, 13))
+        words, classes = [], []
+        for _ in range(n_words):
+            r = rng.random()
+            c = z[i] if r < title_signal else (int(rng.integers(k)) if r < 1.5 * title_signal else -1)
+            words.append(rng.choice(cue_words[c]) if c >= 0 else rng.choice(neutral))
+            classes.append(int(c))
+            if c >= 0:
+                title_cues[i, c] += 1 / n_words
+        titles.append(" ".join(words))
+        word_classes.append(classes)
+    frame_array = np.clip(pixels, 0, 255).astype(np.uint8)
+    return _Content(labels, shown, scene, frame_array, titles, title_cues, word_classes)
+
+
 def generate_scenario(
     s: ScenarioSpec,
     n_videos: int,
@@ -104,34 +163,8 @@ def generate_scenario(
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     k = len(s.label_names)
     z = rng.choice(k, size=n_videos, p=np.asarray(s.priors) / sum(s.priors))
-    noisy = rng.random(n_videos) < s.label_noise
-    label = np.where(noisy, (z + rng.integers(1, k, size=n_videos)) % k, z)
-
-    # frames: per frame, the true cue with prob frame_signal, else a random class's cue
-    cues = _templates(rng, k, image_size)
-    scenes = _templates(rng, 16, image_size)
-    shown = np.where(
-        rng.random((n_videos, frames)) < s.frame_signal, z[:, None], rng.integers(0, k, (n_videos, frames))
-    )
-    scene = scenes[rng.integers(0, len(scenes), n_videos)][:, None]
-    pixels = 128 + 45 * cues[shown] + 35 * scene + rng.normal(0, 40, (n_videos, frames, image_size, image_size, 3))
-    frame_array = np.clip(pixels, 0, 255).astype(np.uint8)
-
-    # titles: 6-12 words; cue words of the true class, decoys of a random class, neutral words
-    cue_words = [vocab[i * 12 : (i + 1) * 12] for i in range(k)]
-    neutral = vocab[k * 12 :]
-    titles = []
-    title_cues = np.zeros((n_videos, k))
-    for i in range(n_videos):
-        words = []
-        n_words = rng.integers(6, 13)
-        for _ in range(n_words):
-            r = rng.random()
-            c = z[i] if r < s.title_signal else (rng.integers(k) if r < 1.5 * s.title_signal else -1)
-            words.append(rng.choice(cue_words[c]) if c >= 0 else rng.choice(neutral))
-            if c >= 0:
-                title_cues[i, c] += 1 / n_words
-        titles.append(" ".join(words))
+    seen = _draw_content(rng, z, k, s.label_noise, s.frame_signal, s.title_signal, frames, image_size, vocab)
+    label, shown, frame_array, titles, title_cues = seen.labels, seen.shown, seen.frames, seen.titles, seen.title_cues
 
     seconds = np.sort(rng.uniform(0, SPAN_DAYS * 86400, n_videos))
     ts = pd.to_datetime(START) + pd.to_timedelta(np.floor(seconds * 1e6).astype("int64"), unit="us")
@@ -221,7 +254,6 @@ SCENARIOS_V2: tuple[ScenarioSpecV2, ...] = (
 )
 N_ENGAGEMENT_V2 = 4
 SLICES = ("clean", "missing", "stale", "misleading")
-N_SCENES = 16
 
 
 def _log_softmax(a: np.ndarray) -> np.ndarray:
@@ -244,42 +276,15 @@ def generate_scenario_v2(
     k = len(s.label_names)
     priors = np.asarray(s.priors) / sum(s.priors)
     z = rng.choice(k, size=n_videos, p=priors)
-    noisy = rng.random(n_videos) < s.label_noise
-    label = np.where(noisy, (z + rng.integers(1, k, size=n_videos)) % k, z)
-
-    cues = _templates(rng, k, image_size)
-    scenes = _templates(rng, N_SCENES, image_size)
-    shown = np.where(
-        rng.random((n_videos, frames)) < s.frame_signal, z[:, None], rng.integers(0, k, (n_videos, frames))
-    )
-    scene = rng.integers(0, N_SCENES, n_videos)
-    pixels = (
-        128
-        + 45 * cues[shown]
-        + 35 * scenes[scene][:, None]
-        + rng.normal(0, 40, (n_videos, frames, image_size, image_size, 3))
-    )
-    frame_array = np.clip(pixels, 0, 255).astype(np.uint8)
-
-    cue_words = [vocab[i * 12 : (i + 1) * 12] for i in range(k)]
-    neutral = vocab[k * 12 :]
-    titles, title_cues = [], np.zeros((n_videos, k))
+    seen = _draw_content(rng, z, k, s.label_noise, s.frame_signal, s.title_signal, frames, image_size, vocab)
+    label, shown, scene, frame_array = seen.labels, seen.shown, seen.scene, seen.frames
+    titles, title_cues = seen.titles, seen.title_cues
     word_loglik = np.zeros((n_videos, k))  # log p(title word classes | z)
     p_cue = np.full((k, k), 0.5 * s.title_signal / k) + np.eye(k) * s.title_signal  # [z, c]
     p_neutral = 1 - 1.5 * s.title_signal
-    for i in range(n_videos):
-        n_words = int(rng.integers(6, 13))
-        words = []
-        for _ in range(n_words):
-            r = rng.random()
-            c = z[i] if r < s.title_signal else (int(rng.integers(k)) if r < 1.5 * s.title_signal else -1)
-            words.append(rng.choice(cue_words[c]) if c >= 0 else rng.choice(neutral))
-            if c >= 0:
-                title_cues[i, c] += 1 / n_words
-                word_loglik[i] += np.log(p_cue[:, c])
-            else:
-                word_loglik[i] += np.log(p_neutral)
-        titles.append(" ".join(words))
+    for i, classes in enumerate(seen.word_classes):
+        for c in classes:
+            word_loglik[i] += np.log(p_cue[:, c]) if c >= 0 else np.log(p_neutral)
 
     # Bayes posterior over z from the content: frames show z's template w.p. fs, else a uniform class
     p_frame = np.full((k, k), (1 - s.frame_signal) / k) + np.eye(k) * s.frame_signal  # [z, shown]
