@@ -16,7 +16,9 @@ bench_app = typer.Typer(help="Benchmarks that print tables.", no_args_is_help=Tr
 def bench_quality(
     data: Path = typer.Option(Path("data/bench"), help="folder for the synthetic data (one sub-folder per seed)"),
     videos: Path | None = typer.Option(None, help="your own videos table (instead of synthetic data)"),
-    features: Path | None = typer.Option(None, help="your own feature source (with --videos)"),
+    features: Path | None = typer.Option(
+        None, help="your own feature sources: their folder, or the one file a service reads (with --videos)"
+    ),
     config: Path | None = ConfigOpt,
     set_: list[str] = SetOpt,
     seeds: int = typer.Option(5, min=1),

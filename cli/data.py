@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from cli.common import ConfigOpt, SetOpt, load_project
-from cpfd.conventions import FEATURE_TTL
 from cpfd.errors import CpfdError
 
 dataset_app = typer.Typer(
@@ -40,20 +39,19 @@ def generate(
 @dataset_app.command("build")
 def dataset_build(
     videos: Path = typer.Option(..., help="videos table (Parquet)"),
-    features: Path = typer.Option(..., help="privileged feature source (Parquet)"),
+    features: Path = typer.Option(
+        ..., help="folder holding the declared feature sources (or the one source file the scenario reads)"
+    ),
     scenario: str = typer.Option(...),
     out: Path = typer.Option(..., help="output folder for train/val/test.parquet + manifest.json"),
-    ttl_days: float = typer.Option(
-        FEATURE_TTL.total_seconds() / 86400, help="feature freshness window (pandas backend; Feast uses the view's TTL)"
-    ),
     backend: str = typer.Option("auto", help="feast | pandas | auto (= feast when it is installed, else pandas)"),
     store: Path | None = typer.Option(None, help="Feast store folder (default: OUT/feature_store)"),
     config: Path | None = ConfigOpt,
     set_: list[str] = SetOpt,
 ):
-    """Point-in-time join (Feast get_historical_features or pandas merge_asof) and time splits."""
+    """Point-in-time join of the scenario's feature service (Feast get_historical_features or pandas merge_asof,
+    the same columns and freshness windows) and time splits."""
     import importlib.util
-    from datetime import timedelta
 
     from cpfd.data.build import build_scenario_dataset
 
@@ -64,9 +62,7 @@ def dataset_build(
 
         manifest = build_dataset_feast(videos, features, scenario, load_project(config, set_), out, store)
     elif backend == "pandas":
-        manifest = build_scenario_dataset(
-            videos, features, scenario, load_project(config, set_), out, timedelta(days=ttl_days)
-        )
+        manifest = build_scenario_dataset(videos, features, scenario, load_project(config, set_), out)
     else:
         raise CpfdError(f"--backend must be feast, pandas or auto, got {backend!r}")
     typer.echo(json.dumps({"backend": manifest["join_backend"], **manifest["rows"]}))
@@ -100,15 +96,20 @@ def dataset_validate(
 
 @features_app.command("apply")
 def features_apply(
-    data: Path = typer.Option(..., help="data folder holding features.parquet"),
+    data: Path = typer.Option(..., help="folder holding the declared feature sources (feature_store.sources)"),
     store: Path | None = typer.Option(
         None, help="Feast store folder for feature_store.yaml + registry (default: DATA/feature_store)"
     ),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
 ):
-    """`feast apply` of feature_repo/ with its source pointed at DATA/features.parquet."""
+    """Check the config's feature declarations against the Parquet sources in DATA (every declared column,
+    its type), then `feast apply` of feature_repo/ built from them."""
     from featurestore import apply_repo
 
-    fs = apply_repo(data / "features.parquet", store or data / "feature_store")
+    if not data.is_dir():
+        raise CpfdError(f"--data {data}: not a folder (it should hold the declared feature sources)")
+    fs = apply_repo(data, store or data / "feature_store", load_project(config, set_).feature_store)
     for view in fs.list_feature_views():
         typer.echo(f"feature view {view.name}: {len(view.features)} features, ttl {view.ttl}, online={view.online}")
     for service in fs.list_feature_services():

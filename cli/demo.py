@@ -45,10 +45,10 @@ def run_demo(
         generate(data, videos_per_scenario, seed=0)
     from featurestore import apply_repo
 
-    store = apply_repo(data / "features.parquet", out / "feature_store")
-    typer.echo(f"feast:     applied {len(store.list_feature_services())} feature service(s) to {out / 'feature_store'}")
     threads = max(1, (os.cpu_count() or 1) // max(parallelism, 1))
     v, f, project = resolve_inputs(data, None, None, None, [f"train.threads={threads}"])
+    store = apply_repo(f, out / "feature_store", project.feature_store)
+    typer.echo(f"feast:     applied {len(store.list_feature_services())} feature service(s) to {out / 'feature_store'}")
     run = run_locally(v, f, project, [], None, parallelism, "feast", out / "pipeline", None, False)
     print_run(run)
     if monitor:

@@ -20,7 +20,9 @@ ConfigOpt = typer.Option(
     None, "--config", "-c", help="project config YAML (default: <data>/scenarios.yaml, else the embedded one)"
 )
 SetOpt = typer.Option([], "--set", help="config override, e.g. --set train.epochs=3 (repeatable)")
-DataOpt = typer.Option(Path("data/demo"), help="folder with videos.parquet, features.parquet, scenarios.yaml")
+DataOpt = typer.Option(
+    Path("data/demo"), help="folder with videos.parquet, the declared feature sources and scenarios.yaml"
+)
 ScenarioOpt = typer.Option([], "--scenario", help="only these scenarios (repeatable; default: all configured)")
 MethodOpt = typer.Option(None, help="cpfd or pfd: overrides every scenario's distill.method (default: the config's)")
 JoinOpt = typer.Option("feast", help="dataset join: feast (the feature repo, $CPFD_FEATURE_REPO) or pandas")
@@ -90,7 +92,7 @@ def resolve_inputs(data: Path, videos: Path | None, features: Path | None, confi
     from cpfd.config import load_config
 
     if videos is None:
-        videos, features = data / "videos.parquet", data / "features.parquet"
+        videos, features = data / "videos.parquet", data
         if config is None and (data / "scenarios.yaml").exists():
             config = data / "scenarios.yaml"
     elif features is None:
@@ -151,6 +153,15 @@ def run_cmd(
     v, f, project = resolve_inputs(data, videos, features, config, set_)
     run = run_locally(v, f, project, scenario, method, parallelism, join, root, bentoml_home, verbose)
     print_run(run)
+    if run.packages:
+        from pipelines.demo_monitoring import collect_references, write_serving_config
+
+        # the latest run's handover at a fixed place under --root: a serving config and the monitoring references
+        serving = write_serving_config(run.packages, root / "serving" / "config.yaml")
+        references = collect_references(run.packages, root / "references")
+        home = run.packages[0]["bentoml_home"]
+        typer.echo(f"serve:     BENTOML_HOME={home} cpfd serve --config {serving}")
+        typer.echo(f"monitor:   cpfd monitor --reference {references} --log {serving.parent / 'predictions.db'} ...")
 
 
 @pipeline_app.command("submit")
@@ -178,7 +189,7 @@ def submit_cmd(
     from pipelines.runner import pipeline_arguments, submit
 
     if videos is None:
-        videos, features = data / "videos.parquet", data / "features.parquet"
+        videos, features = data / "videos.parquet", data
         config = config or (data / "scenarios.yaml" if (data / "scenarios.yaml").exists() else None)
     elif features is None:
         raise CpfdError("--videos needs --features")

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cli.common import ConfigOpt, QuietOpt, SetOpt, load_project
 
+if TYPE_CHECKING:
+    from cpfd.data.tensors import PreparedData
+
 train_app = typer.Typer(help="Train the teacher, the baseline student, or distil.", no_args_is_help=True)
+
+
+def _echo_titles(data: PreparedData) -> None:
+    from cpfd.reports import describe_title_stats
+
+    typer.echo(f"titles (validation split): {describe_title_stats(data.title_stats['val'])}")
 
 
 def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resume: bool):
@@ -19,6 +29,7 @@ def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resum
     project = load_project(config, set_)
     data = prepare_data(dataset, project.model)
     project.scenario(data.manifest["scenario"])
+    _echo_titles(data)
     info = train_classifier(data, role, project, out, progress=not quiet, resume=resume)
     typer.echo(f"{role} saved to {out}: best epoch {info['best_epoch']}, val macro-F1 {info['best_val_macro_f1']:.4f}")
 
@@ -68,6 +79,7 @@ def train_distill(
 
     project = load_project(config, set_)
     data = prepare_data(dataset, project.model)
+    _echo_titles(data)
     scenario = data.manifest["scenario"]
     dcfg, tcfg = project.distill_for(scenario), project.train_for(scenario)
     source = f"oof{dcfg.folds}-seed{tcfg.seed}" if dcfg.teacher_outputs == "oof" else "insample"

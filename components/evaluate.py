@@ -90,6 +90,7 @@ def evaluate(
                 val_f1,
                 calibration,
                 distilled_info.get("teacher_outputs"),
+                (distilled_info.get("title_stats") or {}).get("test"),
             )
         )
     print(f"gate {scenario}: {why}")

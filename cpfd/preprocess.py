@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,24 +18,87 @@ if TYPE_CHECKING:  # transformers is imported where a tokenizer is made
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_word_tokenizer(titles: list[str], min_count: int = 1, max_vocab: int = 20000) -> PreTrainedTokenizerBase:
-    """A BERT tokenizer whose vocabulary is the training titles' words (for randomly initialised text towers).
+def train_title_tokenizer(
+    titles: Sequence[str], vocab_size: int = 8000, min_frequency: int = 2
+) -> PreTrainedTokenizerBase:
+    """A WordPiece tokenizer trained on the training titles (for randomly initialised text towers).
 
-    Words are cut exactly as the tokenizer will cut them when encoding (BERT's normaliser: lower case,
-    accents stripped; its pre-tokeniser: whitespace and punctuation), so "days," and "won't" in a
-    training title put "days", ",", "won", "'", "t" in the vocabulary instead of turning into [UNK].
+    BERT's normaliser (lower case, accents stripped) and pre-tokeniser (whitespace, punctuation) cut the words;
+    rare and unseen words are spelled with subword pieces, so only a word holding a character never seen in
+    training becomes [UNK]. ``save_pretrained`` writes it whole (tokenizer.json): ``load_tokenizer`` gives the
+    same ids at serving.
     """
-    from transformers import BertTokenizer
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
-    backend = BertTokenizer(vocab={t: i for i, t in enumerate(SPECIAL_TOKENS)}).backend_tokenizer
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
+    tok.train_from_iterator(titles, trainer)
+    cls, sep = (tok.token_to_id(t) for t in ("[CLS]", "[SEP]"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
-    def split(title: str) -> list[str]:
-        return [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(title))]
 
-    counts = Counter(w for t in titles for w in split(t))
-    words = [w for w, c in counts.most_common(max_vocab) if c >= min_count and w not in SPECIAL_TOKENS]
-    vocab = {w: i for i, w in enumerate(SPECIAL_TOKENS + sorted(words))}
-    return BertTokenizer(vocab=vocab)
+def _token_counts(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str]) -> tuple[np.ndarray, int, int]:
+    """Per title its length with the special tokens; the number of [UNK] and of all non-special tokens."""
+    ids = tokenizer(list(titles), add_special_tokens=False)["input_ids"] if len(titles) else []
+    unk = tokenizer.unk_token_id
+    lengths = np.array([len(row) for row in ids], dtype=np.int64) + tokenizer.num_special_tokens_to_add()
+    return lengths, sum(i == unk for row in ids for i in row), sum(len(row) for row in ids)
+
+
+def auto_title_tokens(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str], limit: int) -> int:
+    """The title length the model uses: the 98th percentile of the training ``titles``' token lengths ([CLS]/[SEP]
+    included) rounded up to a multiple of 8, at least 8, at most ``limit`` (the text tower's positions).
+
+    Not the 95th: unseen titles run longer than the training titles under a tokenizer trained on the latter (their
+    rare words split into more pieces), and at the 95th percentile about 6 % of held-out real titles were cut."""
+    lengths, _, _ = _token_counts(tokenizer, titles)
+    p98 = float(np.percentile(lengths, 98)) if len(lengths) else 0.0
+    return min(limit, max(8, 8 * math.ceil(p98 / 8)))
+
+
+def title_stats(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str], max_tokens: int) -> dict:
+    """How the titles fare with ``tokenizer`` cut at ``max_tokens``: ``unk_rate`` (share of non-special tokens that
+    are [UNK]), ``truncated_rate`` (share of titles longer than ``max_tokens``), ``p95_tokens``, ``max_tokens``."""
+    lengths, unk, total = _token_counts(tokenizer, titles)
+    return {
+        "titles": len(lengths),
+        "unk_rate": unk / max(total, 1),
+        "truncated_rate": float((lengths > max_tokens).mean()) if len(lengths) else 0.0,
+        "p95_tokens": round(float(np.percentile(lengths, 95)), 1) if len(lengths) else 0.0,
+        "max_tokens": max_tokens,
+    }
+
+
+def title_word_stats(titles: Sequence[str]) -> dict:
+    """Word counts of raw titles (split on whitespace), for a dataset manifest: ``titles``, ``empty`` (share),
+    ``mean_words``, ``p50_words``, ``p95_words``, ``max_words``."""
+    words = np.array([len(str(t).split()) for t in titles], dtype=np.int64)
+    if not len(words):
+        return {"titles": 0, "empty": 0.0, "mean_words": 0.0, "p50_words": 0.0, "p95_words": 0.0, "max_words": 0}
+    return {
+        "titles": len(words),
+        "empty": float((words == 0).mean()),
+        "mean_words": float(words.mean()),
+        "p50_words": float(np.percentile(words, 50)),
+        "p95_words": float(np.percentile(words, 95)),
+        "max_words": int(words.max()),
+    }
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:

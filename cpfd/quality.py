@@ -547,13 +547,15 @@ def plot_quality(result: dict, out_dir: Path) -> None:
 
 def student_input_features(split, vocab_size: int, buckets: int = 4096) -> np.ndarray:
     """Fixed features of what the student sees: title token counts and 4x4-pooled frame colours
-    (mean, max over time)."""
+    (mean, max over time); title counts only for a scenario without frames."""
     import torch
 
     ids, mask = split.input_ids, split.attention_mask
     width = min(vocab_size, buckets)
     bow = torch.zeros(len(ids), width)
     bow.scatter_add_(1, ids % width, mask.float())
+    if split.frames.shape[1] == 0:
+        return bow.numpy()
     f = split.frames.float() / 255.0  # [N, T, H, W, 3]
     n, t, h, w, c = f.shape
     pooled = torch.nn.functional.adaptive_avg_pool2d(f.permute(0, 1, 4, 2, 3).reshape(n * t, c, h, w), 4).reshape(

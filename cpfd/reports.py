@@ -31,6 +31,14 @@ def roc_points(
     return fpr.tolist(), tpr.tolist(), thr.tolist()
 
 
+def describe_title_stats(stats: dict) -> str:
+    """``cpfd.preprocess.title_stats`` in one line: ``24 tokens, [UNK] 0.10 %, truncated 1.2 %``."""
+    return (
+        f"{stats['max_tokens']} tokens, [UNK] {100 * stats['unk_rate']:.2f} %, "
+        f"truncated {100 * stats['truncated_rate']:.1f} %"
+    )
+
+
 def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     """The cross-scenario table (X-VLM, DF-X-VLM, distilled F1, gain, gap closed, teacher vs baseline on validation,
     teacher calibration, gate) as Markdown, and the chart's data: test F1 per model (``xvlm``, ``teacher``, the
@@ -94,6 +102,10 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
         f"**{not_better} not better** | | **{passed}/{len(summaries)} passed** |"
     )
     lines += ["", "Gate decisions:", ""] + [f"- {s['scenario']}: {s['gate']['reason']}" for s in summaries]
+    titled = [s for s in summaries if s.get("titles")]
+    if titled:
+        lines += ["", "Titles on the test split, with the distilled student's tokenizer and length:", ""]
+        lines += [f"- {s['scenario']}: {describe_title_stats(s['titles'])}" for s in titled]
     return result, "\n".join(lines) + "\n"
 
 
@@ -183,9 +195,10 @@ def summary_json(
     val_f1: dict | None = None,
     teacher_calibration: dict | None = None,
     teacher_outputs: str | None = None,
+    titles: dict | None = None,
 ) -> str:
     """The evaluate step's row for the report: test F1, validation F1 of teacher and baseline, the teacher outputs'
-    source and calibration, the gate."""
+    source and calibration, the gate, and ``titles``: the test titles' ``cpfd.preprocess.title_stats``."""
     return json.dumps(
         {
             "scenario": scenario,
@@ -197,6 +210,7 @@ def summary_json(
             "val_f1": val_f1,
             "teacher_outputs": teacher_outputs,
             "teacher_calibration": teacher_calibration or {},
+            "titles": titles,
             "gate": {"passed": passed, "reason": reason, **gate.model_dump()},
         }
     )

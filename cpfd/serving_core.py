@@ -99,8 +99,11 @@ class VideoRequest(StrictModel):
 
     scenario: str
     video_id: StrictInt = Field(ge=-(2**63), le=2**63 - 1, description="int64, as in the videos table")
-    title: str
-    frames: list[str] = Field(default_factory=list, description="base64 JPEG or PNG, one per frame")
+    title: str | None = Field(None, description="required for scenarios whose models read titles")
+    frames: list[str] = Field(
+        default_factory=list,
+        description="base64 JPEG or PNG, one per frame; not needed (ignored) for title-only scenarios",
+    )
     frame_paths: list[str] = Field(default_factory=list, description="local image files, if the deployment allows")
     arm: str | None = Field(None, description="set by the caller's experiment platform; else hashed")
 
@@ -175,15 +178,28 @@ def _read_path(path: str, where: str, limits: Limits) -> bytes:
     return p.read_bytes()
 
 
-def validate_video(req: VideoRequest, cfg: ServingConfig, where: str = "video") -> ValidVideo:
-    """Check one request against the config and limits; decode its frames; assign its arm."""
+ALL_MODALITIES = ("frames", "title")
+
+
+def validate_video(
+    req: VideoRequest, cfg: ServingConfig, where: str = "video", modalities: dict[str, list[str]] | None = None
+) -> ValidVideo:
+    """Check one request against the config and limits; decode its frames; assign its arm.
+
+    ``modalities`` (scenario -> the inputs its models read; default both) decides whether a title and frames
+    are required; frames sent to a title-only scenario are ignored, not decoded.
+    """
     lim = cfg.limits
     scen = cfg.scenarios.get(req.scenario)
     if scen is None:
         raise ServingInputError(f"{where}.scenario: unknown scenario {req.scenario!r}; served: {sorted(cfg.scenarios)}")
-    if len(req.title) > lim.max_title_chars:
+    reads = (modalities or {}).get(req.scenario, ALL_MODALITIES)
+    if req.title is None and "title" in reads:
+        raise ServingInputError(f"{where}.title: required for scenario {req.scenario!r} (its models read titles)")
+    title = req.title or ""
+    if len(title) > lim.max_title_chars:
         raise ServingInputError(
-            f"{where}.title: {len(req.title)} characters exceeds limit max_title_chars={lim.max_title_chars}", 413
+            f"{where}.title: {len(title)} characters exceeds limit max_title_chars={lim.max_title_chars}", 413
         )
     if req.frames and req.frame_paths:
         raise ServingInputError(f"{where}: give frames or frame_paths, not both")
@@ -191,6 +207,10 @@ def validate_video(req: VideoRequest, cfg: ServingConfig, where: str = "video") 
         raise ServingInputError(
             f"{where}.frame_paths: local frame paths are disabled on this deployment (allow_frame_paths)", 403
         )
+    experiment = cfg.experiment_of(req.scenario)
+    arm = _arm(req, scen, experiment, where)
+    if "frames" not in reads:
+        return ValidVideo(req.scenario, req.video_id, title, np.zeros((0, 0, 0, 3), np.uint8), arm, experiment)
     sources = req.frames or req.frame_paths
     field = "frames" if req.frames else "frame_paths"
     if not sources:
@@ -209,26 +229,30 @@ def validate_video(req: VideoRequest, cfg: ServingConfig, where: str = "video") 
         raise ServingInputError(
             f"{where}.{field}: frames have different shapes {sorted(s[:2] for s in shapes)}; send one size"
         )
-    experiment = cfg.experiment_of(req.scenario)
-    if req.arm is not None:
-        if req.arm not in scen.arms:
-            raise ServingInputError(
-                f"{where}.arm: unknown arm {req.arm!r} for scenario {req.scenario!r}; arms: {list(scen.arms)}"
-            )
-        arm = req.arm
-    else:
-        arm = assign_arm(experiment, req.video_id, {k: a.traffic for k, a in scen.arms.items()})
-    return ValidVideo(req.scenario, req.video_id, req.title, np.stack(images), arm, experiment)
+    return ValidVideo(req.scenario, req.video_id, title, np.stack(images), arm, experiment)
 
 
-def validate_batch(videos: list[VideoRequest], cfg: ServingConfig) -> list[ValidVideo]:
+def _arm(req: VideoRequest, scen: ScenarioServing, experiment: str, where: str) -> str:
+    """The caller's arm (checked) or a stable hash of (experiment, video_id)."""
+    if req.arm is None:
+        return assign_arm(experiment, req.video_id, {k: a.traffic for k, a in scen.arms.items()})
+    if req.arm not in scen.arms:
+        raise ServingInputError(
+            f"{where}.arm: unknown arm {req.arm!r} for scenario {req.scenario!r}; arms: {list(scen.arms)}"
+        )
+    return req.arm
+
+
+def validate_batch(
+    videos: list[VideoRequest], cfg: ServingConfig, modalities: dict[str, list[str]] | None = None
+) -> list[ValidVideo]:
     if not videos:
         raise ServingInputError("videos: empty, send at least one video")
     if len(videos) > cfg.limits.max_batch_videos:
         raise ServingInputError(
             f"videos: {len(videos)} videos exceeds limit max_batch_videos={cfg.limits.max_batch_videos}", 413
         )
-    return [validate_video(v, cfg, f"videos[{i}]") for i, v in enumerate(videos)]
+    return [validate_video(v, cfg, f"videos[{i}]", modalities) for i, v in enumerate(videos)]
 
 
 # ---- A/B arms -----------------------------------------------------------------------------------

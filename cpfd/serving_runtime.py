@@ -36,8 +36,11 @@ if TYPE_CHECKING:
 def preprocess_batch(
     frames: list[np.ndarray], titles: list[str], spec: ModelSpec, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Model inputs through the training code's path (cpfd.preprocess)."""
-    x = torch.stack([prepare_frames(f, spec.num_frames, spec.image_size) for f in frames])
+    """Model inputs through the training code's path (cpfd.preprocess); no frames for a title-only model."""
+    if spec.uses_frames:
+        x = torch.stack([prepare_frames(f, spec.num_frames, spec.image_size) for f in frames])
+    else:
+        x = torch.zeros((len(frames), 0, 0, 0, 3), dtype=torch.uint8)
     ids, mask = tokenize(tokenizer, titles, spec.max_title_tokens)
     return x, ids, mask
 
@@ -178,6 +181,7 @@ class Classifier:
                 self.models[(scenario, arm)] = by_tag[full_tag]
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="cpfd-model")
         self.log_executor = ThreadPoolExecutor(1, thread_name_prefix="cpfd-log")
+        self.modalities = self._modalities()
         b = cfg.batching
         self.batchers = {
             tag: MicroBatcher(m.predict, self.model_executor, b.max_batch_size, b.max_wait_ms, b.enabled)
@@ -185,6 +189,17 @@ class Classifier:
         }
         self.log = PredictionLog(log_target or cfg.prediction_log)
         self.log_batcher = MicroBatcher(self._write_log, self.log_executor, max_batch_size=1024)
+
+    def _modalities(self) -> dict[str, list[str]]:
+        """Scenario -> the inputs its models read; every arm of a scenario must read the same."""
+        out: dict[str, list[str]] = {}
+        for (scenario, arm), m in self.models.items():
+            if out.setdefault(scenario, m.spec.modalities) != m.spec.modalities:
+                raise ConfigError(
+                    f"scenarios.{scenario}.arms.{arm}: model {m.tag} reads {m.spec.modalities}, "
+                    f"another arm reads {out[scenario]}; the arms of a scenario must read the same inputs"
+                )
+        return out
 
     def _write_log(self, rows: list[dict]) -> list[None]:
         self.log.append(rows)
@@ -200,6 +215,7 @@ class Classifier:
                         for arm, a in scen.arms.items()
                     },
                     "label_names": self.models[(s, next(iter(scen.arms)))].spec.label_names,
+                    "modalities": self.modalities[s],
                 }
                 for s, scen in self.cfg.scenarios.items()
             },

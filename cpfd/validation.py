@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from cpfd.data.build import SPLITS
-from cpfd.data.contract import VIDEO_COLUMNS
+from cpfd.data.contract import MODALITY_COLUMNS, VIDEO_COLUMNS
 from cpfd.errors import DataContractError
 
 INT_TYPES = ["int64", "int32", "Int64", "Int32"]
@@ -61,9 +61,13 @@ def suite_spec(
     min_rows: int = 50,
     max_null_increase: float = 0.15,
     range_margin: float = 0.25,
+    modalities: tuple[str, ...] = MODALITY_COLUMNS,
 ) -> list[tuple[str, dict, str]]:
-    """The expectations as (GE class name, kwargs, what it checks), learned from ``reference``."""
-    columns = [*VIDEO_COLUMNS, *feature_names, "split"]
+    """The expectations as (GE class name, kwargs, what it checks), learned from ``reference``.
+
+    The contract's columns are those of the scenario's ``modalities`` (a title-only dataset has no frames)."""
+    present = [c for c in VIDEO_COLUMNS if c not in MODALITY_COLUMNS or c in modalities]
+    columns = [*present, *feature_names, "split"]
     specs: list[tuple[str, dict, str]] = [
         ("ExpectTableColumnsToMatchSet", {"column_set": columns, "exact_match": True}, "the contract's columns"),
         ("ExpectTableRowCountToBeBetween", {"min_value": min_rows}, f"at least {min_rows} rows"),
@@ -78,6 +82,8 @@ def suite_spec(
         ("ExpectColumnValuesToBeInSet", {"column": "scenario", "value_set": [scenario]}, f"only scenario {scenario}"),
     ]
     for column, types in COLUMN_TYPES.items():
+        if column not in present:
+            continue
         specs.append(("ExpectColumnValuesToBeInTypeList", {"column": column, "type_list": types}, f"{column} type"))
     for name in feature_names:
         ref = reference[name] if name in reference else pd.Series(dtype=float)
@@ -154,7 +160,14 @@ def validate_dataset(
     else:
         reference = df[df["split"] == "train"]
     specs = suite_spec(
-        label_names, scenario, manifest["feature_names"], reference, min_rows, max_null_increase, range_margin
+        label_names,
+        scenario,
+        manifest["feature_names"],
+        reference,
+        min_rows,
+        max_null_increase,
+        range_margin,
+        tuple(manifest.get("modalities", MODALITY_COLUMNS)),
     )
 
     out = Path(out_dir) if out_dir else Path(dataset_dir) / "validation"

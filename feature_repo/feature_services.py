@@ -1,13 +1,21 @@
-"""Feature services: one per teacher version. The student (served online) has none by design."""
+"""Feature services: one per declared teacher version. The student (served online) has none by design."""
 
 from feast import FeatureService
 
-from feature_views import video_dense_features
+from declarations import DECLARATIONS
+from feature_views import VIEWS
 
-teacher_dense_v1 = FeatureService(
-    name="teacher_dense_v1",
-    features=[video_dense_features],
-    description="All privileged dense features of the DF-X-VLM teacher, version 1.",
-    owner="ml-platform@cpfd.example",
-    tags={"team": "ml-platform", "model": "teacher", "version": "1"},
-)
+
+def _service(name: str) -> FeatureService:
+    decl = DECLARATIONS.services[name]
+    projections = [
+        VIEWS[view] if columns == DECLARATIONS.views[view].features else VIEWS[view][columns]
+        for view, columns in DECLARATIONS.service_views(name)
+    ]
+    return FeatureService(
+        name=name, features=projections, description=decl.description, owner=decl.owner, tags=decl.tags
+    )
+
+
+SERVICES = {name: _service(name) for name in DECLARATIONS.services}
+globals().update(SERVICES)  # module-level names, as `feast apply` collects them

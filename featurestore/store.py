@@ -1,9 +1,10 @@
 """Feast path of the dataset build: apply the feature repo on a data folder, point-in-time join.
 
 The repository definitions live in ``feature_repo/`` (entities, data sources, feature views,
-feature services). A *store folder* gets a copy of its ``feature_store.yaml`` with absolute
-registry and online-store paths, and the data source points at the given Parquet file, so the
-same repo serves any data folder. Feast is imported lazily.
+feature services), built from the project config's feature declarations (``cpfd.features``). A
+*store folder* gets a copy of its ``feature_store.yaml`` with absolute registry and online-store
+paths and the declarations with the sources' paths, so the same repo serves any data folder and
+any declarations. Feast is imported lazily.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cpfd.config import read_yaml
-from cpfd.errors import ConfigError, CpfdError, DataContractError
+from cpfd.config import default_feature_store, read_yaml
+from cpfd.errors import ConfigError, CpfdError
+from cpfd.features import DECLARATIONS_ENV, FeatureDeclarations, write_repo_inputs
 
 if TYPE_CHECKING:  # Feast is imported lazily
     from feast.feast_object import FeastObject
 
-REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
+REPO_MODULES = ("declarations", "entities", "data_sources", "feature_views", "feature_services")
 DEFAULT_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
 
 
@@ -52,14 +54,24 @@ def _env(**values: str):
                 os.environ[k] = v
 
 
-def load_definitions(features_path: str | Path, repo: Path | None = None, offline_store: str = "duckdb") -> list:
-    """Import the repo's modules afresh with the source at ``features_path``; return its Feast objects."""
+def load_definitions(
+    declarations: FeatureDeclarations,
+    paths: dict[str, Path],
+    inputs_dir: str | Path,
+    repo: Path | None = None,
+    offline_store: str = "duckdb",
+) -> list:
+    """Import the repo's modules afresh over ``declarations`` and the sources' ``paths``; return its Feast objects.
+
+    The declarations go to the repo as ``inputs_dir/declarations.json`` (named by $CPFD_FEATURE_DECLARATIONS).
+    """
     from feast import Entity, FeatureService, FeatureView
     from feast.data_source import DataSource
 
     repo = (repo or feature_repo_dir()).resolve()
+    inputs = write_repo_inputs(declarations, paths, Path(inputs_dir).resolve() / "declarations.json")
     objects: list = []
-    with _env(CPFD_FEATURE_SOURCE=str(Path(features_path).resolve()), CPFD_OFFLINE_STORE=offline_store):
+    with _env(**{DECLARATIONS_ENV: str(inputs), "CPFD_OFFLINE_STORE": offline_store}):
         sys.path.insert(0, str(repo))
         try:
             for name in REPO_MODULES:
@@ -91,16 +103,39 @@ def write_store_config(store_dir: str | Path, repo: Path | None = None) -> Path:
     return path
 
 
-def apply_repo(features_path: str | Path, store_dir: str | Path, repo: Path | None = None):
-    """``feast apply`` through the Python API; returns the FeatureStore."""
-    if not Path(features_path).exists():
-        raise DataContractError(f"feature source not found: {features_path}")
+def check_declarations(
+    declarations: FeatureDeclarations, features: str | Path, service: str | None = None
+) -> dict[str, Path]:
+    """Every declared source's path, each checked against its views' columns and types (or only the sources
+    ``service`` reads); a missing file, column or a wrong type is a DataContractError naming it."""
+    from cpfd.data.contract import load_sources
+
+    paths = declarations.source_paths(features, service)
+    views = declarations.service_views(service) if service else declarations.all_views()
+    load_sources(declarations, paths, views)
+    return paths
+
+
+def apply_repo(
+    features: str | Path,
+    store_dir: str | Path,
+    declarations: FeatureDeclarations | None = None,
+    repo: Path | None = None,
+    service: str | None = None,
+):
+    """Check the declarations against the Parquet sources, then ``feast apply`` through the Python API.
+
+    ``features`` is the folder holding the declared sources (or one source's file, see
+    ``FeatureDeclarations.source_paths``). Returns the FeatureStore.
+    """
+    declarations = declarations or default_feature_store()
+    paths = check_declarations(declarations, features, service)
     logging.getLogger("feast").setLevel(logging.WARNING)
     from feast import FeatureStore
 
     write_store_config(store_dir, repo)
     store = FeatureStore(repo_path=str(Path(store_dir).resolve()))
-    objects = load_definitions(features_path, repo)
+    objects = load_definitions(declarations, paths, store_dir, repo)
     defined = {(type(o).__name__, o.name) for o in objects}
     registered: list[FeastObject] = [
         *store.list_entities(),
@@ -150,39 +185,33 @@ def historical_features(store, entities: pd.DataFrame, service_name: str) -> pd.
 
 def build_dataset_feast(
     videos_path: str | Path,
-    features_path: str | Path,
+    features: str | Path,
     scenario: str,
     config,
     out_dir: str | Path,
     store_dir: str | Path | None = None,
 ) -> dict:
     """The platform path: videos as the entity dataframe, the scenario's feature service, same layout."""
-    from cpfd.data.build import absolute_frame_refs, fingerprint, write_dataset
-    from cpfd.data.contract import load_features, load_videos
+    from cpfd.data.build import fingerprint, scenario_videos, selected_sources, write_dataset
 
     scen = config.scenario(scenario)
-    videos = load_videos(videos_path, config)
-    videos = videos[videos["scenario"] == scenario].copy()
-    if videos.empty:
-        raise DataContractError(f"{videos_path}: no videos of scenario {scenario!r}")
-    videos["frames"] = absolute_frame_refs(videos, Path(videos_path).resolve().parent)
-    _, source_names = load_features(features_path)
-    store = apply_repo(features_path, store_dir or Path(out_dir) / "feature_store")
-    names = service_features(store, scen.feature_service)
-    missing = [n for n in names if n not in source_names]
-    if missing:
-        raise DataContractError(
-            f"{features_path}: feature column(s) {', '.join(missing)} "
-            f"of feature service {scen.feature_service!r} are missing"
-        )
+    videos = scenario_videos(videos_path, scenario, config)
+    declarations = config.feature_store
+    store = apply_repo(
+        features, store_dir or Path(out_dir) / "feature_store", declarations, service=scen.feature_service
+    )
+    paths = selected_sources(
+        declarations, scen.feature_service, declarations.source_paths(features, scen.feature_service)
+    )
     joined = historical_features(store, videos, scen.feature_service)
     return write_dataset(
         out_dir,
         scenario,
         scen.label_names,
         joined,
-        names,
+        service_features(store, scen.feature_service),
         scen.feature_service,
-        fingerprint(videos_path, features_path),
+        fingerprint(videos_path, *paths.values()),
         "feast",
+        paths,
     )

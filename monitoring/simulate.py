@@ -110,8 +110,13 @@ def simulate(
     answered, t0 = [], time.perf_counter()
     for s in scenarios:
         v = window[window["scenario"] == s]
-        frames = load_frames(v["frames"].tolist(), Path(videos_path).parent, source=str(videos_path))
-        frames, titles = drift_content(frames, v["title"].tolist(), drift if s == drift_scenario else 0.0, rng)
+        reads = served[s].get("modalities", ["frames", "title"])
+        if "frames" in reads:
+            frames = load_frames(v["frames"].tolist(), Path(videos_path).parent, source=str(videos_path))
+        else:  # a title-only scenario: no frames to send
+            frames = np.zeros((len(v), 0, 1, 1, 3), np.uint8)
+        titles = v["title"].tolist() if "title" in reads else [""] * len(v)
+        frames, titles = drift_content(frames, titles, drift if s == drift_scenario else 0.0, rng)
         for lo in range(0, len(v), batch_size):
             batch = [
                 {

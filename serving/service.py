@@ -14,6 +14,8 @@ serving/bentofile.yaml .`` makes a bento that bundles the configured models.
 
 Endpoints (POST, JSON):
 - /classify        one video: {scenario, video_id, title, frames: [base64 JPEG/PNG], arm?}
+                   (a scenario whose models read only titles needs no frames; one reading only
+                   frames no title)
                    -> {label, probabilities {name: p}, confidence, scenario, arm, experiment,
                        model_tag, latency_ms, request_id, video_id, label_index}
 - /classify_batch  {"videos": [...]} -> {"predictions": [...]}
@@ -93,9 +95,9 @@ class CpfdService:
         t0 = time.perf_counter()
         try:
             if single:
-                valid = [await asyncio.to_thread(validate_video, videos[0], self.cfg)]
+                valid = [await asyncio.to_thread(validate_video, videos[0], self.cfg, "video", self.runtime.modalities)]
             else:
-                valid = await asyncio.to_thread(validate_batch, videos, self.cfg)
+                valid = await asyncio.to_thread(validate_batch, videos, self.cfg, self.runtime.modalities)
         except ServingInputError as e:
             REJECTED.labels(status=str(e.status)).inc()
             return JSONResponse({"error": str(e)}, status_code=e.status)

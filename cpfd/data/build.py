@@ -1,7 +1,8 @@
 """Build a scenario's training set: point-in-time join of the privileged features, time splits.
 
 The join here is pandas ``merge_asof`` (the core needs no Feast); the feature store module offers
-Feast's ``get_historical_features`` as the same step for the platform. Output: a folder with
+Feast's ``get_historical_features`` as the same step for the platform. Both read exactly the columns
+of the scenario's feature service (``cpfd.features``). Output: a folder with
 ``train|val|test.parquet`` and ``manifest.json``.
 """
 
@@ -17,6 +18,8 @@ import pandas as pd
 
 from cpfd.conventions import FEATURE_TTL
 from cpfd.errors import DataContractError
+from cpfd.features import FeatureDeclarations
+from cpfd.preprocess import title_word_stats
 
 SPLITS = ("train", "val", "test")
 
@@ -65,6 +68,21 @@ def fingerprint(*paths: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def feature_coverage(joined: pd.DataFrame, names: list[str], scenario: str, sources: dict[str, Path]) -> dict:
+    """Share of the scenario's videos with a value, per feature; no value at all in any feature is an error."""
+    if names and joined[names].isna().all(axis=None):
+        raise DataContractError(
+            f"scenario {scenario!r}: none of its {len(joined)} videos has a feature row within the views' freshness "
+            f"window in {', '.join(map(str, sources.values()))} (check that video_id values and event timestamps "
+            "match the videos table)"
+        )
+    return {n: round(float(joined[n].notna().mean()), 4) for n in names}
+
+
+def selected_sources(declarations: FeatureDeclarations, service: str, paths: dict[str, Path]) -> dict[str, Path]:
+    return {s: paths[s] for s in declarations.service_sources(service)}
+
+
 def write_dataset(
     out_dir: str | Path,
     scenario: str,
@@ -74,7 +92,11 @@ def write_dataset(
     feature_service: str,
     source_fingerprint: str,
     backend: str,
+    sources: dict[str, Path] | None = None,
 ) -> dict:
+    """Time splits and the manifest. Features without any value for this scenario are listed, not dropped."""
+    coverage = feature_coverage(joined, feature_names, scenario, sources or {})
+    joined = joined.astype({n: np.float32 for n in feature_names})  # the models' dtype, whichever backend joined
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = time_splits(joined)
@@ -87,11 +109,16 @@ def write_dataset(
         "label_names": label_names,
         "feature_names": feature_names,
         "feature_service": feature_service,
+        "modalities": [c for c in ("frames", "title") if c in joined.columns],
         "rows": {k: len(v) for k, v in splits.items()},
         "time_range": {
             k: [str(v["event_timestamp"].min()), str(v["event_timestamp"].max())] for k, v in splits.items()
         },
         "dense_null_rate": float(joined[feature_names].isna().all(axis=1).mean()),
+        "feature_coverage": coverage,
+        "features_without_values": [n for n, c in coverage.items() if c == 0],
+        "feature_sources": {k: str(v) for k, v in (sources or {}).items()},
+        "title_words": title_word_stats(splits["train"]["title"].tolist()) if "title" in joined else None,
         "source_fingerprint": source_fingerprint,
         "join_backend": backend,
     }
@@ -110,32 +137,62 @@ def absolute_frame_refs(videos: pd.DataFrame, base_dir: Path) -> pd.Series:
     return videos["frames"].map(resolve)
 
 
+def join_service(
+    videos: pd.DataFrame, declarations: FeatureDeclarations, paths: dict[str, Path], service: str
+) -> pd.DataFrame:
+    """pandas point-in-time join of each view of ``service`` in turn, each with its own TTL."""
+    from cpfd.data.contract import load_sources
+
+    views = declarations.service_views(service)
+    tables = load_sources(declarations, paths, views)
+    joined = videos
+    for view, columns in views:
+        decl = declarations.views[view]
+        joined = point_in_time_join(joined, tables[decl.source], columns, timedelta(days=decl.ttl_days))
+    return joined
+
+
+def scenario_videos(videos_path: str | Path, scenario: str, config) -> pd.DataFrame:
+    """The checked videos of one scenario with the columns of its modalities, frame references made absolute."""
+    from cpfd.data.contract import MODALITY_COLUMNS, load_videos
+
+    modalities = config.scenario(scenario).modalities  # an unknown scenario names the config read
+    videos = load_videos(videos_path, config)
+    videos = videos[videos["scenario"] == scenario]
+    if videos.empty:
+        raise DataContractError(f"{videos_path}: no videos of scenario {scenario!r}")
+    videos = videos.drop(columns=[c for c in MODALITY_COLUMNS if c in videos and c not in modalities])
+    if "frames" in videos:
+        videos = videos.assign(frames=absolute_frame_refs(videos, Path(videos_path).resolve().parent))
+    return videos
+
+
 def build_scenario_dataset(
     videos_path: str | Path,
-    features_path: str | Path,
+    features: str | Path,
     scenario: str,
     config,
     out_dir: str | Path,
-    ttl: timedelta = FEATURE_TTL,
 ) -> dict:
-    """The core path (pandas join): contract checks, join, splits, manifest."""
-    from cpfd.data.contract import load_features, load_videos
+    """The core path (pandas join): contract checks, join, splits, manifest.
 
-    videos = load_videos(videos_path, config)
+    ``features`` is the folder holding the declared sources, or the file of the one source the scenario reads.
+    """
     scen = config.scenario(scenario)
-    videos = videos[videos["scenario"] == scenario].copy()
-    if videos.empty:
-        raise DataContractError(f"{videos_path}: no videos of scenario {scenario!r}")
-    videos["frames"] = absolute_frame_refs(videos, Path(videos_path).resolve().parent)
-    features, names = load_features(features_path)
-    joined = point_in_time_join(videos, features, names, ttl)
+    videos = scenario_videos(videos_path, scenario, config)
+    declarations = config.feature_store
+    paths = selected_sources(
+        declarations, scen.feature_service, declarations.source_paths(features, scen.feature_service)
+    )
+    joined = join_service(videos, declarations, paths, scen.feature_service)
     return write_dataset(
         out_dir,
         scenario,
         scen.label_names,
         joined,
-        names,
+        declarations.service_features(scen.feature_service),
         scen.feature_service,
-        fingerprint(videos_path, features_path),
+        fingerprint(videos_path, *paths.values()),
         "pandas.merge_asof",
+        paths,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,8 @@ import torch
 from cpfd.config import ModelConfig
 from cpfd.data.frames import load_frames
 from cpfd.errors import DataContractError
-from cpfd.preprocess import build_word_tokenizer, load_tokenizer, tokenize
+from cpfd.models import text_position_limit, text_pretrained_path
+from cpfd.preprocess import auto_title_tokens, load_tokenizer, title_stats, tokenize, train_title_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -69,6 +70,11 @@ def read_split_table(dataset_dir: str | Path, split: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def split_titles(df: pd.DataFrame) -> list[str]:
+    """A split's titles; empty ones for a scenario without titles."""
+    return df["title"].tolist() if "title" in df else [""] * len(df)
+
+
 def to_tensors(
     df: pd.DataFrame,
     feature_names: list[str],
@@ -77,8 +83,12 @@ def to_tensors(
     num_frames: int | None,
     source: str,
 ) -> SplitTensors:
-    frames = load_frames(df["frames"].tolist(), ".", num_frames=num_frames, source=source)
-    ids, mask = tokenize(tokenizer, df["title"].tolist(), max_tokens)
+    """A split's tensors; a scenario without frames (or titles) gets an empty frame tensor (or empty titles)."""
+    if "frames" in df:
+        frames = load_frames(df["frames"].tolist(), ".", num_frames=num_frames, source=source)
+    else:
+        frames = np.zeros((len(df), 0, 0, 0, 3), np.uint8)
+    ids, mask = tokenize(tokenizer, split_titles(df), max_tokens)
     dense = df[feature_names].to_numpy(dtype=np.float32) if feature_names else np.zeros((len(df), 0), np.float32)
     return SplitTensors(
         frames=torch.from_numpy(frames),
@@ -92,12 +102,14 @@ def to_tensors(
 
 @dataclass
 class PreparedData:
-    """A built dataset loaded once: tokenizer and tensors of every split."""
+    """A built dataset loaded once: tokenizer, title length, tensors of every split and, per split, how its titles
+    fare with that tokenizer and length (``cpfd.preprocess.title_stats``)."""
 
     manifest: dict
     tokenizer: PreTrainedTokenizerBase
     splits: dict[str, SplitTensors]
     max_tokens: int
+    title_stats: dict[str, dict] = field(default_factory=dict)
 
     @property
     def label_names(self) -> list[str]:
@@ -109,9 +121,14 @@ class PreparedData:
 
     def with_train(self, idx: torch.Tensor) -> PreparedData:
         """The same data with only rows ``idx`` of the training split (a fold teacher's view)."""
+        train = self.splits["train"].subset(idx)
         return PreparedData(
-            self.manifest, self.tokenizer, {**self.splits, "train": self.splits["train"].subset(idx)}, self.max_tokens
+            self.manifest, self.tokenizer, {**self.splits, "train": train}, self.max_tokens, self.title_stats
         )
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.manifest.get("modalities", ["frames", "title"])
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -121,18 +138,23 @@ class PreparedData:
 
 def prepare_data(dataset_dir: str | Path, model_cfg: ModelConfig) -> PreparedData:
     manifest = read_manifest(dataset_dir)
+    """The splits as tensors. Titles: a pretrained tower's own tokenizer, else WordPiece trained on the training
+    titles; cut at ``model.max_title_tokens``, or when unset at the length ``auto_title_tokens`` finds in them."""
     tables = {s: read_split_table(dataset_dir, s) for s in ("train", "val", "test")}
+    titles = {s: split_titles(df) for s, df in tables.items()}
     if model_cfg.text_pretrained:
-        tokenizer = load_tokenizer(model_cfg.text_pretrained)
+        tokenizer = load_tokenizer(text_pretrained_path(model_cfg.text_pretrained))
     else:
-        tokenizer = build_word_tokenizer(tables["train"]["title"].tolist())
+        tokenizer = train_title_tokenizer(titles["train"])
+    max_tokens = model_cfg.max_title_tokens or auto_title_tokens(
+        tokenizer, titles["train"], text_position_limit(model_cfg)
+    )
     splits = {
-        s: to_tensors(
-            df, manifest["feature_names"], tokenizer, model_cfg.max_title_tokens, None, f"{dataset_dir}/{s}.parquet"
-        )
+        s: to_tensors(df, manifest["feature_names"], tokenizer, max_tokens, None, f"{dataset_dir}/{s}.parquet")
         for s, df in tables.items()
     }
     shapes = {tuple(t.frames.shape[1:]) for t in splits.values()}
     if len(shapes) > 1:
         raise DataContractError(f"{dataset_dir}: splits have different frame shapes {sorted(shapes)}")
-    return PreparedData(manifest, tokenizer, splits, model_cfg.max_title_tokens)
+    stats = {s: title_stats(tokenizer, t, max_tokens) for s, t in titles.items()}
+    return PreparedData(manifest, tokenizer, splits, max_tokens, stats)

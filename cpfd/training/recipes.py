@@ -32,8 +32,12 @@ def new_model(data: PreparedData, model_cfg: ModelConfig, role: str, seed: int) 
         num_frames,
         len(data.tokenizer),
         data.feature_names if role == "teacher" else None,
+        data.modalities,
+        max_title_tokens=data.max_tokens,
     )
     model = build_model(spec, model_cfg.text_pretrained, model_cfg.vision_pretrained)
+    if model_cfg.freeze_text and model.backbone.text is not None:
+        model.backbone.text.requires_grad_(False)
     if model.dense is not None:
         model.dense.fit(data.splits["train"].dense)
     return model
@@ -48,6 +52,7 @@ def _finish(model: VideoClassifier, data: PreparedData, out_dir: Path, result: F
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "train_examples_per_s": result.train_examples_per_s,
+        "title_stats": data.title_stats,
         "history": result.history,
     }
     save_model(model, out_dir, data.tokenizer, info)

@@ -27,7 +27,8 @@ def _write(df, tmp_path, synthetic_dir):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.drop(columns=["title"]), r"missing column\(s\) title"),
+        (lambda d: d.drop(columns=["title"]), r"missing column 'title', needed by scenario\(s\) clickbait"),
+        (lambda d: d.drop(columns=["label"]), r"missing column\(s\) label"),
         (lambda d: d.assign(label=d["label"].astype(str)), r"column 'label' must be integer"),
         (lambda d: d.assign(label=d["label"].astype("float").where(d.index != 3)), r"column 'label' has 1 null"),
         (lambda d: d.assign(event_timestamp="yesterday"), r"column 'event_timestamp' must be a timestamp"),
@@ -111,5 +112,6 @@ def test_cli_reports_error_without_traceback(videos, tmp_path, synthetic_dir):
         text=True,
     )
     assert proc.returncode == 2
-    assert "missing column(s) frames" in proc.stderr
+    assert "missing column 'frames', needed by scenario(s) clickbait" in proc.stderr
+    assert "modalities: [title]" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -124,7 +124,7 @@ def test_missing_feature_column_is_a_clear_error(synthetic_dir, tiny_project, tm
 
     broken = pd.read_parquet(synthetic_dir / "features.parquet").rename(columns={"dense_31": "dense_x"})
     broken.to_parquet(tmp_path / "features.parquet", index=False)
-    with pytest.raises(DataContractError, match=r"features.parquet.*dense_31.*teacher_dense_v1"):
+    with pytest.raises(DataContractError, match=r"features.parquet: declared feature column\(s\) dense_31 are missing"):
         build_dataset_feast(
             synthetic_dir / "videos.parquet", tmp_path / "features.parquet", "clickbait", tiny_project, tmp_path / "ds"
         )
@@ -142,9 +142,11 @@ def test_spark_config_is_loadable(tmp_path):
     assert raw["offline_store"]["type"] == "spark" and raw["offline_store"]["type"] in OFFLINE_STORE_CLASS_FOR_TYPE
     assert set(raw["offline_store"]) <= {"type", "spark_conf", "staging_location", "region"}
     RepoConfig(**{**raw, "offline_store": {"type": "duckdb"}})  # everything but the Spark part validates
-    sources = [
-        o for o in load_definitions(tmp_path / "features.parquet", offline_store="spark") if isinstance(o, SparkSource)
-    ]
+    from cpfd.config import default_feature_store
+
+    decl = default_feature_store()
+    objects = load_definitions(decl, decl.source_paths(tmp_path / "features.parquet"), tmp_path, offline_store="spark")
+    sources = [o for o in objects if isinstance(o, SparkSource)]
     assert len(sources) == 1 and sources[0].path == str((tmp_path / "features.parquet").resolve())
 
 

@@ -255,7 +255,8 @@ def test_reference_from_a_saved_model(clickbait_data, tiny_project, clickbait_da
         clickbait_data.label_names,
         int(t.frames.shape[2]),
         int(t.frames.shape[1]),
-        clickbait_data.tokenizer.vocab_size,
+        len(clickbait_data.tokenizer),
+        max_title_tokens=clickbait_data.max_tokens,
     )
     model = build_model(spec).eval()
     save_model(model, tmp_path / "m", clickbait_data.tokenizer, {"scenario": "clickbait", "role": "student"})

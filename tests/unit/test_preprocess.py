@@ -1,19 +1,115 @@
-"""The title tokenizer built from training titles."""
+"""The title tokenizer trained on training titles, the title length from the data, and the title rates."""
 
-from cpfd.preprocess import build_word_tokenizer
+import numpy as np
+import pytest
+
+from cpfd.preprocess import (
+    auto_title_tokens,
+    load_tokenizer,
+    title_stats,
+    title_word_stats,
+    tokenize,
+    train_title_tokenizer,
+)
+
+WORDS = (
+    "the a of to and in my how why what best new first last day life video cooking recipe travel vlog music dance "
+    "cover tutorial review unboxing gaming funny cat dog baby workout makeup fashion haul prank challenge reaction "
+    "football goal highlights news interview podcast garden science experiment history documentary street food "
+    "market festival concert guitar piano drawing painting coding python phone camera drone sunset beach mountain "
+    "hiking winter summer city night you won't believe this is it's easy quick home made style tips tricks top "
+    "ever world record live official trailer episode season part full version remix shorts trending viral "
+    "morning routine weekend trip family friends wedding birthday party school exam study chill relax"
+).split()
+ACCENTED = ["Café", "naïve", "São", "Paulo", "Zürich", "crème", "brûlée", "piñata", "Ångström", "façade", "jalapeño"]
+EMOJI = ["🔥", "😂", "🎉", "❤️", "👉", "✨", "😍", "💯"]
+MARKS = ["!", "!!!", "?", ",", ":", "...", " -", " |", " (part 2)", " #1"]
 
 
-def test_punctuated_training_words_are_not_unknown():
-    titles = ["Top 10 days, you won't believe!", "Opinions? Visit https://x.com/a-b now.", "days of opinions"]
-    tok = build_word_tokenizer(titles)
-    unk = tok.convert_tokens_to_ids("[UNK]")
-    ids = tok(titles)["input_ids"]
-    assert sum(i == unk for row in ids for i in row) == 0  # every training word and mark is in the vocabulary
-    assert tok.tokenize("Days, OPINIONS! unseen") == ["days", ",", "opinions", "!", "[UNK]"]
+def _titles(n: int, seed: int) -> list[str]:
+    """Titles of one distribution: Zipf-ranked words in mixed case, accented words, emoji, marks, numbers, hashtags,
+    mentions and URLs with fresh ids; 3-15 words, one in six 50-80 words."""
+    rng = np.random.default_rng(seed)
+    cdf = np.cumsum(1.0 / np.arange(1, len(WORDS) + 1))
+    cdf /= cdf[-1]
+
+    def word() -> str:
+        r = rng.random()
+        if r < 0.03:
+            return str(rng.integers(0, 3000)) if rng.random() < 0.8 else f"{rng.integers(1, 10)}.{rng.integers(0, 10)}"
+        if r < 0.05:
+            return str(rng.choice(EMOJI))
+        if r < 0.07:
+            return str(rng.choice(ACCENTED))
+        if r < 0.08:
+            return "#" + "".join(rng.choice(WORDS[20:], 2))
+        if r < 0.085:
+            return f"@{rng.choice(WORDS[20:])}_{rng.integers(100)}"
+        if r < 0.09:
+            return "https://example.com/a?b=1" if rng.random() < 0.5 else f"https://example.org/v/{rng.integers(1e6)}"
+        w = WORDS[min(int(np.searchsorted(cdf, rng.random())), len(WORDS) - 1)]
+        w = w.upper() if rng.random() < 0.05 else w.capitalize() if rng.random() < 0.25 else w
+        return w + str(rng.choice(MARKS)) if rng.random() < 0.06 else w
+
+    long = rng.random(n) < 1 / 6
+    return [" ".join(word() for _ in range(rng.integers(50, 81) if lg else rng.integers(3, 16))) for lg in long]
 
 
-def test_plain_lowercase_titles_keep_one_token_per_word():
-    titles = ["kalo miru tesa", "miru vipe"]
-    tok = build_word_tokenizer(titles)
-    assert tok.tokenize("kalo miru tesa vipe") == ["kalo", "miru", "tesa", "vipe"]
-    assert len(tok) == 5 + 4  # the special tokens and the four words
+@pytest.fixture(scope="module")
+def corpus():
+    train = _titles(2000, seed=1)
+    held_out = [t for t in _titles(600, seed=2) if t not in set(train)]  # other sentences of the same distribution
+    assert len(held_out) > 500
+    return train, held_out, train_title_tokenizer(train)
+
+
+def test_held_out_titles_are_rarely_unknown_or_cut(corpus):
+    train, held_out, tok = corpus
+    length = auto_title_tokens(tok, train, limit=512)
+    assert length % 8 == 0 and length > 64  # the long titles need more than the old fixed 16
+    stats = title_stats(tok, held_out, length)
+    assert stats["unk_rate"] < 0.01
+    assert stats["truncated_rate"] < 0.05
+    assert stats["max_tokens"] == length and stats["titles"] == len(held_out) and stats["p95_tokens"] <= length
+
+
+def test_unseen_words_are_spelled_with_pieces_not_unknown(corpus):
+    _, _, tok = corpus
+    pieces = tok.tokenize("Cookingful Zürichers 🔥 https://example.com/a?b=1")
+    assert "[UNK]" not in pieces
+    assert pieces[0] == "cooking" and "".join(p.removeprefix("##") for p in pieces) == (
+        "cookingfulzurichers🔥https://example.com/a?b=1"  # lower case, accents stripped, nothing lost
+    )
+    assert tok("hello")["input_ids"][0] == tok.cls_token_id and tok("hello")["input_ids"][-1] == tok.sep_token_id
+
+
+def test_saved_tokenizer_reloads_to_identical_ids(corpus, tmp_path):
+    train, held_out, tok = corpus
+    tok.save_pretrained(tmp_path / "tokenizer")
+    assert {p.suffix for p in (tmp_path / "tokenizer").iterdir()} <= {".json", ".txt"}  # packaging.TOKENIZER_SUFFIXES
+    loaded = load_tokenizer(tmp_path / "tokenizer")
+    for titles in (held_out, ["", "Ünseen ŽŽ 🦄 chars", "  CAFÉ   crème  "]):
+        ids, mask = tokenize(tok, titles, 24)
+        ids2, mask2 = tokenize(loaded, titles, 24)
+        assert ids.equal(ids2) and mask.equal(mask2)
+
+
+def test_auto_length_rounds_up_to_8_within_the_limit(corpus):
+    _, _, tok = corpus
+    assert auto_title_tokens(tok, ["one two", "three"], limit=512) == 8  # at least 8
+    assert auto_title_tokens(tok, ["video " * 20] * 10, limit=512) == 24  # 20 words + [CLS] + [SEP] -> 24
+    assert auto_title_tokens(tok, ["video " * 300] * 10, limit=128) == 128  # capped by the positions
+
+
+def test_unknown_rate_counts_title_tokens_only():
+    tok = train_title_tokenizer(["alpha beta", "alpha beta"])
+    stats = title_stats(tok, ["alpha 🦄", "beta"], max_tokens=3)
+    assert stats["unk_rate"] == pytest.approx(1 / 3)  # one [UNK] among alpha, 🦄, beta; [CLS]/[SEP] not counted
+    assert stats["truncated_rate"] == 0.5  # "alpha 🦄" is 4 tokens with [CLS]/[SEP]
+
+
+def test_word_stats_for_the_manifest():
+    stats = title_word_stats(["a b c", "", "one two three four five"])
+    assert stats["titles"] == 3 and stats["empty"] == pytest.approx(1 / 3)
+    assert stats["max_words"] == 5 and stats["mean_words"] == pytest.approx(8 / 3)
+    assert title_word_stats([])["titles"] == 0

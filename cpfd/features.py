@@ -1,0 +1,151 @@
+"""Feature declarations: which privileged columns each teacher version reads, declared once.
+
+The project config's ``feature_store`` section declares Parquet *sources*, feature *views* over
+them (columns, type, freshness window) and feature *services*, one per teacher version, that pick
+whole views or some of their columns. A scenario names its service. The Feast repository
+(``feature_repo/``) builds its objects from these declarations and the pandas join reads the same
+columns, so both backends give a teacher exactly the columns of its service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cpfd.config_base import StrictModel, default_config_path
+from cpfd.conventions import FEATURE_TTL
+from cpfd.errors import ConfigError, DataContractError
+
+FeatureDtype = Literal["float32", "float64", "int64"]
+DEFAULT_OWNER = "ml-platform@cpfd.example"
+# Set by the Feast glue when it imports feature_repo/: a JSON file with the declarations and the sources' paths.
+DECLARATIONS_ENV = "CPFD_FEATURE_DECLARATIONS"
+
+
+class _Described(StrictModel):
+    description: str = ""
+    owner: str = DEFAULT_OWNER
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class FeatureSourceDecl(_Described):
+    """A Parquet table of (video_id, event_timestamp, created, feature columns...)."""
+
+    path: str = Field(description="relative to the feature data folder, or absolute")
+
+
+class FeatureViewDecl(_Described):
+    """Columns of one source, joined point-in-time with a freshness window."""
+
+    source: str
+    features: list[str] = Field(min_length=1)
+    dtype: FeatureDtype = "float32"
+    ttl_days: float = Field(FEATURE_TTL.total_seconds() / 86400, gt=0)
+
+
+class FeatureServiceDecl(_Described):
+    """A teacher version's features: whole views (``view``) or some columns (``{view: [columns]}``)."""
+
+    features: list[str | dict[str, list[str]]] = Field(min_length=1)
+
+
+class FeatureDeclarations(StrictModel):
+    sources: dict[str, FeatureSourceDecl] = Field(min_length=1)
+    views: dict[str, FeatureViewDecl] = Field(min_length=1)
+    services: dict[str, FeatureServiceDecl] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> FeatureDeclarations:
+        for name, view in self.views.items():
+            if view.source not in self.sources:
+                raise ValueError(
+                    f"views.{name}.source: {view.source!r} is not declared in sources {sorted(self.sources)}"
+                )
+            if len(set(view.features)) != len(view.features):
+                raise ValueError(f"views.{name}.features: a column is listed twice")
+        for name in self.services:
+            self.service_views(name)  # raises on an unknown view or column, or a name read twice
+        return self
+
+    def service_views(self, service: str) -> list[tuple[str, list[str]]]:
+        """(view, columns) pairs a service reads, in declaration order."""
+        if service not in self.services:
+            raise ConfigError(f"feature service {service!r} is not declared; declared: {sorted(self.services)}")
+        picks: list[tuple[str, list[str]]] = []
+        for entry in self.services[service].features:
+            for view, columns in entry.items() if isinstance(entry, dict) else [(entry, None)]:
+                if view not in self.views:
+                    raise ValueError(f"services.{service}: view {view!r} is not declared in views {sorted(self.views)}")
+                unknown = sorted(set(columns or []) - set(self.views[view].features))
+                if unknown:
+                    raise ValueError(f"services.{service}: column(s) {unknown} are not features of view {view!r}")
+                picks.append((view, list(columns) if columns else list(self.views[view].features)))
+        names = [c for _, cols in picks for c in cols]
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:
+            raise ValueError(f"services.{service}: column(s) {repeated} are read twice (column names must be unique)")
+        return picks
+
+    def all_views(self) -> list[tuple[str, list[str]]]:
+        return [(name, list(view.features)) for name, view in self.views.items()]
+
+    def service_features(self, service: str) -> list[str]:
+        return [c for _, cols in self.service_views(service) for c in cols]
+
+    def service_sources(self, service: str) -> list[str]:
+        return list(dict.fromkeys(self.views[v].source for v, _ in self.service_views(service)))
+
+    def source_paths(self, features: str | Path, service: str | None = None) -> dict[str, Path]:
+        """Every source's file. ``features`` is the folder that holds them, or (for a service reading one
+        source) that source's file itself."""
+        features = Path(features)
+        base = features if features.is_dir() else features.parent
+        paths = {n: _under(base, s.path) for n, s in self.sources.items()}
+        if not features.is_dir():
+            read = self.service_sources(service) if service else sorted(self.sources)
+            if len(read) != 1:
+                raise DataContractError(
+                    f"{features}: a single feature file was given but {len(read)} sources are read "
+                    f"({', '.join(read)}); "
+                    "pass the folder that holds " + ", ".join(self.sources[s].path for s in read)
+                )
+            paths[read[0]] = features
+        return {n: p.resolve() for n, p in paths.items()}
+
+
+def _under(base: Path, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else base / p
+
+
+def write_repo_inputs(declarations: FeatureDeclarations, paths: dict[str, Path], out: Path) -> Path:
+    """The JSON file ``feature_repo/`` reads (through $CPFD_FEATURE_DECLARATIONS): declarations and paths."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"declarations": declarations.model_dump(), "paths": {k: str(v) for k, v in paths.items()}})
+    )
+    return out
+
+
+def repo_inputs(default_data: Path) -> tuple[FeatureDeclarations, dict[str, Path]]:
+    """What ``feature_repo/`` builds its objects from: $CPFD_FEATURE_DECLARATIONS when set (the Feast glue sets
+    it), else the embedded default declarations with sources under ``default_data`` (a plain ``feast apply``)."""
+    path = os.environ.get(DECLARATIONS_ENV)
+    if path:
+        data = json.loads(Path(path).read_text())
+        decl = FeatureDeclarations.model_validate(data["declarations"])
+        return decl, {k: Path(v) for k, v in data["paths"].items()}
+    decl = default_feature_store()
+    return decl, decl.source_paths(default_data)
+
+
+def default_feature_store() -> FeatureDeclarations:
+    """The embedded default's declarations (the synthetic data's one source, view and service)."""
+    import yaml
+
+    data = yaml.safe_load(default_config_path().read_text())["feature_store"]
+    return FeatureDeclarations.model_validate(data)
