@@ -157,7 +157,7 @@ def run_cmd(
         from pipelines.demo_monitoring import collect_references, write_serving_config
 
         # the latest run's handover at a fixed place under --root: a serving config and the monitoring references
-        serving = write_serving_config(run.packages, root / "serving" / "config.yaml")
+        serving = write_serving_config(run.packages, root / "serving" / "config.yaml", experiment="cpfd_vs_baseline")
         references = collect_references(run.packages, root / "references")
         home = run.packages[0]["bentoml_home"]
         typer.echo(f"serve:     BENTOML_HOME={home} cpfd serve --config {serving}")

@@ -54,6 +54,7 @@ def resolve_scenario_config(project: ProjectConfig, scenario: str, method: str =
             "model": project.model.model_dump(),
             "train": project.train_for(scenario).model_dump(),
             "distill": distill.model_dump(),
+            "feature_store": project.feature_store.model_dump(),
         },
         f"scenario {scenario} (resolved)",
     )

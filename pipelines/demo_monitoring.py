@@ -47,12 +47,12 @@ def pick_drift_scenario(requested: str | None, served: list[str]) -> tuple[str |
     return served[0], f"drift scenario {requested} was not packaged (served: {served}); drifting {served[0]} instead"
 
 
-def write_serving_config(packages: list[dict], path: Path) -> Path:
+def write_serving_config(packages: list[dict], path: Path, experiment: str = "cpfd_demo") -> Path:
     """Both arms of every packaged scenario at 50/50, the exact packaged tags, the log next to the file."""
     from cpfd.conventions import ARMS
 
     cfg = {
-        "experiment": "cpfd_demo",
+        "experiment": experiment,
         "scenarios": {
             p["scenario"]: {"arms": {arm: {"model": p["tags"][arm], "traffic": 1 / len(ARMS)} for arm in ARMS}}
             for p in packages

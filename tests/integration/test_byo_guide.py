@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def test_every_command_of_the_guide(tmp_path):
         "PORT": str(port),
         "BENTOML_HOME": str(runs / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # this venv's `cpfd`
     }
     commands = guide_commands()
     assert [c.split()[1] for c in commands if c.startswith("cpfd ")] == [
@@ -131,7 +133,7 @@ def test_every_command_of_the_guide(tmp_path):
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
 
-    assert "modalities:\n- title" in outputs["config"].stdout
+    assert yaml.safe_load(outputs["config"].stdout)["scenario"]["modalities"] == ["title"]
     manifest = json.loads((runs / "datasets" / "topic" / "manifest.json").read_text())
     assert manifest["feature_names"] == ["t_channel_score", "t_click_rate"] and manifest["modalities"] == ["title"]
     served = yaml.safe_load((runs / "pipeline" / "serving" / "config.yaml").read_text())

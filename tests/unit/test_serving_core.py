@@ -346,3 +346,23 @@ def test_serving_preprocessing_equals_training(fresh_models, clickbait_data, cli
     )
     expected = predict_logits(served.model, sub).softmax(-1).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_a_title_only_scenario_needs_no_frames_and_ignores_them(cfg):
+    reads = {"clickbait": ["title"], "originality": ["frames", "title"]}
+    v = validate_video(VideoRequest(scenario="clickbait", video_id=3, title="a title"), cfg, "video", reads)
+    assert v.frames.shape[0] == 0 and v.title == "a title"
+    junk = VideoRequest(scenario="clickbait", video_id=3, title="t", frames=["not base64 !"])
+    assert validate_video(junk, cfg, "video", reads).frames.shape[0] == 0  # not decoded: ignored
+    with pytest.raises(ServingInputError, match=r"video.frames: empty"):
+        validate_video(VideoRequest(scenario="originality", video_id=3, title="t"), cfg, "video", reads)
+    with pytest.raises(ServingInputError, match=r"video.title: required for scenario 'clickbait'"):
+        validate_video(VideoRequest(scenario="clickbait", video_id=3), cfg, "video", reads)
+
+
+def test_a_frames_only_scenario_needs_no_title(cfg):
+    reads = {"clickbait": ["frames"]}
+    v = validate_video(VideoRequest(scenario="clickbait", video_id=3, frames=frames_b64(2)), cfg, "video", reads)
+    assert v.title == "" and v.frames.shape[0] == 2
+    with pytest.raises(ServingInputError, match=r"video.title: required"):
+        validate_video(VideoRequest(scenario="originality", video_id=3, frames=frames_b64(2)), cfg, "video", reads)
