@@ -96,23 +96,33 @@ def build_pipeline(opts: PipelineOptions | None = None):
         table: Artifact
         packages: Artifact
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="CPFD per scenario: dataset and resolved config, data gate, teacher, "
-        "student, fold teachers, teacher outputs, distillation, gate, packaging, "
-        "monitoring reference.",
-    )
+    @dsl.pipeline(name=PIPELINE_NAME)
     def cpfd_pipeline(
         videos: str,
         features: str,
         scenarios: list,
-        config_yaml: str,
+        config_yaml: str = "",
         method: str = "",
         join: str = "feast",
         min_rows: int = 50,
         max_null_increase: float = 0.15,
         bentoml_home: str = "",
     ) -> Outputs:
+        """CPFD per scenario: dataset and resolved config, data gate, teacher, student, fold teachers, teacher
+        outputs, distillation, gate, packaging, monitoring reference.
+
+        Args:
+            videos: Videos table (Parquet) as the pods see it: video_id, scenario, event_timestamp, label, title,
+                frames.
+            features: Folder holding the declared privileged feature sources (Parquet), or the one source file.
+            scenarios: Scenario names to run, e.g. ["clickbait", "originality"]; each must be in the config.
+            config_yaml: Project config (YAML or JSON) on top of the embedded defaults; empty means the defaults.
+            method: pfd or cpfd for every scenario; empty keeps each scenario's distill.method.
+            join: Point-in-time join backend: feast (the feature repository) or pandas.
+            min_rows: Data gate: the fewest rows a scenario's dataset may have.
+            max_null_increase: Data gate: allowed rise of a feature's null rate over the reference's.
+            bentoml_home: BentoML model store the package step writes to; empty means the pod's default.
+        """
         with dsl.ParallelFor(items=scenarios, parallelism=opts.parallelism, name="scenarios") as scenario:
             # the only step that reads config_yaml and method: it writes the scenario's resolved config for the others
             ds = on_data_node(

@@ -372,6 +372,46 @@ def test_pipeline_arguments_are_json_and_checked(tiny_project):
         pipeline_arguments("v", "f", tiny_project, ["clickbait"], "joint")
 
 
+def test_dashboard_form_parameters_carry_descriptions_and_defaults(tmp_path):
+    """Every parameter of the compiled pipeline has a description (from the pipeline function's docstring); the
+    optional ones a default, so a run started from the Kubeflow dashboard form explains itself."""
+    spec, _ = _compile(tmp_path)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {
+        "videos",
+        "features",
+        "scenarios",
+        "config_yaml",
+        "method",
+        "join",
+        "min_rows",
+        "max_null_increase",
+        "bentoml_home",
+    }
+    for name, p in params.items():
+        assert len(p.get("description", "")) > 20, name
+    assert "feast (the feature repository) or pandas" in params["join"]["description"]
+    optional = {n: p["defaultValue"] for n, p in params.items() if p.get("isOptional")}
+    assert optional == {
+        "config_yaml": "",
+        "method": "",
+        "join": "feast",
+        "min_rows": 50,
+        "max_null_increase": 0.15,
+        "bentoml_home": "",
+    }
+    assert spec["pipelineInfo"]["description"].startswith("CPFD per scenario")
+
+
+def test_an_empty_or_partial_config_parameter_inherits_the_embedded_defaults():
+    from components.common import project_from_yaml
+    from cpfd.config import load_config
+
+    assert project_from_yaml("") == load_config()
+    partial = project_from_yaml("train: {epochs: 3}")
+    assert partial.train.epochs == 3 and partial.train.batch_size == load_config().train.batch_size
+
+
 class _Recorder(BaseHTTPRequestHandler):
     """A stand-in Kubeflow Pipelines API: records each request, answers like the v2beta1 API."""
 
