@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run lint test test-fast bench clean serve
+.PHONY: install run lint test test-fast bench clean serve image
 
 install: $(STAMP)
 
@@ -47,3 +47,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data runs artifacts
+
+# The pipeline's project image (needs a Docker engine): tagged with the package version, as the
+# compiled pipeline names it (components/image.py). `--target cuda` for GPU node pools.
+VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	docker build --target cpu --build-arg VERSION=$(VERSION) -t cpfd:$(VERSION) .

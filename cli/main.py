@@ -29,6 +29,7 @@ app.add_typer(bench.bench_app, name="bench")
 app.add_typer(pipeline.pipeline_app, name="pipeline")
 app.add_typer(data.features_app, name="features")
 app.add_typer(config.config_app, name="config")
+app.add_typer(serve.models_app, name="models")
 for command in (
     data.generate,
     train.evaluate,

@@ -1,8 +1,10 @@
 """The one project image every component runs in (the project installed; nothing installed at run time)."""
 
 import os
+from importlib.metadata import version
 
-DEFAULT_IMAGE = "cpfd:0.1.0"
+# the tag the Dockerfile is built with (`make image`): the package version, defined once in pyproject.toml
+DEFAULT_IMAGE = f"cpfd:{version('cpfd')}"
 
 
 def project_image() -> str:

@@ -19,8 +19,9 @@ def make_reference(
     reference format (monitoring.reference), one file per arm in the ``reference`` folder.
 
     Returns the scenario's handover (JSON): scenario, method, the packaged model tag of each arm, the BentoML store,
-    the gate's reason and the reference folder (``reference`` path, ``reference_uri`` for the monitoring pipeline's
-    importer): what serving the students and monitoring them needs."""
+    the folder of the exported models (``models``, ``models_uri``), the gate's reason and the reference folder
+    (``reference`` path, ``reference_uri`` for the monitoring pipeline's importer): what serving the students and
+    monitoring them needs."""
     import json
     from pathlib import Path
 
@@ -29,7 +30,7 @@ def make_reference(
     from monitoring.reference import reference_from_model
 
     project, scen = read_scenario_config(config)
-    pkg = json.loads(Path(packaged.path).read_text())
+    pkg = json.loads((Path(packaged.path) / "handover.json").read_text())
     out = Path(reference.path)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -50,6 +51,8 @@ def make_reference(
         "tags": pkg["tags"],
         "bentoml_home": pkg["bentoml_home"],
         "gate": pkg["gate"],
+        "models": packaged.path,  # the exported models (`cpfd models import --from` it)
+        "models_uri": packaged.uri,
         "reference": reference.path,
         "reference_uri": reference.uri,
         "reference_files": files,

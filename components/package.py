@@ -17,16 +17,20 @@ def package(
 ) -> str:
     """Save the distilled student as ``distilled_tag(scenario, method)`` (A/B treatment) and the baseline as
     ``baseline_tag(scenario)`` (control), cpfd.conventions; returns the treatment's tag. ``bentoml_home`` empty:
-    the image's store."""
+    the image's store.
+
+    The ``packaged`` folder holds ``handover.json`` and both models exported (``<name>-<version>.bentomodel``): the
+    pod's store dies with the pod, the artifact lands in the pipeline root (``cpfd models import`` reads it)."""
     import json
     import os
+    from pathlib import Path
 
     if bentoml_home:
         os.environ["BENTOML_HOME"] = bentoml_home
     from components.common import read_scenario_config
     from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, arm_tags
     from cpfd.env import set_env_defaults
-    from cpfd.packaging import package_model
+    from cpfd.packaging import export_model, package_model
 
     set_env_defaults()
 
@@ -38,8 +42,10 @@ def package(
         CONTROL_ARM: package_model(baseline.path, names[CONTROL_ARM]),
     }
     store = os.environ.get("BENTOML_HOME", "~/bentoml")
-    with open(packaged.path, "w") as f:
-        json.dump({"scenario": scenario, "method": method, "tags": tags, "bentoml_home": store, "gate": gate_reason}, f)
+    out = Path(packaged.path)
+    exports = {arm: export_model(tag, out).name for arm, tag in tags.items()}
+    handover = {"scenario": scenario, "method": method, "tags": tags, "bentoml_home": store, "gate": gate_reason}
+    (out / "handover.json").write_text(json.dumps({**handover, "exports": exports, "uri": packaged.uri}))
     packaged.metadata.update(
         {
             "scenario": scenario,
@@ -47,6 +53,7 @@ def package(
             "bentoml_tag": tags[TREATMENT_ARM],
             "control_tag": tags[CONTROL_ARM],
             "bentoml_home": store,
+            "exports": exports,
         }
     )
     print(f"packaged {scenario}: {tags} in {store}")

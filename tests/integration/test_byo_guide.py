@@ -101,6 +101,7 @@ def test_every_command_of_the_guide(tmp_path):
         "dataset",
         "dataset",
         "pipeline",
+        "models",
         "serve",
         "simulate",
         "monitor",
@@ -138,6 +139,13 @@ def test_every_command_of_the_guide(tmp_path):
     assert manifest["feature_names"] == ["t_channel_score", "t_click_rate"] and manifest["modalities"] == ["title"]
     served = yaml.safe_load((runs / "pipeline" / "serving" / "config.yaml").read_text())
     assert set(served["scenarios"]) == {"moderation", "topic"}
+    # the service's store was empty before the import: every served model came through the run's artifacts
+    imported = outputs["models"].stdout
+    for scenario in served["scenarios"].values():
+        for arm in scenario["arms"].values():
+            assert f"{arm['model']}: imported" in imported
+            name, version = arm["model"].split(":")
+            assert (runs / "bentoml" / "models" / name / version / "model.safetensors").exists()
     answer = json.loads(outputs["curl"].stdout)  # topic, answered without frames
     assert answer["scenario"] == "topic" and answer["label"] in ("sports", "music", "politics")
     summary = json.loads((runs / "monitoring" / "summary.json").read_text())
