@@ -1,4 +1,4 @@
-"""`cpfd package` and `cpfd serve`: the BentoML model store and `bentoml serve` (serving/)."""
+"""`cpfd package`, `cpfd models import` and `cpfd serve`: the BentoML model store and `bentoml serve` (serving/)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import typer
+
+models_app = typer.Typer(help="The BentoML model store the service reads (BENTOML_HOME).", no_args_is_help=True)
 
 
 def package(
@@ -16,6 +18,20 @@ def package(
     from cpfd.packaging import package_model
 
     typer.echo(package_model(model, name))
+
+
+@models_app.command("import")
+def models_import(
+    source: str = typer.Option(
+        ..., "--from", help="a .bentomodel file, a folder holding them (a pipeline run's artifacts) or an s3:// URL"
+    ),
+):
+    """Import the models a pipeline's package step exported into this store (BENTOML_HOME), e.g. from the
+    pipeline root after a cluster run, whose pod stores are gone."""
+    from cpfd.packaging import import_models
+
+    for tag, what in import_models(source).items():
+        typer.echo(f"{tag}: {what}")
 
 
 def serve(
