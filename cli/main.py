@@ -36,6 +36,7 @@ for command in (
     serve.package,
     serve.serve,
     monitor.monitor,
+    monitor.monitor_ui,
     monitor.reference,
     monitor.simulate,
     demo.demo,

@@ -1,4 +1,5 @@
-"""`cpfd monitor`, `cpfd reference` and `cpfd simulate`: the monitoring job and its inputs (monitoring/)."""
+"""`cpfd monitor`, `cpfd monitor-ui`, `cpfd reference` and `cpfd simulate`: the monitoring job, its
+dashboard and its inputs (monitoring/)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,35 @@ def monitor(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="monitoring thresholds YAML (default: monitoring/config.yaml)"
     ),
-    evidently: bool = typer.Option(True, help="write the Evidently report of every scenario"),
+    evidently: bool = typer.Option(
+        True, help="write the Evidently report of every scenario and add it to the Evidently workspace"
+    ),
+    workspace: str | None = typer.Option(
+        None, help="Evidently workspace folder (default: evidently.workspace of the config, else next to --out)"
+    ),
 ):
     """Confidence drift, F1 and A/B verdicts per scenario and arm; exit code 1 when any check fails."""
     from monitoring.analysis import format_summary, run_monitor
     from monitoring.settings import load_monitor_config
 
-    summary = run_monitor(log, reference, since, until, out, load_monitor_config(config), evidently)
+    summary = run_monitor(log, reference, since, until, out, load_monitor_config(config), evidently, workspace)
     typer.echo(format_summary(summary))
     typer.echo(f"written: {out / 'index.html'}, {out / 'summary.json'}")
+    if "workspace" in summary:
+        typer.echo(f"Evidently workspace: {summary['workspace']} (cpfd monitor-ui --workspace {summary['workspace']})")
     raise typer.Exit(1 if summary["status"] == "fail" else 0)
+
+
+def monitor_ui(
+    workspace: Path = typer.Option(Path("runs/evidently_workspace"), help="the workspace `cpfd monitor` wrote"),
+    port: int = typer.Option(8000, min=1, max=65535),
+):
+    """Evidently's UI over the monitoring workspace on 127.0.0.1: a project and dashboard per scenario."""
+    from monitoring.evidently_ui import UI_HOST, serve_ui, ui_config
+
+    config = ui_config(workspace, port)
+    typer.echo(f"Evidently UI on http://{UI_HOST}:{port} (Ctrl-C stops it)")
+    serve_ui(config)
 
 
 def reference(

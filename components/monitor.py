@@ -21,18 +21,23 @@ def monitor(
     report_dir: Output[Artifact],
     metrics: Output[Metrics],
 ) -> NamedTuple("MonitorOutputs", [("status", str), ("failed_checks", str)]):  # type: ignore[valid-type]  # KFP syntax
-    """Per scenario and arm: confidence drift, F1, A/B verdict. Fails the task on an alert if asked."""
+    """Per scenario and arm: confidence drift, F1, A/B verdict. Fails the task on an alert if asked.
+
+    Outputs the dashboard shows: ``report`` (the single-file index page), ``metrics`` (the totals and every
+    value as ``<scenario>.<arm>.<quantity>`` / ``<scenario>.<quantity>``); ``report_dir`` holds the reports,
+    summary.json and the Evidently workspace (``evidently.workspace`` of the config, else inside it).
+    """
     from collections import namedtuple
 
     from monitoring.analysis import format_summary, monitor_step
+    from monitoring.series import flat_values
 
     summary = monitor_step(
         log_url, reference.path, since, until, window_hours, config_yaml, report_dir.path, report.path
     )
     print(format_summary(summary))
-    metrics.log_metric("predictions", summary["n_predictions"])
-    metrics.log_metric("labelled", summary["n_labelled"])
-    metrics.log_metric("failed_checks", len(summary["failed_checks"]))
+    for name, value in flat_values(summary).items():
+        metrics.log_metric(name, value)
     if fail_on_alert and summary["status"] == "fail":
         raise RuntimeError(f"monitoring alert: {', '.join(summary['failed_checks'])}")
     return namedtuple("MonitorOutputs", ["status", "failed_checks"])(  # type: ignore[call-arg]  # KFP outputs

@@ -21,6 +21,7 @@ from monitoring.settings import MonitorConfig
 from monitoring.slices import reference_slice
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+WORKSPACE_DIR = "evidently_workspace"
 
 
 def _num_classes(*arrays) -> int:
@@ -171,8 +172,11 @@ def run_monitor(
     out_dir,
     cfg: MonitorConfig | None = None,
     evidently: bool = True,
+    workspace: str | Path | None = None,
 ) -> dict:
-    """Read, analyse, write summary.json, Evidently reports per scenario, plots and index.html."""
+    """Read, analyse, write summary.json, Evidently reports per scenario, plots and index.html; add the
+    reports to the Evidently ``workspace`` (default: ``evidently.workspace`` of the config, else
+    ``evidently_workspace`` next to ``out_dir``)."""
     from cpfd.predlog import PredictionLog
     from monitoring.logread import iso_utc, read_window, safe_url
     from monitoring.reference import read_reference
@@ -219,7 +223,8 @@ def run_monitor(
         from monitoring.evidently_report import write_scenario_reports
 
         t = time.perf_counter()
-        write_scenario_reports(window, reference, summary, cfg, out / "scenarios")
+        workspace = workspace or cfg.evidently.workspace or out.parent / WORKSPACE_DIR
+        write_scenario_reports(window, reference, summary, cfg, out / "scenarios", workspace)
         timings["evidently"] = time.perf_counter() - t
     t = time.perf_counter()
     from monitoring.html import write_index
@@ -283,11 +288,14 @@ def monitor_step(
     out_dir: str,
     html_path: str,
 ) -> dict:
-    """The pipeline step: run the job into ``out_dir`` and write a single-file index page to ``html_path``."""
+    """The pipeline step: run the job into ``out_dir`` (the Evidently workspace inside it unless the config
+    names one) and write a single-file index page to ``html_path``."""
     from monitoring.html import write_index
     from monitoring.settings import load_monitor_config
 
     since, until = recurring_window(since, until, window_hours)
-    summary = run_monitor(log_target, reference_path, since, until, out_dir, load_monitor_config(text=config_yaml))
+    cfg = load_monitor_config(text=config_yaml)
+    workspace = cfg.evidently.workspace or Path(out_dir) / WORKSPACE_DIR
+    summary = run_monitor(log_target, reference_path, since, until, out_dir, cfg, workspace=workspace)
     write_index(summary, Path(out_dir), Path(html_path), inline_images=True)
     return summary

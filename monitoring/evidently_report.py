@@ -3,7 +3,9 @@
 Every arm gets its own columns (``confidence__<arm>``, ``predicted__<arm>``, and for labelled rows
 ``target__<arm>`` / ``labelled_pred__<arm>`` as a named classification), null on the other arms'
 rows: per-arm drift and classification metrics in one report, without GroupBy. The current data is
-a uniform sample of at most ``evidently.max_rows`` rows of the scenario's window.
+a uniform sample of at most ``evidently.max_rows`` rows of the scenario's window. The report also carries
+the job's whole-window values (monitoring.evidently_ui.MonitorValue), is timestamped with the window's
+end and goes into the scenario's project of the Evidently workspace.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ def _wide(rows: pd.DataFrame, arm_of: np.ndarray, arms: list[str], true_col: str
     return df
 
 
-def scenario_report(cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, num_classes: int, cfg: MonitorConfig):
-    """The Evidently snapshot of one scenario, and the per-arm values it computed.
+def scenario_report(
+    cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, result: dict, window: dict, cfg: MonitorConfig
+):
+    """The Evidently snapshot of one scenario (its ``result`` from the job, the ``window`` of the summary),
+    and the per-arm values Evidently computed.
 
     Two-class scenarios are a BinaryClassification with positive class "1" (Evidently's F1Score is
     then the positive class's F1; the summary's ``f1`` is always macro).
@@ -47,6 +52,9 @@ def scenario_report(cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, n
     from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
     from evidently.metrics import F1ByLabel, F1Score, MeanValue, Precision, Recall, ValueDrift
 
+    from monitoring.evidently_ui import monitor_metrics, snapshot_time
+
+    num_classes = result["num_classes"]
     arms = sorted(cur["arm"].unique())
     refs = {a: reference_slice(reference, scenario, a) for a in arms}
     ref_rows = pd.concat([r for r in refs.values()], ignore_index=True)
@@ -79,6 +87,7 @@ def scenario_report(cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, n
                 Recall(classification_name=k),
                 F1ByLabel(classification_name=k),
             ]
+    metrics += monitor_metrics(result)
     definition = DataDefinition(
         numerical_columns=[c for c in current if c.startswith("confidence__")],
         categorical_columns=[c for c in current if not c.startswith("confidence__")],
@@ -89,6 +98,10 @@ def scenario_report(cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, n
         snapshot = Report(metrics).run(
             current_data=Dataset.from_pandas(current, data_definition=definition),
             reference_data=Dataset.from_pandas(ref_df, data_definition=definition) if ref_df is not None else None,
+            timestamp=snapshot_time(window["until"]),
+            name=f"{scenario} {window['since']} .. {window['until']}",
+            tags=[f"status:{result['status']}"],
+            metadata={"scenario": scenario, "since": window["since"], "until": window["until"]},
         )
     values: dict[str, dict] = {a: {} for a in arms}
     by_key = {_key(a): a for a in arms}
@@ -105,10 +118,20 @@ def scenario_report(cur: pd.DataFrame, reference: pd.DataFrame, scenario: str, n
 
 
 def write_scenario_reports(
-    window: pd.DataFrame, reference: pd.DataFrame, summary: dict, cfg: MonitorConfig, out_dir: Path
+    window: pd.DataFrame,
+    reference: pd.DataFrame,
+    summary: dict,
+    cfg: MonitorConfig,
+    out_dir: Path,
+    workspace: str | Path,
 ) -> None:
-    """Write <scenario>.html / .json for each scenario with traffic; record paths and values in the summary."""
+    """Write <scenario>.html / .json for each scenario with traffic and add it to the Evidently ``workspace``;
+    record paths, ids and values in the summary."""
+    from monitoring.evidently_ui import MonitoringWorkspace
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    ws = MonitoringWorkspace(workspace)
+    summary["workspace"] = ws.path
     rng = np.random.default_rng(cfg.evidently.seed)
     for scenario, res in summary["scenarios"].items():
         cur = window[window["scenario"] == scenario]
@@ -119,9 +142,10 @@ def write_scenario_reports(
             res["messages"].append(
                 f"Evidently report on a uniform sample of {cfg.evidently.max_rows} of {res['n']} predictions"
             )
-        snapshot, values = scenario_report(cur, reference, scenario, res["num_classes"], cfg)
+        snapshot, values = scenario_report(cur, reference, scenario, res, summary["window"], cfg)
         snapshot.save_html(str(out_dir / f"{scenario}.html"))
         snapshot.save_json(str(out_dir / f"{scenario}.json"))
+        res["workspace"] = ws.add(scenario, snapshot)
         res["report_html"] = f"{out_dir.name}/{scenario}.html"
         res["snapshot_json"] = f"{out_dir.name}/{scenario}.json"
         res["evidently_rows"] = int(len(cur))

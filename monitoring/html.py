@@ -84,6 +84,9 @@ def write_index(summary: dict, out: Path, path: Path | None = None, inline_image
         f"{summary['n_predictions']} predictions, {summary['n_labelled']} labelled.</p>",
     ]
     parts += [f"<p><b>{esc(m)}</b></p>" for m in summary["messages"]]
+    if "workspace" in summary:
+        ws = esc(summary["workspace"])
+        parts.append(f"<p>Evidently workspace {ws}: <code>cpfd monitor-ui --workspace {ws}</code></p>")
     if summary["scenarios"]:
         parts.append(
             "<h2>Per scenario and arm</h2><table><tr><th>scenario</th><th>arm</th><th>n</th><th>label coverage</th>"

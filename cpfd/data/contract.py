@@ -6,6 +6,7 @@ Every problem is a ``DataContractError`` whose message names the file and the co
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -133,7 +134,7 @@ def check_videos(df: pd.DataFrame, config: ProjectConfig, path: Path | str = "vi
 
 
 def check_features(
-    df: pd.DataFrame, path: Path | str, columns: list[str], dtypes: dict[str, str] | None = None
+    df: pd.DataFrame, path: Path | str, columns: list[str], dtypes: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
     """Validate a feature source for the declared ``columns``; returns a normalised copy with the keys and them.
 

@@ -58,8 +58,9 @@ def test_monitor_demo_on_the_pipelines_handover(clickbait_dataset, synthetic_dir
         env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"},
     )
     assert out.returncode == 0, out.stderr
-    packaged = tmp_path / "packaged"
-    packaged.write_text(
+    packaged = tmp_path / "packaged"  # the package step's folder: handover.json (the exported models beside it)
+    packaged.mkdir()
+    (packaged / "handover.json").write_text(
         json.dumps(
             {
                 "scenario": "clickbait",
@@ -81,7 +82,7 @@ def test_monitor_demo_on_the_pipelines_handover(clickbait_dataset, synthetic_dir
             config=config,
             distilled=SimpleNamespace(path=str(distilled)),
             baseline=SimpleNamespace(path=str(student)),
-            packaged=SimpleNamespace(path=str(packaged)),
+            packaged=SimpleNamespace(path=str(packaged), uri=str(packaged)),
             reference=reference,
         )
     )

@@ -69,6 +69,23 @@ def test_no_drift_every_check_passes(clean_run):
 
 
 @pytest.mark.integration
+def test_reports_go_to_an_evidently_workspace_next_to_the_output(clean_run):
+    from monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace
+
+    res, summary, _, _, out = clean_run
+    workspace = out.parent / "evidently_workspace"
+    assert summary["workspace"] == str(workspace) and f"cpfd monitor-ui --workspace {workspace}" in res.output
+    assert f"cpfd monitor-ui --workspace {workspace}" in (out / "index.html").read_text()
+    projects = MonitoringWorkspace(workspace).projects
+    assert set(projects) == {PROJECT_PREFIX + s for s in SCENARIOS}
+    for s, r in summary["scenarios"].items():
+        assert r["workspace"]["project_id"] == projects[PROJECT_PREFIX + s]
+        assert (
+            workspace / projects[PROJECT_PREFIX + s] / "snapshots" / f"{r['workspace']['snapshot_id']}.json"
+        ).exists()
+
+
+@pytest.mark.integration
 def test_report_f1_equals_sklearn_on_the_slice(clean_run):
     from sklearn.metrics import f1_score, precision_score, recall_score
 
@@ -223,6 +240,49 @@ def test_monitoring_pipeline_compiles_and_reads_back(tmp_path):
         spec["deploymentSpec"]["executors"]["exec-importer"]["importer"]["typeSchema"]["schemaTitle"]
         == "system.Dataset"
     )
+
+
+@pytest.mark.integration
+def test_kfp_step_writes_its_page_per_scenario_metrics_and_a_workspace(tmp_path):
+    """The component's own code on plain stand-ins for its artifacts (a real kfp Metrics)."""
+    from types import SimpleNamespace
+
+    from kfp.dsl import Metrics
+
+    from components.monitor import monitor
+    from monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace
+
+    preds, labels, ref = make_traffic({"bin": 2, "three": 3}, 300, seed=5, drift={"three": 0.5})
+    log, reference = _log(tmp_path, preds, labels, ref)
+    metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"), metadata={})
+    report_dir = tmp_path / "report_dir"
+    outputs = monitor.python_func(
+        log_url=str(log),
+        reference=SimpleNamespace(path=str(reference)),
+        since=SINCE,
+        until=UNTIL,
+        window_hours=24.0,
+        config_yaml="",
+        fail_on_alert=False,
+        report=SimpleNamespace(path=str(tmp_path / "report.html")),
+        report_dir=SimpleNamespace(path=str(report_dir)),
+        metrics=metrics,
+    )
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert outputs.status == summary["status"] == "fail"
+    page = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in page and "A/B verdicts" in page
+    m, three = metrics.metadata, summary["scenarios"]["three"]
+    assert m["predictions"] == len(preds) and m["failed_checks"] == len(summary["failed_checks"]) > 0
+    for s, r in summary["scenarios"].items():
+        assert m[f"{s}.failed_checks"] == len(r["failed_checks"]) and m[f"{s}.ab_diff"] == r["ab"]["diff"]
+        for arm, sl in r["arms"].items():
+            for q in ("n", "label_coverage", "confidence_mean", "ks_statistic", "psi", "f1"):
+                assert m[f"{s}.{arm}.{q}"] == sl[q], (s, arm, q)
+    assert m["three.treatment.psi"] > 0.2 and three["arms"]["treatment"]["checks"]["confidence_psi"] == "fail"
+    assert set(MonitoringWorkspace(report_dir / "evidently_workspace").projects) == {
+        PROJECT_PREFIX + s for s in ("bin", "three")
+    }  # inside the report_dir artifact: the step's other folders are not kept
 
 
 @pytest.mark.integration

@@ -1,0 +1,50 @@
+"""The numbers of one monitoring run as named values: what the Evidently dashboard plots over windows
+(monitoring.evidently_ui) and what the KFP step logs as its Metrics artifact (components/monitor.py)."""
+
+from __future__ import annotations
+
+import math
+
+ARM_VALUES = (
+    "n",
+    "labelled",
+    "label_coverage",
+    "confidence_mean",
+    "reference_confidence_mean",
+    "ks_statistic",
+    "ks_pvalue",
+    "psi",
+    "class_psi",
+    "f1",
+    "reference_f1",
+    "precision",
+    "recall",
+)
+AB_VALUES = {"diff": "ab_diff", "ci_low": "ab_ci_low", "ci_high": "ab_ci_high"}
+VERDICT_CODES = {"treatment better": 1.0, "no significant difference": 0.0, "treatment worse": -1.0}
+
+
+def scenario_values(result: dict) -> list[tuple[str, str | None, float]]:
+    """(quantity, arm, value) of one scenario's result: the slice values of every arm, then (arm None) the
+    A/B difference, its CI and verdict code (+1 treatment better, 0 no significant difference, -1 worse)
+    and the number of failed checks. Missing and non-finite values are left out."""
+    out = [(q, arm, float(sl[q])) for arm, sl in result["arms"].items() for q in ARM_VALUES if q in sl]
+    ab = result["ab"]
+    out += [(name, None, float(ab[k])) for k, name in AB_VALUES.items() if k in ab]
+    if "verdict" in ab:
+        out.append(("ab_verdict", None, VERDICT_CODES[ab["verdict"]]))
+    out.append(("failed_checks", None, float(len(result["failed_checks"]))))
+    return [v for v in out if math.isfinite(v[2])]
+
+
+def flat_values(summary: dict) -> dict[str, float]:
+    """The run's totals and every scenario value as ``<scenario>.<arm>.<quantity>`` or ``<scenario>.<quantity>``."""
+    out = {
+        "predictions": float(summary["n_predictions"]),
+        "labelled": float(summary["n_labelled"]),
+        "failed_checks": float(len(summary["failed_checks"])),
+    }
+    for s, res in summary["scenarios"].items():
+        for q, arm, v in scenario_values(res):
+            out[f"{s}.{q}" if arm is None else f"{s}.{arm}.{q}"] = v
+    return out
