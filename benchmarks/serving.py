@@ -1,6 +1,10 @@
-"""Serving speed: a real `bentoml serve` on loopback, with and without adaptive batching, at
-1, 8 and 32 concurrent clients (throughput, p50/p99 latency), next to the in-process batched
-model call of the same model in the same run (the ceiling)."""
+"""Serving speed: real `bentoml serve` on loopback at 1, 8 and 32 concurrent clients (throughput, p50/p99 latency).
+
+For each model size (untrained students: speed does not depend on the weights): JSON with base64 PNG frames
+(/classify) and already-decoded frames as .npy (/classify_frames), next to the in-process batched model call of
+the same model (the ceiling). In the same run, a no-op endpoint of the same framework (/noop) and BentoML's own
+adaptive batching across services around a no-op model (/noop_batched, an upper bound of that design; see
+benchmarks/noop_service.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +12,24 @@ import base64
 import http.client
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 import yaml
 
-from cpfd.config import read_yaml
-from cpfd.serving_core import load_serving_config
 from serving.launch import ServerProcess
+
+Call = tuple[str, bytes, str]  # path (with query), body, content type
+SCENARIO = "clickbait"
+CEILING_BATCH = 64
+NOOP_SERVICE = "benchmarks.noop_service:NoopApi"
 
 
 def encode_png(frame: np.ndarray) -> str:
@@ -27,6 +38,12 @@ def encode_png(frame: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def encode_npy(frames: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, frames)
+    return buf.getvalue()
 
 
 def _video(spec, rng) -> tuple[np.ndarray, str]:
@@ -46,8 +63,8 @@ def ceiling(served, batch_size: int, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def load_clients(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict:
-    """``clients`` threads, each on one keep-alive connection, POST /classify until time is up."""
+def load_clients(url: str, calls: Sequence[Call], clients: int, seconds: float) -> dict:
+    """``clients`` threads, each on one keep-alive connection, POST the calls in turn until time is up."""
     host, port = url.removeprefix("http://").split(":")
     lat: list[float] = []
     status: dict[int, int] = {}
@@ -60,12 +77,15 @@ def load_clients(url: str, bodies: list[bytes], clients: int, seconds: float) ->
         codes: dict[int, int] = {}
         i = k
         while time.perf_counter() < stop:
-            body = bodies[i % len(bodies)]
+            path, body, content_type = calls[i % len(calls)]
             i += clients
             t = time.perf_counter()
-            conn.request("POST", "/classify", body, {"Content-Type": "application/json"})
+            conn.request("POST", path, body, {"Content-Type": content_type})
             resp = conn.getresponse()
             resp.read()
+            if resp.getheader("connection", "").lower() == "close":
+                conn.close()
+                conn = http.client.HTTPConnection(host, int(port), timeout=60)
             mine.append(time.perf_counter() - t)
             codes[resp.status] = codes.get(resp.status, 0) + 1
         conn.close()
@@ -94,87 +114,144 @@ def load_clients(url: str, bodies: list[bytes], clients: int, seconds: float) ->
     }
 
 
+def build_students(out: Path, sizes: Sequence[str], log=print) -> dict[str, Path]:
+    """One untrained student per size, saved under ``out`` and packaged into ``out/bentoml`` as bench-<size>."""
+    from cpfd.config import load_config
+    from cpfd.data.build import build_scenario_dataset
+    from cpfd.data.synthetic import generate
+    from cpfd.data.tensors import prepare_data
+    from cpfd.models import save_model
+    from cpfd.training.recipes import new_model
+
+    generate(out / "data", videos_per_scenario=40, seed=0, scenarios=[SCENARIO])
+    folders = {}
+    for size in sizes:
+        project = load_config(out / "data" / "scenarios.yaml", [f"model.size={size}"])
+        ds = out / "datasets" / size
+        build_scenario_dataset(
+            out / "data" / "videos.parquet", out / "data" / "features.parquet", SCENARIO, project, ds
+        )
+        data = prepare_data(ds, project.model)
+        folders[size] = save_model(
+            new_model(data, project.model, "student", 0),
+            out / "models" / size,
+            data.tokenizer,
+            {"role": "student", "scenario": SCENARIO},
+        )
+    code = (
+        "import sys; from pathlib import Path; from cpfd.packaging import package_model\n"
+        "for d in sys.argv[1:]:\n    package_model(d, 'bench-' + Path(d).name)"
+    )
+    env = {**os.environ, "BENTOML_HOME": str(out / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    subprocess.run([sys.executable, "-c", code, *map(str, folders.values())], check=True, env=env, timeout=300)
+    log(f"students {list(sizes)} packaged into {out / 'bentoml'}")
+    return folders
+
+
+def write_config(out: Path, size: str, max_clients: int) -> Path:
+    """One scenario, one arm, the in-flight cap above the client count (the benchmark measures speed, not shedding)."""
+    config = out / f"serving_{size}.yaml"
+    cfg = {
+        "experiment": "bench",
+        "scenarios": {SCENARIO: {"arms": {"control": {"model": f"bench-{size}", "traffic": 1.0}}}},
+        "limits": {"max_concurrent_requests": 2 * max_clients},
+        "prediction_log": str((out / f"predictions_{size}.db").resolve()),
+    }
+    config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def video_calls(spec, n: int = 256) -> dict[str, list[Call]]:
+    """The same ``n`` videos as /classify JSON with PNG frames and as /classify_frames .npy bodies."""
+    rng = np.random.default_rng(1)
+    json_calls, npy_calls = [], []
+    for i in range(n):
+        frames, title = _video(spec, rng)
+        fields = {"scenario": SCENARIO, "video_id": i, "title": title, "arm": "control"}
+        body = json.dumps({**fields, "frames": [encode_png(f) for f in frames]}).encode()
+        json_calls.append(("/classify", body, "application/json"))
+        npy_calls.append((f"/classify_frames?{urlencode(fields)}", encode_npy(frames), "application/x-npy"))
+    return {"json+png": json_calls, "npy": npy_calls}
+
+
 def run_serving_bench(
-    config: str | Path,
     out: str | Path,
-    scenario: str | None = None,
+    sizes: Sequence[str] = ("tiny", "small"),
     seconds: float = 8.0,
     clients: Sequence[int] = (1, 8, 32),
     log=print,
 ) -> dict:
-    from cpfd.serving_runtime import load_served_model, resolve_store_models
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = load_serving_config(config)
-    scenario = scenario or next(iter(cfg.scenarios))
-    arm, arm_cfg = next(iter(cfg.scenarios[scenario].arms.items()))
-    tag, path = resolve_store_models([arm_cfg.model])[arm_cfg.model]
     import torch
 
-    torch.set_num_threads(cfg.torch_threads)
-    served = load_served_model(path, tag, scenario)
-    ceil = ceiling(served, cfg.batching.max_batch_size, seconds)
-    log(f"in-process ceiling ({tag}, batch {cfg.batching.max_batch_size}): {ceil:.0f} videos/s")
+    from cpfd.serving_runtime import load_served_model
 
-    rng = np.random.default_rng(1)
-    bodies = []
-    for i in range(256):
-        frames, title = _video(served.spec, rng)
-        bodies.append(
-            json.dumps(
-                {
-                    "scenario": scenario,
-                    "video_id": i,
-                    "title": title,
-                    "arm": arm,
-                    "frames": [encode_png(f) for f in frames],
-                }
-            ).encode()
-        )
-    rows = []
-    for batching in (True, False):
-        raw = read_yaml("serving config", config)
-        raw.setdefault("batching", {})["enabled"] = batching
-        raw["prediction_log"] = str((out / f"predictions_{'batched' if batching else 'unbatched'}.db").resolve())
-        bench_cfg = out / f"config_{'batched' if batching else 'unbatched'}.yaml"
-        bench_cfg.write_text(yaml.safe_dump(raw))
-        with ServerProcess(bench_cfg, log_path=out / "server.log") as server:
-            load_clients(server.url, bodies[:8], 4, 1.0)  # warm-up
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    folders = build_students(out, sizes, log)
+    env = {"BENTOML_HOME": str(out / "bentoml")}
+    torch.set_num_threads(1)  # as the server's default torch_threads
+    rows, ceilings = [], {}
+    for size in sizes:
+        served = load_served_model(folders[size], f"bench-{size}", SCENARIO)
+        ceilings[size] = ceiling(served, CEILING_BATCH, seconds)
+        log(f"{size}: in-process ceiling (batch {CEILING_BATCH}) {ceilings[size]:.0f} videos/s")
+        config = write_config(out, size, max(clients))
+        with ServerProcess(config, log_path=out / f"server_{size}.log", env=env, timeout=180) as server:
+            for endpoint, calls in video_calls(served.spec).items():
+                load_clients(server.url, calls[:8], 4, 1.0)  # warm-up
+                for n in clients:
+                    rows.append(_row(size, endpoint, load_clients(server.url, calls, n, seconds), log))
+    noop = [
+        ("/noop", json.dumps({"scenario": SCENARIO, "video_id": i, "title": "ka lo"}).encode(), "application/json")
+        for i in range(64)
+    ]
+    config = write_config(out, sizes[0], max(clients))
+    with ServerProcess(config, log_path=out / "server_noop.log", env=env, timeout=180, service=NOOP_SERVICE) as server:
+        for path in ("/noop", "/noop_batched"):
+            calls = [(path, body, kind) for _, body, kind in noop]
+            load_clients(server.url, calls, 4, 1.0)
             for n in clients:
-                r = {"batching": batching, **load_clients(server.url, bodies, n, seconds)}
-                r["ratio_to_ceiling"] = r["throughput"] / ceil
-                rows.append(r)
-                log(
-                    f"batching={batching!s:5} clients={n:2d}: {r['throughput']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
-                    f"p99 {r['p99_ms']:6.1f} ms  ratio {r['ratio_to_ceiling']:.2f}  status {r['status']}"
-                )
-    result = {"model_tag": tag, "scenario": scenario, "ceiling_videos_per_s": ceil, "seconds": seconds, "rows": rows}
+                rows.append(_row("-", path, load_clients(server.url, calls, n, seconds), log))
+    result = {"ceilings": ceilings, "seconds": seconds, "rows": rows, "load": os.getloadavg()}
     (out / "serving.json").write_text(json.dumps(result, indent=2))
     (out / "serving.md").write_text(to_markdown(result))
     log(to_markdown(result))
     return result
 
 
+def _row(size: str, endpoint: str, r: dict, log) -> dict:
+    row = {"size": size, "endpoint": endpoint, **r}
+    log(
+        f"{size:5} {endpoint:13} clients={r['clients']:2d}: {r['throughput']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
+        f"p99 {r['p99_ms']:6.1f} ms  status {r['status']}"
+    )
+    return row
+
+
 def to_markdown(result: dict) -> str:
+    rows, ceilings = result["rows"], result["ceilings"]
+    noop = {r["clients"]: r["throughput"] for r in rows if r["endpoint"] == "/noop"}
+    top = max(r["clients"] for r in rows)
     lines = [
-        f"In-process batched model call ({result['model_tag']}): "
-        f"{result['ceiling_videos_per_s']:.0f} videos/s (ceiling)",
-        "",
-        "| batching | clients | req/s | p50 ms | p99 ms | non-200 | / ceiling |",
-        "|---|---|---|---|---|---|---|",
+        "| model | endpoint | clients | req/s | p50 ms | p99 ms | non-200 | / ceiling | / no-op |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in result["rows"]:
-        bad = r["requests"] - r["ok"]
+    for r in rows:
+        ceil = ceilings.get(r["size"])
+        ratio = f"{r['throughput'] / ceil:.0%}" if ceil else "-"
         lines.append(
-            f"| {'adaptive' if r['batching'] else 'off'} | {r['clients']} | {r['throughput']:.1f} | "
-            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {bad} | {r['ratio_to_ceiling']:.0%} |"
+            f"| {r['size']} | {r['endpoint']} | {r['clients']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['requests'] - r['ok']} | {ratio} | {r['throughput'] / noop[r['clients']]:.0%} |"
         )
-    top = [r for r in result["rows"] if r["batching"] and r["clients"] == max(x["clients"] for x in result["rows"])]
-    if top:
-        lines += [
-            "",
-            f"Adaptive batching at {top[0]['clients']} clients: {top[0]['ratio_to_ceiling']:.0%} of the ceiling "
-            "(target >= 50%).",
-        ]
+    lines += ["", f"In-process ceilings (batched model call, batch {CEILING_BATCH}): "]
+    lines[-1] += ", ".join(f"{size} {c:.0f} videos/s" for size, c in ceilings.items())
+    for size, ceil in ceilings.items():
+        (npy,) = [r for r in rows if r["size"] == size and r["endpoint"] == "npy" and r["clients"] == top]
+        lines.append(
+            f"- {size}, .npy at {top} clients: {npy['throughput'] / ceil:.0%} of the ceiling, "
+            f"{npy['throughput'] / noop[top]:.0%} of the no-op endpoint, p99/p50 {npy['p99_ms'] / npy['p50_ms']:.1f}"
+        )
+    load = result.get("load")
+    if load:
+        lines.append(f"- machine load average during the run: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min)")
     return "\n".join(lines) + "\n"

@@ -110,16 +110,16 @@ def bench_features(
 
 @bench_app.command("serving")
 def bench_serving(
-    config: Path = typer.Option(..., "--config", "-c", help="serving config YAML"),
-    scenario: str | None = typer.Option(None, help="scenario to load (default: the first)"),
+    sizes: list[str] = typer.Option(["tiny", "small"], "--size", help="model sizes (untrained students)"),
     seconds: float = typer.Option(8.0, min=1, help="per measurement"),
     clients: list[int] = typer.Option([1, 8, 32]),
     out: Path = typer.Option(Path("runs/bench_serving")),
 ):
-    """Endpoint throughput and p50/p99 latency with and without adaptive batching vs the in-process ceiling."""
+    """Endpoint throughput and p50/p99 latency (JSON+PNG and .npy frames) vs the in-process ceiling and a no-op
+    endpoint of the same framework."""
     from benchmarks.serving import run_serving_bench
 
-    run_serving_bench(config, out, scenario, seconds, clients, log=typer.echo)
+    run_serving_bench(out, sizes, seconds, clients, log=typer.echo)
 
 
 @bench_app.command("monitoring")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -39,8 +38,10 @@ def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(3000),
 ):
-    """Serve the configured students with `bentoml serve` (A/B arms, adaptive batching, prediction log)."""
-    from serving.launch import server_command
+    """Serve the configured students with `bentoml serve` (A/B arms, adaptive batching, prediction log).
 
-    argv, env = server_command(config, host, port)
-    os.execvpe(argv[0], argv, env)
+    The server stops with this command (signal or death); a start-up fault stops it with one message naming
+    the file or model tag and exit code 3."""
+    from serving.launch import supervise
+
+    raise typer.Exit(supervise(config, host, port))

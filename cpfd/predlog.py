@@ -1,17 +1,26 @@
 """The prediction log and the delayed-labels table: written by serving, read by monitoring.
 
 SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL at scale). Timestamps are ISO-8601 UTC
-strings, probabilities a JSON list.
+strings, probabilities a JSON list. ``http_request_id`` is the HTTP request's X-Request-ID (one
+request of a batch gives several rows); ``request_id`` is the row's own key.
+
+Durability (SQLite): ``synchronous="NORMAL"`` (default) keeps every committed row through a crash
+of the process; ``"FULL"`` also through a power loss or OS crash, at the cost of an fsync per
+commit. ``backup()`` copies a live log consistently (the WAL is checkpointed first).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+
+from cpfd.errors import CpfdError
 
 PREDICTION_COLUMNS = (
     "request_id",
@@ -25,6 +34,7 @@ PREDICTION_COLUMNS = (
     "probabilities",
     "confidence",
     "latency_ms",
+    "http_request_id",
 )
 LABEL_COLUMNS = ("video_id", "scenario", "label", "labelled_at")
 
@@ -32,7 +42,7 @@ _DDL = (
     """CREATE TABLE IF NOT EXISTS predictions (
         request_id TEXT PRIMARY KEY, ts TEXT NOT NULL, experiment TEXT NOT NULL, scenario TEXT NOT NULL,
         arm TEXT NOT NULL, model_tag TEXT NOT NULL, video_id BIGINT NOT NULL, label INTEGER NOT NULL,
-        probabilities TEXT NOT NULL, confidence REAL NOT NULL, latency_ms REAL NOT NULL)""",
+        probabilities TEXT NOT NULL, confidence REAL NOT NULL, latency_ms REAL NOT NULL, http_request_id TEXT)""",
     "CREATE INDEX IF NOT EXISTS predictions_scenario_ts ON predictions (scenario, ts)",
     """CREATE TABLE IF NOT EXISTS labels (
         video_id BIGINT NOT NULL, scenario TEXT NOT NULL, label INTEGER NOT NULL, labelled_at TEXT NOT NULL,
@@ -46,17 +56,35 @@ def to_url(target: str | Path) -> str:
     return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
 
 
+def open_log(target: str | Path, synchronous: str = "NORMAL") -> PredictionLog:
+    """The prediction log, proven writable; a failure is a CpfdError naming the file (or the URL, no password)."""
+    from sqlalchemy.engine import make_url
+
+    url = to_url(target)
+    where = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else make_url(url).render_as_string()
+    try:
+        log = PredictionLog(target, synchronous)
+        log.check_writable()
+    except Exception as e:
+        cause = getattr(e, "orig", None) or e  # the driver's own message, without SQLAlchemy's wrapping
+        reason = " ".join(str(cause).split())[:160] or type(cause).__name__
+        raise CpfdError(f"prediction log {where} is not writable ({reason})") from None
+    return log
+
+
 def utcnow_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class PredictionLog:
-    def __init__(self, target: str | Path):
-        from sqlalchemy import create_engine, event
+    def __init__(self, target: str | Path, synchronous: str = "NORMAL"):
+        from sqlalchemy import create_engine, event, inspect, text
 
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.url = to_url(target)
-        if self.url.startswith("sqlite:///"):
-            Path(self.url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(self.url, future=True)
         if self.engine.dialect.name == "sqlite":
 
@@ -64,21 +92,61 @@ class PredictionLog:
             def _pragmas(conn, _record):
                 cur = conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute(f"PRAGMA synchronous={synchronous}")
                 cur.execute("PRAGMA busy_timeout=10000")
                 cur.close()
 
         with self.engine.begin() as conn:
-            from sqlalchemy import text
-
             for stmt in _DDL:
                 conn.execute(text(stmt))
+        if "http_request_id" not in {c["name"] for c in inspect(self.engine).get_columns("predictions")}:
+            with self.engine.begin() as conn:  # a log written before the column existed
+                conn.execute(text("ALTER TABLE predictions ADD COLUMN http_request_id TEXT"))
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or None for a server database."""
+        return Path(self.url[len("sqlite:///") :]) if self.url.startswith("sqlite:///") else None
+
+    def check_writable(self) -> None:
+        """Raise when the log cannot take a write. For SQLite, the file and its folder must be writable; then a
+        row is inserted and rolled back on the log's own engine. (No separate connection: SQLite can crash a
+        process that holds the file open when a second connection meets it turned read-only.)"""
+        from sqlalchemy import text
+
+        if self.path is not None:
+            for p in (self.path.parent, self.path):
+                if p.exists() and not os.access(p, os.W_OK):
+                    raise PermissionError(f"{p} is not writable")
+        row = {c: "" for c in PREDICTION_COLUMNS} | {"video_id": 0, "label": 0, "confidence": 0.0, "latency_ms": 0.0}
+        row["request_id"] = "__cpfd_write_probe__"
+        with self.engine.connect() as conn:
+            trans = conn.begin()
+            conn.execute(
+                text(f"INSERT INTO predictions ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})"), row
+            )
+            trans.rollback()
+
+    def backup(self, dest: str | Path) -> Path:
+        """A consistent copy of a live SQLite log (WAL checkpointed, then SQLite's online backup)."""
+        import sqlite3
+
+        if self.path is None:
+            raise ValueError("backup() copies a SQLite log; back up a server database with its own tools")
+        dest = Path(dest)
+        with closing(sqlite3.connect(self.path)) as src, closing(sqlite3.connect(dest)) as out:
+            src.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            src.backup(out)
+        return dest
 
     def append(self, rows: Iterable[dict]) -> int:
         """Insert prediction rows (dicts with PREDICTION_COLUMNS); one transaction."""
         from sqlalchemy import text
 
-        rows = [{**r, "probabilities": json.dumps([float(p) for p in r["probabilities"]])} for r in rows]
+        rows = [
+            {"http_request_id": None, **r, "probabilities": json.dumps([float(p) for p in r["probabilities"]])}
+            for r in rows
+        ]
         if not rows:
             return 0
         cols = ", ".join(PREDICTION_COLUMNS)

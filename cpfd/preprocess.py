@@ -25,20 +25,32 @@ def train_title_tokenizer(
 
     BERT's normaliser (lower case, accents stripped) and pre-tokeniser (whitespace, punctuation) cut the words;
     rare and unseen words are spelled with subword pieces, so only a word holding a character never seen in
-    training becomes [UNK]. ``save_pretrained`` writes it whole (tokenizer.json): ``load_tokenizer`` gives the
-    same ids at serving.
+    training becomes [UNK]. The same titles give the same vocabulary in every process (a resumed or a later
+    step rebuilds it). ``save_pretrained`` writes it whole (tokenizer.json): ``load_tokenizer`` gives the same ids.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
+    def new(model) -> Tokenizer:
+        tok = Tokenizer(model)
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        return tok
+
+    tok = new(models.WordPiece(unk_token="[UNK]"))
+    # The trainer numbers the "##c" pieces in hash-map order and breaks ties between merges by those numbers, so
+    # its vocabulary changes from process to process (huggingface/tokenizers#1794): number them first, sorted.
+    chars = sorted({c for t in titles for c in tok.normalizer.normalize_str(t) if not c.isspace()})
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS + [f"##{c}" for c in chars],
+        show_progress=False,
     )
     tok.train_from_iterator(titles, trainer)
+    tok = new(models.WordPiece(tok.get_vocab(with_added_tokens=False), unk_token="[UNK]"))  # "##c": plain pieces
+    tok.add_special_tokens(SPECIAL_TOKENS)
     cls, sep = (tok.token_to_id(t) for t in ("[CLS]", "[SEP]"))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]

@@ -87,6 +87,7 @@ def deployment(synthetic_dir, tiny_project, tmp_path_factory):
                     "max_title_chars": 100,
                     "max_batch_videos": 8,
                     "max_frame_side": 64,
+                    "max_concurrent_requests": 64,
                 },
                 "batching": {"enabled": True, "max_batch_size": 32, "max_wait_ms": 0},
             }
@@ -171,7 +172,7 @@ def _bad_requests(sample):
     ok = video_body(sample, "clickbait")
     big = png_b64(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
     return [
-        ("unknown scenario", "/classify", {**ok, "scenario": "nope"}, 400, "unknown scenario 'nope'"),
+        ("unknown scenario", "/classify", {**ok, "scenario": "nope"}, 400, "video.scenario: not a served scenario"),
         ("too many frames", "/classify", {**ok, "frames": ok["frames"] * 3}, 413, "max_frames_per_video=8"),
         ("frame too large", "/classify", {**ok, "frames": [big]}, 413, "max_frame_bytes=4096"),
         (
@@ -204,7 +205,7 @@ def _bad_requests(sample):
             "/classify",
             {**ok, "frames": [ok["frames"][0], png_b64(np.zeros((8, 8, 3), np.uint8))]},
             400,
-            "different shapes",
+            "different sizes",
         ),
         ("empty frames", "/classify", {**ok, "frames": []}, 400, "frames: empty"),
         ("empty batch", "/classify_batch", {"videos": []}, 400, "videos: empty"),
@@ -213,7 +214,7 @@ def _bad_requests(sample):
         ("dense feature sent", "/classify", {**ok, "dense_00": 0.5}, 400, "dense_00"),
         ("video_id not int", "/classify", {**ok, "video_id": "abc"}, 400, "video_id"),
         ("video_id beyond int64", "/classify", {**ok, "video_id": 2**63}, 400, "video_id"),
-        ("unknown arm", "/classify", {**ok, "arm": "zzz"}, 400, "unknown arm 'zzz'"),
+        ("unknown arm", "/classify", {**ok, "arm": "zzz"}, 400, "video.arm: not an arm of scenario 'clickbait'"),
         (
             "frame paths disabled",
             "/classify",
@@ -225,6 +226,8 @@ def _bad_requests(sample):
 
 
 def test_each_bad_input_gets_its_4xx_and_the_server_lives_on(deployment):
+    import requests
+
     from cpfd.predlog import PredictionLog
 
     sample = deployment["samples"]["clickbait"][1]
@@ -233,8 +236,20 @@ def test_each_bad_input_gets_its_4xx_and_the_server_lives_on(deployment):
         raw = isinstance(body, str)
         r = post(deployment, path, body, raw=raw)
         assert r.status_code == status, f"{name}: {r.status_code} {r.text[:300]}"
-        assert needle.lower() in r.text.lower(), f"{name}: {r.text[:300]}"
+        assert needle.lower() in r.json()["error"].lower(), f"{name}: {r.text[:300]}"
+        assert set(r.json()) == {"error", "request_id"} and len(r.text) < 400
+        assert "nope" not in r.text and "zzz" not in r.text and "0x" not in r.text  # no input, no addresses
+    for content_type, body in (
+        ("multipart/form-data", b"--x\r\n"),  # no boundary
+        ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data; name=f\r\n\r\n\x00\xff\r\n--x--"),
+        ("application/x-www-form-urlencoded", b"&".join(b"k%d=v" % i for i in range(1500))),
+    ):
+        for path in ("/classify", "/classify_batch", "/info"):
+            r = requests.post(deployment["url"] + path, data=body, headers={"Content-Type": content_type}, timeout=30)
+            assert r.status_code == 415 and "application/json" in r.json()["error"], (path, content_type, r.text)
     assert PredictionLog(deployment["log"]).count() == before  # refused requests leave no row
+    server_log = (deployment["root"] / "server.log").read_text()
+    assert "Traceback" not in server_log and "refused 415" in server_log
     r = post(deployment, "/classify", video_body(sample, "clickbait"))
     assert r.status_code == 200 and r.json()["video_id"] == sample["video_id"]
 
@@ -244,7 +259,7 @@ def test_no_feast_and_no_dense_feature_in_the_server(deployment):
 
     info = post(deployment, "/info", {}).json()
     assert info["forbidden_modules_loaded"] == [] and info["dense_features"] == []
-    assert info["pid"] != os.getpid()
+    assert "pid" not in info and "config" not in info and str(deployment["root"]) not in json.dumps(info)
     assert set(info["scenarios"]) == set(SCENARIOS)
     for path in ("/readyz", "/livez"):
         assert requests.get(deployment["url"] + path, timeout=10).status_code == 200
@@ -256,16 +271,21 @@ def test_prediction_rows_match_answers(deployment):
     from cpfd.predlog import PredictionLog
 
     log = PredictionLog(deployment["log"])
+    import requests
+
     sample = deployment["samples"]["clickbait"][2]
-    r = post(
-        deployment,
-        "/classify_batch",
-        {"videos": [video_body(sample, "clickbait", video_id=77_000 + i) for i in range(3)]},
+    r = requests.post(
+        deployment["url"] + "/classify_batch",
+        json={"videos": [video_body(sample, "clickbait", video_id=77_000 + i) for i in range(3)]},
+        headers={"X-Request-ID": "caller-77000"},
+        timeout=60,
     )
+    assert r.headers["X-Request-ID"] == "caller-77000"
     preds = r.json()["predictions"]
     rows = log.read_predictions(scenario="clickbait").set_index("request_id")
     for p in preds:
         row = rows.loc[p["request_id"]]
+        assert row["http_request_id"] == "caller-77000"
         assert (row["video_id"], row["arm"], row["model_tag"], row["experiment"]) == (
             p["video_id"],
             p["arm"],
@@ -290,10 +310,41 @@ def test_load_32_clients_no_5xx_and_one_row_per_answer(deployment):
         for i, sample in enumerate(deployment["samples"][s]):
             bodies.append(json.dumps(video_body(sample, s, video_id=500_000 + i)).encode())
     bodies.append(json.dumps({"scenario": "nope", "video_id": 1, "title": "x", "frames": ["AAAA"]}).encode())
-    result = load_clients(deployment["url"], bodies, clients=32, seconds=30)
+    calls = [("/classify", body, "application/json") for body in bodies]
+    result = load_clients(deployment["url"], calls, clients=32, seconds=30)
     assert not any(code >= 500 for code in result["status"]), result["status"]
     assert set(result["status"]) <= {200, 400}, result["status"]
     assert result["ok"] > 100
     assert log.count() - before == result["ok"]
     rows = log.read_predictions()
     assert rows["request_id"].is_unique
+
+
+def test_decoded_frames_as_npy_answer_as_the_same_frames_as_png(deployment):
+    """/classify_frames: the binary path skips PNG and base64 and gives the very same prediction."""
+    import requests
+
+    from tests.integration.serving_support import npy_bytes
+
+    sample = deployment["samples"]["originality"][3]
+    png = post(deployment, "/classify", video_body(sample, "originality", arm="control")).json()
+    params = {"scenario": "originality", "video_id": sample["video_id"], "title": sample["title"], "arm": "control"}
+    r = requests.post(
+        deployment["url"] + "/classify_frames",
+        params=params,
+        data=npy_bytes(np.ascontiguousarray(sample["frames"])),
+        headers={"Content-Type": "application/x-npy", "X-Request-ID": "npy-1"},
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.headers["X-Request-ID"] == "npy-1", r.text
+    npy = r.json()
+    assert (npy["model_tag"], npy["label"], npy["video_id"]) == (png["model_tag"], png["label"], png["video_id"])
+    np.testing.assert_allclose(list(npy["probabilities"].values()), list(png["probabilities"].values()), atol=1e-6)
+    bad = requests.post(
+        deployment["url"] + "/classify_frames",
+        params=params,
+        data=npy_bytes(np.zeros((9, 8, 8, 3), np.uint8)),
+        headers={"Content-Type": "application/x-npy"},
+        timeout=60,
+    )
+    assert bad.status_code == 413 and "max_frames_per_video=8" in bad.json()["error"]

@@ -150,7 +150,7 @@ def test_minilm_student_serves_offline_from_its_folder_alone(clickbait_dataset, 
     from cpfd.packaging import _files_to_copy
     from cpfd.serving_runtime import load_served_model
 
-    model_cfg = ModelConfig(size="tiny", text_pretrained="minilm", freeze_text=True)  # a name, not a path
+    model_cfg = ModelConfig(size="tiny", text_pretrained="minilm")  # a name, not a path; frozen by default
     data = prepare_data(clickbait_dataset, model_cfg)
     assert data.tokenizer.vocab_size == 30522 and data.max_tokens > 16  # MiniLM's own WordPiece: more pieces
     project = tiny_project.model_copy(update={"model": model_cfg})

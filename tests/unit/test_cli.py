@@ -57,6 +57,7 @@ def test_train_distill_evaluate_from_the_cli(synthetic_dir, tmp_path):
         ]
     )
     assert "cpfd student saved" in out and "teacher outputs (oof)" in out
+    assert "titles (validation split): 16 tokens, [UNK] 0.00 %, truncated 0.0 %" in out
     # out-of-fold outputs cached beside the teacher, with the fold teachers; reused by the next distillation
     assert (tmp_path / "teacher" / "teacher_outputs.oof3-seed0.safetensors").exists()
     assert sorted(p.name for p in (tmp_path / "teacher" / "folds").iterdir()) == ["fold0", "fold1", "fold2"]

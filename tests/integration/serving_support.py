@@ -1,0 +1,110 @@
+"""Helpers of the serving integration tests: untrained tiny students in a model store, configs, read-only
+folders (chmod, or `chattr +i` for root, who ignores modes), and the server's process tree."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+
+def package_students(data, model_cfg, out: Path, home: Path, names: dict[str, str]) -> dict[str, str]:
+    """Untrained tiny students (scenario -> model name) saved and packaged into ``home``; returns name -> tag."""
+    import json
+
+    from cpfd.models import save_model
+    from cpfd.training.recipes import new_model
+
+    args = []
+    for scenario, name in names.items():
+        folder = out / name
+        save_model(
+            new_model(data, model_cfg, "student", 0), folder, data.tokenizer, {"role": "student", "scenario": scenario}
+        )
+        args += [str(folder), name]
+    code = (
+        "import sys, json; from cpfd.packaging import package_model; "
+        "print(json.dumps([package_model(d, n) for d, n in zip(sys.argv[1::2], sys.argv[2::2])]))"
+    )
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    return dict(zip(names.values(), json.loads(done.stdout.splitlines()[-1]), strict=True))
+
+
+def write_config(path: Path, scenarios: dict[str, str], **settings) -> Path:
+    """A serving config: one arm ("control") per scenario, the given model names; ``settings`` on top."""
+    cfg = {
+        "experiment": "ops",
+        "prediction_log": "predictions.db",
+        "scenarios": {s: {"arms": {"control": {"model": m, "traffic": 1.0}}} for s, m in scenarios.items()},
+        **settings,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@contextmanager
+def read_only(*paths: Path) -> Iterator[None]:
+    """Make files and folders unwritable for this process, then restore them; skip where that is impossible."""
+    as_root = os.geteuid() == 0
+    modes = {p: p.stat().st_mode for p in paths}
+    try:
+        for p in paths:
+            if as_root:
+                if subprocess.run(["chattr", "+i", str(p)], capture_output=True).returncode != 0:
+                    pytest.skip("running as root and `chattr +i` is unavailable: cannot make a folder read-only")
+            else:
+                p.chmod(0o555 if p.is_dir() else 0o444)
+        yield
+    finally:
+        for p in paths:
+            if as_root:
+                subprocess.run(["chattr", "-i", str(p)], capture_output=True)
+            else:
+                p.chmod(modes[p])
+
+
+def descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(pids: list[int]) -> list[int]:
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def png_b64(frame: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def npy_bytes(frames: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, frames)
+    return buf.getvalue()
