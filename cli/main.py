@@ -30,6 +30,7 @@ app.add_typer(pipeline.pipeline_app, name="pipeline")
 app.add_typer(data.features_app, name="features")
 app.add_typer(config.config_app, name="config")
 app.add_typer(serve.models_app, name="models")
+app.add_typer(monitor.log_app, name="log")
 for command in (
     data.generate,
     train.evaluate,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+log_app = typer.Typer(help="The prediction log (SQLite path or SQLAlchemy URL): retention.", no_args_is_help=True)
+
 
 def monitor(
     log: str = typer.Option(..., help="prediction log: SQLite path or SQLAlchemy URL"),
@@ -97,3 +99,17 @@ def simulate(
         f"monitor this window with: cpfd monitor --log {log} --since {res['since']} --until {res['until']} "
         "--reference ..."
     )
+
+
+@log_app.command("prune")
+def log_prune(
+    log: str = typer.Option(..., help="prediction log: SQLite path or SQLAlchemy URL"),
+    before: str = typer.Option(..., help="delete predictions (and labels) older than this, ISO-8601 (UTC if no zone)"),
+):
+    """Retention: delete the predictions logged and the labels written before ``--before``."""
+    from cpfd.predlog import open_log
+    from monitoring.logread import iso_utc
+
+    cutoff = iso_utc(before, "--before")
+    predictions, labels = open_log(log).prune(cutoff)
+    typer.echo(f"deleted {predictions} prediction(s) and {labels} label(s) older than {cutoff}")

@@ -42,8 +42,11 @@ _DDL = (
     """CREATE TABLE IF NOT EXISTS predictions (
         request_id TEXT PRIMARY KEY, ts TEXT NOT NULL, experiment TEXT NOT NULL, scenario TEXT NOT NULL,
         arm TEXT NOT NULL, model_tag TEXT NOT NULL, video_id BIGINT NOT NULL, label INTEGER NOT NULL,
-        probabilities TEXT NOT NULL, confidence REAL NOT NULL, latency_ms REAL NOT NULL, http_request_id TEXT)""",
+        probabilities TEXT NOT NULL, confidence DOUBLE PRECISION NOT NULL, latency_ms DOUBLE PRECISION NOT NULL,
+        http_request_id TEXT)""",
+    # the monitor's and the pruner's time-window queries: per scenario, and over every scenario
     "CREATE INDEX IF NOT EXISTS predictions_scenario_ts ON predictions (scenario, ts)",
+    "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)",
     """CREATE TABLE IF NOT EXISTS labels (
         video_id BIGINT NOT NULL, scenario TEXT NOT NULL, label INTEGER NOT NULL, labelled_at TEXT NOT NULL,
         PRIMARY KEY (video_id, scenario))""",
@@ -189,6 +192,16 @@ class PredictionLog:
         df = self._query(f"SELECT * FROM predictions{where} ORDER BY ts", params)
         df["probabilities"] = df["probabilities"].map(json.loads)
         return df
+
+    def prune(self, before: str) -> tuple[int, int]:
+        """Delete predictions with ts < ``before`` (ISO-8601 UTC) and labels written before it, in one transaction;
+        returns (predictions, labels) deleted. Retention for a log that would otherwise grow without bound."""
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            predictions = conn.execute(text("DELETE FROM predictions WHERE ts < :before"), {"before": before})
+            labels = conn.execute(text("DELETE FROM labels WHERE labelled_at < :before"), {"before": before})
+        return int(predictions.rowcount), int(labels.rowcount)
 
     def read_labels(self) -> pd.DataFrame:
         return self._query("SELECT * FROM labels", {})
