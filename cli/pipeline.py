@@ -111,21 +111,24 @@ def compile_cmd(
     no_gpu: bool = NoGpuOpt,
     node_selector: list[str] = NodeSelectorOpt,
     toleration: list[str] = TolerationOpt,
-    gpu_count: int = typer.Option(1, min=1),
+    gpu_count: int = typer.Option(1, min=1, help="GPUs per training pod; > 1: torchrun, one process per GPU"),
     train_cpu: str = typer.Option("4"),
     train_memory: str = typer.Option("16G"),
     fold_parallelism: int = FoldParallelismOpt,
+    train_nodes: int = typer.Option(1, min=1, help="> 1: each training step runs as a PyTorchJob on this many nodes"),
+    train_pvc: str = typer.Option("", help="with --train-nodes > 1: the ReadWriteMany claim the job's pods share"),
+    train_env: list[str] = typer.Option([], "--train-env", help="KEY=VALUE in the training pods (repeatable)"),
 ):
     """Compile the pipeline to IR YAML (upload it in the Kubeflow dashboard)."""
     from pipelines.cpfd_pipeline import compile_pipeline
 
     t0 = time.perf_counter()
-    path = compile_pipeline(
-        out,
-        pipeline_options(
-            parallelism, image, no_gpu, node_selector, toleration, gpu_count, train_cpu, train_memory, fold_parallelism
-        ),
+    opts = pipeline_options(
+        parallelism, image, no_gpu, node_selector, toleration, gpu_count, train_cpu, train_memory, fold_parallelism
     )
+    opts.train_nodes, opts.train_pvc = train_nodes, train_pvc
+    opts.train_env = dict(_key_value(s, "--train-env") for s in train_env)
+    path = compile_pipeline(out, opts)
     typer.echo(f"compiled {path} in {time.perf_counter() - t0:.1f}s")
 
 

@@ -1,4 +1,8 @@
-"""`cpfd train ...` and `cpfd evaluate`: the teacher, the baseline student, distillation, metrics."""
+"""`cpfd train ...` and `cpfd evaluate`: the teacher, the baseline student, distillation, metrics.
+
+Every `cpfd train` command also runs data-parallel under torchrun (one process per GPU; rank 0 prints and writes):
+`torchrun --standalone --nproc-per-node 4 -m cli train teacher --dataset D --out O` (README, Distributed training).
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,18 @@ if TYPE_CHECKING:
 train_app = typer.Typer(help="Train the teacher, the baseline student, or distil.", no_args_is_help=True)
 
 
+def _echo(message: str) -> None:
+    """Print once: on rank 0 under torchrun."""
+    from cpfd.training.distributed import is_main
+
+    if is_main():
+        typer.echo(message)
+
+
 def _echo_titles(data: PreparedData) -> None:
     from cpfd.reports import describe_title_stats
 
-    typer.echo(f"titles (validation split): {describe_title_stats(data.title_stats['val'])}")
+    _echo(f"titles (validation split): {describe_title_stats(data.title_stats['val'])}")
 
 
 def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resume: bool):
@@ -31,7 +43,7 @@ def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resum
     project.scenario(data.manifest["scenario"])
     _echo_titles(data)
     info = train_classifier(data, role, project, out, progress=not quiet, resume=resume)
-    typer.echo(f"{role} saved to {out}: best epoch {info['best_epoch']}, val macro-F1 {info['best_val_macro_f1']:.4f}")
+    _echo(f"{role} saved to {out}: best epoch {info['best_epoch']}, val macro-F1 {info['best_val_macro_f1']:.4f}")
 
 
 @train_app.command("teacher")
@@ -75,6 +87,7 @@ def train_distill(
     from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
     from cpfd.teacher_outputs import TeacherOutputs
+    from cpfd.training.distributed import barrier, is_main
     from cpfd.training.recipes import compute_teacher_outputs, distill_student
 
     project = load_project(config, set_)
@@ -91,14 +104,16 @@ def train_distill(
         outputs = compute_teacher_outputs(
             data, project, load_model(teacher), teacher / "folds", dcfg, not quiet, resume
         )
-        outputs.save(cache)
+        if is_main():
+            outputs.save(cache)
+        barrier()
     cal = outputs.calibration
-    typer.echo(
+    _echo(
         f"teacher outputs ({outputs.source}): temperature {outputs.temperature:.2f}, validation NLL "
         f"{cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}"
     )
     info = distill_student(data, outputs, project, out, progress=not quiet, resume=resume)
-    typer.echo(f"{info['method']} student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
+    _echo(f"{info['method']} student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
 
 
 @train_app.command("joint")
@@ -116,7 +131,7 @@ def train_joint_cmd(
 
     project = load_project(config, set_)
     info = train_joint(prepare_data(dataset, project.model), project, out, progress=not quiet, resume=resume)
-    typer.echo(f"joint student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
+    _echo(f"joint student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
 
 
 def evaluate(

@@ -15,22 +15,19 @@ def distill(
     metrics: Output[Metrics],
 ):
     """Two-stage distillation from ``train_logits`` (the teacher_outputs step's TeacherOutputs file, calibrated),
-    as the resolved config's distill section says (its method: the run's ``method`` parameter when one was given)."""
+    as the resolved config's distill section says (its method: the run's ``method`` parameter when one was given);
+    in this pod, or distributed as the task's CPFD_LAUNCH says (``components.launch``)."""
     import shutil
     from pathlib import Path
 
     from components.common import read_scenario_config
+    from components.launch import Step, run_training
     from cpfd.conventions import TREATMENT_ARM
-    from cpfd.data.tensors import prepare_data
-    from cpfd.teacher_outputs import TeacherOutputs
-    from cpfd.training.recipes import distill_student
 
     project, scen = read_scenario_config(config)
     scenario, dcfg = scen.name, project.distill
     method = dcfg.method
-    data = prepare_data(dataset.path, project.model)
-    outputs = TeacherOutputs.load(train_logits.path, data.splits["train"].video_ids)
-    info = distill_student(data, outputs, project, model.path, dcfg, progress=False)
+    info = run_training(Step("distill", dataset.path, config.path, model.path, train_logits=train_logits.path))
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
     cal = info["teacher_calibration"]
     model.metadata.update(

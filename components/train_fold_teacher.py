@@ -18,16 +18,16 @@ def train_fold_teacher(
     early stopping) and writes its logits on the held-out fold and on validation
     (``fold_outputs/fold_outputs.safetensors``).
 
-    With distill.teacher_outputs ``insample`` (fold -1 from fold_plan) nothing is trained: the artifact is an empty
+    Runs in this pod, or distributed as the task's CPFD_LAUNCH says (``components.launch``). With
+    distill.teacher_outputs ``insample`` (fold -1 from fold_plan) nothing is trained: the artifact is an empty
     folder marked ``skipped``."""
     import shutil
     from pathlib import Path
 
     from components.common import read_scenario_config
-    from cpfd.data.tensors import prepare_data
+    from components.launch import Step, run_training
     from cpfd.errors import ConfigError
     from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE
-    from cpfd.training.recipes import train_fold_teacher as train_fold
 
     project, scen = read_scenario_config(config)
     scenario, dcfg = scen.name, project.distill
@@ -42,7 +42,7 @@ def train_fold_teacher(
         raise ConfigError(
             f"scenario {scenario}: fold {fold} is outside 0..{dcfg.folds - 1} (distill.folds = {dcfg.folds})"
         )
-    info = train_fold(prepare_data(dataset.path, project.model), project, fold, dcfg.folds, out, progress=False)
+    info = run_training(Step("fold-teacher", dataset.path, config.path, str(out), fold))
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     fold_outputs.metadata.update(
         {

@@ -8,18 +8,18 @@ from components.image import project_image
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
 def train_student(dataset: Input[Dataset], config: Input[Artifact], model: Output[Model], metrics: Output[Metrics]):
-    """Cross-entropy training of the student without privileged features."""
+    """Cross-entropy training of the student without privileged features (in this pod, or distributed as the task's
+    CPFD_LAUNCH says: ``components.launch``)."""
     import shutil
     from pathlib import Path
 
     from components.common import read_scenario_config
+    from components.launch import Step, run_training
     from cpfd.conventions import CONTROL_ARM
-    from cpfd.data.tensors import prepare_data
-    from cpfd.training.recipes import train_classifier
 
-    project, scen = read_scenario_config(config)
+    _, scen = read_scenario_config(config)
     scenario = scen.name
-    info = train_classifier(prepare_data(dataset.path, project.model), "student", project, model.path, progress=False)
+    info = run_training(Step("student", dataset.path, config.path, model.path))
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
     model.metadata.update(
         {

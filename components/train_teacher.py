@@ -13,17 +13,17 @@ from components.image import project_image
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
 def train_teacher(dataset: Input[Dataset], config: Input[Artifact], model: Output[Model], metrics: Output[Metrics]):
-    """Cross-entropy training with early stopping on validation macro-F1."""
+    """Cross-entropy training with early stopping on validation macro-F1 (in this pod, or distributed as the task's
+    CPFD_LAUNCH says: ``components.launch``)."""
     import shutil
     from pathlib import Path
 
     from components.common import read_scenario_config
-    from cpfd.data.tensors import prepare_data
-    from cpfd.training.recipes import train_classifier
+    from components.launch import Step, run_training
 
-    project, scen = read_scenario_config(config)
+    _, scen = read_scenario_config(config)
     scenario = scen.name
-    info = train_classifier(prepare_data(dataset.path, project.model), "teacher", project, model.path, progress=False)
+    info = run_training(Step("teacher", dataset.path, config.path, model.path))
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
     model.metadata.update(
         {

@@ -22,6 +22,7 @@ TeacherOutputsSource = Literal["oof", "insample"]
 DistillMethod = Literal["none", "pfd", "cpfd"]
 DistillMode = Literal["two_stage", "joint"]
 Modality = Literal["frames", "title"]
+ALL_MODALITIES: tuple[Modality, ...] = ("frames", "title")
 
 
 class ModelConfig(StrictModel):
@@ -43,7 +44,11 @@ class ModelConfig(StrictModel):
     dropout: float = 0.1
     text_pretrained: str | None = None
     vision_pretrained: str | None = None
-    freeze_text: bool = Field(False, description="keep the pretrained text tower's weights fixed")
+    freeze_text: bool | None = Field(
+        None,
+        description="keep the pretrained text tower's weights fixed; None: frozen when text_pretrained is set "
+        "(fine-tuning it at the default train.lr lost most of its gain: README, Pretrained text tower)",
+    )
     max_title_tokens: int | None = Field(
         None, ge=3, description="None: from the training titles (98th percentile of their token lengths)"
     )
@@ -53,6 +58,10 @@ class ModelConfig(StrictModel):
         if self.freeze_text and not self.text_pretrained:
             raise ValueError("model.freeze_text needs model.text_pretrained (a randomly initialised tower must learn)")
         return self
+
+    @property
+    def text_frozen(self) -> bool:
+        return bool(self.text_pretrained) if self.freeze_text is None else self.freeze_text
 
 
 class TrainConfig(StrictModel):
@@ -64,6 +73,9 @@ class TrainConfig(StrictModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU")
+    dist_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="under torchrun: the process group's backend; auto = nccl on CUDA, gloo on CPU"
+    )
 
 
 class DistillConfig(StrictModel):
@@ -105,7 +117,7 @@ class ScenarioConfig(StrictModel):
     label_names: list[str] = Field(min_length=2)
     feature_service: str = "teacher_dense_v1"
     modalities: list[Modality] = Field(
-        default_factory=lambda: ["frames", "title"],
+        default_factory=lambda: list(ALL_MODALITIES),
         min_length=1,
         description="inputs the models read; [title] needs no frames column and serves without frames",
     )

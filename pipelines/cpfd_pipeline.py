@@ -11,8 +11,13 @@ monitoring reference), else not_packaged -> scenario_result (the gate's row with
 handover, from whichever branch ran). Then ``report`` collects every row: the pipeline's outputs
 are the report, the table and ``packages`` (tags per arm, model store, reference folder of each
 packaged scenario), what serving and monitoring read. Deployment choices (image, parallelism, GPU
-requests, node selectors, tolerations) are compile-time ``PipelineOptions``; run-time parameters
-are JSON-able.
+requests, node selectors, tolerations, distributed training) are compile-time ``PipelineOptions``; run-time
+parameters are JSON-able.
+
+Distributed training: with ``gpu_count`` > 1 the training steps (teacher, student, fold teachers, distill) run
+torchrun over the pod's GPUs; with ``train_nodes`` > 1 each is a light launcher pod that runs the same command as a
+Kubeflow Training Operator PyTorchJob over that many GPU nodes (``components/launch.py``, README: Distributed
+training). Both are the task's ``CPFD_LAUNCH`` environment variable.
 
 The fold count is read at run time by fold_plan from the resolved config (the one place it lives):
 kfp.local 2.17 gives the inner loop's item to every outer loop item and task-output parameter
@@ -22,6 +27,9 @@ pipeline parameters and artifacts (the dataset, the resolved config)."""
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+
+from components.launch import LAUNCH_ENV, Launch
+from cpfd.errors import ConfigError
 
 PIPELINE_NAME = "cpfd-pipeline"
 
@@ -35,7 +43,7 @@ class PipelineOptions:
     fold_parallelism: int = 0  # fold teachers at once within a scenario; 0 = unlimited (kfp.local: at most 2)
     gpu: bool = True
     accelerator: str = "nvidia.com/gpu"
-    gpu_count: int = 1
+    gpu_count: int = 1  # GPUs per training pod; > 1: torchrun with one process per GPU
     train_cpu: str = "4"
     train_memory: str = "16G"
     data_cpu: str = "2"
@@ -44,18 +52,60 @@ class PipelineOptions:
     tolerations: list[dict] = field(
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     )
+    train_env: dict[str, str] = field(default_factory=dict)  # training pods' environment, e.g. NCCL_DEBUG=INFO
+    train_nodes: int = 1  # > 1: every training step runs as a PyTorchJob of this many nodes x gpu_count GPUs
+    train_pvc: str = ""  # with train_nodes > 1: a ReadWriteMany claim the step's pod and the job's pods share
+    train_mount: str = "/mnt/cpfd"  # where that claim is mounted
+    train_namespace: str = ""  # the PyTorchJobs' namespace; empty: the pipeline pod's own
 
 
-def _on_gpu_pool(task, opts: PipelineOptions):
+def train_launch(opts: PipelineOptions, image: str) -> Launch:
+    """Where the training steps run (their ``CPFD_LAUNCH``): ``train_nodes`` nodes x ``gpu_count`` processes."""
+    if opts.train_nodes > 1 and not opts.train_pvc:
+        raise ConfigError("train_nodes > 1 needs train_pvc, a ReadWriteMany claim the PyTorchJob's pods share")
+    return Launch(
+        nodes=opts.train_nodes,
+        nproc_per_node=opts.gpu_count if opts.gpu else 1,
+        image=image,
+        accelerator=opts.accelerator if opts.gpu else "",
+        cpu=opts.train_cpu,
+        memory=opts.train_memory,
+        node_selector=dict(opts.node_selector) if opts.gpu else {},
+        tolerations=list(opts.tolerations) if opts.gpu else [],
+        env=dict(opts.train_env),
+        pvc=opts.train_pvc,
+        mount=opts.train_mount,
+        namespace=opts.train_namespace,
+    )
+
+
+def _on_gpu_pool(task, opts: PipelineOptions, gpus: int | None = None):
+    """CPU and memory requests, ``gpus`` GPUs (default ``gpu_count``), the GPU pool's node selector and tolerations."""
     from kfp import kubernetes
 
     task.set_cpu_request(opts.train_cpu).set_memory_request(opts.train_memory)
     if opts.gpu:
-        task.set_accelerator_type(opts.accelerator).set_accelerator_limit(opts.gpu_count)
+        task.set_accelerator_type(opts.accelerator).set_accelerator_limit(gpus or opts.gpu_count)
         for key, value in opts.node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         for tol in opts.tolerations:
             kubernetes.add_toleration(task, **tol)
+    return task.set_caching_options(False)
+
+
+def _training(task, opts: PipelineOptions, launch: Launch):
+    """A training step: on the GPU pool (torchrun over its GPUs when there are several) or, on several nodes, a
+    launcher pod without GPU that mounts the shared claim and runs the step as a PyTorchJob."""
+    for key, value in launch.env.items():
+        task.set_env_variable(key, value)
+    if launch.nodes > 1 or launch.nproc_per_node > 1:
+        task.set_env_variable(LAUNCH_ENV, launch.to_json())
+    if launch.nodes == 1:
+        return _on_gpu_pool(task, opts)
+    from kfp import kubernetes
+
+    kubernetes.mount_pvc(task, pvc_name=launch.pvc, mount_path=launch.mount)
+    task.set_cpu_request(opts.data_cpu).set_memory_request(opts.data_memory)
     return task.set_caching_options(False)
 
 
@@ -82,6 +132,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
 
     opts = opts or PipelineOptions()
     image = opts.image or project_image()
+    launch = train_launch(opts, image)
 
     def step(task, cache: bool = False):
         task.set_container_image(image)
@@ -139,14 +190,14 @@ def build_pipeline(opts: PipelineOptions | None = None):
             checked = on_data_node(
                 validate_data(dataset=data, config=cfg, min_rows=min_rows, max_null_increase=max_null_increase)
             )
-            teacher = _on_gpu_pool(step(train_teacher(dataset=data, config=cfg)), opts)
-            student = _on_gpu_pool(step(train_student(dataset=data, config=cfg)), opts)
+            teacher = _training(step(train_teacher(dataset=data, config=cfg)), opts, launch)
+            student = _training(step(train_student(dataset=data, config=cfg)), opts, launch)
             teacher.after(checked)
             student.after(checked)
             plan = step(fold_plan(config=cfg), cache=True).after(checked)
             with dsl.ParallelFor(items=plan.output, parallelism=opts.fold_parallelism, name="fold-teachers") as fold:
                 # only the loop's own item, pipeline parameters and artifacts in here (see the module docstring)
-                folds = _on_gpu_pool(step(train_fold_teacher(dataset=data, config=cfg, fold=fold)), opts)
+                folds = _training(step(train_fold_teacher(dataset=data, config=cfg, fold=fold)), opts, launch)
             soft = step(
                 teacher_outputs(
                     dataset=data,
@@ -157,8 +208,8 @@ def build_pipeline(opts: PipelineOptions | None = None):
                 .set_cpu_request(opts.data_cpu)
                 .set_memory_request(opts.data_memory)
             )
-            distilled = _on_gpu_pool(
-                step(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=cfg)), opts
+            distilled = _training(
+                step(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=cfg)), opts, launch
             )
             gate = _on_gpu_pool(
                 step(
@@ -171,6 +222,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
                     )
                 ),
                 opts,
+                gpus=1,  # prediction: one GPU
             )
             with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
                 packed = step(

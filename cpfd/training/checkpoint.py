@@ -43,8 +43,20 @@ def load_models_state(models: Mapping[str, nn.Module], tensors: Mapping[str, tor
         m.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's RNG state, as a checkpoint stores it."""
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["rng.cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
 def save_checkpoint(
-    ckpt_dir: Path, models: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer, state: TrainState
+    ckpt_dir: Path,
+    models: Mapping[str, nn.Module],
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    rng: Mapping[str, torch.Tensor],
 ) -> None:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     opt = optimizer.state_dict()
@@ -56,9 +68,7 @@ def save_checkpoint(
                 tensors[f"optim.{pid}.{key}"] = value
             else:
                 scalars.setdefault(str(pid), {})[key] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    tensors.update(rng)
     atomic_save_tensors(tensors, ckpt_dir / "state.safetensors")
     meta = {**state, "optimizer_param_groups": opt["param_groups"], "optimizer_scalars": scalars}
     tmp = ckpt_dir / "state.json.tmp"
@@ -66,7 +76,11 @@ def save_checkpoint(
     os.replace(tmp, ckpt_dir / "state.json")
 
 
-def load_checkpoint(ckpt_dir: Path, models: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer) -> TrainState:
+def load_checkpoint(
+    ckpt_dir: Path, models: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer, rank: int = 0
+) -> TrainState:
+    """Restore models, optimizer and the RNG state of process ``rank`` (rank 0's when the checkpoint has none for it,
+    e.g. one written by a single process)."""
     from safetensors.torch import load_file
 
     meta = json.loads((ckpt_dir / "state.json").read_text())
@@ -80,7 +94,8 @@ def load_checkpoint(ckpt_dir: Path, models: Mapping[str, nn.Module], optimizer: 
     for pid, extra in meta.pop("optimizer_scalars").items():
         opt_state.setdefault(int(pid), {}).update(extra)
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta.pop("optimizer_param_groups")})
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    suffix = f".{rank}" if f"rng.torch.{rank}" in tensors else ""
+    torch.set_rng_state(tensors["rng.torch" + suffix])
+    if "rng.cuda" + suffix in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda" + suffix])
     return meta

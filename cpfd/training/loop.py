@@ -1,6 +1,6 @@
 """The training loop shared by every model: seeded, AdamW with warm-up and cosine decay, CUDA + bf16
 autocast when there is a GPU, a checkpoint after every epoch and resume from it, early stopping on
-validation macro-F1."""
+validation macro-F1; DistributedDataParallel when launched by torchrun (``cpfd/training/distributed.py``)."""
 
 from __future__ import annotations
 
@@ -18,18 +18,21 @@ from cpfd.data.tensors import PreparedData
 from cpfd.device import autocast, resolve_device
 from cpfd.evaluate import model_macro_f1
 from cpfd.models import VideoClassifier
+from cpfd.training import distributed
 from cpfd.training.checkpoint import (
     TrainState,
     atomic_save_tensors,
     load_checkpoint,
     load_models_state,
     models_state,
+    rng_state,
     save_checkpoint,
 )
 
 log = logging.getLogger("cpfd.training")
 
 
+# (models, batch, step) -> the mean over the batch's examples of their losses (the distributed loop rescales it)
 LossFn = Callable[[Mapping[str, VideoClassifier], dict[str, torch.Tensor], int], torch.Tensor]
 
 
@@ -41,6 +44,18 @@ class FitResult:
     stopped_early: bool
     train_examples_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+class _Objective(torch.nn.Module):
+    """The trained models and their loss as one module: one DDP wrapper synchronises every model's gradients."""
+
+    def __init__(self, models: Mapping[str, VideoClassifier], loss_fn: LossFn):
+        super().__init__()
+        self.trained = torch.nn.ModuleDict(dict(models))
+        self.models, self.loss_fn = dict(models), loss_fn
+
+    def forward(self, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        return self.loss_fn(self.models, batch, step)
 
 
 def _lr_at(step: int, total: int, base: float) -> float:
@@ -63,12 +78,19 @@ def fit(
     resume: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> FitResult:
-    """Train ``models`` jointly with ``loss_fn``; select by validation macro-F1 of ``models[eval_key]``."""
+    """Train ``models`` jointly with ``loss_fn``; select by validation macro-F1 of ``models[eval_key]``.
+
+    Under torchrun every rank draws the same global batch of ``cfg.batch_size`` rows and trains on its share of
+    them; rank 0 writes the checkpoints, and every rank ends with the same weights."""
     from tqdm.auto import tqdm
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    world = distributed.world_from_torchrun(device, cfg.dist_backend)
+    if world is not None:
+        device = world.device
+    main = world is None or world.rank == 0
     for m in models.values():
         m.to(device).train()
     params = [p for m in models.values() for p in m.parameters() if p.requires_grad]
@@ -89,25 +111,34 @@ def fit(
         "train_seconds": 0.0,
     }
     if resume and (ckpt_dir / "state.json").exists():
-        state = load_checkpoint(ckpt_dir, models, optimizer)
-        log.info("%s: resumed after epoch %d", desc, state["epoch"])
+        state = load_checkpoint(ckpt_dir, models, optimizer, world.rank if world else 0)
+        if main:
+            log.info("%s: resumed after epoch %d", desc, state["epoch"])
     else:
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + (world.rank if world else 0))  # dropout differs per rank
+    step_fn: torch.nn.Module = _Objective(models, loss_fn)
+    if world is not None:
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, forward_sync_buffers=False)
 
     while not state["done"] and state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         running, t0 = 0.0, time.perf_counter()
         bar = tqdm(
-            range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress
+            range(steps_per_epoch),
+            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not (progress and main),
         )
         for b in bar:
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            idx, scale = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size], 1.0
+            if world is not None:
+                idx, scale = distributed.local_rows(idx, world)
             batch = train.batch(idx, device)
             for g in optimizer.param_groups:
                 g["lr"] = _lr_at(state["global_step"], total, cfg.lr)
             with autocast(device):
-                loss = loss_fn(models, batch, state["global_step"])
+                loss = step_fn(batch, state["global_step"]) * scale
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -116,18 +147,27 @@ def fit(
             running += loss.item()
             bar.set_postfix(loss=f"{running / (b + 1):.4f}")
         state["train_seconds"] += time.perf_counter() - t0
-        val_f1 = model_macro_f1(models[eval_key], data.splits["val"], data.label_names)
+        if world is None:
+            val_f1 = model_macro_f1(models[eval_key], data.splits["val"], data.label_names)
+        else:
+            running = distributed.mean_over_ranks(running, world)
+            val_f1 = distributed.val_macro_f1(models[eval_key], data.splits["val"], data.label_names, world)
         state["history"].append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "val_macro_f1": val_f1})
-        if val_f1 > state["best_val_f1"]:
+        better = val_f1 > state["best_val_f1"]
+        if better:
             state["best_val_f1"], state["best_epoch"], state["bad_epochs"] = val_f1, epoch + 1, 0
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            atomic_save_tensors(models_state(models), ckpt_dir / "best.safetensors")
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         state["done"] = state["bad_epochs"] >= cfg.patience
-        save_checkpoint(ckpt_dir, models, optimizer, state)
-        if progress:
+        rng = rng_state() if world is None else distributed.gather_rng(world)
+        if main:
+            if better:
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                atomic_save_tensors(models_state(models), ckpt_dir / "best.safetensors")
+            save_checkpoint(ckpt_dir, models, optimizer, state, rng)
+        distributed.barrier()
+        if progress and main:
             log.info("%s epoch %d: loss %.4f, val macro-F1 %.4f", desc, epoch + 1, running / steps_per_epoch, val_f1)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)

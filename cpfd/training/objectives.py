@@ -38,7 +38,8 @@ def cached_distill_loss(teacher_logits: torch.Tensor, weights: torch.Tensor, cfg
 
 
 def joint_loss(cfg: DistillConfig) -> LossFn:
-    """Synchronous PFD: the teacher learns from CE only; its logits reach the student detached."""
+    """Synchronous PFD: the teacher learns from CE only; its logits reach the student detached. The CPFD weights are
+    normalised over the batch (under torchrun: over each rank's share of it)."""
 
     def loss(models, batch, step):
         t_logits = forward_batch(models["teacher"], batch).float()

@@ -17,6 +17,7 @@ from cpfd.evaluate import predict_logits
 from cpfd.models import VideoClassifier, build_model, make_spec, save_model
 from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE, TeacherOutputs, fold_assignment
 from cpfd.training.checkpoint import atomic_save_tensors
+from cpfd.training.distributed import barrier, is_main
 from cpfd.training.loop import FitResult, fit
 from cpfd.training.objectives import cached_distill_loss, ce_loss, joint_loss
 
@@ -36,7 +37,7 @@ def new_model(data: PreparedData, model_cfg: ModelConfig, role: str, seed: int) 
         max_title_tokens=data.max_tokens,
     )
     model = build_model(spec, model_cfg.text_pretrained, model_cfg.vision_pretrained)
-    if model_cfg.freeze_text and model.backbone.text is not None:
+    if model_cfg.text_frozen and model.backbone.text is not None:
         model.backbone.text.requires_grad_(False)
     if model.dense is not None:
         model.dense.fit(data.splits["train"].dense)
@@ -55,7 +56,9 @@ def _finish(model: VideoClassifier, data: PreparedData, out_dir: Path, result: F
         "title_stats": data.title_stats,
         "history": result.history,
     }
-    save_model(model, out_dir, data.tokenizer, info)
+    if is_main():  # under torchrun every rank holds the same weights; rank 0 writes them
+        save_model(model, out_dir, data.tokenizer, info)
+    barrier()
     return info
 
 
@@ -128,16 +131,18 @@ def train_fold_teacher(
         resume,
     )
     train = data.splits["train"]
-    atomic_save_tensors(
-        {
-            "index": held_out,
-            "video_id": train.video_ids[held_out],
-            "trained_on": fold_data.splits["train"].video_ids,
-            "logits": predict_logits(model, train.subset(held_out)),
-            "val_logits": predict_logits(model, data.splits["val"]),
-        },
-        out / FOLD_OUTPUTS_FILE,
-    )
+    if is_main():
+        atomic_save_tensors(
+            {
+                "index": held_out,
+                "video_id": train.video_ids[held_out],
+                "trained_on": fold_data.splits["train"].video_ids,
+                "logits": predict_logits(model, train.subset(held_out)),
+                "val_logits": predict_logits(model, data.splits["val"]),
+            },
+            out / FOLD_OUTPUTS_FILE,
+        )
+    barrier()
     return {
         "fold": fold,
         "num_folds": num_folds,
@@ -272,7 +277,8 @@ def train_joint(
     result = fit(
         models, "student", joint_loss(dcfg), data, cfg, out_dir, f"joint-{dcfg.method}[{scenario}]", progress, resume
     )
-    save_model(models["teacher"], Path(out_dir) / "teacher", data.tokenizer, {"role": "teacher", "method": "joint"})
+    if is_main():
+        save_model(models["teacher"], Path(out_dir) / "teacher", data.tokenizer, {"role": "teacher", "method": "joint"})
     return _finish(
         models["student"],
         data,
