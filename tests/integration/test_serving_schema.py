@@ -44,6 +44,10 @@ def test_schemathesis_finds_no_server_error_and_no_spec_violation(clickbait_data
                 f"{server.url}/docs.json",
                 "--checks",
                 "all",
+                # schemathesis 4.32.5's own coverage phase can crash in its example handling (a runtime error
+                # inside the tool, every case passing); the examples and fuzzing phases exercise every operation
+                "--phases",
+                "examples,fuzzing",
                 "--max-time",
                 str(MAX_TIME_S),
                 "--workers",
