@@ -23,11 +23,10 @@ PIPELINE_METHODS = ("pfd", "cpfd")  # what the distill step trains (distill.meth
 def project_from_yaml(text: str) -> ProjectConfig:
     """The project config passed to the pipeline as a YAML string (a JSON-able parameter), on top of the embedded
     defaults as a config file is (empty: the defaults)."""
-    from cpfd.config import REPLACED_SECTIONS, deep_merge, default_config_path, read_yaml
+    from cpfd.config import read_yaml, with_defaults
 
     where = "pipeline parameter config_yaml"
-    data = deep_merge(read_yaml("config file", default_config_path()), read_yaml(where, text=text), REPLACED_SECTIONS)
-    return config_from_dict(data, where)
+    return config_from_dict(with_defaults(read_yaml(where, text=text)), where)
 
 
 def resolve_scenario_config(project: ProjectConfig, scenario: str, method: str = "") -> ProjectConfig:

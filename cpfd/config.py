@@ -267,14 +267,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     A partial file inherits every documented default; its ``scenarios`` list and ``feature_store`` section,
     when given, replace the default ones whole.
     """
-    data = read_yaml("config file", default_config_path())
-    where = str(default_config_path())
-    if path:
-        data = deep_merge(data, read_yaml("config file", path), REPLACED_SECTIONS)
-        where = str(path)
+    where = str(path) if path else str(default_config_path())
+    data = with_defaults(read_yaml("config file", path) if path else {})
     config = config_from_dict(apply_overrides(data, overrides or []), where)
     config._source = where if path else f"the embedded default {where}"
     return config
+
+
+def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A user's config mapping on top of the embedded default (``REPLACED_SECTIONS`` replace, the rest merge)."""
+    return deep_merge(read_yaml("config file", default_config_path()), data, REPLACED_SECTIONS)
 
 
 def config_from_dict(data: dict[str, Any], where: str) -> ProjectConfig:

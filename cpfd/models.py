@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cpfd.config import ModelConfig
+from cpfd.config import ALL_MODALITIES, ModelConfig
 from cpfd.errors import ConfigError
 
 PRESETS = {
@@ -82,7 +82,7 @@ class ModelSpec:
     text_config: dict
     dense_features: list[str] = field(default_factory=list)
     dense_hidden: int = 0
-    modalities: list[str] = field(default_factory=lambda: ["frames", "title"])
+    modalities: list[str] = field(default_factory=lambda: list(ALL_MODALITIES))
 
     @property
     def uses_frames(self) -> bool:
@@ -114,7 +114,7 @@ def make_spec(
 
     p = {**PRESETS[cfg.size], **{k: v for k, v in cfg.model_dump().items() if k in PRESETS["tiny"] and v is not None}}
     d, heads = p["hidden_size"], p["heads"]
-    modalities = list(modalities or ["frames", "title"])
+    modalities = list(modalities or ALL_MODALITIES)
     vision: dict = {}
     text: dict = {}
     if "frames" not in modalities:

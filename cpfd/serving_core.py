@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, Field, StrictInt, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from cpfd.config import StrictModel, read_yaml, validated
+from cpfd.config import ALL_MODALITIES, StrictModel, read_yaml, validated
 from cpfd.errors import ConfigError, CpfdError
 
 CONFIG_ENV = "CPFD_SERVING_CONFIG"
@@ -376,9 +376,6 @@ def _read_path(path: str, where: str, limits: Limits) -> bytes:
     if p.stat().st_size > limits.max_frame_bytes:
         raise too_large(f"{where}: {p.stat().st_size} bytes exceeds limit max_frame_bytes={limits.max_frame_bytes}")
     return p.read_bytes()
-
-
-ALL_MODALITIES = ("frames", "title")
 
 
 @dataclass

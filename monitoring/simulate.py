@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cpfd.config import ALL_MODALITIES
 from cpfd.errors import CpfdError
 
 
@@ -110,7 +111,7 @@ def simulate(
     answered, t0 = [], time.perf_counter()
     for s in scenarios:
         v = window[window["scenario"] == s]
-        reads = served[s].get("modalities", ["frames", "title"])
+        reads = served[s].get("modalities", list(ALL_MODALITIES))
         if "frames" in reads:
             frames = load_frames(v["frames"].tolist(), Path(videos_path).parent, source=str(videos_path))
         else:  # a title-only scenario: no frames to send

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cpfd.config import ALL_MODALITIES
 from cpfd.conventions import FEATURE_TTL
 from cpfd.errors import DataContractError
 from cpfd.features import FeatureDeclarations
-from cpfd.preprocess import title_word_stats
 
 SPLITS = ("train", "val", "test")
 
@@ -95,6 +95,8 @@ def write_dataset(
     sources: dict[str, Path] | None = None,
 ) -> dict:
     """Time splits and the manifest. Features without any value for this scenario are listed, not dropped."""
+    from cpfd.preprocess import title_word_stats  # imports torch: not at the top of the (pandas-only) build
+
     coverage = feature_coverage(joined, feature_names, scenario, sources or {})
     joined = joined.astype({n: np.float32 for n in feature_names})  # the models' dtype, whichever backend joined
     out = Path(out_dir)
@@ -109,7 +111,7 @@ def write_dataset(
         "label_names": label_names,
         "feature_names": feature_names,
         "feature_service": feature_service,
-        "modalities": [c for c in ("frames", "title") if c in joined.columns],
+        "modalities": [c for c in ALL_MODALITIES if c in joined.columns],
         "rows": {k: len(v) for k, v in splits.items()},
         "time_range": {
             k: [str(v["event_timestamp"].min()), str(v["event_timestamp"].max())] for k, v in splits.items()

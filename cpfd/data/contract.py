@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from cpfd.config import ProjectConfig
+from cpfd.config import ALL_MODALITIES, ProjectConfig
 from cpfd.errors import DataContractError
 from cpfd.features import FeatureDeclarations
 
 log = logging.getLogger(__name__)
 
 VIDEO_COLUMNS = ("video_id", "scenario", "event_timestamp", "label", "title", "frames")
-MODALITY_COLUMNS = ("title", "frames")  # required only for the scenarios whose modalities name them
+MODALITY_COLUMNS = ALL_MODALITIES  # required only for the scenarios whose modalities name them
 FEATURE_KEYS = ("video_id", "event_timestamp", "created")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cpfd.config import ModelConfig
+from cpfd.config import ALL_MODALITIES, ModelConfig
 from cpfd.data.frames import load_frames
 from cpfd.errors import DataContractError
 from cpfd.models import text_position_limit, text_pretrained_path
@@ -128,7 +128,7 @@ class PreparedData:
 
     @property
     def modalities(self) -> list[str]:
-        return self.manifest.get("modalities", ["frames", "title"])
+        return self.manifest.get("modalities", list(ALL_MODALITIES))
 
     @property
     def frame_shape(self) -> tuple[int, int]:

@@ -26,20 +26,12 @@ def _cpfd(home, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def exported(clickbait_data, tiny_project, tmp_path_factory):
     """A tiny student packaged into the "pod" home and exported into an artifact folder."""
-    from cpfd.models import build_model, make_spec, save_model
+    from cpfd.models import save_model
+    from cpfd.training.recipes import new_model
 
     root = tmp_path_factory.mktemp("handover")
-    t = clickbait_data.splits["train"]
-    spec = make_spec(
-        tiny_project.model,
-        "student",
-        clickbait_data.label_names,
-        int(t.frames.shape[2]),
-        int(t.frames.shape[1]),
-        len(clickbait_data.tokenizer),
-        max_title_tokens=clickbait_data.max_tokens,
-    )
-    save_model(build_model(spec), root / "m", clickbait_data.tokenizer, {"scenario": "clickbait", "role": "student"})
+    student = new_model(clickbait_data, tiny_project.model, "student", 0)
+    save_model(student, root / "m", clickbait_data.tokenizer, {"scenario": "clickbait", "role": "student"})
     code = (
         "import sys, json; from cpfd.packaging import package_model, export_model; "
         "tag = package_model(sys.argv[1], 'clickbait-cpfd'); "
