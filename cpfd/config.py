@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_valid
 
 from cpfd.config_base import StrictModel, default_config_path
 from cpfd.errors import ConfigError
-from cpfd.features import FeatureDeclarations, default_feature_store
+from cpfd.features import DECLARATION_KEYS, FeatureDeclarations, default_feature_store
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -75,6 +75,21 @@ class TrainConfig(StrictModel):
     threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU")
     dist_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="under torchrun: the process group's backend; auto = nccl on CUDA, gloo on CPU"
+    )
+    data: Literal["auto", "memory", "stream"] = Field(
+        "auto",
+        description="read the splits into memory, or stream them from the dataset's shards; auto streams when they "
+        "would take more than memory_limit_mb",
+    )
+    memory_limit_mb: int = Field(1024, ge=0, description="train.data auto: the most a dataset may take in memory")
+    loader_workers: int | None = Field(
+        None, ge=0, description="processes reading streamed batches; None: half the CPUs (1-8); 0: in this process"
+    )
+    shuffle_window: int = Field(
+        65536, ge=1, description="rows shuffled together; a larger split is shuffled shard-block-wise within windows"
+    )
+    checkpoint_every_steps: int = Field(
+        0, ge=0, description="also checkpoint (with the sampler's position) every this many steps; 0: per epoch only"
     )
 
 
@@ -275,8 +290,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    """A user's config mapping on top of the embedded default (``REPLACED_SECTIONS`` replace, the rest merge)."""
-    return deep_merge(read_yaml("config file", default_config_path()), data, REPLACED_SECTIONS)
+    """A user's config mapping on top of the embedded default (``REPLACED_SECTIONS`` replace, the rest merge).
+
+    A ``feature_store`` section with store settings only (``offline``, ``spark_conf``) keeps the default
+    declarations."""
+    default = read_yaml("config file", default_config_path())
+    merged = deep_merge(default, data, REPLACED_SECTIONS)
+    own = data.get("feature_store")
+    if isinstance(own, dict) and not DECLARATION_KEYS & set(own):
+        merged["feature_store"] = {**default["feature_store"], **own}
+    return merged
 
 
 def config_from_dict(data: dict[str, Any], where: str) -> ProjectConfig:

@@ -10,6 +10,7 @@ import numpy as np
 if TYPE_CHECKING:  # the metrics need numpy only; prediction imports torch and the models when called
     import torch
 
+    from cpfd.data.loader import Split
     from cpfd.data.tensors import PreparedData, SplitTensors
     from cpfd.models import VideoClassifier
 
@@ -89,10 +90,16 @@ def gap_closed(f1_distilled: float, f1_student: float, f1_teacher: float) -> flo
 
 
 def predict_logits(
-    model: VideoClassifier, split: SplitTensors, batch_size: int = 256, device: torch.device | None = None
+    model: VideoClassifier,
+    split: Split,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+    workers: int | None = None,
 ) -> torch.Tensor:
+    """Logits of every row of ``split`` in order (a streamed split is read by ``workers`` loader processes)."""
     import torch
 
+    from cpfd.data.loader import InOrder, batch_loader
     from cpfd.device import autocast
     from cpfd.models import forward_batch
 
@@ -101,15 +108,15 @@ def predict_logits(
     model.eval()
     out = []
     with torch.no_grad():
-        for start in range(0, len(split), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(split)))
+        for batch in batch_loader(split, InOrder(len(split), batch_size), workers, device):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in ("index", "loss_scale")}
             with autocast(device):
-                out.append(forward_batch(model, split.batch(idx, device)).float().cpu())
+                out.append(forward_batch(model, batch).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, model.spec.num_classes)
 
 
-def model_macro_f1(model: VideoClassifier, split: SplitTensors, label_names: list[str]) -> float:
+def model_macro_f1(model: VideoClassifier, split: Split, label_names: list[str]) -> float:
     probs = predict_logits(model, split).softmax(-1).numpy()
     return classification_metrics(probs, split.labels.numpy(), label_names)["macro_f1"]
 

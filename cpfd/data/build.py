@@ -3,7 +3,7 @@
 The join here is pandas ``merge_asof`` (the core needs no Feast); the feature store module offers
 Feast's ``get_historical_features`` as the same step for the platform. Both read exactly the columns
 of the scenario's feature service (``cpfd.features``). Output: a folder with
-``train|val|test.parquet`` and ``manifest.json``.
+``train|val|test.parquet``, their shards under ``stream/`` and ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pandas as pd
 
 from cpfd.config import ALL_MODALITIES
 from cpfd.conventions import FEATURE_TTL
+from cpfd.data.shards import DEFAULT_SHARD_ROWS, STREAM_DIR, write_split_stream
 from cpfd.errors import DataContractError
 from cpfd.features import FeatureDeclarations
 
@@ -93,8 +94,10 @@ def write_dataset(
     source_fingerprint: str,
     backend: str,
     sources: dict[str, Path] | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> dict:
-    """Time splits and the manifest. Features without any value for this scenario are listed, not dropped."""
+    """Time splits (each also as shards for streamed training, ``cpfd.data.shards``) and the manifest. Features
+    without any value for this scenario are listed, not dropped."""
     from cpfd.preprocess import title_word_stats  # imports torch: not at the top of the (pandas-only) build
 
     coverage = feature_coverage(joined, feature_names, scenario, sources or {})
@@ -102,10 +105,16 @@ def write_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = time_splits(joined)
+    stream_shapes = {}
     for name, part in splits.items():
         if part.empty:
             raise DataContractError(f"scenario {scenario!r}: the {name} split is empty ({len(joined)} videos in all)")
         part.to_parquet(out / f"{name}.parquet", index=False)
+        where = str(out / f"{name}.parquet")
+        index = write_split_stream(part, out / STREAM_DIR / name, feature_names, shard_rows, where)
+        stream_shapes[name] = index["frame_shape"]
+    if len({str(v) for v in stream_shapes.values()}) > 1:
+        raise DataContractError(f"scenario {scenario!r}: the splits have different frame shapes {stream_shapes}")
     manifest = {
         "scenario": scenario,
         "label_names": label_names,
@@ -123,6 +132,7 @@ def write_dataset(
         "title_words": title_word_stats(splits["train"]["title"].tolist()) if "title" in joined else None,
         "source_fingerprint": source_fingerprint,
         "join_backend": backend,
+        "stream": {"root": STREAM_DIR, "shard_rows": shard_rows, "frame_shape": stream_shapes["train"]},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -1,4 +1,4 @@
-"""A built dataset split as in-memory tensors, ready for the training loop."""
+"""A built dataset loaded for training: its tokenizer, title length and splits, in memory or streamed from shards."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cpfd.config import ALL_MODALITIES, ModelConfig
+from cpfd.config import ALL_MODALITIES, ModelConfig, TrainConfig
 from cpfd.data.frames import load_frames
+from cpfd.data.loader import Split
+from cpfd.data.shards import DEFAULT_SHARD_ROWS
 from cpfd.errors import DataContractError
 from cpfd.models import text_position_limit, text_pretrained_path
 from cpfd.preprocess import auto_title_tokens, load_tokenizer, title_stats, tokenize, train_title_tokenizer
@@ -29,9 +31,21 @@ class SplitTensors:
     dense: torch.Tensor  # float32 [N, F], NaN where missing
     labels: torch.Tensor  # int64 [N]
     video_ids: torch.Tensor  # int64 [N]
+    block_rows: int = DEFAULT_SHARD_ROWS  # the sampler's shuffle block (the stream's shard size when there is one)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def streamed(self) -> bool:
+        return False
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+    def dense_matrix(self) -> torch.Tensor:
+        return self.dense
 
     def subset(self, idx: torch.Tensor) -> SplitTensors:
         return SplitTensors(
@@ -41,6 +55,7 @@ class SplitTensors:
             self.dense[idx],
             self.labels[idx],
             self.video_ids[idx],
+            self.block_rows,
         )
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -107,7 +122,7 @@ class PreparedData:
 
     manifest: dict
     tokenizer: PreTrainedTokenizerBase
-    splits: dict[str, SplitTensors]
+    splits: dict[str, Split]
     max_tokens: int
     title_stats: dict[str, dict] = field(default_factory=dict)
 
@@ -132,29 +147,87 @@ class PreparedData:
 
     @property
     def frame_shape(self) -> tuple[int, int]:
-        f = self.splits["train"].frames
-        return int(f.shape[1]), int(f.shape[2])
+        return self.splits["train"].frame_shape
 
 
-def prepare_data(dataset_dir: str | Path, model_cfg: ModelConfig) -> PreparedData:
+def stream_root(dataset_dir: str | Path, manifest: dict, split: str) -> str | None:
+    """Where a split's shards are (a folder or URL), or None for a dataset built without them."""
+    stream = manifest.get("stream")
+    if not stream:
+        return None
+    root = str(stream["root"])
+    if "://" not in root and not Path(root).is_absolute():
+        root = str(Path(dataset_dir) / root)
+    return f"{root.rstrip('/')}/{split}"
+
+
+def use_stream(manifest: dict, loading: TrainConfig) -> bool:
+    """``train.data``: ``stream`` or ``memory`` as asked; ``auto`` streams when the frames of the splits would take
+    more than ``train.memory_limit_mb`` in memory."""
+    if loading.data == "memory" or not manifest.get("stream"):
+        if loading.data == "stream":
+            raise DataContractError(
+                "train.data is 'stream' but the dataset has no shards; rebuild it with "
+                "`cpfd dataset build` (this version writes them)"
+            )
+        return False
+    if loading.data == "stream":
+        return True
+    shape = manifest["stream"].get("frame_shape") or [0]
+    # a row in memory: its frames, token ids and mask (int64, ~64 tokens), dense features (float32)
+    row_bytes = int(np.prod(shape)) + 2 * 8 * 64 + 4 * len(manifest["feature_names"])
+    return row_bytes * sum(manifest["rows"].values()) > loading.memory_limit_mb * 2**20
+
+
+def prepare_data(dataset_dir: str | Path, model_cfg: ModelConfig, loading: TrainConfig | None = None) -> PreparedData:
+    """The splits in memory or streamed (``use_stream``). Titles: a pretrained tower's own tokenizer, else WordPiece
+    trained on the training titles; cut at ``model.max_title_tokens``, or when unset at the length
+    ``auto_title_tokens`` finds in them."""
     manifest = read_manifest(dataset_dir)
-    """The splits as tensors. Titles: a pretrained tower's own tokenizer, else WordPiece trained on the training
-    titles; cut at ``model.max_title_tokens``, or when unset at the length ``auto_title_tokens`` finds in them."""
+    if use_stream(manifest, loading or TrainConfig()):
+        return _prepare_streamed(dataset_dir, manifest, model_cfg)
     tables = {s: read_split_table(dataset_dir, s) for s in ("train", "val", "test")}
     titles = {s: split_titles(df) for s, df in tables.items()}
-    if model_cfg.text_pretrained:
-        tokenizer = load_tokenizer(text_pretrained_path(model_cfg.text_pretrained))
-    else:
-        tokenizer = train_title_tokenizer(titles["train"])
-    max_tokens = model_cfg.max_title_tokens or auto_title_tokens(
-        tokenizer, titles["train"], text_position_limit(model_cfg)
-    )
-    splits = {
-        s: to_tensors(df, manifest["feature_names"], tokenizer, max_tokens, None, f"{dataset_dir}/{s}.parquet")
-        for s, df in tables.items()
-    }
-    shapes = {tuple(t.frames.shape[1:]) for t in splits.values()}
+    tokenizer, max_tokens = _tokenizer_and_length(model_cfg, titles["train"])
+    block = int((manifest.get("stream") or {}).get("shard_rows", DEFAULT_SHARD_ROWS))
+    splits: dict[str, Split] = {}
+    for s, df in tables.items():
+        t = to_tensors(df, manifest["feature_names"], tokenizer, max_tokens, None, f"{dataset_dir}/{s}.parquet")
+        t.block_rows = block
+        splits[s] = t
+    shapes = {tuple(t.frames.shape[1:]) for t in splits.values() if isinstance(t, SplitTensors)}
     if len(shapes) > 1:
         raise DataContractError(f"{dataset_dir}: splits have different frame shapes {sorted(shapes)}")
     stats = {s: title_stats(tokenizer, t, max_tokens) for s, t in titles.items()}
+    return PreparedData(manifest, tokenizer, splits, max_tokens, stats)
+
+
+def _tokenizer_and_length(model_cfg: ModelConfig, train_titles: list[str]) -> tuple[PreTrainedTokenizerBase, int]:
+    if model_cfg.text_pretrained:
+        tokenizer = load_tokenizer(text_pretrained_path(model_cfg.text_pretrained))
+    else:
+        tokenizer = train_title_tokenizer(train_titles)
+    max_tokens = model_cfg.max_title_tokens or auto_title_tokens(
+        tokenizer, train_titles, text_position_limit(model_cfg)
+    )
+    return tokenizer, max_tokens
+
+
+def _prepare_streamed(dataset_dir: str | Path, manifest: dict, model_cfg: ModelConfig) -> PreparedData:
+    """Splits read from their shards: the titles are read once for the tokenizer and their statistics, then only
+    labels and video ids stay in memory."""
+    from cpfd.data.shards import ShardReader
+    from cpfd.data.streamed import StreamedSplit
+
+    readers = {}
+    for s in ("train", "val", "test"):
+        root = stream_root(dataset_dir, manifest, s)
+        assert root is not None
+        readers[s] = ShardReader(root)
+    has_title = "title" in manifest.get("modalities", ALL_MODALITIES)
+    titles = {s: [str(t) for t in r.column("title")] if has_title else [""] * len(r) for s, r in readers.items()}
+    tokenizer, max_tokens = _tokenizer_and_length(model_cfg, titles["train"])
+    stats = {s: title_stats(tokenizer, t, max_tokens) for s, t in titles.items()}
+    del titles
+    splits: dict[str, Split] = {s: StreamedSplit(r, tokenizer, max_tokens) for s, r in readers.items()}
     return PreparedData(manifest, tokenizer, splits, max_tokens, stats)

@@ -23,6 +23,8 @@ class TrainState(TypedDict):
     done: bool
     history: list[dict[str, float]]
     train_seconds: float
+    batch: int  # batches of the current epoch already trained (a checkpoint inside an epoch)
+    running: float  # their summed loss
 
 
 def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -98,4 +100,6 @@ def load_checkpoint(
     torch.set_rng_state(tensors["rng.torch" + suffix])
     if "rng.cuda" + suffix in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda" + suffix])
+    meta.setdefault("batch", 0)  # a checkpoint written before checkpoints inside an epoch
+    meta.setdefault("running", 0.0)
     return meta

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from cpfd.data.tensors import SplitTensors
+from cpfd.data.loader import Split
 from cpfd.evaluate import confusion_matrix, macro_prf, predict_logits
 from cpfd.models import VideoClassifier
 
@@ -56,26 +56,13 @@ def world_from_torchrun(device: torch.device, backend: str) -> World | None:
     return World(dist.get_rank(), dist.get_world_size(), device)
 
 
-def local_rows(idx: torch.Tensor, world: World) -> tuple[torch.Tensor, float]:
-    """This rank's rows of the global batch ``idx`` and the factor on its mean loss.
-
-    DDP averages gradients over ranks, so a rank's mean loss times ``size * len(rows) / len(idx)`` makes the
-    average the mean over the whole global batch, also when the last batch does not split evenly. A rank left
-    without rows computes one placeholder row with factor 0 (every rank must take part in the gradient all-reduce).
-    """
-    rows = idx.tensor_split(world.size)[world.rank]
-    if len(rows) == 0:
-        return idx[:1], 0.0
-    return rows, world.size * len(rows) / len(idx)
-
-
 def mean_over_ranks(value: float, world: World) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=world.device)
     dist.all_reduce(t)
     return float(t.item()) / world.size
 
 
-def val_macro_f1(model: VideoClassifier, split: SplitTensors, label_names: list[str], world: World) -> float:
+def val_macro_f1(model: VideoClassifier, split: Split, label_names: list[str], world: World) -> float:
     """Macro-F1 on ``split``, each rank predicting a contiguous share; the summed confusion matrix gives every rank
     the same value (so the same early-stopping decision)."""
     part = split.subset(torch.arange(len(split)).tensor_split(world.size)[world.rank])

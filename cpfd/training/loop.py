@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from cpfd.config import TrainConfig
+from cpfd.data.loader import TrainBatches, batch_loader, epoch_order
 from cpfd.data.tensors import PreparedData
 from cpfd.device import autocast, resolve_device
 from cpfd.evaluate import model_macro_f1
@@ -77,11 +78,14 @@ def fit(
     progress: bool = True,
     resume: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
+    on_step_end: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``models`` jointly with ``loss_fn``; select by validation macro-F1 of ``models[eval_key]``.
 
-    Under torchrun every rank draws the same global batch of ``cfg.batch_size`` rows and trains on its share of
-    them; rank 0 writes the checkpoints, and every rank ends with the same weights."""
+    Batches come from ``cpfd.data.loader`` (in-memory or streamed splits alike): under torchrun every rank draws
+    the same global batch of ``cfg.batch_size`` rows and reads only its share of them; rank 0 writes the checkpoints
+    (after every epoch, and every ``cfg.checkpoint_every_steps`` steps with the sampler's position), and every rank
+    ends with the same weights. ``on_epoch_end`` / ``on_step_end`` run after each checkpoint."""
     from tqdm.auto import tqdm
 
     if cfg.threads:
@@ -109,6 +113,8 @@ def fit(
         "done": False,
         "history": [],
         "train_seconds": 0.0,
+        "batch": 0,
+        "running": 0.0,
     }
     if resume and (ckpt_dir / "state.json").exists():
         state = load_checkpoint(ckpt_dir, models, optimizer, world.rank if world else 0)
@@ -120,21 +126,23 @@ def fit(
     if world is not None:
         step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, forward_sync_buffers=False)
 
+    rank, size = (world.rank, world.size) if world is not None else (0, 1)
     while not state["done"] and state["epoch"] < cfg.epochs:
-        epoch = state["epoch"]
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        running, t0 = 0.0, time.perf_counter()
+        epoch, start = state["epoch"], state["batch"]
+        order = epoch_order(n, cfg.seed, epoch, cfg.shuffle_window, train.block_rows)
+        loader = batch_loader(train, TrainBatches(order, cfg.batch_size, start, rank, size), cfg.loader_workers, device)
+        running, t0 = state["running"], time.perf_counter()
         bar = tqdm(
-            range(steps_per_epoch),
+            loader,
             desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+            initial=start,
+            total=steps_per_epoch,
             leave=False,
             disable=not (progress and main),
         )
-        for b in bar:
-            idx, scale = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size], 1.0
-            if world is not None:
-                idx, scale = distributed.local_rows(idx, world)
-            batch = train.batch(idx, device)
+        for b, batch in enumerate(bar, start=start):
+            scale = batch.pop("loss_scale")
+            batch = {k: v if k == "index" else v.to(device, non_blocking=True) for k, v in batch.items()}
             for g in optimizer.param_groups:
                 g["lr"] = _lr_at(state["global_step"], total, cfg.lr)
             with autocast(device):
@@ -146,6 +154,18 @@ def fit(
             state["global_step"] += 1
             running += loss.item()
             bar.set_postfix(loss=f"{running / (b + 1):.4f}")
+            every = cfg.checkpoint_every_steps
+            if every and state["global_step"] % every == 0 and b + 1 < steps_per_epoch:
+                state["batch"], state["running"] = b + 1, running
+                state["train_seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                rng = rng_state() if world is None else distributed.gather_rng(world)
+                if main:
+                    save_checkpoint(ckpt_dir, models, optimizer, state, rng)
+                distributed.barrier()
+                if on_step_end is not None:
+                    on_step_end(state["global_step"])
+        state["batch"], state["running"] = 0, 0.0
         state["train_seconds"] += time.perf_counter() - t0
         if world is None:
             val_f1 = model_macro_f1(models[eval_key], data.splits["val"], data.label_names)

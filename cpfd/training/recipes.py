@@ -40,7 +40,7 @@ def new_model(data: PreparedData, model_cfg: ModelConfig, role: str, seed: int) 
     if model_cfg.text_frozen and model.backbone.text is not None:
         model.backbone.text.requires_grad_(False)
     if model.dense is not None:
-        model.dense.fit(data.splits["train"].dense)
+        model.dense.fit(data.splits["train"].dense_matrix())
     return model
 
 

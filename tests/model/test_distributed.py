@@ -31,10 +31,10 @@ import torch
 from safetensors.torch import load_file
 
 from cpfd.config import ModelConfig, ProjectConfig, TrainConfig, load_config
+from cpfd.data.loader import local_rows
 from cpfd.data.tensors import PreparedData, prepare_data
 from cpfd.evaluate import predict_logits
 from cpfd.models import WEIGHTS_FILE, load_model
-from cpfd.training.distributed import World, local_rows
 from cpfd.training.recipes import train_classifier
 
 CFG = TrainConfig(epochs=3, batch_size=32, patience=10, seed=1, threads=1)
@@ -177,9 +177,9 @@ def test_a_pipeline_training_step_runs_under_torchrun(tiny_project, clickbait_da
 def test_rank_shares_weight_the_global_mean(world_size, batch):
     """Each rank's factor turns its mean loss into its share of the global batch's mean (DDP averages over ranks)."""
     idx, losses = torch.arange(100, 100 + batch), torch.rand(200, dtype=torch.float64)
-    parts = [local_rows(idx, World(r, world_size, torch.device("cpu"))) for r in range(world_size)]
-    assert torch.equal(torch.cat([rows for rows, scale in parts if scale > 0]), idx)
-    ddp_average = sum(scale * losses[rows].mean() for rows, scale in parts) / world_size
+    parts = [local_rows(idx, r, world_size) for r in range(world_size)]
+    assert torch.equal(torch.cat([p.rows for p in parts if p.loss_scale > 0]), idx)
+    ddp_average = sum(p.loss_scale * losses[p.rows].mean() for p in parts) / world_size
     assert ddp_average == pytest.approx(losses[idx].mean().item(), rel=1e-12)
 
 
