@@ -256,12 +256,15 @@ class DenseEncoder(nn.Module):
         )
 
     def fit(self, dense: torch.Tensor) -> None:
+        """Mean and standard deviation of every feature over its present values (in float64: the same result
+        whatever the memory layout of ``dense``)."""
+        dense = dense.double()
         finite = ~torch.isnan(dense)
         count = finite.sum(0).clamp(min=1)
         mean = torch.where(finite, dense, 0).sum(0) / count
         var = torch.where(finite, (dense - mean) ** 2, 0).sum(0) / count
-        self.mean.copy_(mean)
-        self.std.copy_(var.sqrt().clamp(min=1e-6))
+        self.mean.copy_(mean.float())
+        self.std.copy_(var.sqrt().clamp(min=1e-6).float())
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
         missing = torch.isnan(dense)

@@ -63,8 +63,13 @@ def _encoded_frames(ref: str, shape: tuple[int, ...] | None, where: str) -> tupl
     if not files:
         raise DataContractError(f"{where}: {folder} holds no .png or .jpg frames")
     blobs = [f.read_bytes() for f in files]
-    with Image.open(io.BytesIO(blobs[0])) as im:
-        width, height = im.size
+    sizes = set()
+    for blob in blobs:  # the headers only: nothing is decoded here
+        with Image.open(io.BytesIO(blob)) as im:
+            sizes.add(im.size)
+    if len(sizes) > 1:
+        raise DataContractError(f"{where}: {folder} mixes frame sizes {sorted(sizes)}")
+    width, height = sizes.pop()
     found = (len(files), height, width, 3)
     if shape is not None and found != shape:
         raise DataContractError(f"{where}: {folder} has frames of shape {found}, the split's are {shape}")

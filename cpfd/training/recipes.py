@@ -71,13 +71,15 @@ def train_classifier(
     resume: bool = True,
     on_epoch_end=None,
     train_cfg: TrainConfig | None = None,
+    on_step_end=None,
 ) -> dict:
     """Cross-entropy training of the teacher (with dense features) or the baseline student."""
     scenario = data.manifest["scenario"]
     cfg = train_cfg or project.train_for(scenario)
     model = new_model(data, project.model, role, cfg.seed)
+    desc = f"{role}[{scenario}]"
     result = fit(
-        {role: model}, role, ce_loss(role), data, cfg, out_dir, f"{role}[{scenario}]", progress, resume, on_epoch_end
+        {role: model}, role, ce_loss(role), data, cfg, out_dir, desc, progress, resume, on_epoch_end, on_step_end
     )
     return _finish(model, data, Path(out_dir), result, {"role": role, "method": "ce", "train": cfg.model_dump()})
 
