@@ -21,6 +21,9 @@ from cpfd.conventions import FEATURE_TTL
 from cpfd.errors import ConfigError, DataContractError
 
 FeatureDtype = Literal["float32", "float64", "int64"]
+OfflineStore = Literal["duckdb", "spark"]
+# Keys of the declarations proper: a user's feature_store section with none of them keeps the default ones.
+DECLARATION_KEYS = frozenset({"sources", "views", "services"})
 DEFAULT_OWNER = "ml-platform@cpfd.example"
 # Set by the Feast glue when it imports feature_repo/: a JSON file with the declarations and the sources' paths.
 DECLARATIONS_ENV = "CPFD_FEATURE_DECLARATIONS"
@@ -54,12 +57,24 @@ class FeatureServiceDecl(_Described):
 
 
 class FeatureDeclarations(StrictModel):
+    offline: OfflineStore = Field(
+        "duckdb",
+        description="Feast's offline store: duckdb (one machine) or spark (pyspark and a Java runtime; "
+        "local mode unless spark_conf names a cluster: docs/scaling.md)",
+    )
+    spark_conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="offline: spark: Spark settings on top of the local-mode ones of the Feast "
+        "repository's Spark store config (spark.master, object storage, executor sizes)",
+    )
     sources: dict[str, FeatureSourceDecl] = Field(min_length=1)
     views: dict[str, FeatureViewDecl] = Field(min_length=1)
     services: dict[str, FeatureServiceDecl] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> FeatureDeclarations:
+        if self.spark_conf and self.offline != "spark":
+            raise ValueError(f"spark_conf is set but offline is {self.offline!r}: set offline: spark to use it")
         for name, view in self.views.items():
             if view.source not in self.sources:
                 raise ValueError(

@@ -1,9 +1,7 @@
 """Data sources: one per declared source, a Parquet table of (video_id, event_timestamp, created, features...).
 
-CPFD_OFFLINE_STORE=spark declares them as Spark tables, to pair with feature_store.spark.yaml.
+With ``feature_store.offline: spark`` they are declared as Spark tables (the Spark offline store reads only those).
 """
-
-import os
 
 from feast import FileSource
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
@@ -21,7 +19,7 @@ def _source(name: str):
         owner=decl.owner,
         tags=decl.tags,
     )
-    if os.environ.get("CPFD_OFFLINE_STORE", "duckdb") == "spark":
+    if DECLARATIONS.offline == "spark":
         return SparkSource(path=str(SOURCE_PATHS[name]), file_format="parquet", **common)
     return FileSource(path=str(SOURCE_PATHS[name]), **common)
 

@@ -4,15 +4,19 @@ The repository definitions live in ``feature_repo/`` (entities, data sources, fe
 feature services), built from the project config's feature declarations (``cpfd.features``). A
 *store folder* gets a copy of its ``feature_store.yaml`` with absolute registry and online-store
 paths and the declarations with the sources' paths, so the same repo serves any data folder and
-any declarations. Feast is imported lazily.
+any declarations. ``feature_store.offline: spark`` takes the offline store from ``feature_store.spark.yaml``
+(Spark in local mode unless ``feature_store.spark_conf`` says otherwise). Feast and pyspark are imported lazily.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
+import shutil
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +26,7 @@ import pandas as pd
 import yaml
 
 from cpfd.config import default_feature_store, read_yaml
-from cpfd.errors import ConfigError, CpfdError
+from cpfd.errors import ConfigError, CpfdError, DataContractError
 from cpfd.features import DECLARATIONS_ENV, FeatureDeclarations, write_repo_inputs
 
 if TYPE_CHECKING:  # Feast is imported lazily
@@ -59,7 +63,6 @@ def load_definitions(
     paths: dict[str, Path],
     inputs_dir: str | Path,
     repo: Path | None = None,
-    offline_store: str = "duckdb",
 ) -> list:
     """Import the repo's modules afresh over ``declarations`` and the sources' ``paths``; return its Feast objects.
 
@@ -71,7 +74,7 @@ def load_definitions(
     repo = (repo or feature_repo_dir()).resolve()
     inputs = write_repo_inputs(declarations, paths, Path(inputs_dir).resolve() / "declarations.json")
     objects: list = []
-    with _env(**{DECLARATIONS_ENV: str(inputs), "CPFD_OFFLINE_STORE": offline_store}):
+    with _env(**{DECLARATIONS_ENV: str(inputs)}):
         sys.path.insert(0, str(repo))
         try:
             for name in REPO_MODULES:
@@ -90,11 +93,20 @@ def load_definitions(
     return objects
 
 
-def write_store_config(store_dir: str | Path, repo: Path | None = None) -> Path:
-    """Copy the repo's feature_store.yaml into ``store_dir`` with absolute registry/online paths."""
+def write_store_config(
+    store_dir: str | Path, repo: Path | None = None, declarations: FeatureDeclarations | None = None
+) -> Path:
+    """Copy the repo's feature_store.yaml into ``store_dir`` with absolute registry/online paths; with
+    ``declarations.offline == "spark"``, the offline store of feature_store.spark.yaml plus ``spark_conf``."""
     store = Path(store_dir).resolve()
     store.mkdir(parents=True, exist_ok=True)
-    config = read_yaml("Feast store config", (repo or feature_repo_dir()) / "feature_store.yaml")
+    repo = repo or feature_repo_dir()
+    config = read_yaml("Feast store config", repo / "feature_store.yaml")
+    if declarations is not None and declarations.offline == "spark":
+        offline = read_yaml("Feast Spark store config", repo / "feature_store.spark.yaml")["offline_store"]
+        conf = {**offline.get("spark_conf", {}), **declarations.spark_conf}
+        offline["spark_conf"] = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in conf.items()}
+        config["offline_store"] = offline
     config["registry"]["path"] = f"sqlite:///{store / 'registry.db'}"
     if config.get("online_store", {}).get("type") == "sqlite":
         config["online_store"]["path"] = str(store / "online_store.db")
@@ -113,7 +125,49 @@ def check_declarations(
     paths = declarations.source_paths(features, service)
     views = declarations.service_views(service) if service else declarations.all_views()
     load_sources(declarations, paths, views)
+    if declarations.offline == "spark":
+        _check_spark_timestamps(paths, {declarations.views[v].source for v, _ in views})
     return paths
+
+
+def _check_spark_timestamps(paths: dict[str, Path], sources: set[str]) -> None:
+    """Spark cannot read Parquet timestamps stored in nanoseconds: name the file and column instead."""
+    import pyarrow.parquet as pq
+
+    for name in sorted(sources):
+        schema = pq.read_schema(paths[name])
+        for column in ("event_timestamp", "created"):
+            if getattr(schema.field(column).type, "unit", None) == "ns":
+                raise DataContractError(
+                    f"{paths[name]}: column {column!r} is stored in nanoseconds, which Spark cannot read "
+                    "(feature_store.offline: spark); write it in microseconds, e.g. "
+                    "df.to_parquet(path, coerce_timestamps='us', allow_truncated_timestamps=True)"
+                )
+
+
+def _spark_process_settings(spark_conf: dict[str, str]) -> None:
+    """Before Spark starts in this process: local mode binds to loopback only (SPARK_LOCAL_IP); Feast's
+    "experimental feature" RuntimeWarning of every Spark call is silenced."""
+    if spark_conf.get("spark.master", "").startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    warnings.filterwarnings("ignore", message="The spark .* experimental feature", category=RuntimeWarning)
+
+
+def _check_spark_runtime() -> None:
+    """``feature_store.offline: spark`` needs pyspark and a Java runtime: a one-line ConfigError for each."""
+    if importlib.util.find_spec("pyspark") is None:
+        raise ConfigError(
+            "feature_store.offline: spark needs pyspark, which is not installed: "
+            "pip install 'cpfd[platform]' (it pins pyspark), or set feature_store.offline: duckdb"
+        )
+    java_home = os.environ.get("JAVA_HOME")
+    java = Path(java_home) / "bin" / "java" if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        where = f"JAVA_HOME={java_home} has no bin/java" if java_home else "no java on PATH"
+        raise ConfigError(
+            f"feature_store.offline: spark needs a Java runtime (17 or newer) and finds none ({where}): "
+            "install one, e.g. apt-get install default-jre-headless, or set feature_store.offline: duckdb"
+        )
 
 
 def apply_repo(
@@ -129,12 +183,16 @@ def apply_repo(
     ``FeatureDeclarations.source_paths``). Returns the FeatureStore.
     """
     declarations = declarations or default_feature_store()
+    if declarations.offline == "spark":
+        _check_spark_runtime()
     paths = check_declarations(declarations, features, service)
     logging.getLogger("feast").setLevel(logging.WARNING)
     from feast import FeatureStore
 
-    write_store_config(store_dir, repo)
+    write_store_config(store_dir, repo, declarations)
     store = FeatureStore(repo_path=str(Path(store_dir).resolve()))
+    if declarations.offline == "spark":
+        _spark_process_settings(store.config.offline_store.spark_conf or {})
     objects = load_definitions(declarations, paths, store_dir, repo)
     defined = {(type(o).__name__, o.name) for o in objects}
     registered: list[FeastObject] = [

@@ -131,7 +131,7 @@ def test_missing_feature_column_is_a_clear_error(synthetic_dir, tiny_project, tm
 
 
 def test_spark_config_is_loadable(tmp_path):
-    """The scale-out config: checked against Feast's config models, not run (no Spark here)."""
+    """The Spark store config against Feast's config models (test_feast_spark.py runs it)."""
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
     from feast.repo_config import OFFLINE_STORE_CLASS_FOR_TYPE, RepoConfig
 
@@ -145,7 +145,9 @@ def test_spark_config_is_loadable(tmp_path):
     from cpfd.config import default_feature_store
 
     decl = default_feature_store()
-    objects = load_definitions(decl, decl.source_paths(tmp_path / "features.parquet"), tmp_path, offline_store="spark")
+    objects = load_definitions(
+        decl.model_copy(update={"offline": "spark"}), decl.source_paths(tmp_path / "features.parquet"), tmp_path
+    )
     sources = [o for o in objects if isinstance(o, SparkSource)]
     assert len(sources) == 1 and sources[0].path == str((tmp_path / "features.parquet").resolve())
 
