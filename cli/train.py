@@ -35,12 +35,11 @@ def _echo_titles(data: PreparedData) -> None:
 
 
 def _train(role: str, dataset: Path, out: Path, config, set_, quiet: bool, resume: bool):
-    from cpfd.data.tensors import prepare_data
+    from cpfd.data.tensors import prepare_data, read_manifest
     from cpfd.training.recipes import train_classifier
 
     project = load_project(config, set_)
-    data = prepare_data(dataset, project.model)
-    project.scenario(data.manifest["scenario"])
+    data = prepare_data(dataset, project.model, project.train_for(read_manifest(dataset)["scenario"]))
     _echo_titles(data)
     info = train_classifier(data, role, project, out, progress=not quiet, resume=resume)
     _echo(f"{role} saved to {out}: best epoch {info['best_epoch']}, val macro-F1 {info['best_val_macro_f1']:.4f}")
@@ -84,14 +83,14 @@ def train_distill(
 ):
     """Two-stage PFD / CPFD (distill.*); the teacher's outputs (out-of-fold by default) are cached
     beside the teacher."""
-    from cpfd.data.tensors import prepare_data
+    from cpfd.data.tensors import prepare_data, read_manifest
     from cpfd.models import load_model
     from cpfd.teacher_outputs import TeacherOutputs
     from cpfd.training.distributed import barrier, is_main
     from cpfd.training.recipes import compute_teacher_outputs, distill_student
 
     project = load_project(config, set_)
-    data = prepare_data(dataset, project.model)
+    data = prepare_data(dataset, project.model, project.train_for(read_manifest(dataset)["scenario"]))
     _echo_titles(data)
     scenario = data.manifest["scenario"]
     dcfg, tcfg = project.distill_for(scenario), project.train_for(scenario)
@@ -126,11 +125,12 @@ def train_joint_cmd(
     resume: bool = typer.Option(True),
 ):
     """Synchronous PFD: teacher and student together, the teacher gets no gradient from distillation."""
-    from cpfd.data.tensors import prepare_data
+    from cpfd.data.tensors import prepare_data, read_manifest
     from cpfd.training.recipes import train_joint
 
     project = load_project(config, set_)
-    info = train_joint(prepare_data(dataset, project.model), project, out, progress=not quiet, resume=resume)
+    data = prepare_data(dataset, project.model, project.train_for(read_manifest(dataset)["scenario"]))
+    info = train_joint(data, project, out, progress=not quiet, resume=resume)
     _echo(f"joint student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
 
 
