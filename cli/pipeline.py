@@ -226,4 +226,7 @@ def print_run(run) -> None:
     for s in run.summaries:
         if not s["gate"]["passed"]:
             typer.echo(f"gate:      {s['scenario']}: {s['gate']['reason']}")
+    from pipelines.runner import step_times
+
     typer.echo(f"artifacts: {run.run_dir}\nlog:       {run.log}\ntime:      {run.seconds:.0f}s")
+    typer.echo(step_times(run.steps, run.seconds))

@@ -24,6 +24,9 @@ def build_dataset(
     ``config``: the scenario's effective config, resolved here once (project sections, the scenario's overrides,
     then the run's ``method`` when not empty), a JSON ProjectConfig of this one scenario; later steps take it
     instead of ``config_yaml`` and apply nothing on top."""
+    from components import timing
+
+    timing.start("build_dataset")
     import tempfile
 
     from components.common import project_from_yaml, resolve_scenario_config, write_scenario_config
@@ -31,19 +34,23 @@ def build_dataset(
 
     project = project_from_yaml(config_yaml)
     resolved = resolve_scenario_config(project, scenario, method)  # a bad method fails before the join
+    timing.mark("imports", scenario=scenario)
     # the join checks the whole videos table against every configured scenario (the data contract),
     # so it takes the project
     if join == "feast":
         from featurestore import build_dataset_feast
 
+        timing.mark("imports")
         with tempfile.TemporaryDirectory() as store:  # this step's own registry: parallel steps never share one
             manifest = build_dataset_feast(videos, features, scenario, project, dataset.path, store_dir=store)
     elif join == "pandas":
         from cpfd.data.build import build_scenario_dataset
 
+        timing.mark("imports")
         manifest = build_scenario_dataset(videos, features, scenario, project, dataset.path)
     else:
         raise ConfigError(f"pipeline parameter join must be 'feast' or 'pandas', got {join!r}")
+    timing.mark("join")
     write_scenario_config(resolved, config, "pipeline parameter method" if method else "config")
     dataset.metadata.update(
         {
@@ -55,6 +62,7 @@ def build_dataset(
             "source_fingerprint": manifest["source_fingerprint"],
         }
     )
+    timing.mark("write")
     print(
         f"dataset {scenario}: {manifest['rows']} via {manifest['join_backend']}; config resolved "
         f"({resolved.distill.method}, {resolved.distill.teacher_outputs} teacher outputs)"

@@ -17,6 +17,9 @@ def distill(
     """Two-stage distillation from ``train_logits`` (the teacher_outputs step's TeacherOutputs file, calibrated),
     as the resolved config's distill section says (its method: the run's ``method`` parameter when one was given);
     in this pod, or distributed as the task's CPFD_LAUNCH says (``components.launch``)."""
+    from components import timing
+
+    timing.start("distill")
     import shutil
     from pathlib import Path
 
@@ -27,6 +30,7 @@ def distill(
     project, scen = read_scenario_config(config)
     scenario, dcfg = scen.name, project.distill
     method = dcfg.method
+    timing.mark("imports", scenario=scenario)
     info = run_training(Step("distill", dataset.path, config.path, model.path, train_logits=train_logits.path))
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
     cal = info["teacher_calibration"]
@@ -54,6 +58,7 @@ def distill(
     for key in ("temperature", "nll_before", "nll_after", "ece_before", "ece_after"):
         if key in cal:
             metrics.log_metric(f"teacher_{key}", cal[key])
+    timing.mark("write")
     print(
         f"{method} student {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f}, "
         f"mean weight {info['mean_weight']:.3f}, "

@@ -1,4 +1,5 @@
-"""evaluate: the gate. Test-split F1 of teacher, baseline and distilled student; decides packaging."""
+"""evaluate: the gate. Test-split F1 of teacher, baseline and distilled student; decides packaging. Keeps both A/B
+arms' test-split predictions for the monitoring reference."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output, OutputPath
@@ -16,22 +17,33 @@ def evaluate(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
+    predictions: Output[Dataset],
     reason: OutputPath(str),  # type: ignore[valid-type]  # KFP annotation syntax
     summary: OutputPath(str),  # type: ignore[valid-type]  # KFP annotation syntax
 ) -> bool:
     """Returns True (package it) when the teacher beat the baseline on the validation split (their saved
     ``best_val_macro_f1``), and the distilled student beats the baseline on test by the scenario's margin and stays
     near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report.
+    ``predictions``: the distilled student's (treatment) and the baseline's (control) test-split predictions in the
+    monitoring reference format (``<scenario>-<arm>.parquet``, monitoring.reference), what make_reference hands over.
 
     The decision is the single return value (output ``Output``): kfp.local resolves conditions on that name."""
+    from components import timing
+
+    timing.start("evaluate")
+    from pathlib import Path
+
     from components.common import log_classification, read_scenario_config
+    from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM
     from cpfd.evaluate import evaluate_saved_model, gap_closed
     from cpfd.gate import gate_decision
     from cpfd.models import model_metadata
     from cpfd.reports import summary_json
+    from monitoring.reference import write_reference
 
     project, scen = read_scenario_config(config)
     scenario, gate = scen.name, scen.gate
+    timing.mark("imports", scenario=scenario)
     results = {
         name: evaluate_saved_model(m.path, dataset.path)
         for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))
@@ -42,6 +54,7 @@ def evaluate(
         for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))
     }
     distilled_info = model_metadata(distilled.path)
+    timing.mark("predict")  # the towers' import (transformers, with the first model) counts here
     calibration = distilled_info.get("teacher_calibration") or {}
     passed, why = gate_decision(f1, gate, val_f1)
     gap = gap_closed(f1["distilled"], f1["student"], f1["teacher"])
@@ -93,5 +106,11 @@ def evaluate(
                 (distilled_info.get("title_stats") or {}).get("test"),
             )
         )
+    for arm, name in ((TREATMENT_ARM, "distilled"), (CONTROL_ARM, "student")):
+        _, probs, split = results[name]
+        path = Path(predictions.path) / f"{scenario}-{arm}.parquet"
+        write_reference(path, scenario, probs, split.labels.numpy(), split.video_ids.numpy(), arm)
+    predictions.metadata.update({"scenario": scenario, "split": "test", "arms": [TREATMENT_ARM, CONTROL_ARM]})
+    timing.mark("write")
     print(f"gate {scenario}: {why}")
     return passed

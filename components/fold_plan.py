@@ -15,10 +15,15 @@ def fold_plan(config: Input[Artifact]) -> list[int]:
     The fold loop is nested in the scenario loop, and kfp.local 2.17 hands the inner loop's item to every outer loop
     item and task-output parameter used inside it: the fold step takes only its item, pipeline parameters and
     artifacts (the scenario comes from the config artifact)."""
+    from components import timing
+
+    timing.start("fold_plan")
     from components.common import fold_plan_items, read_scenario_config
 
+    timing.mark("imports")
     project, scen = read_scenario_config(config)
     folds = fold_plan_items(project)
+    timing.mark("plan", scenario=scen.name)
     print(
         f"fold plan {scen.name}: "
         + (f"{len(folds)} fold teacher(s)" if folds[0] >= 0 else "in-sample, no fold teacher")

@@ -79,21 +79,30 @@ class Step:
 
 
 def train_step(step: Step) -> dict:
-    """The step's training (``cpfd.training.recipes``) on the resolved config artifact; its info dict."""
+    """The step's training (``cpfd.training.recipes``) on the resolved config artifact; its info dict. Marks the
+    step's ``imports``, ``load`` and ``train`` (``components.timing``)."""
+    from transformers import BertModel, ViTModel  # noqa: F401  (the towers' classes: imported here, timed as imports)
+
+    from components import timing
     from components.common import read_scenario_config
     from cpfd.data.tensors import prepare_data
+    from cpfd.teacher_outputs import TeacherOutputs
     from cpfd.training import recipes
 
+    timing.mark("imports")
     project, _ = read_scenario_config(step.config)
-    data = prepare_data(step.dataset, project.model)
+    data = prepare_data(step.dataset, project.model, project.train)
+    if step.kind == "distill":
+        outputs = TeacherOutputs.load(step.train_logits, data.splits["train"].video_ids)
+    timing.mark("load")
     if step.kind in ("teacher", "student"):
-        return recipes.train_classifier(data, step.kind, project, step.out, progress=False)
-    if step.kind == "fold-teacher":
-        return recipes.train_fold_teacher(data, project, step.fold, project.distill.folds, step.out, progress=False)
-    from cpfd.teacher_outputs import TeacherOutputs
-
-    outputs = TeacherOutputs.load(step.train_logits, data.splits["train"].video_ids)
-    return recipes.distill_student(data, outputs, project, step.out, project.distill, progress=False)
+        info = recipes.train_classifier(data, step.kind, project, step.out, progress=False)
+    elif step.kind == "fold-teacher":
+        info = recipes.train_fold_teacher(data, project, step.fold, project.distill.folds, step.out, progress=False)
+    else:
+        info = recipes.distill_student(data, outputs, project, step.out, project.distill, progress=False)
+    timing.mark("train")
+    return info
 
 
 def torchrun_command(launch: Launch, args: Sequence[str], torchrun: Sequence[str] = ("torchrun",)) -> list[str]:

@@ -21,6 +21,9 @@ def package(
 
     The ``packaged`` folder holds ``handover.json`` and both models exported (``<name>-<version>.bentomodel``): the
     pod's store dies with the pod, the artifact lands in the pipeline root (``cpfd models import`` reads it)."""
+    from components import timing
+
+    timing.start("package")
     import json
     import os
     from pathlib import Path
@@ -37,10 +40,12 @@ def package(
     project, scen = read_scenario_config(config)
     scenario, method = scen.name, project.distill.method
     names = arm_tags(scenario, method)
+    timing.mark("imports", scenario=scenario)
     tags = {
         TREATMENT_ARM: package_model(distilled.path, names[TREATMENT_ARM]),
         CONTROL_ARM: package_model(baseline.path, names[CONTROL_ARM]),
     }
+    timing.mark("package")  # BentoML is imported inside: its import counts here
     store = os.environ.get("BENTOML_HOME", "~/bentoml")
     out = Path(packaged.path)
     exports = {arm: export_model(tag, out).name for arm, tag in tags.items()}
@@ -56,5 +61,6 @@ def package(
             "exports": exports,
         }
     )
+    timing.mark("write")
     print(f"packaged {scenario}: {tags} in {store}")
     return tags[TREATMENT_ARM]

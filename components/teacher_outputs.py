@@ -18,6 +18,9 @@ def teacher_outputs(
     """distill.teacher_outputs ``oof``: the fold teachers' held-out logits combined (every training row scored by the
     teacher that never saw it); ``insample``: the full ``teacher`` on its own training rows. Either way one temperature
     is fitted on the validation split (distill.calibrate). ``train_logits`` is the TeacherOutputs file."""
+    from components import timing
+
+    timing.start("teacher_outputs")
     from components.common import fold_output_paths, read_scenario_config
     from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
@@ -25,12 +28,15 @@ def teacher_outputs(
 
     project, scen = read_scenario_config(config)
     scenario, dcfg = scen.name, project.distill
-    data = prepare_data(dataset.path, project.model)
+    timing.mark("imports", scenario=scenario)
+    data = prepare_data(dataset.path, project.model, project.train)
+    timing.mark("load")
     if dcfg.teacher_outputs == "insample":
         out, used = insample_teacher_outputs(load_model(teacher.path), data, dcfg.calibrate), 0
     else:
         paths = fold_output_paths([(a.path, dict(a.metadata)) for a in fold_outputs], scenario, dcfg.folds)
         out, used = combine_fold_outputs(data, paths, dcfg.calibrate), len(paths)
+    timing.mark("combine")
     out.save(train_logits.path)
     cal = out.calibration
     train_logits.metadata.update(
@@ -49,6 +55,7 @@ def teacher_outputs(
     metrics.log_metric("temperature", out.temperature)
     for key in ("nll_before", "nll_after", "ece_before", "ece_after"):
         metrics.log_metric(f"val_{key}", cal[key])
+    timing.mark("write")
     print(
         f"teacher outputs {scenario}: {out.source}"
         + (f" from {used} fold teachers" if used else "")

@@ -21,6 +21,9 @@ def train_fold_teacher(
     Runs in this pod, or distributed as the task's CPFD_LAUNCH says (``components.launch``). With
     distill.teacher_outputs ``insample`` (fold -1 from fold_plan) nothing is trained: the artifact is an empty
     folder marked ``skipped``."""
+    from components import timing
+
+    timing.start("train_fold_teacher")
     import shutil
     from pathlib import Path
 
@@ -32,6 +35,7 @@ def train_fold_teacher(
     project, scen = read_scenario_config(config)
     scenario, dcfg = scen.name, project.distill
     out = Path(fold_outputs.path)
+    timing.mark("imports", scenario=scenario, fold=fold)
     if dcfg.teacher_outputs == "insample":
         out.mkdir(parents=True, exist_ok=True)
         fold_outputs.metadata.update({"scenario": scenario, "fold": fold, "num_folds": 0, "skipped": True})
@@ -58,6 +62,7 @@ def train_fold_teacher(
     metrics.log_metric("skipped", 0)
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "held_out"):
         metrics.log_metric(key, info[key])
+    timing.mark("write")
     print(
         f"fold teacher {scenario}: fold {fold + 1}/{dcfg.folds}, {info['held_out']} held-out rows, "
         f"val macro-F1 {info['best_val_macro_f1']:.4f} (epoch {info['best_epoch']})"

@@ -15,6 +15,9 @@ from components.image import project_image
 def train_teacher(dataset: Input[Dataset], config: Input[Artifact], model: Output[Model], metrics: Output[Metrics]):
     """Cross-entropy training with early stopping on validation macro-F1 (in this pod, or distributed as the task's
     CPFD_LAUNCH says: ``components.launch``)."""
+    from components import timing
+
+    timing.start("train_teacher")
     import shutil
     from pathlib import Path
 
@@ -23,6 +26,7 @@ def train_teacher(dataset: Input[Dataset], config: Input[Artifact], model: Outpu
 
     _, scen = read_scenario_config(config)
     scenario = scen.name
+    timing.mark("imports", scenario=scenario)
     info = run_training(Step("teacher", dataset.path, config.path, model.path))
     shutil.rmtree(Path(model.path) / "checkpoint", ignore_errors=True)
     model.metadata.update(
@@ -37,4 +41,5 @@ def train_teacher(dataset: Input[Dataset], config: Input[Artifact], model: Outpu
     )
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "train_examples_per_s"):
         metrics.log_metric(key, info[key])
+    timing.mark("write")
     print(f"teacher {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f} (epoch {info['best_epoch']})")

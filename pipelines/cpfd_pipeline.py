@@ -6,8 +6,8 @@ nothing else of the config) -> validate_data -> train_teacher & train_student & 
 a nested ParallelFor of train_fold_teacher (one step per cross-fitting fold, distill.folds of the
 resolved config) -> teacher_outputs (fan-in with ``dsl.Collected``: the out-of-fold soft targets,
 or the full teacher's in-sample ones, temperature-scaled on validation) -> distill -> evaluate
-(the gate) -> when it passed, package and make_reference (both arms' test-split predictions, the
-monitoring reference), else not_packaged -> scenario_result (the gate's row with the packaging
+(the gate; it keeps both arms' test-split predictions) -> when it passed, package and make_reference (those
+predictions as the monitoring reference), else not_packaged -> scenario_result (the gate's row with the packaging
 handover, from whichever branch ran). Then ``report`` collects every row: the pipeline's outputs
 are the report, the table and ``packages`` (tags per arm, model store, reference folder of each
 packaged scenario), what serving and monitoring read. Deployment choices (image, parallelism, GPU
@@ -236,11 +236,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
                 )
                 ref = on_data_node(
                     make_reference(
-                        dataset=data,
-                        config=cfg,
-                        distilled=distilled.outputs["model"],
-                        baseline=student.outputs["model"],
-                        packaged=packed.outputs["packaged"],
+                        config=cfg, predictions=gate.outputs["predictions"], packaged=packed.outputs["packaged"]
                     ),
                     cache=False,
                 )

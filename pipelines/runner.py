@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from components import timing
 from components.common import PIPELINE_METHODS
 from cpfd.config import ProjectConfig
 from cpfd.errors import CpfdError
@@ -79,7 +81,8 @@ class LocalRun:
 
     ``summaries``: the table's rows (one per scenario, ``package`` null when not packaged); ``packages``: the
     packaged scenarios' handovers: ``scenario``, ``method``, ``tags`` per arm, ``bentoml_home``, ``gate`` and
-    ``reference`` (the folder with both arms' offline reference, ``<scenario>-<arm>.parquet``)."""
+    ``reference`` (the folder with both arms' offline reference, ``<scenario>-<arm>.parquet``); ``steps``: every
+    step's timing record (``components.timing``: ``step``, ``labels``, ``wall``, ``phases`` in seconds)."""
 
     run_dir: Path
     log: Path
@@ -88,6 +91,7 @@ class LocalRun:
     html: Path
     summaries: list[dict] = field(default_factory=list)
     packages: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
 
 
 class _Tee:
@@ -129,7 +133,7 @@ def run_local(
     """Run the pipeline with kfp.local's SubprocessRunner in this environment (use_venv=False).
 
     A failing step raises CpfdError naming the step and quoting its error; steps downstream of it
-    do not run. The full log is kept at ``<root>/<run>.log``.
+    do not run. The full log is kept at ``<root>/<run>.log``, the steps' timing records in ``<root>/<run>-steps/``.
     """
     from kfp import local
 
@@ -137,6 +141,7 @@ def run_local(
     root.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in root.iterdir()}
     log_path = root / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    steps_dir = log_path.with_name(f"{log_path.stem}-steps")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     pipeline = build_pipeline(opts)
     t0 = time.perf_counter()
@@ -144,7 +149,12 @@ def run_local(
         warnings.filterwarnings("ignore", module=r"kfp\.local.*")
         tee = _Tee(log_file, echo, verbose)
         try:
-            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee), _process_state_restored(tee):
+            with (
+                contextlib.redirect_stdout(tee),
+                contextlib.redirect_stderr(tee),
+                _process_state_restored(tee),
+                _env(timing.ENV, str(steps_dir)),
+            ):
                 task = pipeline(**arguments)
         except RuntimeError as e:
             failed = re.findall(r"'([\w-]+)'", _ANSI.sub("", str(e)))
@@ -164,7 +174,51 @@ def run_local(
         html=Path(out["html"].path),
         summaries=json.loads(Path(out["table"].path).read_text()),
         packages=json.loads(Path(out["packages"].path).read_text()),
+        steps=[json.loads(p.read_text()) for p in sorted(steps_dir.glob("*.json"))],
     )
+
+
+def step_times(steps: list[dict], seconds: float) -> str:
+    """Per kind of step: how many ran, their wall time (process start to exit, summed), the part that is not the
+    step's own work (``components.timing.OVERHEAD``: start-up, imports, finish) and the largest work phase."""
+    kinds: dict[str, list[dict]] = {}
+    for s in steps:
+        kinds.setdefault(s["step"], []).append(s)
+    wall = sum(s["wall"] for s in steps)
+    over = sum(v for s in steps for k, v in s["phases"].items() if k in timing.OVERHEAD)
+    lines = [
+        f"steps:     {len(steps)} steps in a {seconds:.0f} s run: {wall:.0f} s of step wall time, "
+        f"{over:.0f} s ({over / max(wall, 1e-9):.0%}) of it start-up, imports and finish, not the steps' work",
+        f"  {'step':<20} {'n':>3} {'wall s':>7} {'mean s':>7} {'startup':>8} {'imports':>8} {'finish':>7}  work",
+    ]
+    for name, group in sorted(kinds.items(), key=lambda kv: -sum(s["wall"] for s in kv[1])):
+        phases: dict[str, float] = {}
+        for s in group:
+            for k, v in s["phases"].items():
+                phases[k] = phases.get(k, 0.0) + v
+        total = sum(s["wall"] for s in group)
+        work = sorted(((v, k) for k, v in phases.items() if k not in timing.OVERHEAD), reverse=True)
+        lines.append(
+            f"  {name:<20} {len(group):>3} {total:>7.1f} {total / len(group):>7.1f} "
+            + " ".join(f"{phases.get(k, 0.0):>{w}.1f}" for k, w in zip(timing.OVERHEAD, (8, 8, 7), strict=True))
+            + "  "
+            + ", ".join(f"{k} {v:.1f}" for v, k in work)
+        )
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    """``os.environ[name]`` is ``value`` inside (the steps, subprocesses, inherit it), as before afterwards."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ def test_monitor_demo_on_the_pipelines_handover(clickbait_dataset, synthetic_dir
     from cpfd.config import TrainConfig
     from cpfd.data.tensors import prepare_data
     from cpfd.training.recipes import train_classifier
+    from monitoring.reference import reference_from_model
     from pipelines.demo_monitoring import monitor_demo
 
     student, distilled = tmp_path / "student", tmp_path / "distilled"
@@ -74,14 +75,16 @@ def test_monitor_demo_on_the_pipelines_handover(clickbait_dataset, synthetic_dir
     config = SimpleNamespace(path=str(tmp_path / "config"), metadata={})
     write_scenario_config(resolve_scenario_config(tiny_project, "clickbait"), config)
 
-    # the pipeline step's own code, on plain stand-ins for its artifacts
+    # the evaluate step's predictions of both arms (the reference format), then the pipeline step's own code, on plain
+    # stand-ins for its artifacts
+    predictions = tmp_path / "predictions"
+    for arm, model in (("treatment", distilled), ("control", student)):
+        reference_from_model(model, clickbait_dataset, predictions / f"clickbait-{arm}.parquet", arm=arm)
     reference = SimpleNamespace(path=str(tmp_path / "reference"), uri=str(tmp_path / "reference"), metadata={})
     handover = json.loads(
         make_reference.python_func(
-            dataset=SimpleNamespace(path=str(clickbait_dataset)),
             config=config,
-            distilled=SimpleNamespace(path=str(distilled)),
-            baseline=SimpleNamespace(path=str(student)),
+            predictions=SimpleNamespace(path=str(predictions)),
             packaged=SimpleNamespace(path=str(packaged), uri=str(packaged)),
             reference=reference,
         )

@@ -303,3 +303,33 @@ def test_failing_data_gate_fails_the_run_and_stops_downstream(synthetic_dir, tin
         "scenario-result",
         "report",
     }
+
+
+def test_every_step_reports_where_its_wall_time_went(local_run):
+    """Each step's process wrote its timing record (components.timing), read back as ``run.steps`` and summarised:
+    the phases add up to the step's wall time, training steps separate imports, data loading and training."""
+    from components.timing import OVERHEAD
+    from pipelines.runner import step_times
+
+    run, _, _ = local_run
+    kinds: dict[str, list[dict]] = {}
+    for s in run.steps:
+        kinds.setdefault(s["step"], []).append(s)
+        assert s["wall"] > 0 and sum(s["phases"].values()) == pytest.approx(s["wall"], abs=1e-6), s
+        assert set(OVERHEAD) <= set(s["phases"]) and s["phases"]["startup"] >= 0, s
+    # 2 scenarios: clickbait with 3 fold teachers, originality in-sample (one no-op fold step); one packaged
+    counts = {"build_dataset": 2, "validate_data": 2, "train_teacher": 2, "train_student": 2, "train_fold_teacher": 4}
+    counts |= {"teacher_outputs": 2, "distill": 2, "evaluate": 2, "package": 1, "make_reference": 1}
+    counts |= {"not_packaged": 1, "scenario_result": 2, "report": 1, "fold_plan": 2}
+    assert {k: len(v) for k, v in kinds.items()} == counts
+    for s in kinds["train_teacher"] + kinds["distill"]:
+        assert {"load", "train", "write"} <= set(s["phases"]) and s["phases"]["train"] > 0, s
+        assert s["labels"]["scenario"] in ("clickbait", "originality")
+    assert {s["labels"]["fold"] for s in kinds["train_fold_teacher"] if s["labels"]["scenario"] == "clickbait"} == {
+        0,
+        1,
+        2,
+    }
+    table = step_times(run.steps, run.seconds)
+    assert table.startswith(f"steps:     {len(run.steps)} steps in a ") and "start-up, imports and finish" in table
+    assert all(f"  {name} " in table for name in counts)

@@ -88,8 +88,11 @@ def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
         "producerTask": "package",
         "outputArtifactKey": "packaged",
     }
-    assert ref["inputs"]["artifacts"]["distilled"]["componentInputArtifact"] == "pipelinechannel--distill-model"
-    assert ref["inputs"]["artifacts"]["baseline"]["componentInputArtifact"] == "pipelinechannel--train-student-model"
+    # both arms' test-split predictions come from the gate (nothing is predicted again after packaging)
+    assert (
+        ref["inputs"]["artifacts"]["predictions"]["componentInputArtifact"] == "pipelinechannel--evaluate-predictions"
+    )
+    assert set(ref["inputs"]["artifacts"]) == {"config", "predictions", "packaged"}
     assert "accelerator" not in executors["exec-make-reference"]["container"].get("resources", {})
     row = inner["scenario-result"]["inputs"]["parameters"]
     assert row["handover"]["taskOutputParameter"]["producerTask"] == branches_name
