@@ -46,6 +46,9 @@ def dataset_build(
     out: Path = typer.Option(..., help="output folder for train/val/test.parquet + manifest.json"),
     backend: str = typer.Option("auto", help="feast | pandas | auto (= feast when it is installed, else pandas)"),
     store: Path | None = typer.Option(None, help="Feast store folder (default: OUT/feature_store)"),
+    stream_root: str | None = typer.Option(
+        None, help="where the training shards go: a folder or URL (s3://, gs://); default OUT/stream"
+    ),
     config: Path | None = ConfigOpt,
     set_: list[str] = SetOpt,
 ):
@@ -60,9 +63,10 @@ def dataset_build(
     if backend == "feast":
         from featurestore import build_dataset_feast
 
-        manifest = build_dataset_feast(videos, features, scenario, load_project(config, set_), out, store)
+        project = load_project(config, set_)
+        manifest = build_dataset_feast(videos, features, scenario, project, out, store, stream_root=stream_root)
     elif backend == "pandas":
-        manifest = build_scenario_dataset(videos, features, scenario, load_project(config, set_), out)
+        manifest = build_scenario_dataset(videos, features, scenario, load_project(config, set_), out, stream_root)
     else:
         raise CpfdError(f"--backend must be feast, pandas or auto, got {backend!r}")
     typer.echo(json.dumps({"backend": manifest["join_backend"], **manifest["rows"]}))

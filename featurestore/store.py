@@ -248,6 +248,7 @@ def build_dataset_feast(
     config,
     out_dir: str | Path,
     store_dir: str | Path | None = None,
+    stream_root: str | None = None,
 ) -> dict:
     """The platform path: videos as the entity dataframe, the scenario's feature service, same layout."""
     from cpfd.data.build import fingerprint, scenario_videos, selected_sources, write_dataset
@@ -272,4 +273,5 @@ def build_dataset_feast(
         fingerprint(videos_path, *paths.values()),
         "feast",
         paths,
+        stream_root=stream_root,
     )

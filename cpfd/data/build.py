@@ -95,9 +95,11 @@ def write_dataset(
     backend: str,
     sources: dict[str, Path] | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    stream_root: str | None = None,
 ) -> dict:
-    """Time splits (each also as shards for streamed training, ``cpfd.data.shards``) and the manifest. Features
-    without any value for this scenario are listed, not dropped."""
+    """Time splits (each also as shards for streamed training, ``cpfd.data.shards``: under ``out_dir/stream``, or
+    ``stream_root``, a folder or URL such as ``gs://bucket/streams/run-1``) and the manifest. Features without any
+    value for this scenario are listed, not dropped."""
     from cpfd.preprocess import title_word_stats  # imports torch: not at the top of the (pandas-only) build
 
     coverage = feature_coverage(joined, feature_names, scenario, sources or {})
@@ -111,7 +113,8 @@ def write_dataset(
             raise DataContractError(f"scenario {scenario!r}: the {name} split is empty ({len(joined)} videos in all)")
         part.to_parquet(out / f"{name}.parquet", index=False)
         where = str(out / f"{name}.parquet")
-        index = write_split_stream(part, out / STREAM_DIR / name, feature_names, shard_rows, where)
+        target = f"{stream_root.rstrip('/')}/{name}" if stream_root else out / STREAM_DIR / name
+        index = write_split_stream(part, target, feature_names, shard_rows, where)
         stream_shapes[name] = index["frame_shape"]
     if len({str(v) for v in stream_shapes.values()}) > 1:
         raise DataContractError(f"scenario {scenario!r}: the splits have different frame shapes {stream_shapes}")
@@ -132,7 +135,7 @@ def write_dataset(
         "title_words": title_word_stats(splits["train"]["title"].tolist()) if "title" in joined else None,
         "source_fingerprint": source_fingerprint,
         "join_backend": backend,
-        "stream": {"root": STREAM_DIR, "shard_rows": shard_rows, "frame_shape": stream_shapes["train"]},
+        "stream": {"root": stream_root or STREAM_DIR, "shard_rows": shard_rows, "frame_shape": stream_shapes["train"]},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
@@ -185,6 +188,7 @@ def build_scenario_dataset(
     scenario: str,
     config,
     out_dir: str | Path,
+    stream_root: str | None = None,
 ) -> dict:
     """The core path (pandas join): contract checks, join, splits, manifest.
 
@@ -207,4 +211,5 @@ def build_scenario_dataset(
         fingerprint(videos_path, *paths.values()),
         "pandas.merge_asof",
         paths,
+        stream_root=stream_root,
     )

@@ -188,6 +188,24 @@ def test_shards_read_from_a_url_through_a_bounded_cache(clickbait_dataset, tmp_p
     assert not (tight._cache.folder / "shard-00000.parquet").exists()
 
 
+def test_dataset_built_with_its_shards_behind_a_url(both, synthetic_dir, tmp_path, monkeypatch):
+    """`cpfd dataset build --stream-root URL`: the shards go to the URL (file:// here), the manifest names it, and
+    training reads them from there: the same rows as the in-memory split of the same videos."""
+    from cpfd.data.build import build_scenario_dataset
+
+    project, memory, _ = both
+    url = (tmp_path / "bucket" / "run-1").as_uri()
+    monkeypatch.setenv("CPFD_STREAM_CACHE", str(tmp_path / "cache"))
+    manifest = build_scenario_dataset(
+        synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", "clickbait", project, tmp_path / "ds", url
+    )
+    assert manifest["stream"]["root"] == url and not (tmp_path / "ds" / "stream").exists()
+    assert (tmp_path / "bucket" / "run-1" / "train" / "index.json").exists()
+    remote = prepare_data(tmp_path / "ds", project.model, CFG.model_copy(update={"data": "stream"}))
+    idx = torch.tensor([0, 17, 5])
+    _assert_same_batch(memory.splits["val"].batch(idx), remote.splits["val"].batch(idx))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "ddp":  # a torchrun worker
         _ddp_worker(*map(Path, sys.argv[2:5]))
