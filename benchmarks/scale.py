@@ -5,6 +5,7 @@ batches whatever N is, while the in-memory path holds every frame. So the data i
 synthetic videos of 4 frames × 32 × 32 RGB (12 KiB a video), titles of 6–12 words, 32 dense features, one
 scenario, N = 10k, 50k, 200k (the demo has 1,500 a scenario). For each N, in fresh processes:
 - the dataset build (pandas join, time splits, shards): wall time and peak RSS;
+- at the smallest N, the shard formats read once (``benchmarks/stream_formats.py``);
 - a student trained for one epoch (tiny model, batch 64, the project's defaults otherwise) through the streamed
   path and through the in-memory path (at the smallest N the in-memory run is repeated after the streamed ones
   and the two rates averaged, and the streamed path also runs with 0 and 2 loader workers besides the default):
@@ -212,8 +213,20 @@ def to_markdown(result: dict) -> str:
             f"{s['peak_rss_mb']} | {s['peak_tree_pss_mb']} | {m.get('examples_per_s', '–')} | "
             f"{m.get('peak_rss_mb', '–')} |"
         )
-    grid = {k: v["examples_per_s"] for k, v in result["rows"][0].items() if k.startswith("stream_workers_")}
+    first = result["rows"][0]
+    grid = {k: v["examples_per_s"] for k, v in first.items() if k.startswith("stream_workers_")}
     lines.append("")
+    if "formats" in first:
+        f = first["formats"]
+        lines.append(
+            f"Reading the {f['rows']:,} training rows once (batches of 64, one process): "
+            + ", ".join(
+                f"{k} {v['examples_per_s']:,} examples/s (+{v['rss_growth_mb']} MB resident)"
+                for k, v in f.items()
+                if k != "rows"
+            )
+            + "."
+        )
     if grid:
         runs = ", ".join(f"{k.rsplit('_', 1)[1]} workers {v:.0f}" for k, v in grid.items())
         lines.append(f"Streamed examples/s at {result['rows'][0]['videos']:,} videos by loader workers: {runs}.")
@@ -232,5 +245,9 @@ if __name__ == "__main__":
     step, *args = sys.argv[1:]
     if step == "build":
         build_step(Path(args[0]), Path(args[1]))
+    elif step == "formats":
+        from benchmarks.stream_formats import compare_formats
+
+        print(json.dumps(compare_formats(Path(args[0]), Path(args[1]))))
     else:
         train_step(Path(args[0]), args[1], Path(args[2]), Path(args[3]), args[4])

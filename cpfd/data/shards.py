@@ -37,6 +37,10 @@ FORMAT_VERSION = 1
 RAW, IMAGES = 0, 1  # how a row's frames are stored in the .frames file
 
 
+class MissingShardFile(DataContractError):
+    """A file of a streamed split is not where its index says."""
+
+
 def is_url(path: str | Path) -> bool:
     """A location read through fsspec (``s3://``, ``gs://``, ``file://``, ...) rather than a plain local path."""
     return "://" in str(path)
@@ -142,12 +146,22 @@ def write_split_stream(split: pd.DataFrame, out: str | Path, feature_names: list
     return index
 
 
+def _filesystem(url: str):
+    """fsspec's filesystem and path for ``url``; a missing driver (s3fs, gcsfs) is named with its install."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise DataContractError(
+            f"{url}: cannot open this location ({e}); for s3:// and gs:// install cpfd[cloud]"
+        ) from None
+
+
 def _upload(local_dir: Path, url: str) -> None:
     import shutil
 
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = _filesystem(url)
     fs.makedirs(root, exist_ok=True)
     for f in sorted(local_dir.iterdir()):
         fs.put_file(str(f), f"{root.rstrip('/')}/{f.name}")
@@ -170,16 +184,15 @@ class ShardCache:
         if path.exists():
             os.utime(path)  # most recently used
             return path
-        import fsspec
-
+        fs, root = _filesystem(self.url)
         tmp = path.with_name(f".{name}.{os.getpid()}.part")
         try:
-            with fsspec.open(_join(self.url, name), "rb") as src, open(tmp, "wb") as dst:
+            with fs.open(f"{root.rstrip('/')}/{name}", "rb") as src, open(tmp, "wb") as dst:
                 while block := src.read(1 << 22):
                     dst.write(block)
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)
-            raise DataContractError(f"{_join(self.url, name)}: missing from the streamed split") from None
+            raise
         os.replace(tmp, path)
         self._evict(keep=path)
         return path
@@ -205,7 +218,7 @@ class ShardReader:
         self._cache = ShardCache(self.root) if is_url(self.root) else None
         try:
             self.index = json.loads(self._path(INDEX_FILE).read_text())
-        except (FileNotFoundError, DataContractError):
+        except MissingShardFile:
             raise DataContractError(
                 f"{self.root}: no streamed split here ({INDEX_FILE} missing); rebuild with `cpfd dataset build`"
             ) from None
@@ -225,7 +238,13 @@ class ShardReader:
         return int(self.index["rows"])
 
     def _path(self, name: str) -> Path:
-        return self._cache.local(name) if self._cache is not None else Path(self.root) / name
+        try:
+            path = self._cache.local(name) if self._cache is not None else Path(self.root) / name
+            if not path.exists():
+                raise FileNotFoundError(path)
+        except FileNotFoundError:
+            raise MissingShardFile(f"{_join(self.root, name)}: missing from the streamed split") from None
+        return path
 
     def meta(self) -> pd.DataFrame:
         return pd.read_parquet(self._path(META_FILE))
