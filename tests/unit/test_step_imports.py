@@ -122,3 +122,11 @@ def test_a_body_importing_torch_is_seen():
         f"import json\nimport sys\nprint({_BODY!r}, file=sys.stderr, flush=True)\nimport torch"
     )
     assert "torch" in body and "torch._C" in body and "torch" not in before and seconds > 0.1
+
+
+@pytest.mark.parametrize("module", ["cli.main", "pipelines.runner", "pipelines.cpfd_pipeline"])
+def test_the_cli_and_the_runner_start_without_torch_or_platform(module):
+    """`cpfd ...` and the local runner import no platform package (only the steps that use one do)."""
+    (_, modules), _ = importtime(f"import {module}\nimport sys\nprint({_BODY!r}, file=sys.stderr, flush=True)")
+    heavy = roots(modules) & {"torch", "transformers", *PLATFORM}
+    assert not heavy, f"import {module} imports {sorted(heavy)}"
