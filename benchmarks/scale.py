@@ -153,11 +153,12 @@ def run_scale(sizes: list[int], work: Path, in_memory_max: int, grid: tuple[int,
             make_videos(folder, n)
         build, build_s, _ = _measured(_python("build", str(folder), str(dataset)))
         log(f"[{n}] build {build['seconds']:.1f} s, peak RSS {build['peak_rss_mb']:.0f} MB")
-        row = {
-            "videos": n,
-            "build_seconds": round(build["seconds"], 1),
-            "build_peak_rss_mb": round(build["peak_rss_mb"]),
-        }
+        row: dict = {"videos": n, "build_seconds": round(build["seconds"], 1)}
+        row["build_peak_rss_mb"] = round(build["peak_rss_mb"])
+        if n == sizes[0]:
+            formats, _, _ = _measured(_python("formats", str(dataset / "stream" / "train"), str(work / "wds")))
+            log(f"[{n}] shard formats: {formats}")
+            row["formats"] = formats
         # the smallest size also compares loader worker counts; in-memory runs bracket the streamed ones there
         runs = [("stream", "default")]
         if n <= in_memory_max:

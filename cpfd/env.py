@@ -1,4 +1,5 @@
-"""Process environment defaults, in one place: no BentoML usage tracking, no Hugging Face downloads.
+"""Process environment defaults, in one place: no BentoML usage tracking, no Hugging Face downloads, OpenMP
+threads that sleep instead of spinning when they wait.
 
 ``set_env_defaults()`` is called by the CLI entry point, the test session, the serving launcher
 and the KFP steps that need it; pipelines pass ``ENV_DEFAULTS`` to ``set_env_variable``. Values
@@ -14,6 +15,10 @@ ENV_DEFAULTS: dict[str, str] = {
     "BENTOML_DO_NOT_TRACK": "True",  # no usage statistics sent by BentoML
     "HF_HUB_OFFLINE": "1",  # the text encoder comes from an installed package, never the Hub
     "TRANSFORMERS_OFFLINE": "1",
+    # torch's OpenMP threads otherwise spin between parallel regions; on a shared or oversubscribed CPU (two
+    # pipeline steps on two cores, a loader worker beside training) the spinning thread starves the working one.
+    # Read when torch loads: set before the first `import torch` of the process (README, Training).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
