@@ -34,10 +34,9 @@ def evaluate(
     from pathlib import Path
 
     from components.common import log_classification, read_scenario_config
-    from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM
+    from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, model_metadata
     from cpfd.evaluate import evaluate_saved_model, gap_closed
     from cpfd.gate import gate_decision
-    from cpfd.models import model_metadata
     from cpfd.reports import summary_json
     from monitoring.reference import write_reference
 

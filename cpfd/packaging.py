@@ -14,8 +14,8 @@ import re
 import shutil
 from pathlib import Path
 
+from cpfd.conventions import CONFIG_FILE, WEIGHTS_FILE, model_metadata
 from cpfd.errors import CpfdError
-from cpfd.models import CONFIG_FILE, WEIGHTS_FILE, model_metadata
 
 TOKENIZER_SUFFIXES = (".json", ".txt", ".model")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")

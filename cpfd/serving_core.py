@@ -535,7 +535,7 @@ def resolve_store_models(tags: list[str]) -> dict[str, tuple[str, Path]]:
 def check_model_files(tag: str, folder: Path) -> None:
     """The cheap checks of a packaged student before anything loads it: its JSON spec parses and its safetensors
     file is whole (header readable, data exactly as long as the header says). A CpfdError names tag and file."""
-    from cpfd.models import CONFIG_FILE, WEIGHTS_FILE
+    from cpfd.conventions import CONFIG_FILE, WEIGHTS_FILE
 
     spec, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for f in (spec, weights, folder / "tokenizer"):

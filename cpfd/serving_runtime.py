@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from cpfd.conventions import CONFIG_FILE, WEIGHTS_FILE, model_metadata
 from cpfd.errors import ConfigError, CpfdError
-from cpfd.models import CONFIG_FILE, WEIGHTS_FILE, ModelSpec, VideoClassifier, load_model, model_metadata
+from cpfd.models import ModelSpec, VideoClassifier, load_model
 from cpfd.predlog import open_log, utcnow_iso
 from cpfd.preprocess import load_tokenizer, prepare_frames, tokenize
 from cpfd.serving_core import ServingConfig, ValidVideo, short_reason

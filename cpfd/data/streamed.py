@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,9 +20,36 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
+class TokenFile:
+    """A split's titles tokenized once (per row: int32 ids, then the uint8 attention mask, ``5 * max_tokens`` bytes)
+    in a local file that lives as long as the process; rows are read back with ``pread``."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, titles: Sequence[str], max_tokens: int):
+        folder = Path(tempfile.mkdtemp(prefix="cpfd-tokens-"))
+        atexit.register(shutil.rmtree, folder, True)
+        self.path, self.max_tokens, self.row_bytes = folder / "tokens.bin", max_tokens, 5 * max_tokens
+        with open(self.path, "wb") as f:
+            for start in range(0, len(titles), 4096):
+                ids, mask = tokenize(tokenizer, list(titles[start : start + 4096]), max_tokens)
+                rows = np.concatenate([ids.numpy().astype("<i4").view(np.uint8), mask.numpy().astype(np.uint8)], 1)
+                f.write(rows.tobytes())
+        self._fd, self._pid = -1, -1
+
+    def read(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pid != os.getpid():  # opened once per process (the loader's workers are forked)
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        data = np.frombuffer(
+            b"".join(os.pread(self._fd, self.row_bytes, int(r) * self.row_bytes) for r in rows), np.uint8
+        ).reshape(len(rows), self.row_bytes)
+        cut = 4 * self.max_tokens
+        ids = np.ascontiguousarray(data[:, :cut]).view("<i4").astype(np.int64)
+        return torch.from_numpy(ids), torch.from_numpy(data[:, cut:].astype(np.int64))
+
+
 class StreamedSplit:
     """Rows ``rows`` of a streamed split. Only ``labels`` and ``video_ids`` (16 bytes a row) live in memory; a batch's
-    frames, titles and dense features are read, decoded and tokenized when asked for (in the loader's workers)."""
+    frames and dense features are read and decoded when asked for (in the loader's workers), its token ids read from
+    ``tokens`` (or its titles tokenized then, without one)."""
 
     def __init__(
         self,
@@ -26,8 +59,9 @@ class StreamedSplit:
         rows: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         video_ids: torch.Tensor | None = None,
+        tokens: TokenFile | None = None,
     ):
-        self.reader, self.tokenizer, self.max_tokens = reader, tokenizer, max_tokens
+        self.reader, self.tokenizer, self.max_tokens, self.tokens = reader, tokenizer, max_tokens, tokens
         if rows is None:
             meta = reader.meta()
             rows = torch.arange(len(meta))
@@ -54,7 +88,13 @@ class StreamedSplit:
 
     def subset(self, idx: torch.Tensor) -> StreamedSplit:
         return StreamedSplit(
-            self.reader, self.tokenizer, self.max_tokens, self.rows[idx], self.labels[idx], self.video_ids[idx]
+            self.reader,
+            self.tokenizer,
+            self.max_tokens,
+            self.rows[idx],
+            self.labels[idx],
+            self.video_ids[idx],
+            self.tokens,
         )
 
     def dense_matrix(self) -> torch.Tensor:
@@ -67,8 +107,12 @@ class StreamedSplit:
         return [str(t) for t in self.reader.column("title")[self.rows.numpy()]]
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        frames, titles, dense = self.reader.read(self.rows[idx].numpy(), frames=self.reader.frame_shape is not None)
-        ids, mask = tokenize(self.tokenizer, list(titles), self.max_tokens)
+        rows = self.rows[idx].numpy()
+        frames, titles, dense = self.reader.read(rows, frames=self.reader.frame_shape is not None)
+        if self.tokens is not None:
+            ids, mask = self.tokens.read(rows)
+        else:
+            ids, mask = tokenize(self.tokenizer, list(titles), self.max_tokens)
         if frames is None:
             frames = np.zeros((len(idx), 0, 0, 0, 3), np.uint8)
         return {

@@ -214,10 +214,10 @@ def _tokenizer_and_length(model_cfg: ModelConfig, train_titles: list[str]) -> tu
 
 
 def _prepare_streamed(dataset_dir: str | Path, manifest: dict, model_cfg: ModelConfig) -> PreparedData:
-    """Splits read from their shards: the titles are read once for the tokenizer and their statistics, then only
-    labels and video ids stay in memory."""
+    """Splits read from their shards: the titles are read once for the tokenizer, their statistics and a local file
+    of their token ids; then only labels and video ids stay in memory."""
     from cpfd.data.shards import ShardReader
-    from cpfd.data.streamed import StreamedSplit
+    from cpfd.data.streamed import StreamedSplit, TokenFile
 
     readers = {}
     for s in ("train", "val", "test"):
@@ -228,6 +228,9 @@ def _prepare_streamed(dataset_dir: str | Path, manifest: dict, model_cfg: ModelC
     titles = {s: [str(t) for t in r.column("title")] if has_title else [""] * len(r) for s, r in readers.items()}
     tokenizer, max_tokens = _tokenizer_and_length(model_cfg, titles["train"])
     stats = {s: title_stats(tokenizer, t, max_tokens) for s, t in titles.items()}
+    tokens = {s: TokenFile(tokenizer, t, max_tokens) for s, t in titles.items()}
     del titles
-    splits: dict[str, Split] = {s: StreamedSplit(r, tokenizer, max_tokens) for s, r in readers.items()}
+    splits: dict[str, Split] = {
+        s: StreamedSplit(r, tokenizer, max_tokens, tokens=tokens[s]) for s, r in readers.items()
+    }
     return PreparedData(manifest, tokenizer, splits, max_tokens, stats)

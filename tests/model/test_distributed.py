@@ -31,10 +31,11 @@ import torch
 from safetensors.torch import load_file
 
 from cpfd.config import ModelConfig, ProjectConfig, TrainConfig, load_config
+from cpfd.conventions import WEIGHTS_FILE
 from cpfd.data.loader import local_rows
 from cpfd.data.tensors import PreparedData, prepare_data
 from cpfd.evaluate import predict_logits
-from cpfd.models import WEIGHTS_FILE, load_model
+from cpfd.models import load_model
 from cpfd.training.recipes import train_classifier
 
 CFG = TrainConfig(epochs=3, batch_size=32, patience=10, seed=1, threads=1)

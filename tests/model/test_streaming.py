@@ -22,11 +22,11 @@ import torch
 from safetensors.torch import load_file
 
 from cpfd.config import ModelConfig, TrainConfig, load_config
+from cpfd.conventions import WEIGHTS_FILE
 from cpfd.data.loader import TrainBatches, epoch_order
 from cpfd.data.shards import ShardReader
 from cpfd.data.streamed import StreamedSplit
 from cpfd.data.tensors import prepare_data
-from cpfd.models import WEIGHTS_FILE
 from cpfd.training.recipes import train_classifier
 
 CFG = TrainConfig(epochs=2, batch_size=16, patience=10, seed=3, threads=1, loader_workers=2)

@@ -5,9 +5,10 @@ import torch
 from safetensors.torch import load_file
 
 from cpfd.config import ModelConfig, TrainConfig
+from cpfd.conventions import WEIGHTS_FILE
 from cpfd.data.tensors import PreparedData
 from cpfd.evaluate import evaluate_model
-from cpfd.models import WEIGHTS_FILE, forward_batch, load_model
+from cpfd.models import forward_batch, load_model
 from cpfd.training.recipes import compute_teacher_outputs, distill_student, new_model, train_classifier, train_joint
 
 

@@ -30,8 +30,7 @@ PLATFORM = ("feast", "great_expectations", "evidently", "bentoml")
 PLATFORM_STEPS = {"build_dataset": {"feast"}}
 # steps that train or predict: their body may import torch and the towers (transformers); the others may not
 MODEL_STEPS = {"train_teacher", "train_student", "train_fold_teacher", "teacher_outputs", "distill", "evaluate"}
-# and these may import torch (not transformers): cpfd.packaging takes two file names and a JSON reader from cpfd.models
-TORCH_STEPS = MODEL_STEPS | {"package"}
+TORCH_STEPS = MODEL_STEPS
 # budgets, in multiples of `import torch` here: a component module (kfp's dsl and the step's function); a body
 # without torch; with torch; with torch and the towers (transformers: about 2.5x torch on a quiet machine)
 MODULE_BUDGET, LIGHT_BODY_BUDGET, TORCH_BODY_BUDGET, MODEL_BODY_BUDGET = 0.8, 1.0, 1.5, 4.0
