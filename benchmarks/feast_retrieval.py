@@ -1,13 +1,16 @@
-"""Point-in-time retrieval speed: Feast (DuckDB offline store) vs pandas.merge_asof, same Parquet, same run.
+"""Point-in-time retrieval speed: Feast's DuckDB and Spark offline stores vs pandas.merge_asof, same Parquet, one run.
 
 Entity rows are videos with a label time; each has at most one feature row before it (1 h to
-2 days earlier) and maybe a later, leaking row. Both paths read the Parquet file, join, and
-return the rows in entity order; their values are compared before the timings are reported.
+2 days earlier) and maybe a later, leaking row. Every engine reads the Parquet file, joins, and
+returns the rows in entity order; each Feast engine's values are compared with merge_asof's before
+the timings are reported. Per engine and size: the first call (Spark: with its JVM's start) is
+reported apart, then the median of ``repeats`` calls; ratios are against merge_asof in the same run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from datetime import UTC, datetime
@@ -18,14 +21,21 @@ import pandas as pd
 
 N_FEATURES = 32
 START = datetime(2026, 1, 1, tzinfo=UTC)
+FEAST_ENGINES = ("duckdb", "spark")
+SERVICE = "teacher_dense_v1"
+LABELS = {
+    "duckdb": "Feast get_historical_features, DuckDB",
+    "spark": "Feast get_historical_features, Spark local[2]",
+    "merge_asof": "pandas.merge_asof (read Parquet + join)",
+}
 
 
 def make_data(n_rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Entity rows (video_id, event_timestamp) and a feature table with the repo's dense_00..31."""
+    """Entity rows (video_id, event_timestamp) and a feature table with the repo's dense_00..31, in microseconds."""
     rng = np.random.default_rng(seed)
     ids = np.arange(n_rows, dtype=np.int64)
     ts = pd.to_datetime(START) + pd.to_timedelta(rng.integers(0, 90 * 86400 * 10**6, n_rows), unit="us")
-    entities = pd.DataFrame({"video_id": ids, "event_timestamp": ts})
+    entities = pd.DataFrame({"video_id": ids, "event_timestamp": ts.astype("datetime64[us, UTC]")})
     has = rng.random(n_rows) < 0.9
     leak = rng.random(n_rows) < 0.5
     before = ts[has] - pd.to_timedelta(rng.integers(3600, 2 * 86400, has.sum()), unit="s")
@@ -35,71 +45,134 @@ def make_data(n_rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
         x = rng.normal(0, 1, (len(vid), N_FEATURES)).astype(np.float32)
         df = pd.DataFrame(x, columns=[f"dense_{i:02d}" for i in range(N_FEATURES)])
         df.insert(0, "video_id", vid)
-        df.insert(1, "event_timestamp", t)
-        df.insert(2, "created", t + pd.Timedelta(minutes=5))
+        df.insert(1, "event_timestamp", t.astype("datetime64[us, UTC]"))
+        df.insert(2, "created", (t + pd.Timedelta(minutes=5)).astype("datetime64[us, UTC]"))
         parts.append(df)
     return entities, pd.concat(parts, ignore_index=True)
 
 
-def _timed(fn, repeats: int) -> tuple[list[float], pd.DataFrame]:
-    times, out = [], None
+def _timed(fn, repeats: int) -> tuple[float, list[float], pd.DataFrame]:
+    """The first call's seconds, then ``repeats`` more calls' seconds, and the last result."""
+    t0 = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - t0
+    times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
-    return times, out
+    return first, times, out
 
 
-def run_feature_retrieval(out: str | Path, rows: int = 100_000, repeats: int = 3, log=print) -> dict:
-    from cpfd.data.build import point_in_time_join
-    from featurestore import apply_repo, historical_features, service_features
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    entities, features = make_data(rows)
-    source = out / "features.parquet"
-    features.to_parquet(source, index=False)
 
-    import feast  # noqa: F401  (imported before timing: the import alone takes seconds)
-
-    t0 = time.perf_counter()
-    store = apply_repo(source, out / "feature_store")
-    apply_s = time.perf_counter() - t0
-    names = service_features(store, "teacher_dense_v1")
-    ttl = store.get_feature_view("video_dense_features").ttl
-
-    feast_times, via_feast = _timed(lambda: historical_features(store, entities, "teacher_dense_v1"), repeats)
-    pandas_times, via_pandas = _timed(
-        lambda: point_in_time_join(entities, pd.read_parquet(source), names, ttl), repeats
+def _same_values(a: pd.DataFrame, b: pd.DataFrame, names: list[str]) -> bool:
+    x, y = a[names].to_numpy(), b[names].to_numpy()
+    return (
+        len(a) == len(b)
+        and np.array_equal(np.isnan(x), np.isnan(y))
+        and np.allclose(np.nan_to_num(x), np.nan_to_num(y))
     )
 
-    a, b = via_feast[names].to_numpy(), via_pandas[names].to_numpy()
-    if not (
-        len(via_feast) == len(entities)
-        and np.array_equal(np.isnan(a), np.isnan(b))
-        and np.allclose(np.nan_to_num(a), np.nan_to_num(b))
-    ):
-        raise AssertionError("Feast and merge_asof disagree on the joined values")
-    feast_s, pandas_s = statistics.median(feast_times), statistics.median(pandas_times)
+
+def run_feature_retrieval(
+    out: str | Path,
+    sizes: tuple[int, ...] = (100_000, 1_000_000),
+    engines: tuple[str, ...] = FEAST_ENGINES,
+    repeats: int = 3,
+    log=print,
+) -> dict:
+    """Every size with merge_asof and each Feast engine; writes ``out/features.json`` and logs a table."""
+    from cpfd.errors import CpfdError
+
+    unknown = sorted(set(engines) - set(FEAST_ENGINES))
+    if unknown:
+        raise CpfdError(f"--engine: {unknown} unknown; choose from {list(FEAST_ENGINES)} (merge_asof always runs)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    import feast  # noqa: F401  (imported before timing: the import alone takes seconds)
+
     result = {
-        "entity_rows": rows,
-        "features": len(names),
-        "feature_rows": len(features),
+        "features": N_FEATURES,
         "repeats": repeats,
-        "feast_apply_s": round(apply_s, 3),
-        "feast_median_s": round(feast_s, 3),
-        "merge_asof_median_s": round(pandas_s, 3),
-        "feast_times_s": [round(t, 3) for t in feast_times],
-        "merge_asof_times_s": [round(t, 3) for t in pandas_times],
-        "ratio": round(feast_s / pandas_s, 2),
-        "null_rows": int(np.isnan(a).all(axis=1).sum()),
-        "values_match": True,
+        "cpu_count": os.cpu_count(),
+        "spark_master": "local[2]" if "spark" in engines else None,
+        "runs": [_one_size(out, rows, engines, repeats) for rows in sizes],
     }
-    (out / "feast_retrieval.json").write_text(json.dumps(result, indent=2))
-    log(f"| {rows} entity rows x {len(names)} features | median of {repeats} |")
-    log("|---|---|")
-    log(f"| Feast get_historical_features (DuckDB) | {feast_s:.3f} s |")
-    log(f"| pandas.merge_asof (read Parquet + join) | {pandas_s:.3f} s |")
-    log(f"| ratio Feast / merge_asof | {result['ratio']:.2f}x (target <= 2x) |")
-    log(f"values match: yes; rows without features (null): {result['null_rows']}; feast apply {apply_s:.2f} s")
+    (out / "features.json").write_text(json.dumps(result, indent=2) + "\n")
+    for line in table(result):
+        log(line)
     return result
+
+
+def _one_size(out: Path, rows: int, engines: tuple[str, ...], repeats: int) -> dict:
+    from cpfd.data.build import point_in_time_join
+    from cpfd.features import default_feature_store
+    from featurestore import apply_repo, historical_features, service_features
+
+    load_before = _load()
+    declarations = default_feature_store()
+    names = declarations.service_features(SERVICE)
+    ttl = pd.Timedelta(days=declarations.views["video_dense_features"].ttl_days)
+    entities, features = make_data(rows)
+    source = out / f"features_{rows}.parquet"
+    features.to_parquet(source, index=False)
+    first, times, reference = _timed(lambda: point_in_time_join(entities, pd.read_parquet(source), names, ttl), repeats)
+    pandas_s = statistics.median(times)
+    measured = {"merge_asof": _entry(first, times, pandas_s)}
+    for engine in engines:
+        t0 = time.perf_counter()
+        store = apply_repo(source, out / f"store_{engine}_{rows}", declarations.model_copy(update={"offline": engine}))
+        apply_s = time.perf_counter() - t0
+        if service_features(store, SERVICE) != names:
+            raise AssertionError(f"the {engine} store's service {SERVICE} does not read the declared features")
+        first, times, joined = _timed(lambda s=store: historical_features(s, entities, SERVICE), repeats)
+        if not _same_values(joined, reference, names):
+            raise AssertionError(f"Feast ({engine}) and merge_asof disagree on the joined values at {rows} rows")
+        measured[engine] = {**_entry(first, times, pandas_s), "apply_s": round(apply_s, 3)}
+    return {
+        "entity_rows": rows,
+        "feature_rows": len(features),
+        "engines": measured,
+        "null_rows": int(np.isnan(reference[names].to_numpy()).all(axis=1).sum()),
+        "values_match": True,
+        "load_avg_1_5_15": {"before": load_before, "after": _load()},
+    }
+
+
+def _entry(first: float, times: list[float], pandas_s: float) -> dict:
+    median = statistics.median(times)
+    return {
+        "first_s": round(first, 3),
+        "median_s": round(median, 3),
+        "times_s": [round(t, 3) for t in times],
+        "ratio_to_merge_asof": round(median / pandas_s, 2),
+    }
+
+
+def table(result: dict) -> list[str]:
+    """A Markdown table: one row per engine, one column per size (median seconds, ratio, first call)."""
+    runs = result["runs"]
+    head = " | ".join(f"{r['entity_rows']:,} entity rows" for r in runs)
+    lines = [
+        f"| {result['features']} features, median of {result['repeats']} (first call) | {head} |",
+        "|---" * (len(runs) + 1) + "|",
+    ]
+    for engine in ("duckdb", "spark", "merge_asof"):
+        if engine not in runs[0]["engines"]:
+            continue
+        cells = []
+        for r in runs:
+            e = r["engines"][engine]
+            ratio = "" if engine == "merge_asof" else f", {e['ratio_to_merge_asof']:.2f}x"
+            cells.append(f"{e['median_s']:.2f} s{ratio} ({e['first_s']:.1f} s)")
+        lines.append(f"| {LABELS[engine]} | {' | '.join(cells)} |")
+    loads = "; ".join(
+        f"{r['entity_rows']:,}: {r['load_avg_1_5_15']['before'][0]} -> {r['load_avg_1_5_15']['after'][0]}" for r in runs
+    )
+    lines.append(
+        f"values match merge_asof: yes; 1-min load average (before -> after): {loads}; {result['cpu_count']} cores"
+    )
+    return lines

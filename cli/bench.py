@@ -98,14 +98,18 @@ def bench_throughput(
 
 @bench_app.command("features")
 def bench_features(
-    rows: int = typer.Option(100_000, min=100),
+    rows: list[int] = typer.Option([100_000, 1_000_000], min=100, help="entity rows (repeatable)"),
+    engine: list[str] = typer.Option(
+        ["duckdb", "spark"], help="Feast offline stores to time (repeatable); merge_asof always runs"
+    ),
     repeats: int = typer.Option(3, min=1),
     out: Path = typer.Option(Path("runs/bench_features")),
 ):
-    """Point-in-time retrieval: Feast get_historical_features vs pandas.merge_asof on the same Parquet."""
+    """Point-in-time retrieval: Feast get_historical_features (DuckDB, Spark) vs pandas.merge_asof on the same
+    Parquet, in one run; writes OUT/features.json."""
     from benchmarks.feast_retrieval import run_feature_retrieval
 
-    run_feature_retrieval(out, rows, repeats, log=typer.echo)
+    run_feature_retrieval(out, tuple(rows), tuple(engine), repeats, log=typer.echo)
 
 
 @bench_app.command("serving")

@@ -4,6 +4,7 @@ two scenarios with separate feature tables; a missing pyspark or Java and nanose
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -124,3 +125,17 @@ def test_nanosecond_sources_are_named_for_spark(byo, tmp_path):
         _cli(*_build_args(paths, data, tmp_path / "out")),
         "topic_signals.parquet: column 'created' is stored in nanoseconds, which Spark cannot read",
     )
+
+
+def test_bench_features_times_the_three_engines_at_each_size(built, tmp_path):
+    result = CliRunner().invoke(
+        app, ["bench", "features", "--rows", "300", "--rows", "600", "--repeats", "1", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "features.json").read_text())
+    assert [r["entity_rows"] for r in report["runs"]] == [300, 600]
+    for run in report["runs"]:
+        assert set(run["engines"]) == {"duckdb", "spark", "merge_asof"} and run["values_match"]
+        assert run["engines"]["merge_asof"]["ratio_to_merge_asof"] == 1.0
+        assert all(e["median_s"] > 0 and len(e["times_s"]) == 1 for e in run["engines"].values())
+    assert "Feast get_historical_features, Spark local[2]" in result.output and "300 entity rows" in result.output
