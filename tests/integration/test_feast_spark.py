@@ -76,10 +76,18 @@ def test_spark_builds_the_duckdb_and_pandas_dataset(built, scenario):
     pd.testing.assert_frame_equal(spark, pandas, check_dtype=False)
     features = [c for c in spark.columns if c[:2] in ("m_", "t_")]
     assert len(features) == 2 and 0 < spark[features[0]].isna().sum() < len(spark) // 5  # some videos lack a row
-    from pyspark.sql import SparkSession
 
-    session = SparkSession.getActiveSession()
-    assert session is not None and session.conf.get("spark.sql.session.timeZone") == "UTC"
+
+def test_spark_listens_on_loopback_only(built):
+    import psutil
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    assert gateway is not None  # the JVM that ran both Spark builds, still up
+    jvm = psutil.Process(gateway.proc.pid)
+    assert "java" in jvm.name()
+    listening = [c.laddr.ip for c in jvm.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip in listening), listening
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, code: str = "") -> subprocess.CompletedProcess:
