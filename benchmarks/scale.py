@@ -7,8 +7,8 @@ scenario, N = 10k, 50k, 200k (the demo has 1,500 a scenario). For each N, in fre
 - the dataset build (pandas join, time splits, shards): wall time and peak RSS;
 - at the smallest N, the shard formats read once (``benchmarks/stream_formats.py``);
 - a student trained for one epoch (tiny model, batch 64, the project's defaults otherwise) through the streamed
-  path and through the in-memory path (at the smallest N the in-memory run is repeated after the streamed ones
-  and the two rates averaged, and the streamed path also runs with 0 and 2 loader workers besides the default):
+  path and through the in-memory path (at the smallest N also with 0 and 2 loader workers besides the default,
+  each configuration 3 times, interleaved, the median rate kept):
   peak RSS of the training process (its VmHWM), peak PSS of its process tree (the loader's workers included,
   sampled every 0.2 s), training examples/s (the loop's own timer, validation excluded).
 Goals (issue 18): streamed peak RSS at 200k within 1.25× of 10k; streamed examples/s ≥ 0.9× in-memory at 10k.
@@ -143,7 +143,9 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks.scale", *args]
 
 
-def run_scale(sizes: list[int], work: Path, in_memory_max: int, grid: tuple[int, ...] = (0, 2), log=print) -> dict:
+def run_scale(
+    sizes: list[int], work: Path, in_memory_max: int, grid: tuple[int, ...] = (0, 2), repeats: int = 3, log=print
+) -> dict:
     """One row per size: build, streamed and in-memory training, measured in fresh processes (module docstring)."""
     rows = []
     for n in sizes:
@@ -159,33 +161,31 @@ def run_scale(sizes: list[int], work: Path, in_memory_max: int, grid: tuple[int,
             formats, _, _ = _measured(_python("formats", str(dataset / "stream" / "train"), str(work / "wds")))
             log(f"[{n}] shard formats: {formats}")
             row["formats"] = formats
-        # the smallest size also compares loader worker counts; in-memory runs bracket the streamed ones there
+        # the smallest size also compares loader worker counts, every configuration `repeats` times, interleaved
         runs = [("stream", "default")]
         if n <= in_memory_max:
             runs = [("memory", "default"), *runs]
             if n == sizes[0]:
-                runs += [*(("stream", str(w)) for w in grid), ("memory", "default")]
+                runs = [*runs, *(("stream", str(w)) for w in grid)] * repeats
+        measured: dict[str, list[dict]] = {}
         for mode, workers in runs:
             model, config = work / f"model_{n}_{mode}_{workers}", folder / "scenarios.yaml"
             res, wall, pss = _measured(_python("train", str(dataset), mode, str(model), str(config), workers))
-            label = mode if workers == "default" or mode == "memory" else f"stream_workers_{workers}"
+            label = mode if workers == "default" else f"stream_workers_{workers}"
             log(
                 f"[{n}] {label}: {res['examples_per_s']:.0f} examples/s, peak RSS {res['peak_rss_mb']:.0f} MB, "
                 f"tree PSS {pss:.0f} MB, {wall:.0f} s"
             )
-            measured = {
-                "examples_per_s": round(res["examples_per_s"], 1),
-                "peak_rss_mb": round(res["peak_rss_mb"]),
-                "peak_tree_pss_mb": round(pss),
-                "prepare_seconds": round(res["prepare_seconds"], 1),
-                "wall_seconds": round(wall, 1),
+            measured.setdefault(label, []).append({**res, "peak_tree_pss_mb": pss, "wall_seconds": wall})
+        for label, runs_of in measured.items():  # the median rate; the largest peaks
+            row[label] = {
+                "examples_per_s": round(float(np.median([r["examples_per_s"] for r in runs_of])), 1),
+                "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs_of)),
+                "peak_tree_pss_mb": round(max(r["peak_tree_pss_mb"] for r in runs_of)),
+                "prepare_seconds": round(float(np.median([r["prepare_seconds"] for r in runs_of])), 1),
+                "wall_seconds": round(float(np.median([r["wall_seconds"] for r in runs_of])), 1),
+                "runs": len(runs_of),
             }
-            if label == "memory" and "memory" in row:  # the bracketing second run: mean rate, larger peak
-                first = row["memory"]
-                measured["examples_per_s"] = round((first["examples_per_s"] + measured["examples_per_s"]) / 2, 1)
-                measured["peak_rss_mb"] = max(first["peak_rss_mb"], measured["peak_rss_mb"])
-                measured["peak_tree_pss_mb"] = max(first["peak_tree_pss_mb"], measured["peak_tree_pss_mb"])
-            row[label] = measured
         rows.append(row)
     first, last = rows[0], rows[-1]
     result = {
