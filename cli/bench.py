@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -144,3 +145,27 @@ def bench_compile(scenarios: int = typer.Option(50, min=1), out: Path = typer.Op
     from benchmarks.pipeline_compile import run_compile_benchmark
 
     run_compile_benchmark(scenarios, out, log=typer.echo)
+
+
+@bench_app.command("scale")
+def bench_scale(
+    sizes: str = typer.Option("10000,50000,200000", help="numbers of videos, comma-separated"),
+    in_memory_max: int = typer.Option(200_000, help="largest size also trained through the in-memory path"),
+    work: Path = typer.Option(Path("runs/bench_scale"), help="folder for the videos, datasets and models"),
+    results: Path | None = typer.Option(None, help="also write the result JSON (and a .md table) here"),
+    repeats: int = typer.Option(3, min=1, help="runs of each configuration at the smallest size (median kept)"),
+):
+    """Peak memory and examples/s of a student's training, streamed against in-memory, as the videos grow."""
+    from benchmarks.scale import run_scale, to_markdown
+
+    try:
+        ns = sorted(int(s) for s in sizes.split(","))
+    except ValueError:
+        raise CpfdError(f"--sizes: expected comma-separated numbers, got {sizes!r}") from None
+    result = run_scale(ns, work, in_memory_max, repeats=repeats, log=typer.echo)
+    table = to_markdown(result)
+    typer.echo(table)
+    if results is not None:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(result, indent=2) + "\n")
+        results.with_suffix(".md").write_text(table + "\n")
