@@ -183,6 +183,9 @@ def submit_cmd(
     node_selector: list[str] = NodeSelectorOpt,
     toleration: list[str] = TolerationOpt,
     join: str = JoinOpt,
+    stream_root: str = typer.Option(
+        "", help="where the training shards go (gs://, s3://, a shared folder), one sub-folder per scenario"
+    ),
     run_name: str | None = typer.Option(None),
     experiment: str | None = typer.Option(None),
     namespace: str | None = typer.Option(None),
@@ -196,7 +199,8 @@ def submit_cmd(
         config = config or (data / "scenarios.yaml" if (data / "scenarios.yaml").exists() else None)
     elif features is None:
         raise CpfdError("--videos needs --features")
-    args = pipeline_arguments(videos, features, load_config(config, set_), scenario or None, method, join)
+    project = load_config(config, set_)
+    args = pipeline_arguments(videos, features, project, scenario or None, method, join, stream_root=stream_root)
     run_id = submit(
         host,
         args,

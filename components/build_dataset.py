@@ -15,11 +15,13 @@ def build_dataset(
     config_yaml: str,
     method: str,
     join: str,
+    stream_root: str,
     dataset: Output[Dataset],
     config: Output[Artifact],
 ):
     """``join``: "feast" (get_historical_features with the scenario's feature service; the repo is
-    $CPFD_FEATURE_REPO or the project's feature_repo/) or "pandas" (merge_asof, the core path).
+    $CPFD_FEATURE_REPO or the project's feature_repo/) or "pandas" (merge_asof, the core path). ``stream_root``:
+    where the training shards go (``<stream_root>/<scenario>``); empty: inside ``dataset``.
 
     ``config``: the scenario's effective config, resolved here once (project sections, the scenario's overrides,
     then the run's ``method`` when not empty), a JSON ProjectConfig of this one scenario; later steps take it
@@ -33,6 +35,7 @@ def build_dataset(
     from cpfd.errors import ConfigError
 
     project = project_from_yaml(config_yaml)
+    shards = f"{stream_root.rstrip('/')}/{scenario}" if stream_root else None
     resolved = resolve_scenario_config(project, scenario, method)  # a bad method fails before the join
     timing.mark("imports", scenario=scenario)
     # the join checks the whole videos table against every configured scenario (the data contract),
@@ -42,12 +45,14 @@ def build_dataset(
 
         timing.mark("imports")
         with tempfile.TemporaryDirectory() as store:  # this step's own registry: parallel steps never share one
-            manifest = build_dataset_feast(videos, features, scenario, project, dataset.path, store_dir=store)
+            manifest = build_dataset_feast(
+                videos, features, scenario, project, dataset.path, store_dir=store, stream_root=shards
+            )
     elif join == "pandas":
         from cpfd.data.build import build_scenario_dataset
 
         timing.mark("imports")
-        manifest = build_scenario_dataset(videos, features, scenario, project, dataset.path)
+        manifest = build_scenario_dataset(videos, features, scenario, project, dataset.path, shards)
     else:
         raise ConfigError(f"pipeline parameter join must be 'feast' or 'pandas', got {join!r}")
     timing.mark("join")
@@ -60,6 +65,7 @@ def build_dataset(
             "feature_service": manifest["feature_service"],
             "dense_null_rate": manifest["dense_null_rate"],
             "source_fingerprint": manifest["source_fingerprint"],
+            "stream_root": manifest["stream"]["root"],
         }
     )
     timing.mark("write")

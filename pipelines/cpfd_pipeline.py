@@ -158,6 +158,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
         min_rows: int = 50,
         max_null_increase: float = 0.15,
         bentoml_home: str = "",
+        stream_root: str = "",
     ) -> Outputs:
         """CPFD per scenario: dataset and resolved config, data gate, teacher, student, fold teachers, teacher
         outputs, distillation, gate, packaging, monitoring reference.
@@ -173,6 +174,8 @@ def build_pipeline(opts: PipelineOptions | None = None):
             min_rows: Data gate: the fewest rows a scenario's dataset may have.
             max_null_increase: Data gate: allowed rise of a feature's null rate over the reference's.
             bentoml_home: BentoML model store the package step writes to; empty means the pod's default.
+            stream_root: Where the training shards go, a folder or URL (gs://, s3://) every training pod reads, one
+                sub-folder per scenario; empty keeps them inside the dataset artifact.
         """
         with dsl.ParallelFor(items=scenarios, parallelism=opts.parallelism, name="scenarios") as scenario:
             # the only step that reads config_yaml and method: it writes the scenario's resolved config for the others
@@ -184,6 +187,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
                     config_yaml=config_yaml,
                     method=method,
                     join=join,
+                    stream_root=stream_root,
                 )
             )
             data, cfg = ds.outputs["dataset"], ds.outputs["config"]

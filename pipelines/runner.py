@@ -46,6 +46,7 @@ def pipeline_arguments(
     bentoml_home: str | Path | None = None,
     min_rows: int = 50,
     max_null_increase: float = 0.15,
+    stream_root: str = "",
 ) -> dict:
     """The pipeline's parameters for a run (every value JSON-able). ``method`` (pfd or cpfd) overrides every
     scenario's distill.method; None or empty keeps the config's (the run's build_dataset steps resolve it)."""
@@ -70,6 +71,7 @@ def pipeline_arguments(
         "min_rows": int(min_rows),
         "max_null_increase": float(max_null_increase),
         "bentoml_home": str(bentoml_home or ""),
+        "stream_root": stream_root,
     }
     json.dumps(args)
     return args

@@ -116,7 +116,7 @@ def test_only_build_dataset_reads_the_config_parameter_and_method(tmp_path):
     spec, _ = _compile(tmp_path)
     comps = {name.removeprefix("comp-"): c for name, c in spec["components"].items() if "executorLabel" in c}
     params = {name: set(c.get("inputDefinitions", {}).get("parameters", {})) for name, c in comps.items()}
-    assert params["build-dataset"] == {"videos", "features", "scenario", "config_yaml", "method", "join"}
+    assert params["build-dataset"] == {"videos", "features", "scenario", "config_yaml", "method", "join", "stream_root"}
     assert set(comps["build-dataset"]["outputDefinitions"]["artifacts"]) == {"dataset", "config"}
     for name in set(comps) - {"build-dataset"}:
         assert not params[name] & {"config_yaml", "method", "scenario"}, name
@@ -390,6 +390,7 @@ def test_dashboard_form_parameters_carry_descriptions_and_defaults(tmp_path):
         "min_rows",
         "max_null_increase",
         "bentoml_home",
+        "stream_root",
     }
     for name, p in params.items():
         assert len(p.get("description", "")) > 20, name
@@ -402,6 +403,7 @@ def test_dashboard_form_parameters_carry_descriptions_and_defaults(tmp_path):
         "min_rows": 50,
         "max_null_increase": 0.15,
         "bentoml_home": "",
+        "stream_root": "",
     }
     assert spec["pipelineInfo"]["description"].startswith("CPFD per scenario")
 
