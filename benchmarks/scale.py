@@ -7,7 +7,7 @@ scenario, N = 10k, 50k, 200k (the demo has 1,500 a scenario). For each N, in fre
 - the dataset build (pandas join, time splits, shards): wall time and peak RSS;
 - at the smallest N, the shard formats read once (``benchmarks/stream_formats.py``);
 - a student trained for one epoch (tiny model, batch 64, the project's defaults otherwise) through the streamed
-  path and through the in-memory path (at the smallest N also with 0 and 2 loader workers besides the default,
+  path and through the in-memory path (at the smallest N also with 1 and 2 loader workers besides the default,
   each configuration 3 times, interleaved, the median rate kept):
   peak RSS of the training process (its VmHWM), peak PSS of its process tree (the loader's workers included,
   sampled every 0.2 s), training examples/s (the loop's own timer, validation excluded).
@@ -144,7 +144,7 @@ def _python(*args: str) -> list[str]:
 
 
 def run_scale(
-    sizes: list[int], work: Path, in_memory_max: int, grid: tuple[int, ...] = (0, 2), repeats: int = 3, log=print
+    sizes: list[int], work: Path, in_memory_max: int, grid: tuple[int, ...] = (1, 2), repeats: int = 3, log=print
 ) -> dict:
     """One row per size: build, streamed and in-memory training, measured in fresh processes (module docstring)."""
     rows = []

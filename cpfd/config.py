@@ -83,7 +83,10 @@ class TrainConfig(StrictModel):
     )
     memory_limit_mb: int = Field(1024, ge=0, description="train.data auto: the most a dataset may take in memory")
     loader_workers: int | None = Field(
-        None, ge=0, description="processes reading streamed batches; None: half the CPUs (1-8); 0: in this process"
+        None,
+        ge=0,
+        description="processes reading streamed batches; None: 0 on the CPU, half the CPUs (1-8) with a GPU; "
+        "0: read in the training process",
     )
     shuffle_window: int = Field(
         65536, ge=1, description="rows shuffled together; a larger split is shuffled shard-block-wise within windows"

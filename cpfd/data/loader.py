@@ -122,15 +122,17 @@ class _Batches(Dataset):
         return {**self.split.batch(request.rows), "loss_scale": request.loss_scale}
 
 
-def default_workers() -> int:
-    """Loader worker processes when ``train.loader_workers`` is unset: half the CPUs this process may use, 1–8."""
-    return max(1, min(8, len(os.sched_getaffinity(0)) // 2))
+def default_workers(device: torch.device) -> int:
+    """Loader worker processes when ``train.loader_workers`` is unset: none when training on the CPU (its threads
+    already use every core, and a worker beside them slowed a step: ``cpfd bench scale``), half the CPUs this
+    process may use (1–8) when a GPU trains and the CPUs would otherwise wait."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) // 2)) if device.type == "cuda" else 0
 
 
 def batch_loader(split: Split, sampler: Sampler[BatchRequest], workers: int | None, device: torch.device) -> DataLoader:
     """Batches of ``split`` in ``sampler``'s order. An in-memory split is indexed in this process; a streamed one is
     read by ``workers`` processes (each at most two batches ahead) into pinned memory when training on CUDA."""
-    n_workers = (default_workers() if workers is None else workers) if split.streamed else 0
+    n_workers = (default_workers(device) if workers is None else workers) if split.streamed else 0
     return DataLoader(
         _Batches(split),
         sampler=sampler,
