@@ -56,11 +56,9 @@ def test_unreadable_frames_name_the_frame_file(videos, tmp_path, synthetic_dir, 
     (bad / "clickbait.npy").write_bytes(b"not a numpy file")
     df = videos.assign(frames=videos["frames"].str.replace("frames/", "frames_bad/"))
     path = _write(df, tmp_path, synthetic_dir)
-    build_scenario_dataset(path, synthetic_dir / "features.parquet", "clickbait", tiny_project, tmp_path / "ds")
-    from cpfd.data.tensors import prepare_data
-
+    # the build writes the training shards, so it reads every frame and stops there, before any training
     with pytest.raises(DataContractError, match=r"column 'frames' -> .*frames_bad/clickbait.npy: unreadable frames"):
-        prepare_data(tmp_path / "ds", tiny_project.model)
+        build_scenario_dataset(path, synthetic_dir / "features.parquet", "clickbait", tiny_project, tmp_path / "ds")
 
 
 def test_wrong_frame_shape_is_named(tmp_path):
