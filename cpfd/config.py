@@ -20,7 +20,6 @@ Normalization = Literal["none", "mean", "mean_clip"]
 LossForm = Literal["coupled", "decoupled"]
 TeacherOutputsSource = Literal["oof", "insample"]
 DistillMethod = Literal["none", "pfd", "cpfd"]
-DistillMode = Literal["two_stage", "joint"]
 Modality = Literal["frames", "title"]
 ALL_MODALITIES: tuple[Modality, ...] = ("frames", "title")
 
@@ -115,8 +114,7 @@ class DistillConfig(StrictModel):
     teacher_outputs: TeacherOutputsSource = "oof"
     folds: int = Field(3, ge=2, le=10, description="cross-fitting folds for teacher_outputs: oof")
     calibrate: bool = True
-    mode: DistillMode = "two_stage"
-    warmup_steps: int = Field(0, ge=0, description="joint mode: steps with lam = 0")
+    warmup_steps: int = Field(0, ge=0, description="`cpfd train joint`: steps with lam = 0")
 
 
 class GateConfig(StrictModel):
@@ -206,16 +204,25 @@ def _merged(base: StrictModel, overrides: dict[str, Any], where: str):
 
 
 RENAMED = {"confidence": "weighting", "normalize_per_scenario": "normalize (none | mean | mean_clip)"}
+# fields that no longer exist, and what took their place
+REMOVED = {
+    "mode": "removed: the pipeline, `cpfd train distill` and the benchmark train two-stage; joint training is its own "
+    "command, `cpfd train joint`"
+}
 
 
-def format_validation_error(e: ValidationError, every: bool = False) -> str:
-    """``field.path: message`` of the first error (or of every error, joined), with a hint for renamed fields."""
+def format_validation_error(e: ValidationError, every: bool = False, model: str = "") -> str:
+    """``field.path: message`` of the first error (or of every error, joined), with a hint for renamed and removed
+    fields; ``model`` is the validated class's name (a scenario's distill overrides are a DistillConfig alone)."""
 
     def one(err) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         last = str(err["loc"][-1]) if err["loc"] else ""
         if err["type"] == "extra_forbidden" and last in RENAMED:
             return f"{loc}: renamed to {loc.rsplit('.', 1)[0] + '.' if '.' in loc else ''}{RENAMED[last]}"
+        in_distill = loc.split(".")[-2:-1] == ["distill"] or (model == "DistillConfig" and "." not in loc)
+        if err["type"] == "extra_forbidden" and last in REMOVED and in_distill:
+            return f"{loc}: {REMOVED[last]}"
         return f"{loc}: {err['msg']}"
 
     errors = e.errors()
@@ -227,7 +234,7 @@ def validated(cls: type[M], data: Any, where: str, every: bool = False) -> M:
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{where}: {format_validation_error(e, every)}") from None
+        raise ConfigError(f"{where}: {format_validation_error(e, every, cls.__name__)}") from None
 
 
 def read_yaml(where: str, path: str | Path | None = None, text: str | None = None) -> dict[str, Any]:

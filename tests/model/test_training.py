@@ -89,9 +89,7 @@ def test_two_stage_cpfd_and_joint_mode_train(clickbait_data, tiny_project, tmp_p
     assert (outputs.folds == -1).all()
     info = distill_student(clickbait_data, outputs, tiny_project, tmp_path / "s", insample, progress=False)
     assert info["method"] == "cpfd" and 0 < info["mean_weight"] <= 1 and info["teacher_outputs"] == "insample"
-    joint = tiny_project.model_copy(
-        update={"distill": tiny_project.distill.model_copy(update={"mode": "joint", "warmup_steps": 2})}
-    )
+    joint = tiny_project.model_copy(update={"distill": tiny_project.distill.model_copy(update={"warmup_steps": 2})})
     info = train_joint(clickbait_data, joint, tmp_path / "j", progress=False)
     assert info["method"] == "joint-cpfd"
     assert load_model(tmp_path / "j" / "teacher").uses_dense and not load_model(tmp_path / "j").uses_dense

@@ -28,13 +28,21 @@ def test_overrides_are_typed_and_scenario_overrides_merge(tmp_path):
     [
         ("distill.weighting=median", "distill.weighting"),
         ("distill.confidence=max_prob", "renamed to distill.weighting"),
+        ("distill.mode=joint", "distill.mode: removed: .*`cpfd train joint`"),
         ("train.epochs=0", "train.epochs"),
         ("nope", "key.path=value"),
     ],
 )
 def test_bad_overrides_name_the_field(override, fragment):
-    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace(r"\.*", ".*")):
         load_config(None, [override])
+
+
+def test_removed_distill_mode_is_named_in_a_scenario_override_too(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("scenarios:\n  - name: a\n    label_names: [x, y]\n    distill: {mode: joint}\n")
+    with pytest.raises(ConfigError, match=r"scenario a distill: mode: removed: .*`cpfd train joint`"):
+        load_config(path).distill_for("a")
 
 
 def test_unknown_scenario_lists_known_ones():
