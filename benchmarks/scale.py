@@ -153,7 +153,7 @@ def run_scale(
         if not (folder / "scenarios.yaml").exists():
             log(f"[{n}] generating {n:,} videos")
             make_videos(folder, n)
-        build, build_s, _ = _measured(_python("build", str(folder), str(dataset)))
+        build, _, _ = _measured(_python("build", str(folder), str(dataset)))
         log(f"[{n}] build {build['seconds']:.1f} s, peak RSS {build['peak_rss_mb']:.0f} MB")
         row: dict = {"videos": n, "build_seconds": round(build["seconds"], 1)}
         row["build_peak_rss_mb"] = round(build["peak_rss_mb"])

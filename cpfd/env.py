@@ -8,8 +8,9 @@ already set win (``setdefault``), so a user can still opt in to, e.g., Hub downl
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 
 ENV_DEFAULTS: dict[str, str] = {
     "BENTOML_DO_NOT_TRACK": "True",  # no usage statistics sent by BentoML
@@ -28,3 +29,18 @@ def set_env_defaults(environ: MutableMapping[str, str] | None = None) -> Mutable
     for key, value in ENV_DEFAULTS.items():
         environ.setdefault(key, value)
     return environ
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """``os.environ`` with ``values`` set inside (subprocesses started there inherit them), as before afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

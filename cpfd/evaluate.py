@@ -116,8 +116,8 @@ def predict_logits(
     return torch.cat(out) if out else torch.zeros(0, model.spec.num_classes)
 
 
-def model_macro_f1(model: VideoClassifier, split: Split, label_names: list[str]) -> float:
-    probs = predict_logits(model, split).softmax(-1).numpy()
+def model_macro_f1(model: VideoClassifier, split: Split, label_names: list[str], workers: int | None = None) -> float:
+    probs = predict_logits(model, split, workers=workers).softmax(-1).numpy()
     return classification_metrics(probs, split.labels.numpy(), label_names)["macro_f1"]
 
 

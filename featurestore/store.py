@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,7 @@ import pandas as pd
 import yaml
 
 from cpfd.config import default_feature_store, read_yaml
+from cpfd.env import environment
 from cpfd.errors import ConfigError, CpfdError, DataContractError
 from cpfd.features import DECLARATIONS_ENV, FeatureDeclarations, write_repo_inputs
 
@@ -44,20 +44,6 @@ def feature_repo_dir() -> Path:
     return repo
 
 
-@contextmanager
-def _env(**values: str):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def load_definitions(
     declarations: FeatureDeclarations,
     paths: dict[str, Path],
@@ -74,7 +60,7 @@ def load_definitions(
     repo = (repo or feature_repo_dir()).resolve()
     inputs = write_repo_inputs(declarations, paths, Path(inputs_dir).resolve() / "declarations.json")
     objects: list = []
-    with _env(**{DECLARATIONS_ENV: str(inputs)}):
+    with environment(**{DECLARATIONS_ENV: str(inputs)}):
         sys.path.insert(0, str(repo))
         try:
             for name in REPO_MODULES:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import TextIO
 from components import timing
 from components.common import PIPELINE_METHODS
 from cpfd.config import ProjectConfig
+from cpfd.env import environment
 from cpfd.errors import CpfdError
 from pipelines.cpfd_pipeline import PIPELINE_NAME, PipelineOptions, build_pipeline
 
@@ -155,7 +155,7 @@ def run_local(
                 contextlib.redirect_stdout(tee),
                 contextlib.redirect_stderr(tee),
                 _process_state_restored(tee),
-                _env(timing.ENV, str(steps_dir)),
+                environment(**{timing.ENV: str(steps_dir)}),
             ):
                 task = pipeline(**arguments)
         except RuntimeError as e:
@@ -207,20 +207,6 @@ def step_times(steps: list[dict], seconds: float) -> str:
             + ", ".join(f"{k} {v:.1f}" for v, k in work)
         )
     return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str):
-    """``os.environ[name]`` is ``value`` inside (the steps, subprocesses, inherit it), as before afterwards."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
 
 
 @contextlib.contextmanager

@@ -28,10 +28,15 @@ def _split(ref: str) -> tuple[str, int | None]:
     return ref, None
 
 
+def image_files(folder: Path) -> list[Path]:
+    """A frame folder's PNG/JPEG files in name order (the video's frame order)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _load_images(folder: Path) -> np.ndarray:
     from PIL import Image
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise ValueError("folder holds no .png or .jpg frames")
     return np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8) for f in files])

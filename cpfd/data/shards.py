@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cpfd.data.frames import IMAGE_SUFFIXES, load_frames
+from cpfd.data.frames import image_files, load_frames
 from cpfd.errors import DataContractError
 
 STREAM_DIR = "stream"  # beside the split tables in a built dataset
@@ -54,16 +54,12 @@ def _shard_name(i: int) -> str:
     return f"shard-{i:05d}"
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _encoded_frames(ref: str, shape: tuple[int, ...] | None, where: str) -> tuple[list[bytes], tuple[int, ...]]:
     """A folder's encoded frames as they are on disk, checked against the split's frame shape from their headers."""
     from PIL import Image
 
     folder = Path(ref)
-    files = _image_files(folder)
+    files = image_files(folder)
     if not files:
         raise DataContractError(f"{where}: {folder} holds no .png or .jpg frames")
     blobs = [f.read_bytes() for f in files]
@@ -138,7 +134,6 @@ def write_split_stream(split: pd.DataFrame, out: str | Path, feature_names: list
         "shards": shards,
         "frame_shape": list(shape) if shape is not None else None,
         "feature_names": feature_names,
-        "has_title": "title" in split,
     }
     (local_dir / INDEX_FILE).write_text(json.dumps(index, indent=1))
     if is_url(out_root):
@@ -230,7 +225,7 @@ class ShardReader:
         self.shard_rows = int(self.index["shard_rows"])
         self.frame_shape = tuple(self.index["frame_shape"]) if self.index["frame_shape"] else None
         self.max_tables = max_tables
-        self._tables: OrderedDict[int, pd.DataFrame] = OrderedDict()
+        self._tables: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
 
@@ -312,10 +307,8 @@ class ShardReader:
             pos += size
         return np.stack(out)
 
-    def column(self, name: str) -> np.ndarray:
-        """One column of every row, shard by shard (for the fits that need a whole column: titles, dense stats)."""
-        pieces = [
-            pd.read_parquet(self._path(f"{s['name']}.parquet"), columns=[name])[name].to_numpy()
-            for s in self.index["shards"]
-        ]
-        return np.concatenate(pieces) if pieces else np.zeros(0)
+    def columns(self, names: list[str]) -> pd.DataFrame:
+        """Columns ``names`` of every row, each shard table read once (for the fits that need whole columns: the
+        tokenizer's titles, the dense standardisation)."""
+        pieces = [pd.read_parquet(self._path(f"{s['name']}.parquet"), columns=names) for s in self.index["shards"]]
+        return pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=names)

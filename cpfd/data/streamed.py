@@ -49,19 +49,17 @@ class TokenFile:
 class StreamedSplit:
     """Rows ``rows`` of a streamed split. Only ``labels`` and ``video_ids`` (16 bytes a row) live in memory; a batch's
     frames and dense features are read and decoded when asked for (in the loader's workers), its token ids read from
-    ``tokens`` (or its titles tokenized then, without one)."""
+    ``tokens``."""
 
     def __init__(
         self,
         reader: ShardReader,
-        tokenizer: PreTrainedTokenizerBase,
-        max_tokens: int,
+        tokens: TokenFile,
         rows: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         video_ids: torch.Tensor | None = None,
-        tokens: TokenFile | None = None,
     ):
-        self.reader, self.tokenizer, self.max_tokens, self.tokens = reader, tokenizer, max_tokens, tokens
+        self.reader, self.tokens = reader, tokens
         if rows is None:
             meta = reader.meta()
             rows = torch.arange(len(meta))
@@ -87,32 +85,18 @@ class StreamedSplit:
         return self.reader.shard_rows
 
     def subset(self, idx: torch.Tensor) -> StreamedSplit:
-        return StreamedSplit(
-            self.reader,
-            self.tokenizer,
-            self.max_tokens,
-            self.rows[idx],
-            self.labels[idx],
-            self.video_ids[idx],
-            self.tokens,
-        )
+        return StreamedSplit(self.reader, self.tokens, self.rows[idx], self.labels[idx], self.video_ids[idx])
 
     def dense_matrix(self) -> torch.Tensor:
         """The dense features of every row (float32 [N, F]), for the teacher's standardisation fit."""
         names = self.reader.index["feature_names"]
-        full = np.stack([self.reader.column(n) for n in names], 1) if names else np.zeros((len(self.reader), 0))
-        return torch.from_numpy(full.astype(np.float32))[self.rows]
-
-    def titles(self) -> list[str]:
-        return [str(t) for t in self.reader.column("title")[self.rows.numpy()]]
+        full = self.reader.columns(names).to_numpy(np.float32) if names else np.zeros((len(self.reader), 0), np.float32)
+        return torch.from_numpy(full)[self.rows]
 
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         rows = self.rows[idx].numpy()
-        frames, titles, dense = self.reader.read(rows, frames=self.reader.frame_shape is not None)
-        if self.tokens is not None:
-            ids, mask = self.tokens.read(rows)
-        else:
-            ids, mask = tokenize(self.tokenizer, list(titles), self.max_tokens)
+        frames, _, dense = self.reader.read(rows, frames=self.reader.frame_shape is not None)
+        ids, mask = self.tokens.read(rows)
         if frames is None:
             frames = np.zeros((len(idx), 0, 0, 0, 3), np.uint8)
         return {

@@ -14,7 +14,7 @@ import torch
 from cpfd.config import ALL_MODALITIES, ModelConfig, TrainConfig
 from cpfd.data.frames import load_frames
 from cpfd.data.loader import Split
-from cpfd.data.shards import DEFAULT_SHARD_ROWS
+from cpfd.data.shards import DEFAULT_SHARD_ROWS, is_url
 from cpfd.errors import DataContractError
 from cpfd.models import text_position_limit, text_pretrained_path
 from cpfd.preprocess import auto_title_tokens, load_tokenizer, title_stats, tokenize, train_title_tokenizer
@@ -156,7 +156,7 @@ def stream_root(dataset_dir: str | Path, manifest: dict, split: str) -> str | No
     if not stream:
         return None
     root = str(stream["root"])
-    if "://" not in root and not Path(root).is_absolute():
+    if not is_url(root) and not Path(root).is_absolute():
         root = str(Path(dataset_dir) / root)
     return f"{root.rstrip('/')}/{split}"
 
@@ -190,14 +190,16 @@ def prepare_data(dataset_dir: str | Path, model_cfg: ModelConfig, loading: Train
     titles = {s: split_titles(df) for s, df in tables.items()}
     tokenizer, max_tokens = _tokenizer_and_length(model_cfg, titles["train"])
     block = int((manifest.get("stream") or {}).get("shard_rows", DEFAULT_SHARD_ROWS))
-    splits: dict[str, Split] = {}
+    tensors = {}
     for s, df in tables.items():
-        t = to_tensors(df, manifest["feature_names"], tokenizer, max_tokens, None, f"{dataset_dir}/{s}.parquet")
-        t.block_rows = block
-        splits[s] = t
-    shapes = {tuple(t.frames.shape[1:]) for t in splits.values() if isinstance(t, SplitTensors)}
+        tensors[s] = to_tensors(
+            df, manifest["feature_names"], tokenizer, max_tokens, None, f"{dataset_dir}/{s}.parquet"
+        )
+        tensors[s].block_rows = block
+    shapes = {tuple(t.frames.shape[1:]) for t in tensors.values()}
     if len(shapes) > 1:
         raise DataContractError(f"{dataset_dir}: splits have different frame shapes {sorted(shapes)}")
+    splits: dict[str, Split] = dict(tensors)
     stats = {s: title_stats(tokenizer, t, max_tokens) for s, t in titles.items()}
     return PreparedData(manifest, tokenizer, splits, max_tokens, stats)
 
@@ -225,12 +227,12 @@ def _prepare_streamed(dataset_dir: str | Path, manifest: dict, model_cfg: ModelC
         assert root is not None
         readers[s] = ShardReader(root)
     has_title = "title" in manifest.get("modalities", ALL_MODALITIES)
-    titles = {s: [str(t) for t in r.column("title")] if has_title else [""] * len(r) for s, r in readers.items()}
+    titles = {
+        s: [str(t) for t in r.columns(["title"])["title"]] if has_title else [""] * len(r) for s, r in readers.items()
+    }
     tokenizer, max_tokens = _tokenizer_and_length(model_cfg, titles["train"])
     stats = {s: title_stats(tokenizer, t, max_tokens) for s, t in titles.items()}
     tokens = {s: TokenFile(tokenizer, t, max_tokens) for s, t in titles.items()}
     del titles
-    splits: dict[str, Split] = {
-        s: StreamedSplit(r, tokenizer, max_tokens, tokens=tokens[s]) for s, r in readers.items()
-    }
+    splits: dict[str, Split] = {s: StreamedSplit(r, tokens[s]) for s, r in readers.items()}
     return PreparedData(manifest, tokenizer, splits, max_tokens, stats)

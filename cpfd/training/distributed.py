@@ -62,11 +62,13 @@ def mean_over_ranks(value: float, world: World) -> float:
     return float(t.item()) / world.size
 
 
-def val_macro_f1(model: VideoClassifier, split: Split, label_names: list[str], world: World) -> float:
+def val_macro_f1(
+    model: VideoClassifier, split: Split, label_names: list[str], world: World, workers: int | None = None
+) -> float:
     """Macro-F1 on ``split``, each rank predicting a contiguous share; the summed confusion matrix gives every rank
     the same value (so the same early-stopping decision)."""
     part = split.subset(torch.arange(len(split)).tensor_split(world.size)[world.rank])
-    preds = predict_logits(model, part).argmax(-1).numpy()
+    preds = predict_logits(model, part, workers=workers).argmax(-1).numpy()
     cm = torch.from_numpy(confusion_matrix(part.labels.numpy(), preds, len(label_names))).to(world.device)
     dist.all_reduce(cm)
     return float(macro_prf(cm.cpu().numpy())["f1"])

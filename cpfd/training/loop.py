@@ -168,10 +168,11 @@ def fit(
         state["batch"], state["running"] = 0, 0.0
         state["train_seconds"] += time.perf_counter() - t0
         if world is None:
-            val_f1 = model_macro_f1(models[eval_key], data.splits["val"], data.label_names)
+            val_f1 = model_macro_f1(models[eval_key], data.splits["val"], data.label_names, cfg.loader_workers)
         else:
             running = distributed.mean_over_ranks(running, world)
-            val_f1 = distributed.val_macro_f1(models[eval_key], data.splits["val"], data.label_names, world)
+            val = data.splits["val"]
+            val_f1 = distributed.val_macro_f1(models[eval_key], val, data.label_names, world, cfg.loader_workers)
         state["history"].append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "val_macro_f1": val_f1})
         better = val_f1 > state["best_val_f1"]
         if better:
