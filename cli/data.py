@@ -22,16 +22,16 @@ def generate(
     seed: int = typer.Option(0),
     frames: int = typer.Option(4, min=1),
     image_size: int = typer.Option(16, min=8),
-    scenario: list[str] = typer.Option([], help="only these scenarios (repeatable)"),
-    generator: str = typer.Option("v2", help="v2 (slices of unreliable features, Bayes references) or v1"),
+    scenario: list[str] = typer.Option(
+        [],
+        help="only these scenarios (repeatable); the benchmarks' title_interaction, engagement_only and "
+        "mixed_reliability too",
+    ),
 ):
-    """Write the synthetic default data: videos.parquet, frames/, features.parquet, scenarios.yaml
-    (v2: oracle.parquet)."""
+    """Write the synthetic default data: videos.parquet, frames/, features.parquet, oracle.parquet, scenarios.yaml."""
     from cpfd.data.synthetic import generate as gen
 
-    if generator not in ("v1", "v2"):
-        raise CpfdError(f"--generator must be v1 or v2, got {generator!r}")
-    paths = gen(out, videos, seed, frames, image_size, scenario or None, version=int(generator[1]))
+    paths = gen(out, videos, seed, frames, image_size, scenario or None)
     for k, p in paths.items():
         typer.echo(f"{k:9s} {p}")
 

@@ -1,23 +1,15 @@
-"""Synthetic short videos: the embedded default data, written in the data contract.
+"""Synthetic short videos: the embedded default data, written in the data contract (design: docs/generator_v2.md).
 
-Two generators: v2 (default; design in docs/generator_v2.md: slices where the privileged
-features are missing, stale or misleading, and Bayes references kept in ``oracle.parquet``)
-and v1, described here and below.
+Each video has a latent true class ``z``; its frames and title carry cues of ``z`` (what the student sees), its
+privileged dense features an analyzer's reading of the content and engagement statistics shifted by ``z`` (what only
+the teacher sees), and its annotated ``label`` is ``z`` with label noise. Every video falls in one slice where the
+features are clean, missing, stale (another video's row) or misleading (a misread scene); ``oracle.parquet`` keeps the
+true label, the slice and two Bayes references. The first generator (v1, no slices) lives in git history only.
 
-Each video has a latent true class ``z``. Its frames show the visual cue of ``z`` in some of the
-frames (other frames show a random class's cue), and its title holds a few cue words of ``z``
-among neutral words. The annotated ``label`` is ``z`` with scenario-specific label noise.
-
-The privileged dense features are of two kinds, as on a real platform:
-- *analyzer* features (heavy offline models run on the whole video): a clean reading of what
-  the content shows (the share of frames and title words that carry each class's cue), which the
-  light student could in principle learn from pixels and words but only with far more data;
-- *engagement* statistics: shifted by the true class, information the content does not carry;
-and the rest is nuisance. Scenarios differ in classes, imbalance, label noise, the strength of
-each kind, and how often a video has no feature row at all.
-
-A second, later feature row per video ("post-label" statistics that leak the label) tests
-that the point-in-time join never reads the future.
+The five default scenarios are the embedded default's; three more (``BENCH_SCENARIOS``) exist for the benchmarks,
+each built from one mechanism: a teacher edge a neural student can learn (an interaction of two title words), an
+edge no student can learn (engagement only), and a teacher whose reliability varies across sub-populations it can
+see (where confidence weighting should help).
 """
 
 from __future__ import annotations
@@ -35,45 +27,10 @@ from cpfd.errors import DataContractError
 
 N_DENSE = 32
 N_ANALYZER = 12
-N_ENGAGEMENT = 8
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN_DAYS = 90
 N_SCENES = 16  # background scene templates
 SYLLABLES = ["ka", "lo", "mi", "ru", "te", "sa", "no", "vi", "pe", "zu", "da", "fo", "gi", "ha", "je", "wu"]
-
-
-@dataclass(frozen=True)
-class ScenarioSpec:
-    """How one synthetic scenario's data is drawn."""
-
-    name: str
-    label_names: tuple[str, ...]
-    priors: tuple[float, ...]
-    label_noise: float  # P(label != true class)
-    frame_signal: float  # P(a frame shows the true class's cue)
-    title_signal: float  # P(a title word is a cue word of the true class)
-    analyzer_signal: float  # scale of the content reading in the analyzer features, in noise std
-    engagement_signal: float  # class shift of the engagement features, in noise std
-    dense_missing: float  # P(a video has no feature row at all)
-
-
-SCENARIOS: tuple[ScenarioSpec, ...] = (
-    ScenarioSpec("content_quality", ("low", "medium", "high"), (0.3, 0.45, 0.25), 0.10, 0.45, 0.15, 3.0, 0.8, 0.10),
-    ScenarioSpec("clickbait", ("ok", "clickbait"), (0.8, 0.2), 0.12, 0.40, 0.20, 3.0, 1.2, 0.05),
-    ScenarioSpec("minor_safety", ("safe", "unsafe"), (0.9, 0.1), 0.04, 0.50, 0.12, 3.5, 0.3, 0.30),
-    ScenarioSpec(
-        "originality",
-        ("original", "reupload", "compilation", "ai_generated"),
-        (0.4, 0.3, 0.2, 0.1),
-        0.10,
-        0.45,
-        0.15,
-        3.0,
-        0.6,
-        0.20,
-    ),
-    ScenarioSpec("ad_content", ("organic", "advertising"), (0.7, 0.3), 0.20, 0.40, 0.15, 2.0, 0.5, 0.45),
-)
 
 
 def _pseudo_words(rng: np.random.Generator, n: int) -> list[str]:
@@ -148,60 +105,6 @@ def _draw_content(
     return _Content(labels, shown, scene, frame_array, titles, title_cues, word_classes)
 
 
-def generate_scenario(
-    s: ScenarioSpec,
-    n_videos: int,
-    rng: np.random.Generator,
-    id_offset: int,
-    frames: int,
-    image_size: int,
-    vocab: list[str],
-    feature_pattern: np.ndarray,
-    analyzer_map: np.ndarray,
-    feature_scale: np.ndarray,
-    feature_offset: np.ndarray,
-) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    k = len(s.label_names)
-    z = rng.choice(k, size=n_videos, p=np.asarray(s.priors) / sum(s.priors))
-    seen = _draw_content(rng, z, k, s.label_noise, s.frame_signal, s.title_signal, frames, image_size, vocab)
-    label, shown, frame_array, titles, title_cues = seen.labels, seen.shown, seen.frames, seen.titles, seen.title_cues
-
-    seconds = np.sort(rng.uniform(0, SPAN_DAYS * 86400, n_videos))
-    ts = pd.to_datetime(START) + pd.to_timedelta(np.floor(seconds * 1e6).astype("int64"), unit="us")
-    video_id = np.arange(id_offset, id_offset + n_videos, dtype=np.int64)
-    videos = pd.DataFrame(
-        {
-            "video_id": video_id,
-            "scenario": s.name,
-            "event_timestamp": ts,
-            "label": label.astype(np.int64),
-            "title": titles,
-        }
-    )
-
-    # privileged dense features, known before the label (1 h to 2 days earlier)
-    frame_cues = np.eye(k)[shown].mean(axis=1)  # share of frames showing each class's cue
-    content = np.concatenate([frame_cues, 3 * title_cues], axis=1)  # what an analyzer reads
-
-    def dense_rows(cls: np.ndarray, content: np.ndarray, analyzer: float, engagement: float) -> np.ndarray:
-        x = rng.normal(0, 1, (len(cls), N_DENSE))
-        x[:, :N_ANALYZER] += analyzer * (content - content.mean(0)) @ analyzer_map
-        x[:, N_ANALYZER : N_ANALYZER + N_ENGAGEMENT] += engagement * feature_pattern[cls][:, :N_ENGAGEMENT]
-        return feature_offset + feature_scale * x
-
-    has_row = rng.random(n_videos) >= s.dense_missing
-    before = ts - pd.to_timedelta(rng.uniform(3600, 2 * 86400, n_videos), unit="s").floor("us")
-    x = dense_rows(z, content, s.analyzer_signal, s.engagement_signal)
-    x[rng.random(x.shape) < 0.02] = np.nan
-    rows = [_feature_frame(video_id[has_row], before[has_row], x[has_row])]
-    # later rows that leak the annotated label: a correct join never reads them
-    leak = rng.random(n_videos) < 0.5
-    after = ts + pd.to_timedelta(rng.uniform(3600, 5 * 86400, n_videos), unit="s").floor("us")
-    rows.append(_feature_frame(video_id[leak], after[leak], dense_rows(label[leak], content[leak], 0.0, 4.0)))
-    features = pd.concat(rows, ignore_index=True)
-    return videos, frame_array, features
-
-
 def _feature_frame(video_id: np.ndarray, ts: pd.DatetimeIndex, x: np.ndarray) -> pd.DataFrame:
     df = pd.DataFrame(x.astype(np.float32), columns=dense_feature_names())
     df.insert(0, "video_id", video_id)
@@ -215,44 +118,140 @@ def dense_feature_names(n: int = N_DENSE) -> list[str]:
 
 
 @dataclass(frozen=True)
-class ScenarioSpecV2:
-    """How one v2 scenario is drawn (docs/generator_v2.md)."""
+class ScenarioSpec:
+    """How one synthetic scenario is drawn (docs/generator_v2.md)."""
 
     name: str
     label_names: tuple[str, ...]
     priors: tuple[float, ...]
-    label_noise: float
-    frame_signal: float
-    title_signal: float
-    analyzer_signal: float
-    engagement_signal: float
+    label_noise: float  # P(label != true class)
+    frame_signal: float  # P(a frame shows the true class's template)
+    title_signal: float  # P(a title word cues the true class)
+    analyzer_signal: float  # scale of the analyzer's content reading, in noise standard deviations
+    engagement_signal: float  # class shift of the engagement columns, in noise standard deviations
     missing: float  # share of videos without a feature row
     stale: float  # share of videos whose feature row is another video's
     misread_scenes: int  # of 16 background scenes: the analyzer misreads videos showing them
+    parity_title: bool = False  # the class is the parity of two title marker words (two classes only)
+    label_noise_missing: float | None = None  # label noise of the videos without a feature row (None: label_noise)
+    description: str = ""
 
 
-SCENARIOS_V2: tuple[ScenarioSpecV2, ...] = (
-    ScenarioSpecV2(
-        "content_quality", ("low", "medium", "high"), (0.30, 0.45, 0.25), 0.08, 0.45, 0.15, 3.0, 0.5, 0.10, 0.05, 2
+SCENARIOS: tuple[ScenarioSpec, ...] = (
+    ScenarioSpec(
+        "content_quality",
+        ("low", "medium", "high"),
+        (0.30, 0.45, 0.25),
+        label_noise=0.08,
+        frame_signal=0.45,
+        title_signal=0.15,
+        analyzer_signal=3.0,
+        engagement_signal=0.5,
+        missing=0.10,
+        stale=0.05,
+        misread_scenes=2,
     ),
-    ScenarioSpecV2("clickbait", ("ok", "clickbait"), (0.75, 0.25), 0.12, 0.40, 0.18, 3.0, 0.6, 0.05, 0.20, 0),
-    ScenarioSpecV2("minor_safety", ("safe", "unsafe"), (0.85, 0.15), 0.0, 0.45, 0.12, 3.0, 0.3, 0.25, 0.05, 1),
-    ScenarioSpecV2(
+    ScenarioSpec(
+        "clickbait",
+        ("ok", "clickbait"),
+        (0.75, 0.25),
+        label_noise=0.12,
+        frame_signal=0.40,
+        title_signal=0.18,
+        analyzer_signal=3.0,
+        engagement_signal=0.6,
+        missing=0.05,
+        stale=0.20,
+        misread_scenes=0,
+    ),
+    ScenarioSpec(
+        "minor_safety",
+        ("safe", "unsafe"),
+        (0.85, 0.15),
+        label_noise=0.0,
+        frame_signal=0.45,
+        title_signal=0.12,
+        analyzer_signal=3.0,
+        engagement_signal=0.3,
+        missing=0.25,
+        stale=0.05,
+        misread_scenes=1,
+    ),
+    ScenarioSpec(
         "originality",
         ("original", "reupload", "compilation", "ai_generated"),
         (0.4, 0.3, 0.2, 0.1),
-        0.05,
-        0.45,
-        0.15,
-        3.0,
-        0.4,
-        0.10,
-        0.10,
-        4,
+        label_noise=0.05,
+        frame_signal=0.45,
+        title_signal=0.15,
+        analyzer_signal=3.0,
+        engagement_signal=0.4,
+        missing=0.10,
+        stale=0.10,
+        misread_scenes=4,
     ),
-    ScenarioSpecV2("ad_content", ("organic", "advertising"), (0.70, 0.30), 0.15, 0.40, 0.15, 3.0, 0.5, 0.30, 0.10, 2),
+    ScenarioSpec(
+        "ad_content",
+        ("organic", "advertising"),
+        (0.70, 0.30),
+        label_noise=0.15,
+        frame_signal=0.40,
+        title_signal=0.15,
+        analyzer_signal=3.0,
+        engagement_signal=0.5,
+        missing=0.30,
+        stale=0.10,
+        misread_scenes=2,
+    ),
 )
-N_ENGAGEMENT_V2 = 4
+BENCH_SCENARIOS: tuple[ScenarioSpec, ...] = (
+    ScenarioSpec(
+        "title_interaction",
+        ("no", "yes"),
+        (0.5, 0.5),
+        label_noise=0.15,
+        frame_signal=0.30,
+        title_signal=0.0,
+        analyzer_signal=3.0,
+        engagement_signal=0.0,
+        missing=0.05,
+        stale=0.0,
+        misread_scenes=0,
+        parity_title=True,
+        description="The class is the parity of two title marker words; the analyzer reads it: learnable edge.",
+    ),
+    ScenarioSpec(
+        "engagement_only",
+        ("no", "yes"),
+        (0.6, 0.4),
+        label_noise=0.10,
+        frame_signal=0.40,
+        title_signal=0.15,
+        analyzer_signal=0.0,
+        engagement_signal=1.0,
+        missing=0.05,
+        stale=0.0,
+        misread_scenes=0,
+        description="The teacher's edge is engagement only, which the content does not carry: unlearnable edge.",
+    ),
+    ScenarioSpec(
+        "mixed_reliability",
+        ("low", "medium", "high"),
+        (0.35, 0.40, 0.25),
+        label_noise=0.30,
+        frame_signal=0.40,
+        title_signal=0.15,
+        analyzer_signal=3.0,
+        engagement_signal=0.8,
+        missing=0.35,
+        stale=0.0,
+        misread_scenes=0,
+        label_noise_missing=0.0,
+        description="Crowd labels (30 % noise) where features exist, expert labels where they are missing: the "
+        "teacher is strong and sure on the first, weak and unsure on the second.",
+    ),
+)
+N_ENGAGEMENT = 4
 SLICES = ("clean", "missing", "stale", "misleading")
 
 
@@ -261,8 +260,24 @@ def _log_softmax(a: np.ndarray) -> np.ndarray:
     return a - np.log(np.exp(a).sum(axis=1, keepdims=True))
 
 
-def generate_scenario_v2(
-    s: ScenarioSpecV2,
+def _add_parity_markers(
+    rng: np.random.Generator, z: np.ndarray, titles: list[str], markers: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """Two marker words per title, from families A_a and B_b with a uniform and b = a XOR z: neither word alone says
+    anything about z, the pair decides it. Returns the titles and the parity each pair shows."""
+    a = rng.integers(0, 2, len(z))
+    b = a ^ z
+    out = []
+    for i, title in enumerate(titles):
+        words = title.split()
+        for family in (a[i], 2 + b[i]):
+            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(markers[4 * family : 4 * family + 4])))
+        out.append(" ".join(words))
+    return out, a ^ b
+
+
+def generate_scenario(
+    s: ScenarioSpec,
     n_videos: int,
     rng: np.random.Generator,
     id_offset: int,
@@ -276,9 +291,13 @@ def generate_scenario_v2(
     k = len(s.label_names)
     priors = np.asarray(s.priors) / sum(s.priors)
     z = rng.choice(k, size=n_videos, p=priors)
-    seen = _draw_content(rng, z, k, s.label_noise, s.frame_signal, s.title_signal, frames, image_size, vocab)
+    words = vocab[:-16] if s.parity_title else vocab
+    seen = _draw_content(rng, z, k, s.label_noise, s.frame_signal, s.title_signal, frames, image_size, words)
     label, shown, scene, frame_array = seen.labels, seen.shown, seen.scene, seen.frames
     titles, title_cues = seen.titles, seen.title_cues
+    if s.parity_title:
+        titles, parity = _add_parity_markers(rng, z, titles, vocab[-16:])
+        title_cues = np.eye(k)[parity]  # what an analyzer reads of the title: the pair's parity
     word_loglik = np.zeros((n_videos, k))  # log p(title word classes | z)
     p_cue = np.full((k, k), 0.5 * s.title_signal / k) + np.eye(k) * s.title_signal  # [z, c]
     p_neutral = 1 - 1.5 * s.title_signal
@@ -290,6 +309,8 @@ def generate_scenario_v2(
     p_frame = np.full((k, k), (1 - s.frame_signal) / k) + np.eye(k) * s.frame_signal  # [z, shown]
     frame_loglik = np.log(p_frame[:, shown]).sum(axis=2).T  # [N, k]
     log_post_content = np.log(priors)[None] + frame_loglik + word_loglik
+    if s.parity_title:  # the marker pair gives z exactly
+        log_post_content = log_post_content + np.where(np.eye(k)[z] > 0, 0.0, -1e9)
 
     seconds = np.sort(rng.uniform(0, SPAN_DAYS * 86400, n_videos))
     ts = pd.to_datetime(START) + pd.to_timedelta(np.floor(seconds * 1e6).astype("int64"), unit="us")
@@ -302,16 +323,20 @@ def generate_scenario_v2(
     slice_[u < s.missing] = "missing"
     slice_[(u >= s.missing) & (u < s.missing + s.stale)] = "stale"
     slice_[(slice_ == "clean") & np.isin(scene, misread)] = "misleading"
+    if s.label_noise_missing is not None:  # rows without features are labelled by another process
+        noisy = rng.random(n_videos) < s.label_noise_missing
+        relabelled = np.where(noisy, (z + rng.integers(1, k, size=n_videos)) % k, z)
+        label = np.where(slice_ == "missing", relabelled, label)
 
     frame_cues = np.eye(k)[shown].mean(axis=1)
     content = np.concatenate([frame_cues, 3 * title_cues], axis=1)
     misread_content = np.concatenate([np.roll(frame_cues, 1, axis=1), 3 * np.roll(title_cues, 1, axis=1)], axis=1)
     reading = np.where((slice_ == "misleading")[:, None], misread_content, content)
     analyzer_map = rng.normal(0, 1, (2 * k, N_ANALYZER)) / np.sqrt(2 * k) * 2
-    pattern = rng.choice([-1.0, 1.0], size=(k, N_ENGAGEMENT_V2))
+    pattern = rng.choice([-1.0, 1.0], size=(k, N_ENGAGEMENT))
     x = rng.normal(0, 1, (n_videos, N_DENSE))
     x[:, :N_ANALYZER] += s.analyzer_signal * (reading - content.mean(0)) @ analyzer_map
-    engagement = x[:, N_ANALYZER : N_ANALYZER + N_ENGAGEMENT_V2]
+    engagement = x[:, N_ANALYZER : N_ANALYZER + N_ENGAGEMENT]
     engagement += s.engagement_signal * pattern[z]
     # engagement likelihood, before the stale copy and missing cells: the oracle teacher's extra evidence
     eng_loglik = -0.5 * ((engagement[:, None, :] - s.engagement_signal * pattern[None]) ** 2).sum(-1)
@@ -329,7 +354,7 @@ def generate_scenario_v2(
     leak = rng.random(n_videos) < 0.5
     after = ts + pd.to_timedelta(rng.uniform(3600, 5 * 86400, n_videos), unit="s").floor("us")
     leak_x = rng.normal(0, 1, (int(leak.sum()), N_DENSE))
-    leak_x[:, N_ANALYZER : N_ANALYZER + N_ENGAGEMENT_V2] += 4.0 * pattern[label[leak]]
+    leak_x[:, N_ANALYZER : N_ANALYZER + N_ENGAGEMENT] += 4.0 * pattern[label[leak]]
     rows.append(_feature_frame(video_id[leak], after[leak], feature_offset + feature_scale * leak_x))
 
     videos = pd.DataFrame(
@@ -355,6 +380,17 @@ def generate_scenario_v2(
     return videos, frame_array, pd.concat(rows, ignore_index=True), oracle
 
 
+def scenario_config(s: ScenarioSpec) -> dict:
+    """A bench scenario's entry in scenarios.yaml (the default scenarios take theirs from the embedded config)."""
+    return {
+        "name": s.name,
+        "description": s.description,
+        "label_names": list(s.label_names),
+        "feature_service": "teacher_dense_v1",
+        "gate": {"min_gain_over_baseline": 0.0, "max_gap_to_teacher": 0.25},
+    }
+
+
 def generate(
     out_dir: str | Path,
     videos_per_scenario: int = 3000,
@@ -362,69 +398,45 @@ def generate(
     frames: int = 4,
     image_size: int = 16,
     scenarios: list[str] | None = None,
-    version: int = 2,
 ) -> dict[str, Path]:
-    """Write videos.parquet, frames/<scenario>.npy, features.parquet and scenarios.yaml (v2: oracle.parquet too)."""
-    if version not in (1, 2):
-        raise ValueError(f"generator version must be 1 or 2, not {version}")
+    """Write videos.parquet, frames/<scenario>.npy, features.parquet, oracle.parquet and scenarios.yaml.
+
+    ``scenarios``: names from the defaults and ``BENCH_SCENARIOS`` (None: the five defaults)."""
     out = Path(out_dir)
     (out / "frames").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    known = SCENARIOS if version == 1 else SCENARIOS_V2
-    unknown = sorted(set(scenarios or []) - {k.name for k in known})
+    by_name = {k.name: k for k in (*SCENARIOS, *BENCH_SCENARIOS)}
+    unknown = sorted(set(scenarios or []) - set(by_name))
     if unknown:
-        raise DataContractError(f"unknown synthetic scenario(s) {unknown}; known: {[k.name for k in known]}")
-    by_name = {k.name: k for k in known}
-    chosen: list = [by_name[n] for n in scenarios] if scenarios else list(known)
+        raise DataContractError(f"unknown synthetic scenario(s) {unknown}; known: {list(by_name)}")
+    chosen = [by_name[n] for n in scenarios] if scenarios else list(SCENARIOS)
     feature_scale = np.exp(rng.uniform(-1, 3, N_DENSE))
     feature_offset = rng.uniform(0, 100, N_DENSE) * (rng.random(N_DENSE) < 0.5)
     videos, features, oracles = [], [], []
     for i, s in enumerate(chosen):
-        vocab = _pseudo_words(rng, 12 * len(s.label_names) + 150)
-        k = len(s.label_names)
-        if version == 1:
-            pattern = rng.choice([-1.0, 1.0], size=(k, N_ENGAGEMENT))
-            analyzer_map = rng.normal(0, 1, (2 * k, N_ANALYZER)) / np.sqrt(2 * k) * 2
-            v, f_arr, feats = generate_scenario(
-                s,
-                videos_per_scenario,
-                rng,
-                (i + 1) * 10_000_000,
-                frames,
-                image_size,
-                vocab,
-                pattern,
-                analyzer_map,
-                feature_scale,
-                feature_offset,
-            )
-        else:
-            v, f_arr, feats, oracle = generate_scenario_v2(
-                s,
-                videos_per_scenario,
-                rng,
-                (i + 1) * 10_000_000,
-                frames,
-                image_size,
-                vocab,
-                feature_scale,
-                feature_offset,
-            )
-            oracles.append(oracle)
+        vocab = _pseudo_words(rng, 12 * len(s.label_names) + 150 + (16 if s.parity_title else 0))
+        v, f_arr, feats, oracle = generate_scenario(
+            s, videos_per_scenario, rng, (i + 1) * 10_000_000, frames, image_size, vocab, feature_scale, feature_offset
+        )
+        oracles.append(oracle)
         frame_file = out / "frames" / f"{s.name}.npy"
         np.save(frame_file, f_arr)
         v["frames"] = [f"frames/{s.name}.npy#{j}" for j in range(len(v))]
         videos.append(v)
         features.append(feats)
-    paths = {"videos": out / "videos.parquet", "features": out / "features.parquet", "config": out / "scenarios.yaml"}
-    if oracles:
-        paths["oracle"] = out / "oracle.parquet"
-        pd.concat(oracles, ignore_index=True).to_parquet(paths["oracle"], index=False)
+    paths = {
+        "videos": out / "videos.parquet",
+        "features": out / "features.parquet",
+        "config": out / "scenarios.yaml",
+        "oracle": out / "oracle.parquet",
+    }
+    pd.concat(oracles, ignore_index=True).to_parquet(paths["oracle"], index=False)
     pd.concat(videos, ignore_index=True).to_parquet(paths["videos"], index=False)
     pd.concat(features, ignore_index=True).sort_values(["video_id", "event_timestamp"]).to_parquet(
         paths["features"], index=False
     )
     config = read_yaml("config file", default_config_path())
-    config["scenarios"] = [c for c in config["scenarios"] if c["name"] in {s.name for s in chosen}]
+    embedded = {c["name"]: c for c in config["scenarios"]}
+    config["scenarios"] = [embedded.get(s.name) or scenario_config(s) for s in chosen]
     paths["config"].write_text(yaml.safe_dump(config, sort_keys=False))
     return paths

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cpfd.data.synthetic import N_SCENES, SCENARIOS_V2, generate
+from cpfd.data.synthetic import N_SCENES, SCENARIOS, generate
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def v2(tmp_path_factory):
 
 def test_slices_appear_in_the_stated_proportions(v2):
     oracle = pd.read_parquet(v2["oracle"])
-    for spec in SCENARIOS_V2:
+    for spec in SCENARIOS:
         sl = oracle.loc[oracle["scenario"] == spec.name, "feature_slice"].value_counts(normalize=True)
         expected = {
             "missing": spec.missing,
@@ -31,7 +31,7 @@ def test_label_noise_and_feature_rows_follow_the_slices(v2):
     videos = pd.read_parquet(v2["videos"])
     oracle = pd.read_parquet(v2["oracle"]).set_index("video_id")
     feats = pd.read_parquet(v2["features"])
-    for spec in SCENARIOS_V2:
+    for spec in SCENARIOS:
         v = videos[videos["scenario"] == spec.name]
         assert (v["label"] != v["true_label"]).mean() == pytest.approx(spec.label_noise, abs=0.02)
     missing = oracle.index[oracle["feature_slice"] == "missing"]
