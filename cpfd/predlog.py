@@ -1,8 +1,10 @@
 """The prediction log and the delayed-labels table: written by serving, read by monitoring.
 
-SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL at scale). Timestamps are ISO-8601 UTC
-strings, probabilities a JSON list. ``http_request_id`` is the HTTP request's X-Request-ID (one
-request of a batch gives several rows); ``request_id`` is the row's own key.
+SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL at scale). The tables, their typed columns
+(UTC timestamps, JSON probabilities) and the migrations from earlier logs are in cpfd.predlog_schema,
+shared with the reader (monitoring.logread); every statement here is SQLAlchemy Core on those tables.
+Rows come in with ``ts`` as a datetime or an ISO-8601 string (naive: UTC). ``http_request_id`` is the
+HTTP request's X-Request-ID (one request of a batch gives several rows); ``request_id`` is the row's own key.
 
 Durability (SQLite): ``synchronous="NORMAL"`` (default) keeps every committed row through a crash
 of the process; ``"FULL"`` also through a power loss or OS crash, at the cost of an fsync per
@@ -11,7 +13,6 @@ commit. ``backup()`` copies a live log consistently (the WAL is checkpointed fir
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from contextlib import closing
@@ -21,36 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from cpfd.errors import CpfdError
+from cpfd.predlog_schema import LABEL_COLUMNS, PREDICTION_COLUMNS, labels, migrate, predictions
 
-PREDICTION_COLUMNS = (
-    "request_id",
-    "ts",
-    "experiment",
-    "scenario",
-    "arm",
-    "model_tag",
-    "video_id",
-    "label",
-    "probabilities",
-    "confidence",
-    "latency_ms",
-    "http_request_id",
-)
-LABEL_COLUMNS = ("video_id", "scenario", "label", "labelled_at")
-
-_DDL = (
-    """CREATE TABLE IF NOT EXISTS predictions (
-        request_id TEXT PRIMARY KEY, ts TEXT NOT NULL, experiment TEXT NOT NULL, scenario TEXT NOT NULL,
-        arm TEXT NOT NULL, model_tag TEXT NOT NULL, video_id BIGINT NOT NULL, label INTEGER NOT NULL,
-        probabilities TEXT NOT NULL, confidence DOUBLE PRECISION NOT NULL, latency_ms DOUBLE PRECISION NOT NULL,
-        http_request_id TEXT)""",
-    # the monitor's and the pruner's time-window queries: per scenario, and over every scenario
-    "CREATE INDEX IF NOT EXISTS predictions_scenario_ts ON predictions (scenario, ts)",
-    "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)",
-    """CREATE TABLE IF NOT EXISTS labels (
-        video_id BIGINT NOT NULL, scenario TEXT NOT NULL, label INTEGER NOT NULL, labelled_at TEXT NOT NULL,
-        PRIMARY KEY (video_id, scenario))""",
-)
+__all__ = ["LABEL_COLUMNS", "PREDICTION_COLUMNS", "PredictionLog", "open_log", "to_url", "utcnow_iso"]
 
 
 def to_url(target: str | Path) -> str:
@@ -80,15 +54,18 @@ def utcnow_iso() -> str:
 
 
 class PredictionLog:
+    """The log on one SQLAlchemy engine; opening it creates the tables or migrates an earlier schema's log
+    (cpfd.predlog_schema.migrate). ``migrated_from``: the schema version found (0: a new log)."""
+
     def __init__(self, target: str | Path, synchronous: str = "NORMAL"):
-        from sqlalchemy import create_engine, event, inspect, text
+        from sqlalchemy import create_engine, event
 
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.url = to_url(target)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(self.url, future=True)
+        self.engine = create_engine(self.url)
         if self.engine.dialect.name == "sqlite":
 
             @event.listens_for(self.engine, "connect")
@@ -99,12 +76,7 @@ class PredictionLog:
                 cur.execute("PRAGMA busy_timeout=10000")
                 cur.close()
 
-        with self.engine.begin() as conn:
-            for stmt in _DDL:
-                conn.execute(text(stmt))
-        if "http_request_id" not in {c["name"] for c in inspect(self.engine).get_columns("predictions")}:
-            with self.engine.begin() as conn:  # a log written before the column existed
-                conn.execute(text("ALTER TABLE predictions ADD COLUMN http_request_id TEXT"))
+        self.migrated_from = migrate(self.engine)
 
     @property
     def path(self) -> Path | None:
@@ -115,19 +87,16 @@ class PredictionLog:
         """Raise when the log cannot take a write. For SQLite, the file and its folder must be writable; then a
         row is inserted and rolled back on the log's own engine. (No separate connection: SQLite can crash a
         process that holds the file open when a second connection meets it turned read-only.)"""
-        from sqlalchemy import text
-
         if self.path is not None:
             for p in (self.path.parent, self.path):
                 if p.exists() and not os.access(p, os.W_OK):
                     raise PermissionError(f"{p} is not writable")
-        row = {c: "" for c in PREDICTION_COLUMNS} | {"video_id": 0, "label": 0, "confidence": 0.0, "latency_ms": 0.0}
-        row["request_id"] = "__cpfd_write_probe__"
+        row: dict[str, object] = {c: "" for c in PREDICTION_COLUMNS}
+        row |= {"video_id": 0, "label": 0, "confidence": 0.0, "latency_ms": 0.0}
+        row |= {"request_id": "__cpfd_write_probe__", "ts": datetime.now(UTC), "probabilities": []}
         with self.engine.connect() as conn:
             trans = conn.begin()
-            conn.execute(
-                text(f"INSERT INTO predictions ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})"), row
-            )
+            conn.execute(predictions.insert(), row)
             trans.rollback()
 
     def backup(self, dest: str | Path) -> Path:
@@ -143,77 +112,70 @@ class PredictionLog:
         return dest
 
     def append(self, rows: Iterable[dict]) -> int:
-        """Insert prediction rows (dicts with PREDICTION_COLUMNS); one transaction."""
-        from sqlalchemy import text
-
-        rows = [
-            {"http_request_id": None, **r, "probabilities": json.dumps([float(p) for p in r["probabilities"]])}
-            for r in rows
-        ]
+        """Insert prediction rows (dicts with PREDICTION_COLUMNS; ``http_request_id`` optional); one transaction."""
+        rows = [{"http_request_id": None, **r, "probabilities": [float(p) for p in r["probabilities"]]} for r in rows]
         if not rows:
             return 0
-        cols = ", ".join(PREDICTION_COLUMNS)
-        params = ", ".join(f":{c}" for c in PREDICTION_COLUMNS)
         with self.engine.begin() as conn:
-            conn.execute(text(f"INSERT INTO predictions ({cols}) VALUES ({params})"), rows)
+            conn.execute(predictions.insert(), rows)
         return len(rows)
 
     def write_labels(self, rows: Iterable[dict]) -> int:
-        """Upsert delayed labels (video_id, scenario, label[, labelled_at])."""
-        from sqlalchemy import text
+        """Upsert delayed labels (video_id, scenario, label[, labelled_at]); one transaction."""
+        from sqlalchemy import and_, bindparam
 
-        rows = [{"labelled_at": utcnow_iso(), **r} for r in rows]
+        now = datetime.now(UTC)
+        rows = [{"labelled_at": now, **r} for r in rows]
         if not rows:
             return 0
+        same = and_(labels.c.video_id == bindparam("b_video_id"), labels.c.scenario == bindparam("b_scenario"))
+        keys = [{"b_video_id": r["video_id"], "b_scenario": r["scenario"]} for r in rows]
         with self.engine.begin() as conn:
-            conn.execute(text("DELETE FROM labels WHERE video_id = :video_id AND scenario = :scenario"), rows)
-            conn.execute(
-                text(
-                    "INSERT INTO labels (video_id, scenario, label, labelled_at) "
-                    "VALUES (:video_id, :scenario, :label, :labelled_at)"
-                ),
-                rows,
-            )
+            conn.execute(labels.delete().where(same), keys)
+            conn.execute(labels.insert(), [{c: r[c] for c in LABEL_COLUMNS} for r in rows])
         return len(rows)
 
     def read_predictions(
-        self, since: str | None = None, until: str | None = None, scenario: str | None = None
+        self, since: str | datetime | None = None, until: str | datetime | None = None, scenario: str | None = None
     ) -> pd.DataFrame:
-        """Predictions with since <= ts < until (ISO strings), probabilities parsed into lists."""
-        clauses, params = [], {}
-        for name, value, op in (("since", since, ">="), ("until", until, "<")):
-            if value is not None:
-                clauses.append(f"ts {op} :{name}")
-                params[name] = value
+        """Predictions with since <= ts < until (datetimes or ISO strings), ``ts`` as UTC timestamps and
+        ``probabilities`` as lists."""
+        from sqlalchemy import select
+
+        query = select(predictions).order_by(predictions.c.ts)
+        if since is not None:
+            query = query.where(predictions.c.ts >= since)
+        if until is not None:
+            query = query.where(predictions.c.ts < until)
         if scenario is not None:
-            clauses.append("scenario = :scenario")
-            params["scenario"] = scenario
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        df = self._query(f"SELECT * FROM predictions{where} ORDER BY ts", params)
-        df["probabilities"] = df["probabilities"].map(json.loads)
+            query = query.where(predictions.c.scenario == scenario)
+        df = self._query(query)
+        df["ts"] = pd.to_datetime(df["ts"], utc=True)
         return df
 
-    def prune(self, before: str) -> tuple[int, int]:
-        """Delete predictions with ts < ``before`` (ISO-8601 UTC) and labels written before it, in one transaction;
-        returns (predictions, labels) deleted. Retention for a log that would otherwise grow without bound."""
-        from sqlalchemy import text
-
+    def prune(self, before: str | datetime) -> tuple[int, int]:
+        """Delete predictions with ts < ``before`` (ISO-8601 or a datetime; naive: UTC) and labels written before
+        it, in one transaction; returns (predictions, labels) deleted. Retention for a log that would otherwise grow
+        without bound."""
         with self.engine.begin() as conn:
-            predictions = conn.execute(text("DELETE FROM predictions WHERE ts < :before"), {"before": before})
-            labels = conn.execute(text("DELETE FROM labels WHERE labelled_at < :before"), {"before": before})
-        return int(predictions.rowcount), int(labels.rowcount)
+            deleted = conn.execute(predictions.delete().where(predictions.c.ts < before))
+            deleted_labels = conn.execute(labels.delete().where(labels.c.labelled_at < before))
+        return int(deleted.rowcount), int(deleted_labels.rowcount)
 
     def read_labels(self) -> pd.DataFrame:
-        return self._query("SELECT * FROM labels", {})
+        from sqlalchemy import select
+
+        df = self._query(select(labels))
+        df["labelled_at"] = pd.to_datetime(df["labelled_at"], utc=True)
+        return df
 
     def count(self) -> int:
-        from sqlalchemy import text
+        from sqlalchemy import func, select
 
         with self.engine.connect() as conn:
-            return int(conn.execute(text("SELECT COUNT(*) FROM predictions")).scalar_one())
+            return int(conn.execute(select(func.count()).select_from(predictions)).scalar_one())
 
-    def _query(self, sql: str, params: dict) -> pd.DataFrame:
-        from sqlalchemy import text
-
+    def _query(self, query) -> pd.DataFrame:
         with self.engine.connect() as conn:
-            return pd.read_sql_query(text(sql), conn, params=params)
+            result = conn.execute(query)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

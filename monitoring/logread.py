@@ -1,4 +1,5 @@
-"""The prediction-log reader: one window of predictions joined with their delayed labels."""
+"""The prediction-log reader: one window of predictions joined with their delayed labels, a SQLAlchemy Core
+query on the tables the writer uses (cpfd.predlog_schema)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,9 @@ import pandas as pd
 
 from cpfd.errors import CpfdError
 
-WINDOW_SQL = """
-SELECT p.ts, p.experiment, p.scenario, p.arm, p.model_tag, p.video_id, p.label AS predicted, p.confidence,
-       l.label AS true_label
-FROM predictions p LEFT JOIN labels l ON l.video_id = p.video_id AND l.scenario = p.scenario
-WHERE p.ts >= :since AND p.ts < :until
-"""
-
 
 def iso_utc(value: str, name: str) -> str:
-    """An ISO-8601 time as the log writes it (UTC, microseconds, +00:00); naive times are UTC."""
+    """An ISO-8601 time as UTC with microseconds and +00:00; naive times are UTC."""
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as e:
@@ -24,15 +18,40 @@ def iso_utc(value: str, name: str) -> str:
     return ts.isoformat(timespec="microseconds")
 
 
-def read_window(log, since: str, until: str) -> pd.DataFrame:
-    """Predictions with since <= ts < until and their label (NaN when not labelled yet)."""
-    from sqlalchemy import text
+def window_query(since: str, until: str):
+    """Predictions with since <= ts < until, left-joined with their label (``true_label``; null: not labelled)."""
+    from sqlalchemy import and_, select
 
+    from cpfd.predlog_schema import labels, predictions
+
+    p, lab = predictions.c, labels.c
+    joined = predictions.outerjoin(labels, and_(lab.video_id == p.video_id, lab.scenario == p.scenario))
+    return (
+        select(
+            p.ts,
+            p.experiment,
+            p.scenario,
+            p.arm,
+            p.model_tag,
+            p.video_id,
+            p.label.label("predicted"),
+            p.confidence,
+            lab.label.label("true_label"),
+        )
+        .select_from(joined)
+        .where(p.ts >= since, p.ts < until)
+    )
+
+
+def read_window(log, since: str, until: str) -> pd.DataFrame:
+    """Predictions with since <= ts < until and their label (NaN when not labelled yet); ``ts`` in UTC."""
     since, until = iso_utc(since, "--since"), iso_utc(until, "--until")
     if since >= until:
         raise CpfdError(f"empty time range: --since {since} is not before --until {until}")
     with log.engine.connect() as conn:
-        df = pd.read_sql_query(text(WINDOW_SQL), conn, params={"since": since, "until": until})
+        result = conn.execute(window_query(since, until))
+        df = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    df["ts"] = pd.to_datetime(df["ts"], utc=True)
     df["predicted"] = df["predicted"].astype("int64")
     df["confidence"] = df["confidence"].astype("float64")
     df["true_label"] = df["true_label"].astype("float64")

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cpfd.predlog import PredictionLog
@@ -125,7 +126,39 @@ def test_prune_deletes_only_what_is_older(pg_url, tmp_path):
     assert done.returncode == 0, done.stderr
     older = int((preds["ts"] < cutoff).sum())
     assert f"deleted {older} prediction(s)" in done.stdout
-    assert log.count() == len(preds) - older and log.read_predictions()["ts"].min() >= cutoff
+    assert log.count() == len(preds) - older and log.read_predictions()["ts"].min() >= pd.Timestamp(cutoff)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_text_schema_log_on_postgresql_is_migrated_with_every_row(pg_url, version, monkeypatch):
+    """A log the earlier text schema wrote (its own database on the server) is migrated when opened: typed columns
+    (timestamptz, json), every row kept, indexes and primary keys under their names."""
+    import psycopg
+    from sqlalchemy import inspect
+
+    import cpfd.predlog_schema as schema
+    from tests.unit.test_predlog_schema import check_migrated, text_schema_rows, write_text_schema
+
+    monkeypatch.setattr(schema, "COPY_CHUNK", 64)
+    server = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    name = f"text_schema_v{version}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    preds, labels = text_schema_rows(400, with_request_ids=version == 2)
+    with psycopg.connect(server.rsplit("/", 1)[0] + f"/{name}") as conn:
+        write_text_schema(conn, preds, labels, with_request_ids=version == 2)
+    url = pg_url.rsplit("/", 1)[0] + f"/{name}"
+    log = PredictionLog(url)
+    check_migrated(log, preds, labels, found=version)
+    assert PredictionLog(url).migrated_from == schema.SCHEMA_VERSION
+    db = inspect(log.engine)
+    assert set(db.get_table_names()) == {"predictions", "labels", "cpfd_schema"}
+    types = {c["name"]: c["type"] for c in db.get_columns("predictions")}
+    assert str(types["ts"]) == "TIMESTAMP" and types["ts"].timezone and str(types["probabilities"]) == "JSON"
+    assert db.get_pk_constraint("predictions")["name"] == "predictions_pkey"
+    assert {i["name"] for i in db.get_indexes("predictions")} == {"predictions_ts", "predictions_scenario_ts"}
+    log.engine.dispose()
 
 
 @pytest.mark.slow
