@@ -183,7 +183,7 @@ def run_serving_bench(
 ) -> dict:
     import torch
 
-    from cpfd.serving_runtime import load_served_model
+    from serving.runtime import load_served_model
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

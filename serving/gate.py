@@ -30,7 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from cpfd.serving_core import Limits, ServingInputError, parse_request
+from serving.config import Limits
+from serving.schemas import ServingInputError, parse_request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -7,8 +7,7 @@
   exit code ``STARTUP_FAULT_EXIT``.
 - ``ServerProcess``: the same for tests, benchmarks and the demo, ready when /readyz says so.
 
-The worker side of the start-up protocol is ``startup_fault``; the serving runtime itself is in
-``cpfd.serving_core`` / ``cpfd.serving_runtime``.
+The worker side of the start-up protocol is ``startup_fault``.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import IO, NoReturn
 
 from cpfd.env import set_env_defaults
 from cpfd.errors import CpfdError
-from cpfd.serving_core import CONFIG_ENV, load_serving_config
+from serving.config import CONFIG_ENV, load_serving_config
 
 SERVICE = "serving.service:CpfdService"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the --working-dir: serving/ is importable from it

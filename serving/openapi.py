@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cpfd.serving_core import HARD_MAX_ITEMS, ServingConfig
+from serving.config import HARD_MAX_ITEMS, ServingConfig
 from serving.gate import NPY, REQUEST_ID_RE, Route
 
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}

@@ -53,25 +53,14 @@ from starlette.routing import Route as StarletteRoute
 
 from cpfd.errors import CpfdError
 from cpfd.predlog import open_log
-from cpfd.serving_core import (
-    CONFIG_ENV,
-    BatchRequest,
-    InfoRequest,
-    ServingInputError,
-    ValidVideo,
-    VideoRequest,
-    forbid_imports,
-    forbidden_loaded,
-    load_serving_config,
-    parse_query,
-    resolve_store_models,
-    validate_batch,
-    validate_frames,
-    validate_video,
-)
+from serving.config import CONFIG_ENV, load_serving_config
 from serving.gate import Gate, Rejection, Route, error_payload, log_rejection
+from serving.guards import forbid_imports, forbidden_loaded
 from serving.launch import die_with_parent, startup_fault
 from serving.openapi import build_spec
+from serving.schemas import BatchRequest, InfoRequest, ServingInputError, VideoRequest, parse_query
+from serving.startup import resolve_store_models
+from serving.videos import ValidVideo, validate_batch, validate_frames, validate_video
 
 forbid_imports()
 CONFIG_PATH = Path(os.environ.get(CONFIG_ENV) or Path(__file__).with_name("config.yaml"))
@@ -130,7 +119,7 @@ def refused(status: int, reason: str, message: str, request_id: str, headers: di
 @_declare_models
 class CpfdService:
     def __init__(self) -> None:
-        from cpfd.serving_runtime import Classifier
+        from serving.runtime import Classifier
 
         die_with_parent()  # the worker goes when `bentoml serve` goes, even on SIGKILL
         try:
@@ -145,7 +134,7 @@ class CpfdService:
         self, make_videos: Callable[[], list[ValidVideo]], request_id: str, offload: bool = True
     ) -> list[dict] | Response:
         """Validate (decoding off the event loop when ``offload``), classify, log; refusals as JSON errors."""
-        from cpfd.serving_runtime import LogUnavailable
+        from serving.runtime import LogUnavailable
 
         t0 = time.perf_counter()
         try:

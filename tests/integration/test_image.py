@@ -74,7 +74,7 @@ def test_every_command_and_component_runs_from_the_installed_wheel(fresh):
         [
             python,
             "-c",
-            "from cpfd.serving_core import load_serving_config; import serving, pathlib; "
+            "from serving.config import load_serving_config; import serving, pathlib; "
             "load_serving_config(pathlib.Path(serving.__file__).with_name('config.yaml'))",
         ],
         root,

@@ -122,8 +122,8 @@ def video_body(sample: dict, scenario: str, **extra) -> dict:
 
 
 def test_valid_request_per_scenario_matches_in_process_model(deployment):
-    from cpfd.serving_core import assign_arm
-    from cpfd.serving_runtime import load_served_model
+    from serving.arms import assign_arm
+    from serving.runtime import load_served_model
 
     for s in SCENARIOS:
         sample = deployment["samples"][s][0]
@@ -142,7 +142,7 @@ def test_valid_request_per_scenario_matches_in_process_model(deployment):
 
 
 def test_batch_arms_follow_the_hash_and_are_stable(deployment):
-    from cpfd.serving_core import assign_arm
+    from serving.arms import assign_arm
 
     frames = [png_b64(f) for f in deployment["samples"]["originality"][0]["frames"]]
     ids = list(range(1000, 1048))

@@ -62,7 +62,7 @@ def tree_copy(tmp_path_factory) -> Path:
 BACK_REFERENCES = [
     # (file, line appended, contract that must break)
     ("cpfd/errors.py", "import cli.main", "cli > benchmarks"),  # the library imports the CLI
-    ("cpfd/serving_core.py", "from serving import launch", "cli > benchmarks"),  # ... the serving layer
+    ("cpfd/conventions.py", "from serving import launch", "cli > benchmarks"),  # ... the serving layer
     ("cpfd/errors.py", "from featurestore import apply_repo", "cli > benchmarks"),  # ... the Feast glue
     ("components/image.py", "from pipelines import runner", "cli > benchmarks"),  # a step imports the DAG
     ("serving/launch.py", "import featurestore", "cli > benchmarks"),  # independent siblings

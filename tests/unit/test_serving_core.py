@@ -1,4 +1,5 @@
-"""Serving logic without a server: config, limits, decoding, arms, batching, packaging, preprocessing parity."""
+"""Serving logic without a server (serving/ in-process): config, limits, decoding, arms, batching, packaging,
+preprocessing parity."""
 
 from __future__ import annotations
 
@@ -14,20 +15,12 @@ import pandas as pd
 import pytest
 
 from cpfd.errors import ConfigError, CpfdError
-from cpfd.serving_core import (
-    BatchRequest,
-    ServingConfig,
-    ServingInputError,
-    VideoRequest,
-    assign_arm,
-    check_model_files,
-    decode_image,
-    load_serving_config,
-    parse_request,
-    read_npy_frames,
-    validate_batch,
-    validate_video,
-)
+from serving.arms import assign_arm
+from serving.config import ServingConfig, load_serving_config
+from serving.frames import decode_image, read_npy_frames
+from serving.schemas import BatchRequest, ServingInputError, VideoRequest, parse_request
+from serving.startup import check_model_files
+from serving.videos import validate_batch, validate_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -192,7 +185,7 @@ def test_frame_paths_when_enabled(cfg, tmp_path):
 
 def test_import_guard_refuses_feast():
     code = (
-        "from cpfd.serving_core import forbid_imports, forbidden_loaded\nforbid_imports()\n"
+        "from serving.guards import forbid_imports, forbidden_loaded\nforbid_imports()\n"
         "try:\n    import feast\nexcept ImportError as e:\n    print('refused:', e)\nprint(forbidden_loaded())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -204,7 +197,7 @@ def test_micro_batcher_merges_and_survives_errors():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from cpfd.serving_runtime import MicroBatcher
+    from serving.runtime import MicroBatcher
 
     calls = []
 
@@ -302,7 +295,7 @@ def test_serving_preprocessing_equals_training(fresh_models, clickbait_data, cli
     import torch
 
     from cpfd.evaluate import predict_logits
-    from cpfd.serving_runtime import load_served_model, preprocess_batch
+    from serving.runtime import load_served_model, preprocess_batch
 
     cfg = ServingConfig.model_validate(
         {"scenarios": {"clickbait": {"arms": {"control": {"model": "m", "traffic": 1}}}}}
@@ -373,7 +366,7 @@ def png_bytes(height: int, width: int) -> bytes:
 
 
 def test_pixel_limits_are_read_from_headers_before_any_decoding(cfg, monkeypatch):
-    import cpfd.serving_core as core
+    import serving.videos as core
 
     def no_decoding(frame):
         raise AssertionError("decoded")
@@ -475,7 +468,7 @@ def test_request_errors_are_short_name_the_field_and_echo_nothing():
 
 
 def test_auth_token_from_env_or_file(tmp_path, monkeypatch):
-    from cpfd.serving_core import AuthConfig
+    from serving.config import AuthConfig
 
     monkeypatch.setenv("CPFD_TEST_TOKEN", "s3cret-token-0123456789")
     assert AuthConfig(token_env="CPFD_TEST_TOKEN").token() == "s3cret-token-0123456789"

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from cpfd.serving_core import Limits, VideoRequest
+from serving.config import Limits
 from serving.gate import Gate, Rejection, Route
+from serving.schemas import VideoRequest
 
 TOKEN = "t0ken-0123456789abcdef"
 ROUTES = {

@@ -30,7 +30,9 @@ from cpfd.errors import ConfigError, CpfdError
 from cpfd.models import ModelSpec, VideoClassifier, load_model
 from cpfd.predlog import open_log, utcnow_iso
 from cpfd.preprocess import load_tokenizer, prepare_frames, tokenize
-from cpfd.serving_core import ServingConfig, ValidVideo, short_reason
+from serving.config import ServingConfig
+from serving.startup import short_reason
+from serving.videos import ValidVideo
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
