@@ -1,14 +1,11 @@
 """Quality benchmark: X-VLM (baseline student), DF-X-VLM (teacher), PFD and CPFD variants, per scenario, over seeds.
 
-Per scenario and seed (synthetic data is re-drawn per seed; a user's tables are fixed and only
-the models are re-seeded): the teacher and the baseline student are trained, the teacher outputs
-each variant needs are computed once (in-sample and/or out-of-fold from K fold teachers,
-calibrated or not), and every variant is distilled from them. Test predictions are kept, so the
-summary gives paired bootstrap 95 % intervals of distilled − X-VLM and CPFD − PFD per scenario
-and pooled over scenarios. Diagnostics: the teacher's train vs validation F1, confidence
-histograms of in-sample vs out-of-fold outputs, ECE before/after temperature scaling, the
-distillation weight falling on each slice kind (generator v2), and the learnability of the
-teacher's edge (linear probes on the student's inputs).
+Per scenario and seed (synthetic data is re-drawn per seed; a user's tables are fixed and only the models are
+re-seeded) the two-stage run's stages (``cpfd.training.run.Stages``) train the teacher, the baseline student and
+the gain estimate's probes once, the teacher outputs each variant needs once per source (fold teachers shared), and
+every variant's student; ``tuned`` variants search lambda and T on the validation split first
+(``benchmarks/tuning.py``). Test predictions are kept, so the summary gives paired bootstrap 95 % intervals
+(``benchmarks/stats.py``); the gain estimate is set against the realised gain of the variant it was made for.
 """
 
 from __future__ import annotations
@@ -17,33 +14,23 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cpfd.config import DistillConfig, ProjectConfig
-from cpfd.quality import (
-    BASELINES,
-    canonical_variant,
-    learnability_probe,
-    parse_variant,
-    plot_quality,
-    summarise,
-    to_markdown,
-    weight_shares,
-)
+from benchmarks.stats import summarise, weight_shares
+from benchmarks.tables import plot_quality, to_markdown
+from benchmarks.variants import BASELINES, canonical_variant, is_tuned, parse_variant, variant_name
+from cpfd.config import ProjectConfig
 
 DEFAULT_VARIANTS = (
-    "pfd:targets=insample",
-    "pfd:targets=oof:cal=off",
     "pfd",
-    "cpfd:max_prob:norm=mean_clip:loss=coupled:targets=insample",
-    "cpfd:max_prob:norm=mean_clip:loss=coupled",
     "cpfd:max_prob:norm=mean",
-    "cpfd:true_class:norm=mean",
-    "cpfd:entropy:norm=mean",
-    "cpfd:correct:norm=mean",
+    "pfd:hint=fused",
+    "cpfd:max_prob:norm=mean:hint=fused",
+    "cpfd:max_prob:norm=mean_clip:loss=coupled",
 )
 
 
@@ -52,17 +39,8 @@ def thread_note(threads: int | None) -> str:
     return f"torch threads: {n} (of {os.cpu_count()} CPUs); cap with --set train.threads=N"
 
 
-def _sources(variants: dict[str, DistillConfig]) -> dict[tuple[str, int], DistillConfig]:
-    """One teacher-outputs computation per distinct (source, folds); calibration is applied afterwards."""
-    out: dict[tuple[str, int], DistillConfig] = {}
-    for cfg in variants.values():
-        key = (cfg.teacher_outputs, cfg.folds if cfg.teacher_outputs == "oof" else 0)
-        out.setdefault(key, cfg)
-    return out
-
-
 def _test_extras(dataset: Path, oracle) -> dict:
-    """True labels, slices and Bayes references of the test rows (generator v2 only)."""
+    """True labels, slices and Bayes references of the test rows (synthetic data only)."""
     if oracle is None:
         return {}
     import pandas as pd
@@ -76,6 +54,54 @@ def _test_extras(dataset: Path, oracle) -> dict:
     }
 
 
+def _test_preds(model_dir: Path, data) -> list[int]:
+    from cpfd.evaluate import evaluate_model
+    from cpfd.models import load_model
+
+    _, probs = evaluate_model(load_model(model_dir), data)
+    return probs.argmax(1).tolist()
+
+
+def _epochs(info: dict) -> list[int]:
+    return [info["best_epoch"], info["epochs_run"]]
+
+
+def _source_diagnostics(diagnostics: dict, name: str, outputs, data, slices, cfg, variant: str) -> None:
+    from cpfd.distill import example_weights
+    from cpfd.evaluate import classification_metrics
+
+    train_labels = data.splits["train"].labels
+    if name not in diagnostics["calibration"]:
+        cal = outputs.recalibrated(True)
+        diagnostics["calibration"][name] = cal.calibration
+        conf = cal.calibrated.softmax(-1).max(-1).values.numpy()
+        diagnostics["confidence_hist"][name] = np.histogram(conf, bins=20, range=(0.0, 1.0))[0].tolist()
+        diagnostics["teacher_train_f1"][name] = classification_metrics(
+            cal.logits.softmax(-1).numpy(), train_labels.numpy(), data.label_names
+        )["macro_f1"]
+    if slices is not None:
+        w = example_weights(outputs.calibrated, train_labels, cfg).numpy()
+        diagnostics["weight_share"][variant] = weight_shares(w, slices)
+
+
+def _split_f1(stages, teacher_dir: Path, baseline_dir: Path) -> dict:
+    from cpfd.evaluate import classification_metrics, predict_logits
+    from cpfd.models import load_model
+
+    data = stages.data
+    models = {"teacher": load_model(teacher_dir), "baseline": load_model(baseline_dir)}
+    out = {}
+    for split in ("train", "val"):
+        y = data.splits[split].labels.numpy()
+        out[split] = {
+            k: classification_metrics(predict_logits(m, data.splits[split]).softmax(-1).numpy(), y, data.label_names)[
+                "macro_f1"
+            ]
+            for k, m in models.items()
+        }
+    return out
+
+
 def run_cell(
     dataset: Path,
     project: ProjectConfig,
@@ -85,99 +111,59 @@ def run_cell(
     work: Path,
     oracle,
     progress: bool,
+    trials: int = 12,
 ) -> dict:
-    """Everything for one (scenario, seed): models, predictions, diagnostics."""
+    """Everything for one (scenario, seed): models, predictions, the gain estimate, diagnostics."""
     from cpfd.data.tensors import prepare_data
-    from cpfd.evaluate import classification_metrics, evaluate_model, predict_logits
-    from cpfd.models import load_model
-    from cpfd.teacher_outputs import TeacherOutputs
-    from cpfd.training.recipes import compute_teacher_outputs, distill_student, train_classifier
+    from cpfd.training.run import Stages
 
     data = prepare_data(dataset, project.model)
     tcfg = project.train_for(scenario).model_copy(update={"seed": seed})
     base = project.distill_for(scenario)
-    cfgs = {v: parse_variant(v, base) for v in variants}
-    labels = data.label_names
-    preds: dict[str, list[int]] = {}
-    epochs: dict[str, list[int]] = {}
-    for role, key in (("teacher", "teacher"), ("student", "baseline")):
-        info = train_classifier(data, role, project, work / key, progress, resume=False, train_cfg=tcfg)
-        _, probs = evaluate_model(load_model(work / key), data)
-        preds[key] = probs.argmax(1).tolist()
-        epochs[key] = [info["best_epoch"], info["epochs_run"]]
-    teacher = load_model(work / "teacher")
-    student = load_model(work / "baseline")
-    split_f1 = {}
-    for split in ("train", "val"):
-        y = data.splits[split].labels.numpy()
-        split_f1[split] = {
-            k: classification_metrics(predict_logits(m, data.splits[split]).softmax(-1).numpy(), y, labels)["macro_f1"]
-            for k, m in (("teacher", teacher), ("baseline", student))
-        }
+    stages = Stages(data, project, work, tcfg, progress, resume=True, say=lambda _m: None)
+    teacher_dir, baseline_dir = stages.classifier("teacher"), stages.classifier("student")
+    preds = {"teacher": _test_preds(teacher_dir, data), "baseline": _test_preds(baseline_dir, data)}
+    from cpfd.conventions import model_metadata
 
-    raw: dict[tuple[str, int], TeacherOutputs] = {}
-    for source, cfg in _sources(cfgs).items():
-        raw[source] = compute_teacher_outputs(
-            data,
-            project,
-            teacher,
-            work / f"folds{source[1]}",
-            cfg.model_copy(update={"calibrate": False}),
-            progress,
-            resume=False,
-            train_cfg=tcfg,
-        )
-
-    def outputs_for(cfg: DistillConfig) -> TeacherOutputs:
-        return raw[(cfg.teacher_outputs, cfg.folds if cfg.teacher_outputs == "oof" else 0)].recalibrated(cfg.calibrate)
-
+    epochs = {k: _epochs(model_metadata(d)) for k, d in (("teacher", teacher_dir), ("baseline", baseline_dir))}
     diagnostics: dict = {
-        "split_f1": split_f1,
+        "split_f1": _split_f1(stages, teacher_dir, baseline_dir),
         "calibration": {},
         "confidence_hist": {},
         "weight_share": {},
         "teacher_train_f1": {},
+        "tuned": {},
     }
-    train_labels = data.splits["train"].labels
-    for source, o in raw.items():
-        cal = o.recalibrated(True)
-        name = f"{source[0]}{source[1] or ''}"
-        diagnostics["calibration"][name] = cal.calibration
-        conf = cal.calibrated.softmax(-1).max(-1).values.numpy()
-        diagnostics["confidence_hist"][name] = np.histogram(conf, bins=20, range=(0.0, 1.0))[0].tolist()
-        diagnostics["teacher_train_f1"][name] = classification_metrics(
-            cal.logits.softmax(-1).numpy(), train_labels.numpy(), labels
-        )["macro_f1"]
     slices = None
     if oracle is not None:
         import pandas as pd
 
         train_ids = pd.Series(data.splits["train"].video_ids.numpy())
         slices = oracle.set_index("video_id").loc[train_ids, "feature_slice"].to_numpy()
-    for v, cfg in cfgs.items():
-        outputs = outputs_for(cfg)
-        d = work / v.replace(":", "_").replace("=", "-")
-        info = distill_student(data, outputs, project, d, cfg, progress, resume=False, train_cfg=tcfg)
-        _, probs = evaluate_model(load_model(d), data)
-        preds[v] = probs.argmax(1).tolist()
-        epochs[v] = [info["best_epoch"], info["epochs_run"]]
-        if slices is not None:
-            from cpfd.distill import example_weights
+    estimated = variant_name(base)
+    estimate = stages.estimate(teacher_dir, base)
+    for v in variants:
+        cfg = parse_variant(v, base)
+        outputs, outputs_dir = stages.outputs(teacher_dir, cfg)
+        name = f"{cfg.teacher_outputs}{cfg.folds if cfg.teacher_outputs == 'oof' else ''}"
+        _source_diagnostics(diagnostics, name, outputs, data, slices, cfg, v)
+        if is_tuned(v):
+            from benchmarks.tuning import tune_student
 
-            diagnostics["weight_share"][v] = weight_shares(
-                example_weights(outputs.calibrated, train_labels, cfg).numpy(), slices
-            )
-    oof = next((o for k, o in raw.items() if k[0] == "oof"), None)
-    if oof is not None:
-        diagnostics["learnability"] = learnability_probe(data, oof.recalibrated(True))
+            student_dir, info, best = tune_student(stages, outputs, outputs_dir, cfg, trials, seed)
+            diagnostics["tuned"][v] = best
+        else:
+            student_dir, info = stages.student(outputs, outputs_dir, cfg)
+        preds[v], epochs[v] = _test_preds(student_dir, data), _epochs(info)
     return {
         "scenario": scenario,
         "seed": seed,
-        "label_names": labels,
+        "label_names": data.label_names,
         "labels": data.splits["test"].labels.tolist(),
         "preds": preds,
         "epochs": epochs,
         "diagnostics": diagnostics,
+        "estimate": {"variant": estimated, "verdict": estimate.verdict, "probe": asdict(estimate)},
         **_test_extras(dataset, oracle),
     }
 
@@ -209,7 +195,6 @@ def own_datasets(videos: Path, features: Path, project: Callable[[], ProjectConf
 
 def synthetic_datasets(
     data: Path,
-    generator: str,
     videos_per_scenario: int,
     names: list[str],
     project: Callable[[Path], ProjectConfig],
@@ -217,19 +202,19 @@ def synthetic_datasets(
     log=print,
     subset: list[str] | None = None,
 ):
-    """Synthetic data re-drawn per seed (``data/<generator>-<n>-seed<k>``, reused when present; ``subset``: only
-    those generator scenarios), with the generator's oracle (true labels, slices, Bayes references) when it
-    writes one; ``names``: the scenarios to build (default: the project's)."""
+    """Synthetic data re-drawn per seed (``data/v2-<n>-seed<k>[-<subset>]``, reused when present; ``subset``: only
+    those generator scenarios), with the generator's oracle (true labels, slices, Bayes references); ``names``: the
+    scenarios to build (default: the project's)."""
 
     def for_seed(seed: int):
         import pandas as pd
 
         from cpfd.data.synthetic import generate
 
-        src = data / f"{generator}-{videos_per_scenario}-seed{seed}"
+        src = data / (f"v2-{videos_per_scenario}-seed{seed}" + ("-" + "+".join(subset) if subset else ""))
         if not (src / "videos.parquet").exists():
-            log(f"generating synthetic data ({generator}, seed {seed}) in {src}")
-            generate(src, videos_per_scenario, seed=seed, scenarios=subset or None, version=int(generator[1]))
+            log(f"generating synthetic data (seed {seed}) in {src}")
+            generate(src, videos_per_scenario, seed=seed, scenarios=subset or None)
         oracle = pd.read_parquet(src / "oracle.parquet") if (src / "oracle.parquet").exists() else None
         built = _build(
             src / "videos.parquet",
@@ -252,9 +237,12 @@ def run_quality(
     progress: bool = True,
     log=print,
     data_note: str = "",
+    trials: int = 12,
 ) -> dict:
-    """``datasets_for_seed(seed) -> ({scenario: dataset_dir}, oracle DataFrame or None)``."""
-    variants = [canonical_variant(v) for v in variants]
+    """``datasets_for_seed(seed) -> ({scenario: dataset_dir}, oracle DataFrame or None)``; writes quality.json,
+    quality.md, quality.png and estimate.json (the gain estimate against the realised gain of the config's own
+    variant, which is added to ``variants`` when missing)."""
+    variants = list(dict.fromkeys([canonical_variant(v) for v in variants] + [variant_name(project.distill)]))
     out_dir.mkdir(parents=True, exist_ok=True)
     done_file = out_dir / "runs.jsonl"  # one line per finished (scenario, seed): a rerun resumes
     done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
@@ -268,7 +256,7 @@ def run_quality(
                 continue
             work = out_dir / "models" / scenario / f"seed{seed}"
             t_cell = time.perf_counter()
-            cell = run_cell(ds, project, scenario, seed, variants, work, oracle, progress)
+            cell = run_cell(ds, project, scenario, seed, variants, work, oracle, progress, trials)
             cell["seconds"] = time.perf_counter() - t_cell
             cell["preds"] = {k: v for k, v in cell["preds"].items() if k in (*BASELINES, *variants)}
             runs.append(cell)
@@ -285,6 +273,8 @@ def run_quality(
             log(
                 f"  {scenario} seed {seed}: "
                 + ", ".join(f"{m} {v:.3f}" for m, v in f1.items())
+                + f"; estimate {cell['estimate']['verdict']} "
+                + f"({100 * cell['estimate']['probe']['predicted']:+.1f} pts)"
                 + f"  [{time.perf_counter() - t_start:.0f}s]"
             )
     scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
@@ -299,5 +289,7 @@ def run_quality(
     slim = {k: v for k, v in result.items() if k != "runs"}
     (out_dir / "quality.json").write_text(json.dumps(slim, indent=2))
     (out_dir / "quality.md").write_text(to_markdown(result))
+    if "estimate" in result:
+        (out_dir / "estimate.json").write_text(json.dumps(result["estimate"], indent=2))
     plot_quality(result, out_dir)
     return result

@@ -24,27 +24,28 @@ def bench_quality(
     set_: list[str] = SetOpt,
     seeds: int = typer.Option(5, min=1),
     videos_per_scenario: int = typer.Option(3000, min=100),
-    generator: str = typer.Option("v2", help="synthetic generator: v2 or v1"),
     variant: list[str] = typer.Option([], help="variants to compare (repeatable); default: the benchmark's set"),
     scenario: list[str] = typer.Option([], help="only these scenarios"),
     quick: bool = typer.Option(False, help="2 seeds, 600 videos, 2 scenarios, 3 variants, 3 epochs: a smoke run"),
+    tune: bool = typer.Option(
+        False, help="add the config's variant with lambda and T searched per scenario and seed (Optuna, validation)"
+    ),
+    trials: int = typer.Option(12, min=2, help="--tune: Optuna trials per scenario and seed (the first: the default)"),
     out: Path = typer.Option(Path("runs/bench_quality")),
     quiet: bool = QuietOpt,
 ):
-    """F1 of X-VLM, DF-X-VLM, PFD and CPFD variants per scenario over seeds, with paired bootstrap intervals."""
+    """F1 of X-VLM, DF-X-VLM, PFD and CPFD variants per scenario over seeds, with paired bootstrap intervals, and the
+    gain estimate against the realised gain."""
     from benchmarks.quality import DEFAULT_VARIANTS, own_datasets, run_quality, synthetic_datasets
-    from cpfd.quality import to_markdown
+    from benchmarks.tables import to_markdown
+    from benchmarks.variants import TUNED, canonical_variant, variant_name
 
-    if generator not in ("v1", "v2"):
-        raise CpfdError(f"--generator must be v1 or v2, got {generator!r}")
     if quick:
         seeds, videos_per_scenario = 2, 600
-        variant = variant or ["pfd:targets=insample", "pfd", "cpfd:max_prob:norm=mean"]
+        variant = variant or ["pfd", "cpfd:max_prob:norm=mean", "pfd:hint=fused"]
         scenario = scenario or ["clickbait", "originality"]
         set_ = ["train.epochs=3", *set_]
     try:
-        from cpfd.quality import canonical_variant
-
         variants = [canonical_variant(v) for v in (variant or DEFAULT_VARIANTS)]
     except ValueError as e:
         raise CpfdError(f"--variant: {e}") from None
@@ -53,13 +54,14 @@ def bench_quality(
 
     first_cfg = config if (videos is not None or config) else None
     project = load_project(first_cfg, set_)
+    if tune:
+        variants.append(f"{variant_name(project.distill)}:{TUNED}")
     names = scenario or ([s.name for s in project.scenarios] if first_cfg else [])
     if videos is not None and features is not None:  # --videos without --features was refused above
         datasets_for_seed = own_datasets(videos, features, lambda: project, names, out / "datasets" / "own")
     else:
         datasets_for_seed = synthetic_datasets(
             data,
-            generator,
             videos_per_scenario,
             names,
             lambda cfg: load_project(config or cfg, set_),
@@ -67,7 +69,7 @@ def bench_quality(
             log=typer.echo,
             subset=scenario,
         )
-    note = "your tables, fixed across seeds" if videos is not None else f"synthetic {generator}, re-drawn per seed"
+    note = "your tables, fixed across seeds" if videos is not None else "synthetic v2, re-drawn per seed"
     result = run_quality(
         datasets_for_seed,
         project,
@@ -77,6 +79,7 @@ def bench_quality(
         progress=not quiet,
         log=typer.echo,
         data_note=note,
+        trials=trials,
     )
     typer.echo(to_markdown(result))
     typer.echo(

@@ -20,6 +20,7 @@ Normalization = Literal["none", "mean", "mean_clip"]
 LossForm = Literal["coupled", "decoupled"]
 TeacherOutputsSource = Literal["oof", "insample"]
 DistillMethod = Literal["none", "pfd", "cpfd"]
+HintKind = Literal["none", "fused"]
 Modality = Literal["frames", "title"]
 ALL_MODALITIES: tuple[Modality, ...] = ("frames", "title")
 
@@ -115,6 +116,22 @@ class DistillConfig(StrictModel):
     folds: int = Field(3, ge=2, le=10, description="cross-fitting folds for teacher_outputs: oof")
     calibrate: bool = True
     warmup_steps: int = Field(0, ge=0, description="`cpfd train joint`: steps with lam = 0")
+    hint: HintKind = Field(
+        "none", description="fused: also distil the teacher's fused representation (FitNets hint, docs/decision.md)"
+    )
+    hint_weight: float = Field(1.0, gt=0, description="beta of the hint term (distill.hint: fused)")
+    estimate_gain: bool = Field(
+        True, description="estimate the distilled student's gain over X-VLM before the fold teachers (cpfd.estimate)"
+    )
+    skip_folds_when_no_gain: bool = Field(
+        False, description="when the estimate says 'no gain': no fold teachers; distil from in-sample outputs"
+    )
+
+    @model_validator(mode="after")
+    def _skip_needs_estimate(self) -> DistillConfig:
+        if self.skip_folds_when_no_gain and not self.estimate_gain:
+            raise ValueError("distill.skip_folds_when_no_gain needs distill.estimate_gain: true")
+        return self
 
 
 class GateConfig(StrictModel):

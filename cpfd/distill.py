@@ -13,6 +13,10 @@ PFD: w_i = 1, where both forms agree. CPFD: w_i = c_i**gamma with c_i from the w
 1 - H(p_T)/log K, ``correct`` 1[argmax p_T = y_i]. Normalisation over the scenario's training
 split: ``mean`` w / mean(w) (CPFD distils as much in total as PFD, only elsewhere),
 ``mean_clip`` min(1, w / mean(w)), ``none``.
+
+Hint (``distill.hint: fused``, FitNets): beta * mean_i[ w_i * mean_j (P h_s,i - z_t,i)_j^2 ] is added, with h_s the
+student's fused representation, P a linear map trained with it, z_t the teacher's fused representation standardised
+per dimension over the training split, and the same w_i as the KD term (docs/decision.md).
 """
 
 from __future__ import annotations
@@ -87,3 +91,15 @@ def distillation_loss(
         raise ValueError(f"unknown loss form {form!r}")
     lw = (lam * w).clamp(max=1.0)
     return ((1 - lw) * ce + lw * kd).mean()
+
+
+def standardize(h: torch.Tensor) -> torch.Tensor:
+    """Per-dimension z-scores over the rows (a constant dimension stays 0)."""
+    h = h.float()
+    return (h - h.mean(0)) / h.std(0).clamp_min(1e-6)
+
+
+def hint_loss(projected: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """mean_i[ w_i * mean_j (projected - target)_ij^2 ]: the weighted FitNets hint; no gradient reaches the target."""
+    per_example = (projected.float() - target.detach().float()).pow(2).mean(-1)
+    return (weights.detach().to(per_example.dtype) * per_example).mean()

@@ -81,6 +81,13 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, label_names: l
     }
 
 
+def macro_f1_batch(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    """Macro-F1 of every row of [B, n] label / prediction arrays (classes absent from both excluded)."""
+    b = labels.shape[0]
+    codes = (labels * k + preds) + (np.arange(b)[:, None] * k * k)
+    return macro_prf(np.bincount(codes.ravel(), minlength=b * k * k).reshape(b, k, k))["f1"]
+
+
 def gap_closed(f1_distilled: float, f1_student: float, f1_teacher: float) -> float | None:
     """(F1_distilled - F1_student) / (F1_teacher - F1_student); None when the teacher is not better."""
     gap = f1_teacher - f1_student
@@ -95,13 +102,17 @@ def predict_logits(
     batch_size: int = 256,
     device: torch.device | None = None,
     workers: int | None = None,
+    fused: bool = False,
 ) -> torch.Tensor:
-    """Logits of every row of ``split`` in order (a streamed split is read by ``workers`` loader processes)."""
+    """Logits of every row of ``split`` in order (a streamed split is read by ``workers`` loader processes); with
+    ``fused`` the fused representation the head reads instead."""
     import torch
 
     from cpfd.data.loader import InOrder, batch_loader
     from cpfd.device import autocast
-    from cpfd.models import forward_batch
+    from cpfd.models import forward_batch, fused_batch
+
+    run = fused_batch if fused else forward_batch
 
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -111,9 +122,9 @@ def predict_logits(
         for batch in batch_loader(split, InOrder(len(split), batch_size), workers, device):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in ("index", "loss_scale")}
             with autocast(device):
-                out.append(forward_batch(model, batch).float().cpu())
+                out.append(run(model, batch).float().cpu())
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, model.spec.num_classes)
+    return torch.cat(out) if out else torch.zeros(0, model.fused_size if fused else model.spec.num_classes)
 
 
 def model_macro_f1(model: VideoClassifier, split: Split, label_names: list[str], workers: int | None = None) -> float:

@@ -283,6 +283,7 @@ class VideoClassifier(nn.Module):
             DenseEncoder(len(spec.dense_features), spec.dense_hidden, spec.dropout) if spec.dense_features else None
         )
         head_in = d + (spec.dense_hidden if self.dense is not None else 0)
+        self._fused_size = head_in
         self.head = nn.Sequential(
             nn.Linear(head_in, d), nn.GELU(), nn.Dropout(spec.dropout), nn.Linear(d, spec.num_classes)
         )
@@ -291,6 +292,25 @@ class VideoClassifier(nn.Module):
     def uses_dense(self) -> bool:
         return self.dense is not None
 
+    def fused(
+        self,
+        frames: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        dense: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The vector the head reads: the fused CLS token, with the dense encoding beside it for the teacher."""
+        h = self.backbone(frames, input_ids, attention_mask)
+        if self.dense is not None:
+            if dense is None:
+                raise ValueError("the teacher needs its dense features")
+            h = torch.cat([h, self.dense(dense.to(h.dtype))], dim=-1)
+        return h
+
+    @property
+    def fused_size(self) -> int:
+        return self._fused_size
+
     def forward(
         self,
         frames: torch.Tensor,
@@ -298,12 +318,7 @@ class VideoClassifier(nn.Module):
         attention_mask: torch.Tensor,
         dense: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        h = self.backbone(frames, input_ids, attention_mask)
-        if self.dense is not None:
-            if dense is None:
-                raise ValueError("the teacher needs its dense features")
-            h = torch.cat([h, self.dense(dense.to(h.dtype))], dim=-1)
-        return self.head(h)
+        return self.head(self.fused(frames, input_ids, attention_mask, dense))
 
 
 def build_model(
@@ -350,3 +365,9 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Vid
 def forward_batch(model: VideoClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     dense = batch["dense"] if model.uses_dense else None
     return model(batch["frames"], batch["input_ids"], batch["attention_mask"], dense)
+
+
+def fused_batch(model: VideoClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``model.fused`` of a batch (the head input; ``model.head`` of it gives the logits)."""
+    dense = batch["dense"] if model.uses_dense else None
+    return model.fused(batch["frames"], batch["input_ids"], batch["attention_mask"], dense)

@@ -40,6 +40,7 @@ class TeacherOutputs:
     val_labels: torch.Tensor  # int64 [M]
     temperature: float = 1.0  # calibration temperature fitted on the validation split
     calibration: dict = field(default_factory=dict)  # validation NLL and ECE before / after
+    hints: torch.Tensor | None = None  # float32 [N, D]: the full teacher's fused representation (distill.hint)
 
     @property
     def calibrated(self) -> torch.Tensor:
@@ -60,17 +61,16 @@ class TeacherOutputs:
             "calibration": json.dumps(self.calibration),
         }
         tmp = path.with_suffix(".tmp")
-        save_file(
-            {
-                "logits": self.logits.contiguous(),
-                "video_id": self.video_ids.contiguous(),
-                "fold": self.folds.contiguous(),
-                "val_logits": self.val_logits.contiguous(),
-                "val_labels": self.val_labels.contiguous(),
-            },
-            tmp,
-            metadata=meta,
-        )
+        tensors = {
+            "logits": self.logits.contiguous(),
+            "video_id": self.video_ids.contiguous(),
+            "fold": self.folds.contiguous(),
+            "val_logits": self.val_logits.contiguous(),
+            "val_labels": self.val_labels.contiguous(),
+        }
+        if self.hints is not None:
+            tensors["hints"] = self.hints.contiguous()
+        save_file(tensors, tmp, metadata=meta)
         tmp.replace(path)
 
     @classmethod
@@ -101,6 +101,7 @@ class TeacherOutputs:
             t["val_labels"],
             float(meta["temperature"]),
             json.loads(meta.get("calibration", "{}")),
+            t.get("hints"),
         )
 
 

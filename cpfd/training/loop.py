@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -34,7 +35,7 @@ log = logging.getLogger("cpfd.training")
 
 
 # (models, batch, step) -> the mean over the batch's examples of their losses (the distributed loop rescales it)
-LossFn = Callable[[Mapping[str, VideoClassifier], dict[str, torch.Tensor], int], torch.Tensor]
+LossFn = Callable[[Mapping[str, torch.nn.Module], dict[str, torch.Tensor], int], torch.Tensor]
 
 
 @dataclass
@@ -50,7 +51,7 @@ class FitResult:
 class _Objective(torch.nn.Module):
     """The trained models and their loss as one module: one DDP wrapper synchronises every model's gradients."""
 
-    def __init__(self, models: Mapping[str, VideoClassifier], loss_fn: LossFn):
+    def __init__(self, models: Mapping[str, torch.nn.Module], loss_fn: LossFn):
         super().__init__()
         self.trained = torch.nn.ModuleDict(dict(models))
         self.models, self.loss_fn = dict(models), loss_fn
@@ -68,7 +69,7 @@ def _lr_at(step: int, total: int, base: float) -> float:
 
 
 def fit(
-    models: Mapping[str, VideoClassifier],
+    models: Mapping[str, torch.nn.Module],
     eval_key: str,
     loss_fn: LossFn,
     data: PreparedData,
@@ -167,12 +168,13 @@ def fit(
                     on_step_end(state["global_step"])
         state["batch"], state["running"] = 0, 0.0
         state["train_seconds"] += time.perf_counter() - t0
+        evaluated = cast(VideoClassifier, models[eval_key])
         if world is None:
-            val_f1 = model_macro_f1(models[eval_key], data.splits["val"], data.label_names, cfg.loader_workers)
+            val_f1 = model_macro_f1(evaluated, data.splits["val"], data.label_names, cfg.loader_workers)
         else:
             running = distributed.mean_over_ranks(running, world)
             val = data.splits["val"]
-            val_f1 = distributed.val_macro_f1(models[eval_key], val, data.label_names, world, cfg.loader_workers)
+            val_f1 = distributed.val_macro_f1(evaluated, val, data.label_names, world, cfg.loader_workers)
         state["history"].append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "val_macro_f1": val_f1})
         better = val_f1 > state["best_val_f1"]
         if better:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 
 from cpfd.config import DistillConfig
-from cpfd.distill import distillation_loss, example_weights
-from cpfd.models import forward_batch
+from cpfd.distill import distillation_loss, example_weights, hint_loss
+from cpfd.models import VideoClassifier, forward_batch, fused_batch
 from cpfd.training.loop import LossFn
+
+HINT_KEY = "hint"  # the trained projection of the student's fused representation (dropped at export)
 
 
 def ce_loss(key: str) -> LossFn:
@@ -18,14 +22,25 @@ def ce_loss(key: str) -> LossFn:
     return loss
 
 
-def cached_distill_loss(teacher_logits: torch.Tensor, weights: torch.Tensor, cfg: DistillConfig) -> LossFn:
-    """Two-stage: teacher logits and weights were computed once over the training split."""
+def cached_distill_loss(
+    teacher_logits: torch.Tensor, weights: torch.Tensor, cfg: DistillConfig, hints: torch.Tensor | None = None
+) -> LossFn:
+    """Two-stage: teacher logits and weights were computed once over the training split; with ``hints`` (the
+    teacher's standardised fused representation of every training row) the weighted hint term through
+    ``models["hint"]`` too."""
 
     def loss(models, batch, step):
         idx = batch["index"]
         device = batch["labels"].device
-        return distillation_loss(
-            forward_batch(models["student"], batch),
+        student = cast(VideoClassifier, models["student"])
+        if hints is None:
+            logits, hint = forward_batch(student, batch), None
+        else:
+            h = fused_batch(student, batch)
+            logits = student.head(h)
+            hint = hint_loss(models[HINT_KEY](h), hints[idx].to(device), weights[idx].to(device))
+        kd = distillation_loss(
+            logits,
             batch["labels"],
             teacher_logits[idx].to(device),
             weights[idx].to(device),
@@ -33,6 +48,7 @@ def cached_distill_loss(teacher_logits: torch.Tensor, weights: torch.Tensor, cfg
             cfg.temperature,
             cfg.loss,
         )
+        return kd if hint is None else kd + cfg.hint_weight * hint
 
     return loss
 

@@ -11,7 +11,7 @@ import torch
 
 from cpfd.config import DistillConfig, ModelConfig, ProjectConfig, TrainConfig
 from cpfd.data.tensors import PreparedData
-from cpfd.distill import example_weights
+from cpfd.distill import example_weights, standardize
 from cpfd.errors import DataContractError
 from cpfd.evaluate import predict_logits
 from cpfd.models import VideoClassifier, build_model, make_spec, save_model
@@ -19,7 +19,7 @@ from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE, TeacherOutputs, fold_assignm
 from cpfd.training.checkpoint import atomic_save_tensors
 from cpfd.training.distributed import barrier, is_main
 from cpfd.training.loop import FitResult, fit
-from cpfd.training.objectives import cached_distill_loss, ce_loss, joint_loss
+from cpfd.training.objectives import HINT_KEY, cached_distill_loss, ce_loss, joint_loss
 
 
 def new_model(data: PreparedData, model_cfg: ModelConfig, role: str, seed: int) -> VideoClassifier:
@@ -82,6 +82,13 @@ def train_classifier(
         {role: model}, role, ce_loss(role), data, cfg, out_dir, desc, progress, resume, on_epoch_end, on_step_end
     )
     return _finish(model, data, Path(out_dir), result, {"role": role, "method": "ce", "train": cfg.model_dump()})
+
+
+def with_hints(outputs: TeacherOutputs, teacher: VideoClassifier, data: PreparedData) -> TeacherOutputs:
+    """``outputs`` with the full teacher's fused representation of every training row (distill.hint: fused)."""
+    from dataclasses import replace
+
+    return replace(outputs, hints=predict_logits(teacher, data.splits["train"], fused=True))
 
 
 def insample_teacher_outputs(teacher: VideoClassifier, data: PreparedData, calibrated: bool = True) -> TeacherOutputs:
@@ -203,14 +210,16 @@ def compute_teacher_outputs(
     scenario = data.manifest["scenario"]
     dcfg = distill_cfg or project.distill_for(scenario)
     if dcfg.teacher_outputs == "insample":
-        return insample_teacher_outputs(teacher, data, dcfg.calibrate)
-    dirs = []
-    for fold in range(dcfg.folds):
-        d = Path(work_dir) / f"fold{fold}"
-        if not (resume and (d / FOLD_OUTPUTS_FILE).exists()):
-            train_fold_teacher(data, project, fold, dcfg.folds, d, progress, resume, train_cfg)
-        dirs.append(d)
-    return combine_fold_outputs(data, dirs, dcfg.calibrate)
+        out = insample_teacher_outputs(teacher, data, dcfg.calibrate)
+    else:
+        dirs = []
+        for fold in range(dcfg.folds):
+            d = Path(work_dir) / f"fold{fold}"
+            if not (resume and (d / FOLD_OUTPUTS_FILE).exists()):
+                train_fold_teacher(data, project, fold, dcfg.folds, d, progress, resume, train_cfg)
+            dirs.append(d)
+        out = combine_fold_outputs(data, dirs, dcfg.calibrate)
+    return with_hints(out, teacher, data) if dcfg.hint != "none" else out
 
 
 def distill_student(
@@ -238,10 +247,18 @@ def distill_student(
         raise DataContractError("teacher outputs were computed on another training split (video_ids differ)")
     weights = example_weights(logits, labels, dcfg)
     model = new_model(data, project.model, "student", cfg.seed)
-    loss = cached_distill_loss(logits, weights, dcfg)
-    result = fit(
-        {"student": model}, "student", loss, data, cfg, out_dir, f"{dcfg.method}[{scenario}]", progress, resume
-    )
+    models: dict[str, torch.nn.Module] = {"student": model}
+    hints = None
+    if dcfg.hint != "none":
+        if teacher.hints is None or teacher.hints.shape[0] != len(labels):
+            raise DataContractError(
+                "distill.hint: fused needs the teacher's representation of every training row in the teacher outputs "
+                "(recompute them with distill.hint: fused)"
+            )
+        hints = standardize(teacher.hints)
+        models[HINT_KEY] = torch.nn.Linear(model.fused_size, hints.shape[1])
+    loss = cached_distill_loss(logits, weights, dcfg, hints)
+    result = fit(models, "student", loss, data, cfg, out_dir, f"{dcfg.method}[{scenario}]", progress, resume)
     return _finish(
         model,
         data,
