@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run lint test test-fast bench clean serve image
+.PHONY: install run lint test test-fast bench clean serve image compile
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/cpfd bench quality
 	$(BIN)/cpfd bench throughput
+
+# the published pipeline YAMLs (pipelines/compiled/, default options): rerun after changing a step or the DAG
+compile: $(STAMP)
+	$(BIN)/cpfd pipeline publish
 
 clean:
 	rm -rf $(VENV) data runs artifacts

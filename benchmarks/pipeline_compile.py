@@ -30,7 +30,7 @@ def scenario_project(n: int):
 def check_compiled(path: Path) -> dict:
     """Facts read back from the IR YAML: GPU steps, loop iterator and parallelism, run-time installs."""
     doc, platform = yaml.safe_load_all(path.read_text())
-    executors = doc["deploymentSpec"]["executors"]
+    executors = {n: ex for n, ex in doc["deploymentSpec"]["executors"].items() if "container" in ex}  # not importers
     gpu = {name: ex["container"].get("resources", {}).get("accelerator") for name, ex in executors.items()}
     loop = next(t for t in doc["root"]["dag"]["tasks"].values() if "iteratorPolicy" in t or "parameterIterator" in t)
     installs = [name for name, ex in executors.items() if "pip install" in " ".join(ex["container"].get("command", []))]

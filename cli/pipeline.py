@@ -132,6 +132,18 @@ def compile_cmd(
     typer.echo(f"compiled {path} in {time.perf_counter() - t0:.1f}s")
 
 
+@pipeline_app.command("publish")
+def publish_cmd(
+    out_dir: Path | None = typer.Option(None, help="folder to write to (default: pipelines/compiled/ of the project)"),
+):
+    """Compile the training and monitoring pipelines with their default options into pipelines/compiled/
+    (cpfd_pipeline.yaml, cpfd_monitoring.yaml): the published YAML a test compares with a fresh compile."""
+    from pipelines.published import COMPILED_DIR, publish
+
+    for path in publish(out_dir or COMPILED_DIR):
+        typer.echo(f"compiled {path}")
+
+
 @pipeline_app.command("run")
 def run_cmd(
     local: bool = typer.Option(False, "--local", help="run with kfp.local in this environment (required)"),

@@ -2,15 +2,15 @@
 its resolved config, the one every later step of the scenario reads."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Output
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
 def build_dataset(
-    videos: str,
-    features: str,
+    videos: Input[Dataset],
+    features: Input[Dataset],
     scenario: str,
     config_yaml: str,
     method: str,
@@ -19,7 +19,11 @@ def build_dataset(
     dataset: Output[Dataset],
     config: Output[Artifact],
 ):
-    """``join``: "feast" (get_historical_features with the scenario's feature service; the repo is
+    """``videos``: the videos table (Parquet; the frames it references are resolved next to it); ``features``: the
+    folder of the declared privileged feature sources, or the one source file. Both come from the pipeline's
+    importers (``Dataset`` artifacts, so ML Metadata records which tables a dataset was built from).
+
+    ``join``: "feast" (get_historical_features with the scenario's feature service; the repo is
     $CPFD_FEATURE_REPO or the project's feature_repo/) or "pandas" (merge_asof, the core path). ``stream_root``:
     where the training shards go (``<stream_root>/<scenario>``); empty: inside ``dataset``.
 
@@ -35,6 +39,7 @@ def build_dataset(
     from cpfd.errors import ConfigError
 
     project = project_from_yaml(config_yaml)
+    videos_path, features_path = videos.path, features.path
     shards = f"{stream_root.rstrip('/')}/{scenario}" if stream_root else None
     resolved = resolve_scenario_config(project, scenario, method)  # a bad method fails before the join
     timing.mark("imports", scenario=scenario)
@@ -46,13 +51,13 @@ def build_dataset(
         timing.mark("imports")
         with tempfile.TemporaryDirectory() as store:  # this step's own registry: parallel steps never share one
             manifest = build_dataset_feast(
-                videos, features, scenario, project, dataset.path, store_dir=store, stream_root=shards
+                videos_path, features_path, scenario, project, dataset.path, store_dir=store, stream_root=shards
             )
     elif join == "pandas":
         from cpfd.data.build import build_scenario_dataset
 
         timing.mark("imports")
-        manifest = build_scenario_dataset(videos, features, scenario, project, dataset.path, shards)
+        manifest = build_scenario_dataset(videos_path, features_path, scenario, project, dataset.path, shards)
     else:
         raise ConfigError(f"pipeline parameter join must be 'feast' or 'pandas', got {join!r}")
     timing.mark("join")

@@ -4,13 +4,15 @@ is written into the folder ``$CPFD_STEP_TIMES`` names (the local runner sets it;
 Phases: ``startup`` (from the process's start to the body: the interpreter, kfp's executor, the component module),
 then what the body marks: ``imports`` (its own imports), its work (``load``, ``train``, ``predict``, ``write``, ...),
 and ``finish`` (from the last mark to exit: kfp writes the outputs). ``OVERHEAD`` is what is not the step's work.
-Standard library only: every step imports it first."""
+A step that fails also records its error (``error``: the exception's type and message), which is how the local runner
+says why a run failed without reading the steps' logs. Standard library only: every step imports it first."""
 
 from __future__ import annotations
 
 import atexit
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +31,18 @@ def start(step: str) -> None:
     _clock["last"] = now
     if os.environ.get(ENV):
         atexit.register(_write, Path(os.environ[ENV]))
+        sys.excepthook = _recording(sys.excepthook)
+
+
+def _recording(hook):
+    """An excepthook that keeps the uncaught exception in the step's record, then calls ``hook``."""
+
+    def record(kind, value, tb):
+        if _clock is not None:
+            _clock["error"] = f"{kind.__name__}: {value}"[:4000]
+        hook(kind, value, tb)
+
+    return record
 
 
 def mark(phase: str, **labels) -> None:
@@ -46,7 +60,7 @@ def mark(phase: str, **labels) -> None:
 def _write(folder: Path) -> None:
     assert _clock is not None
     mark("finish")
-    record = {k: _clock[k] for k in ("step", "pid", "labels", "phases")}
+    record = {k: _clock[k] for k in ("step", "pid", "labels", "phases", "error") if k in _clock}
     record["wall"] = _clock["last"] - _clock["began"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{_clock['step']}-{_clock['pid']}-{_clock['began']:.0f}.json").write_text(json.dumps(record))

@@ -1,6 +1,7 @@
 """The CPFD pipeline: a ParallelFor over scenarios, the per-scenario DAG, a fan-in report.
 
-Per scenario: build_dataset (the dataset, and the scenario's config resolved once: project defaults,
+The videos table and the feature sources enter through importers (``Dataset`` artifacts). Per scenario:
+build_dataset (the dataset, and the scenario's config resolved once: project defaults,
 the scenario's overrides, the run's ``method``; every later step reads that typed artifact and
 nothing else of the config) -> validate_data -> train_teacher & train_student & fold_plan ->
 a nested ParallelFor of train_fold_teacher (one step per cross-fitting fold, distill.folds of the
@@ -109,6 +110,19 @@ def _training(task, opts: PipelineOptions, launch: Launch):
     return task.set_caching_options(False)
 
 
+def import_tables(videos, features) -> dict:
+    """The user's tables as ``Dataset`` artifacts (``dsl.importer``): lineage in ML Metadata from the tables to every
+    scenario's dataset. ``reimport=False``: a URI already imported is the same artifact again."""
+    from kfp import dsl
+    from kfp.dsl import Dataset
+
+    out = {}
+    for role, uri in (("videos", videos), ("features", features)):
+        task = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False, metadata={"role": role})
+        out[role] = task.set_display_name(f"import-{role}").output
+    return out
+
+
 def build_pipeline(opts: PipelineOptions | None = None):
     """The pipeline function for these options (parallelism and resources are fixed at compile time)."""
     from kfp import dsl
@@ -164,9 +178,10 @@ def build_pipeline(opts: PipelineOptions | None = None):
         outputs, distillation, gate, packaging, monitoring reference.
 
         Args:
-            videos: Videos table (Parquet) as the pods see it: video_id, scenario, event_timestamp, label, title,
-                frames.
-            features: Folder holding the declared privileged feature sources (Parquet), or the one source file.
+            videos: URI of the videos table (Parquet), imported as a Dataset artifact: video_id, scenario,
+                event_timestamp, label, title, frames (resolved next to it).
+            features: URI of the folder holding the declared privileged feature sources (Parquet), or of the one source
+                file, imported as a Dataset artifact.
             scenarios: Scenario names to run, e.g. ["clickbait", "originality"]; each must be in the config.
             config_yaml: Project config (YAML or JSON) on top of the embedded defaults; empty means the defaults.
             method: pfd or cpfd for every scenario; empty keeps each scenario's distill.method.
@@ -177,12 +192,13 @@ def build_pipeline(opts: PipelineOptions | None = None):
             stream_root: Where the training shards go, a folder or URL (gs://, s3://) every training pod reads, one
                 sub-folder per scenario; empty keeps them inside the dataset artifact.
         """
+        tables = import_tables(videos, features)
         with dsl.ParallelFor(items=scenarios, parallelism=opts.parallelism, name="scenarios") as scenario:
             # the only step that reads config_yaml and method: it writes the scenario's resolved config for the others
             ds = on_data_node(
                 build_dataset(
-                    videos=videos,
-                    features=features,
+                    videos=tables["videos"],
+                    features=tables["features"],
                     scenario=scenario,
                     config_yaml=config_yaml,
                     method=method,

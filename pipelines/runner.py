@@ -23,12 +23,12 @@ from components.common import PIPELINE_METHODS
 from cpfd.config import ProjectConfig
 from cpfd.env import environment
 from cpfd.errors import CpfdError
-from pipelines.cpfd_pipeline import PIPELINE_NAME, PipelineOptions, build_pipeline
+from pipelines.cpfd_pipeline import PipelineOptions, build_pipeline
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
-# the steps' own one-line results (they name the scenario), failures and skipped steps (not the gate's branch that did
-# not run: the gate's own line says which one did)
+# what the terminal shows of a run (the run's outcome is read from kfp.local's outputs and the steps' records, never
+# from these lines): the steps' own one-line results (they name the scenario), failures and skipped steps (not the
+# gate's branch that did not run: the gate's own line says which one did)
 _PROGRESS = re.compile(
     r"^(dataset|data gate|teacher|fold plan|fold teacher|teacher outputs|baseline student|c?pfd student|gate|"
     r"packaged|reference) [a-z0-9_]+: "
@@ -102,7 +102,6 @@ class _Tee:
     def __init__(self, log_file, echo: Callable[[str], None] | None, verbose: bool):
         self.log_file, self.echo, self.verbose = log_file, echo, verbose
         self.partial = ""
-        self.errors: list[str] = []
         self.t0 = time.perf_counter()
 
     def write(self, text: str) -> int:
@@ -111,9 +110,6 @@ class _Tee:
         *lines, self.partial = self.partial.split("\n")
         for line in lines:
             plain = _ANSI.sub("", line).strip()
-            m = _ERROR_LINE.match(plain)
-            if m:
-                self.errors.append(f"{m.group(1)}: {m.group(2)}")
             if self.echo and (self.verbose or _PROGRESS.search(plain)):
                 self.echo(plain if self.verbose else f"[{time.perf_counter() - self.t0:5.0f}s] {plain}")
         return len(text)
@@ -134,14 +130,15 @@ def run_local(
 ) -> LocalRun:
     """Run the pipeline with kfp.local's SubprocessRunner in this environment (use_venv=False).
 
-    A failing step raises CpfdError naming the step and quoting its error; steps downstream of it
-    do not run. The full log is kept at ``<root>/<run>.log``, the steps' timing records in ``<root>/<run>-steps/``.
+    A failing step raises CpfdError naming the step and quoting its error (from the step's own record,
+    ``components.timing``); steps downstream of it do not run. The run's results come from the pipeline's outputs
+    as kfp.local returns them. The full log is kept at ``<root>/<run>.log``, the steps' timing records in
+    ``<root>/<run>-steps/``.
     """
     from kfp import local
 
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    before = {p.name for p in root.iterdir()}
     log_path = root / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     steps_dir = log_path.with_name(f"{log_path.stem}-steps")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
@@ -159,25 +156,40 @@ def run_local(
             ):
                 task = pipeline(**arguments)
         except RuntimeError as e:
-            failed = re.findall(r"'([\w-]+)'", _ANSI.sub("", str(e)))
-            steps = _failed_steps(log_path)
-            cause = tee.errors[-1] if tee.errors else "see the log"
-            raise CpfdError(
-                f"pipeline run failed in step {', '.join(steps or failed) or '?'}: {cause} (log: {log_path})"
-            ) from None
+            raise CpfdError(f"pipeline run failed in {_failure(e, _records(steps_dir))} (log: {log_path})") from None
     seconds = time.perf_counter() - t0
-    run_dir = _new_run_dir(root, before)
     out = task.outputs
+    table = Path(out["table"].path)
     return LocalRun(
-        run_dir=run_dir,
+        run_dir=root / table.relative_to(root).parts[0],  # <root>/<pipeline run>/.../report/table
         log=log_path,
         seconds=seconds,
         markdown=Path(out["markdown"].path),
         html=Path(out["html"].path),
-        summaries=json.loads(Path(out["table"].path).read_text()),
+        summaries=json.loads(table.read_text()),
         packages=json.loads(Path(out["packages"].path).read_text()),
-        steps=[json.loads(p.read_text()) for p in sorted(steps_dir.glob("*.json"))],
+        steps=_records(steps_dir),
     )
+
+
+def _records(steps_dir: Path) -> list[dict]:
+    """The steps' timing records (``components.timing``), a failed step's with its ``error``."""
+    return [json.loads(p.read_text()) for p in sorted(steps_dir.glob("*.json"))]
+
+
+def _failure(error: RuntimeError, steps: list[dict]) -> str:
+    """Which step failed and why: the failed steps' own records, else the task chain kfp.local's error names."""
+    failed = [s for s in steps if s.get("error")]
+    if failed:
+        names = list(dict.fromkeys(s["step"].replace("_", "-") for s in failed))
+        where = sorted({str(s["labels"]["scenario"]) for s in failed if "scenario" in s["labels"]})
+        return (
+            f"step {', '.join(names)}"
+            + (f" (scenario {', '.join(where)})" if where else "")
+            + f": {failed[0]['error']}"
+        )
+    chain = re.findall(r"'([\w-]+)'", _ANSI.sub("", str(error)))  # kfp.local: innermost task first
+    return f"step {chain[0] if chain else '?'}: the step left no error record, see the log"
 
 
 def step_times(steps: list[dict], seconds: float) -> str:
@@ -229,18 +241,6 @@ def _process_state_restored(stream):
         root_logger.handlers[:] = handlers
         root_logger.setLevel(level)
         builtins.print = original_print
-
-
-def _failed_steps(log_path: Path) -> list[str]:
-    text = _ANSI.sub("", log_path.read_text())
-    return list(dict.fromkeys(re.findall(r"Task '([\w-]+)' finished with status FAILURE", text)))
-
-
-def _new_run_dir(root: Path, before: set[str]) -> Path:
-    new = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PIPELINE_NAME) and p.name not in before)
-    if not new:
-        raise CpfdError(f"the local run left no output folder under {root}")
-    return new[-1]
 
 
 def submit(

@@ -140,7 +140,8 @@ def _compile(tmp_path, **options):
 
     spec, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", PipelineOptions(**options)).read_text())
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    return spec["deploymentSpec"]["executors"], executors
+    steps = {n: e for n, e in spec["deploymentSpec"]["executors"].items() if "container" in e}  # not the importers
+    return steps, executors
 
 
 def _launch(executor: dict) -> Launch | None:

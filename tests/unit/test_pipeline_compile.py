@@ -39,7 +39,12 @@ def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
         "exec-scenario-result",
         "exec-report",
     }
+    importers = {n: ex["importer"] for n, ex in executors.items() if "importer" in ex}
+    assert {i["typeSchema"]["schemaTitle"] for i in importers.values()} == {"system.Dataset"}
+    assert sorted(i["metadata"]["role"] for i in importers.values()) == ["features", "videos"]
     for name, ex in executors.items():
+        if name in importers:
+            continue
         container = ex["container"]
         assert container["image"] == "registry.example/cpfd:1.2", name
         assert "pip install" not in " ".join(container["command"] + container.get("args", [])), name
@@ -116,8 +121,24 @@ def test_only_build_dataset_reads_the_config_parameter_and_method(tmp_path):
     spec, _ = _compile(tmp_path)
     comps = {name.removeprefix("comp-"): c for name, c in spec["components"].items() if "executorLabel" in c}
     params = {name: set(c.get("inputDefinitions", {}).get("parameters", {})) for name, c in comps.items()}
-    assert params["build-dataset"] == {"videos", "features", "scenario", "config_yaml", "method", "join", "stream_root"}
+    assert params["build-dataset"] == {"scenario", "config_yaml", "method", "join", "stream_root"}
     assert set(comps["build-dataset"]["outputDefinitions"]["artifacts"]) == {"dataset", "config"}
+    # the user's tables: Dataset artifacts from the pipeline's importers, fed into every scenario's build_dataset
+    inputs = comps["build-dataset"]["inputDefinitions"]["artifacts"]
+    assert {k: v["artifactType"]["schemaTitle"] for k, v in inputs.items()} == {
+        "videos": "system.Dataset",
+        "features": "system.Dataset",
+    }
+    root = spec["root"]["dag"]["tasks"]
+    importers = {t["taskInfo"]["name"]: (n, t) for n, t in root.items() if n.startswith("importer")}
+    assert set(importers) == {"import-videos", "import-features"}
+    for role in ("videos", "features"):
+        name, task = importers[f"import-{role}"]
+        assert task["inputs"]["parameters"]["uri"] == {"componentInputParameter": role}
+        channel = f"pipelinechannel--{name}-artifact"
+        assert root["for-loop-1"]["inputs"]["artifacts"][channel]["taskOutputArtifact"]["producerTask"] == name
+        build = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]["build-dataset"]
+        assert build["inputs"]["artifacts"][role] == {"componentInputArtifact": channel}
     for name in set(comps) - {"build-dataset"}:
         assert not params[name] & {"config_yaml", "method", "scenario"}, name
     takes_config = {
@@ -295,7 +316,8 @@ def test_fold_outputs_must_match_distill_folds():
 def test_no_gpu_and_custom_pools(tmp_path):
     spec, platform = _compile(tmp_path, gpu=False)
     assert not any(
-        "accelerator" in ex["container"].get("resources", {}) for ex in spec["deploymentSpec"]["executors"].values()
+        "accelerator" in ex.get("container", {}).get("resources", {})
+        for ex in spec["deploymentSpec"]["executors"].values()
     )
     assert not _platform_executors(platform)
 
