@@ -64,10 +64,11 @@ class Batching(StrictModel):
 
 
 class AuthConfig(StrictModel):
-    """A bearer token required on /classify* and /info (never on /livez, /readyz, /metrics)."""
+    """A bearer token required on /classify* and /info, on /metrics when ``metrics`` (never on /livez, /readyz)."""
 
     token_env: str | None = Field(None, min_length=1, description="environment variable holding the token")
     token_file: str | None = Field(None, min_length=1, description="file holding the token (a mounted secret)")
+    metrics: bool = Field(False, description="require the token on /metrics too (else keep that port internal)")
 
     @model_validator(mode="after")
     def _one_source(self):

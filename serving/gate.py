@@ -1,15 +1,16 @@
 """The service's HTTP front: every transport rule, applied before the framework sees a request.
 
-``Gate`` is the outermost ASGI app (serving/service.py wraps BentoML's app in it). In order:
+``Gate`` is an ASGI middleware (serving/service.py attaches it with BentoML's ``add_asgi_middleware``). In order:
 
-- a path allowlist: an unknown path is a 404 here, so it never reaches the framework's per-path metrics;
+- a path allowlist: an unknown path is a 404 here, before any route or metric sees it;
 - methods: 405 with ``Allow``;
 - request ids: ``X-Request-ID`` is honoured (1-128 of ``A-Za-z0-9._:-``, else 400) or made, returned on every
   answer and passed on in ``scope["state"]["request_id"]``;
 - bearer-token auth on guarded routes: 401 with ``WWW-Authenticate``;
 - a cap on guarded requests in flight: 503 with ``Retry-After`` (load shedding, no queue);
 - the body: its media type (415), size (413, from ``Content-Length`` or while reading) and arrival time (408),
-  and a JSON body validated against the route's model (400 naming the field).
+  and a JSON body validated against the route's model (400 naming the field), once: the parsed model is passed
+  on in ``scope["state"]["parsed"]``.
 
 Every refusal is one short JSON ``{"error", "request_id"}`` that never echoes the input, one log line and one
 call of ``on_reject`` (the service counts it by reason).
@@ -57,6 +58,7 @@ class Route:
     model: type[BaseModel] | None = None
     where: str = "body"  # the prefix of field names in error messages
     guarded: bool = False  # needs the token (when one is configured) and counts against the in-flight cap
+    authorized: bool = False  # needs the token, not counted against the cap (/metrics when auth.metrics)
 
 
 @dataclass(frozen=True)
@@ -113,16 +115,16 @@ class Gate:
                 return await self.app(scope, receive, send)
             if name in self.documents:
                 return await _send_json(send, self.documents[name])
-            if route.guarded:
+            if route.guarded or route.authorized:
                 self._authorize(headers)
-                if self.in_flight >= self.limits.max_concurrent_requests:
-                    raise Refused(
-                        503,
-                        "overloaded",
-                        f"overloaded: {self.in_flight} requests in flight, limit max_concurrent_requests="
-                        f"{self.limits.max_concurrent_requests}; retry later",
-                        {"retry-after": str(RETRY_AFTER_S)},
-                    )
+            if route.guarded and self.in_flight >= self.limits.max_concurrent_requests:
+                raise Refused(
+                    503,
+                    "overloaded",
+                    f"overloaded: {self.in_flight} requests in flight, limit max_concurrent_requests="
+                    f"{self.limits.max_concurrent_requests}; retry later",
+                    {"retry-after": str(RETRY_AFTER_S)},
+                )
             self.in_flight += route.guarded
             try:
                 if route.body != "none":
@@ -166,14 +168,15 @@ class Gate:
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise Refused(413, "too_large", f"body: exceeds limit max_request_bytes={limit}", {"connection": "close"})
         body = await self._read(receive, limit)
-        if route.model is not None:
+        if route.model is not None:  # validated once, here: the route reads the parsed model from the scope
             try:
                 if len(body) > LARGE_BODY:
-                    await asyncio.to_thread(parse_request, route.model, body, route.where)
+                    parsed = await asyncio.to_thread(parse_request, route.model, body, route.where)
                 else:
-                    parse_request(route.model, body, route.where)
+                    parsed = parse_request(route.model, body, route.where)
             except ServingInputError as e:
                 raise Refused(e.status, e.reason, str(e)) from None
+            scope["state"]["parsed"] = parsed
         replay = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replay_receive() -> Message:

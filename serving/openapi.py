@@ -131,7 +131,9 @@ def build_spec(cfg: ServingConfig, routes: dict[str, Route], auth: bool) -> dict
         "/healthz": _get("alias of /livez", "text/plain"),
         "/readyz": _get("every model is loaded and the prediction log takes writes (else 503)", "text/plain", 503),
         "/metrics": _get(
-            "Prometheus metrics, cpfd_predictions and cpfd_rejected_requests{reason} among them", "text/plain"
+            "Prometheus metrics: cpfd_predictions{scenario, arm} and cpfd_rejected_requests{reason}",
+            "text/plain",
+            secured="/metrics" in routes and routes["/metrics"].authorized,
         ),
         "/docs.json": _get("this document", "application/json"),
         "/": _get("the framework's API browser", "text/html"),
@@ -252,12 +254,18 @@ def _post(
     return {"post": op}
 
 
-def _get(summary: str, media: str, other: int | None = None) -> dict[str, Any]:
+def _get(summary: str, media: str, other: int | None = None, secured: bool = False) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {"description": summary, "content": {media: {"schema": {"type": "string"}}}}}
     if other is not None:
         responses[str(other)] = {"description": "not ready", "content": {media: {"schema": {"type": "string"}}}}
     responses["400"] = _error("an invalid X-Request-ID")
-    return {"get": {"summary": summary, "parameters": [REQUEST_ID], "responses": responses}}
+    op: dict[str, Any] = {"summary": summary, "parameters": [REQUEST_ID], "responses": responses}
+    if secured:
+        responses["401"] = _error(
+            "no valid bearer token", {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+        )
+        op["security"] = [{"bearer": []}]
+    return {"get": op}
 
 
 def _frames_query(cfg: ServingConfig) -> list[dict[str, Any]]:

@@ -1,39 +1,14 @@
-"""The CPFD students behind one BentoML service: every configured scenario, A/B arms, a prediction log.
+"""The BentoML service of the CPFD students: every configured scenario and A/B arm behind one HTTP API, each
+answer logged to the prediction log before it is sent.
 
-Quick start (from the repository root)::
+Run it with ``cpfd serve --config serving/config.yaml`` (a supervisor that stops on a start-up fault), or with
+BentoML's own command from the repository root::
 
-    cpfd package --model runs/demo/clickbait/cpfd --name clickbait-cpfd      # into BENTOML_HOME
-    cpfd serve --config serving/config.yaml --port 3000                      # or: make serve
-    curl -s localhost:3000/classify -H 'content-type: application/json' \\
-         -d '{"scenario": "clickbait", "video_id": 42, "title": "...", "frames": ["<base64 PNG>", ...]}'
+    CPFD_SERVING_CONFIG=serving/config.yaml bentoml serve serving.service:CpfdService --port 3000
 
-``cpfd serve`` runs ``bentoml serve serving.service:CpfdService`` with CPFD_SERVING_CONFIG set
-(default: serving/config.yaml, which documents the format: experiment, per-scenario arms with
-model tags and traffic shares, limits, batching, auth, the prediction log) and stops it when a
-start-up fault is reported. ``bentoml build -f serving/bentofile.yaml .`` makes a bento that
-bundles the configured models.
-
-Endpoints (the OpenAPI document at /docs.json states every constraint and status):
-- POST /classify         one video, JSON: {scenario, video_id, title, frames: [base64 JPEG/PNG], arm?}
-                         (a scenario whose models read only titles needs no frames; one reading only
-                         frames no title)
-                         -> {label, probabilities {name: p}, confidence, scenario, arm, experiment,
-                             model_tag, latency_ms, request_id, video_id, label_index}
-- POST /classify_batch   {"videos": [...]} -> {"predictions": [...]}
-- POST /classify_frames  one video whose frames are already decoded: the body is a .npy of uint8
-                         [frames, height, width, 3] (Content-Type: application/x-npy), the other
-                         fields are query parameters (?scenario=...&video_id=...&title=...&arm=...)
-- POST /info             served scenarios, arms, model tags, modalities, mean batch sizes, and a
-                         check that no dense-feature code is loaded in this worker
-- GET /livez, /readyz (503 while a model is missing or the log cannot take a write), /metrics
-  (cpfd_predictions, cpfd_rejected_requests by reason), /docs.json
-
-serving/gate.py applies the transport rules first (allowlisted paths, JSON only, size and time
-limits, bearer token, in-flight cap, X-Request-ID). The arm is the caller's ``arm`` or a stable
-hash of (experiment, video_id). Every answered video is a row of the prediction log, committed
-before the answer, with the request's id. Bad input gets a 4xx whose "error" names the field and
-limit, never a 5xx. The service never imports Feast (an import hook refuses it) and its models
-take no dense feature (teachers are refused when loading).
+The routes are plain Starlette routes mounted on the service; serving/gate.py, attached with
+``add_asgi_middleware``, applies every transport rule first and hands each route its validated body. The API,
+with every constraint and status, is the OpenAPI document at /docs.json (serving/openapi.py).
 """
 
 from __future__ import annotations
@@ -53,6 +28,7 @@ from starlette.routing import Route as StarletteRoute
 
 from cpfd.errors import CpfdError
 from cpfd.predlog import open_log
+from serving import metrics
 from serving.config import CONFIG_ENV, load_serving_config
 from serving.gate import Gate, Rejection, Route, error_payload, log_rejection
 from serving.guards import forbid_imports, forbidden_loaded
@@ -72,19 +48,15 @@ try:  # every cheap start-up check, here so that `bentoml serve` itself stops on
 except CpfdError as e:
     startup_fault(str(e))
 
-PREDICTIONS = bentoml.metrics.Counter(
-    name="cpfd_predictions", documentation="videos classified", labelnames=["scenario", "arm"]
-)
-REJECTED = bentoml.metrics.Counter(
-    name="cpfd_rejected_requests", documentation="requests refused, by reason", labelnames=["reason"]
-)
 POST = ("POST",)
+METRICS_NEED_TOKEN = CONFIG.auth is not None and CONFIG.auth.metrics
 ROUTES = {
     "/classify": Route(POST, "json", VideoRequest, "video", guarded=True),
     "/classify_batch": Route(POST, "json", BatchRequest, "", guarded=True),
     "/classify_frames": Route(POST, "npy", guarded=True),
     "/info": Route(POST, "json", InfoRequest, "", guarded=True),
-    **{path: Route(methods=("GET",)) for path in ("/livez", "/healthz", "/readyz", "/metrics", "/")},
+    "/metrics": Route(("GET",), authorized=METRICS_NEED_TOKEN),
+    **{path: Route(methods=("GET",)) for path in ("/livez", "/healthz", "/readyz", "/")},
 }
 SPEC = build_spec(CONFIG, ROUTES, auth=TOKEN is not None)
 
@@ -99,7 +71,7 @@ def _declare_models(cls: type[T]) -> type[T]:
 
 
 def _count(rejection: Rejection) -> None:
-    REJECTED.labels(reason=rejection.reason).inc()
+    metrics.count_rejection(rejection.reason)
 
 
 def refused(status: int, reason: str, message: str, request_id: str, headers: dict[str, str] | None = None) -> Response:
@@ -115,6 +87,7 @@ def refused(status: int, reason: str, message: str, request_id: str, headers: di
     workers=CONFIG.workers,
     traffic={"timeout": 30},
     logging={"access": {"enabled": CONFIG.access_log}},
+    metrics={"enabled": False},  # its per-path labels grow with every probed path: serving/metrics.py instead
 )
 @_declare_models
 class CpfdService:
@@ -146,36 +119,33 @@ class CpfdService:
             retry = {"retry-after": "5"}
             return refused(503, "log_unavailable", "prediction log unavailable; retry later", request_id, retry)
         for a in answers:
-            PREDICTIONS.labels(scenario=a["scenario"], arm=a["arm"]).inc()
+            metrics.count_prediction(a["scenario"], a["arm"])
         return answers
 
-    @bentoml.api(route="/classify")
-    async def classify(self, video: VideoRequest, /) -> dict:
-        modalities = self.runtime.modalities
-        out = await self.answer(lambda: [validate_video(video, CONFIG, "video", modalities)], _request_id())
-        # BentoML sends a starlette Response as it is; the annotation is the API's schema.
-        return out if isinstance(out, Response) else out[0]  # type: ignore[return-value]
 
-    @bentoml.api(route="/classify_batch")
-    async def classify_batch(self, request: BatchRequest, /) -> dict:
-        modalities = self.runtime.modalities
-        out = await self.answer(lambda: validate_batch(request.videos, CONFIG, modalities), _request_id())
-        return out if isinstance(out, Response) else {"predictions": out}  # type: ignore[return-value]
-
-    @bentoml.api(route="/info")
-    def info(self) -> dict:
-        return {**self.runtime.describe(), "forbidden_modules_loaded": forbidden_loaded()}
+def _service() -> CpfdService:
+    return bentoml.get_current_service()
 
 
-def _request_id() -> str:
-    """The gate's request id of the request being answered (the service context holds the request)."""
-    context: bentoml.Context = CpfdService.context  # type: ignore[attr-defined]
-    return context.request.state.request_id
+async def classify(request: Request) -> Response:
+    """POST /classify: one video; the gate has validated the body (``state.parsed``)."""
+    service, video = _service(), request.state.parsed
+    modalities = service.runtime.modalities
+    out = await service.answer(lambda: [validate_video(video, CONFIG, "video", modalities)], request.state.request_id)
+    return out if isinstance(out, Response) else JSONResponse(out[0])
+
+
+async def classify_batch(request: Request) -> Response:
+    """POST /classify_batch: {"videos": [...]} -> {"predictions": [...]}."""
+    service, batch = _service(), request.state.parsed
+    modalities = service.runtime.modalities
+    out = await service.answer(lambda: validate_batch(batch.videos, CONFIG, modalities), request.state.request_id)
+    return out if isinstance(out, Response) else JSONResponse({"predictions": out})
 
 
 async def classify_frames(request: Request) -> Response:
     """POST /classify_frames: a .npy body of uint8 [frames, height, width, 3]; the other fields in the query."""
-    service: CpfdService = bentoml.get_current_service()
+    service = _service()
     body = await request.body()
     query = list(request.query_params.multi_items())
 
@@ -186,29 +156,33 @@ async def classify_frames(request: Request) -> Response:
     return out if isinstance(out, Response) else JSONResponse(out[0])
 
 
-def _gated(app: Callable) -> Gate:
-    return Gate(
-        app,
-        ROUTES,
-        CONFIG.limits,
-        TOKEN,
-        _count,
-        open_prefixes=("/static_content/",),
-        documents={"/docs.json": SPEC},
-    )
+async def info(request: Request) -> Response:
+    """POST /info: served scenarios, arms, model tags, modalities, batching, and the dense-feature guard."""
+    return JSONResponse({**_service().runtime.describe(), "forbidden_modules_loaded": forbidden_loaded()})
 
 
-class _GatedService(bentoml.Service):
-    """BentoML's service whose ASGI app is wrapped in the Gate: the one extension point used, so that the gate
-    sees every request first (unknown paths never reach the framework's per-path metrics)."""
-
-    __slots__ = ()
-
-    def to_asgi(self, is_main: bool = True) -> Gate:
-        return _gated(super().to_asgi(is_main))
+async def metrics_page(request: Request) -> Response:
+    body, media_type = metrics.exposition()
+    return Response(body, media_type=media_type)
 
 
+API = Starlette(
+    routes=[
+        StarletteRoute("/classify", classify, methods=["POST"]),
+        StarletteRoute("/classify_batch", classify_batch, methods=["POST"]),
+        StarletteRoute("/classify_frames", classify_frames, methods=["POST"]),
+        StarletteRoute("/info", info, methods=["POST"]),
+        StarletteRoute("/metrics", metrics_page, methods=["GET"]),
+    ]
+)
 # mypy does not apply a class decorator's return type (python/mypy#3135): CpfdService is a bentoml Service here.
-FRAMES_APP = Starlette(routes=[StarletteRoute("/classify_frames", classify_frames, methods=["POST"])])
-CpfdService.mount_asgi_app(FRAMES_APP)  # type: ignore[attr-defined]
-CpfdService.__class__ = _GatedService  # type: ignore[method-assign]
+CpfdService.mount_asgi_app(API)  # type: ignore[attr-defined]
+CpfdService.add_asgi_middleware(  # type: ignore[attr-defined]
+    Gate,
+    routes=ROUTES,
+    limits=CONFIG.limits,
+    token=TOKEN,
+    on_reject=_count,
+    open_prefixes=("/static_content/",),
+    documents={"/docs.json": SPEC},
+)

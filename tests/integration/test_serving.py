@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = ("clickbait", "originality")
 TRAFFIC = {"clickbait": {"control": 0.5, "treatment": 0.5}, "originality": {"control": 0.8, "treatment": 0.2}}
 
@@ -96,6 +98,8 @@ def deployment(synthetic_dir, tiny_project, tmp_path_factory):
     with ServerProcess(config, log_path=root / "server.log", env={"BENTOML_HOME": str(home)}, timeout=120) as server:
         yield {
             "url": server.url,
+            "home": home,
+            "config": config,
             "tags": tags,
             "samples": samples,
             "root": root,
@@ -348,3 +352,32 @@ def test_decoded_frames_as_npy_answer_as_the_same_frames_as_png(deployment):
         timeout=60,
     )
     assert bad.status_code == 413 and "max_frames_per_video=8" in bad.json()["error"]
+
+
+def test_plain_bentoml_serve_runs_the_service_behind_its_gate(deployment, tmp_path):
+    """`bentoml serve serving.service:CpfdService`, as documented, without cpfd's launcher: the gate answers."""
+    import requests
+
+    from tests.servers import free_port, process_group, wait_http
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(deployment["home"]),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "CPFD_SERVING_CONFIG": str(deployment["config"]),
+    }
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    argv = [bentoml, "serve", "serving.service:CpfdService", "--host", "127.0.0.1", "--port", str(port)]
+    with process_group(argv, env, tmp_path / "bentoml_serve.log", cwd=REPO) as proc:
+        wait_http(url + "/readyz", proc, timeout=120)
+        r = requests.post(url + "/classify", json={"scenario": "clickbait", "video_id": "abc"}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"].startswith("video.video_id: "), r.text
+        assert len(r.headers["X-Request-ID"]) == 32  # the gate answered, not the framework
+        r = requests.post(url + "/classify", data=b"a=b", headers={"Content-Type": "text/plain"}, timeout=30)
+        assert r.status_code == 415
+        assert requests.get(url + "/no-such-path", timeout=30).status_code == 404
+        sample = deployment["samples"]["clickbait"][0]
+        assert post({"url": url}, "/classify", video_body(sample, "clickbait")).status_code == 200
+    assert "Traceback" not in (tmp_path / "bentoml_serve.log").read_text()

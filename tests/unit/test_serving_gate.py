@@ -187,3 +187,28 @@ def test_a_body_shorter_than_its_length_gets_408_in_body_timeout_s():
     start = sent[0]
     assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
     assert "body_timeout_s=0.3" in json.loads(sent[1]["body"])["error"] and seen == []
+
+
+def test_the_service_attaches_the_gate_as_asgi_middleware_without_a_class_swap():
+    from pathlib import Path
+
+    serving = Path(__file__).resolve().parents[2] / "serving"
+    for f in serving.glob("*.py"):
+        assert "__class__ =" not in f.read_text(), f
+    source = (serving / "service.py").read_text()
+    assert "CpfdService.add_asgi_middleware(" in source and "to_asgi" not in source
+
+
+def test_a_json_body_is_validated_once_and_handed_on_parsed():
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    handed: list = []
+
+    async def app(scope, receive, send):
+        handed.append(Request(scope, receive).state.parsed)
+        await JSONResponse({})(scope, receive, send)
+
+    gate = Gate(app, ROUTES, Limits())
+    assert client(gate).post("/classify", json=VIDEO).status_code == 200
+    assert isinstance(handed[0], VideoRequest) and handed[0].video_id == 1
