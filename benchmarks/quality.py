@@ -185,10 +185,10 @@ def own_datasets(videos: Path, features: Path, project: Callable[[], ProjectConf
     """A user's tables: built once, the same for every seed (seeds then only re-initialise the models)."""
     cache: dict[str, Datasets] = {}
 
-    def for_seed(seed: int) -> tuple[Datasets, None]:
+    def for_seed(seed: int) -> tuple[Datasets, None, ProjectConfig]:
         if "built" not in cache:
             cache["built"] = _build(videos, features, project(), names, folder)
-        return cache["built"], None
+        return cache["built"], None, project()
 
     return for_seed
 
@@ -216,14 +216,9 @@ def synthetic_datasets(
             log(f"generating synthetic data (seed {seed}) in {src}")
             generate(src, videos_per_scenario, seed=seed, scenarios=subset or None)
         oracle = pd.read_parquet(src / "oracle.parquet") if (src / "oracle.parquet").exists() else None
-        built = _build(
-            src / "videos.parquet",
-            src / "features.parquet",
-            project(src / "scenarios.yaml"),
-            names,
-            folder / f"seed{seed}",
-        )
-        return built, oracle
+        cfg = project(src / "scenarios.yaml")
+        built = _build(src / "videos.parquet", src / "features.parquet", cfg, names, folder / f"seed{seed}")
+        return built, oracle, cfg
 
     return for_seed
 
@@ -239,9 +234,9 @@ def run_quality(
     data_note: str = "",
     trials: int = 12,
 ) -> dict:
-    """``datasets_for_seed(seed) -> ({scenario: dataset_dir}, oracle DataFrame or None)``; writes quality.json,
-    quality.md, quality.png and estimate.json (the gain estimate against the realised gain of the config's own
-    variant, which is added to ``variants`` when missing)."""
+    """``datasets_for_seed(seed) -> ({scenario: dataset_dir}, oracle DataFrame or None, the seed's config)``; writes
+    quality.json, quality.md, quality.png and estimate.json (the gain estimate against the realised gain of the
+    config's own variant, which is added to ``variants`` when missing)."""
     variants = list(dict.fromkeys([canonical_variant(v) for v in variants] + [variant_name(project.distill)]))
     out_dir.mkdir(parents=True, exist_ok=True)
     done_file = out_dir / "runs.jsonl"  # one line per finished (scenario, seed): a rerun resumes
@@ -250,13 +245,13 @@ def run_quality(
     log(thread_note(project.train.threads))
     t_start = time.perf_counter()
     for seed in seeds:
-        datasets, oracle = datasets_for_seed(seed)
+        datasets, oracle, seed_project = datasets_for_seed(seed)
         for scenario, ds in datasets.items():
             if any(r["scenario"] == scenario and r["seed"] == seed for r in runs):
                 continue
             work = out_dir / "models" / scenario / f"seed{seed}"
             t_cell = time.perf_counter()
-            cell = run_cell(ds, project, scenario, seed, variants, work, oracle, progress, trials)
+            cell = run_cell(ds, seed_project, scenario, seed, variants, work, oracle, progress, trials)
             cell["seconds"] = time.perf_counter() - t_cell
             cell["preds"] = {k: v for k, v in cell["preds"].items() if k in (*BASELINES, *variants)}
             runs.append(cell)

@@ -80,7 +80,7 @@ class Stages:
         """The teacher (role ``teacher``) or the baseline student (``student``), trained with cross-entropy."""
         from cpfd.training.recipes import train_classifier
 
-        out = self.folder(role, self.base, role)
+        out = self.folder("teacher" if role == "teacher" else "baseline", self.base, role)
         if not (self.resume and (out / WEIGHTS_FILE).exists()):
             train_classifier(self.data, role, self.project, out, self.progress, self.resume, train_cfg=self.train)
         return out
@@ -119,7 +119,7 @@ class Stages:
         from cpfd.conventions import model_metadata
         from cpfd.training.recipes import distill_student
 
-        out = self.folder("student", self.base, outputs_dir.name, dcfg.model_dump(include=set(STUDENT_FIELDS)))
+        out = self.folder("distilled", self.base, outputs_dir.name, dcfg.model_dump(include=set(STUDENT_FIELDS)))
         if self.resume and (out / WEIGHTS_FILE).exists():
             return out, model_metadata(out)
         info = distill_student(self.data, outputs, self.project, out, dcfg, self.progress, self.resume, self.train)

@@ -145,3 +145,28 @@ def test_no_gradient_reaches_teacher_through_distillation():
     distillation_loss(s, y, t_logits, w, 0.9, 2.0).backward()
     assert teacher.weight.grad is None and teacher.bias.grad is None
     assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+def test_hint_loss_by_hand():
+    from cpfd.distill import hint_loss
+
+    projected = torch.tensor([[1.0, 2.0], [0.0, 0.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    weights = torch.tensor([1.0, 0.5])
+    # per example: mean of squares (1 + 4) / 2 = 2.5 and (1 + 1) / 2 = 1; weighted 2.5 and 0.5; mean 1.5
+    loss = hint_loss(projected, target, weights)
+    assert loss.item() == pytest.approx(1.5)
+    loss.backward()
+    assert target.grad is None  # the teacher's representation gets no gradient
+    # d/dp of w_i * mean_j (p - t)^2 / N = w_i * 2 (p - t) / (D * N)
+    assert torch.allclose(projected.grad, torch.tensor([[0.5, 1.0], [-0.25, -0.25]]))
+
+
+def test_standardize_gives_zero_mean_unit_std_and_keeps_constant_columns_at_zero():
+    from cpfd.distill import standardize
+
+    h = torch.tensor([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]])
+    z = standardize(h)
+    assert torch.allclose(z[:, 0], torch.tensor([-1.0, 0.0, 1.0]))
+    assert torch.equal(z[:, 1], torch.zeros(3))
+

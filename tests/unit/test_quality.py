@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from cpfd.quality import canonical_variant, macro_f1_batch, parse_variant, summarise
+from benchmarks.stats import summarise
+from benchmarks.variants import canonical_variant, contrasts, parse_variant
+from cpfd.evaluate import macro_f1_batch
 
 
 def test_variant_names_spell_out_everything_and_ignore_config_defaults():
@@ -130,20 +132,29 @@ def test_quick_benchmark_writes_intervals_and_diagnostics(tmp_path):
     q = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert q["seeds"] == [0, 1] and q["has_truth"] and q["scenarios"] == ["clickbait"]
     cpfd = "cpfd:max_prob:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on"
-    assert set(q["gain_over_baseline"]) == {"pfd:targets=insample:cal=on", "pfd:targets=oof:folds=3:cal=on", cpfd}
+    hint = "pfd:targets=oof:folds=3:cal=on:hint=fused"
+    assert set(q["gain_over_baseline"]) == {"pfd:targets=oof:folds=3:cal=on", cpfd, hint}
     pooled = q["gain_over_pfd"][cpfd]["pooled"]
     assert pooled["lo"] <= pooled["mean"] <= pooled["hi"]
     diag = q["diagnostics"]["clickbait"]
-    assert {"insample", "oof3"} <= set(diag["calibration"]) and "learnability" in diag
+    assert set(diag["calibration"]) == {"oof3"}
+    # the gain estimate is set against the realised gain of the config's own variant, one row per scenario
+    est = json.loads((tmp_path / "out" / "estimate.json").read_text())
+    (row,) = est["rows"]
+    assert row["scenario"] == "clickbait" and row["variant"] == cpfd
+    assert row["predicted_low"] <= row["predicted"] <= row["predicted_high"]
+    assert row["realised"] == pytest.approx(q["gain_over_baseline"][cpfd]["per_scenario"]["clickbait"]["mean"])
+    assert row["covered"] == (row["predicted_low"] <= row["realised"] <= row["predicted_high"])
+    assert "Gain estimate" in (tmp_path / "out" / "quality.md").read_text()
     assert sum(diag["weight_share"][cpfd][k]["examples"] for k in diag["weight_share"][cpfd]) == pytest.approx(1.0)
     assert (tmp_path / "out" / "quality.png").stat().st_size > 10_000
     # data re-drawn per seed
-    assert (tmp_path / "data" / "v2-600-seed0").exists() and (tmp_path / "data" / "v2-600-seed1").exists()
+    assert (tmp_path / "data" / "v2-600-seed0-clickbait").exists() and (
+        tmp_path / "data" / "v2-600-seed1-clickbait"
+    ).exists()
 
 
 def test_contrasts_pair_variants_differing_in_one_setting():
-    from cpfd.quality import contrasts
-
     names = [
         canonical_variant(v)
         for v in (
@@ -163,3 +174,16 @@ def test_contrasts_pair_variants_differing_in_one_setting():
     assert (names[4], names[5]) in got
     # different weightings, or two settings at once, are not a contrast
     assert not any({a, b} == {names[4], names[6]} or {a, b} == {names[2], names[1]} for a, b in got)
+
+
+def test_hint_and_tuned_parts_are_spelled_and_paired():
+    assert canonical_variant("pfd:hint=fused") == "pfd:targets=oof:folds=3:cal=on:hint=fused"
+    assert canonical_variant("cpfd:max_prob:tuned").endswith(":cal=on:tuned")
+    assert parse_variant("cpfd:max_prob:hint=fused:tuned").hint == "fused"
+    names = [canonical_variant(v) for v in ("pfd", "pfd:hint=fused", "pfd:tuned", "pfd:hint=fused:tuned")]
+    got = set(contrasts(names))
+    assert (names[1], names[0]) in got  # the fused-hint side first
+    assert (names[2], names[0]) in got and (names[3], names[1]) in got  # tuned against its own untuned variant
+    assert (names[3], names[0]) not in got and (names[2], names[1]) not in got  # two differences: no contrast
+    with pytest.raises(ValueError, match="hint"):
+        parse_variant("pfd:hint=logits")
