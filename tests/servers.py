@@ -43,32 +43,70 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def wait_until(ready: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None) -> float:
-    """Poll ``ready`` every 0.25 s until it is true; seconds waited. Fails when ``proc`` exits or time runs out."""
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` now."""
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> float:
+    """Poll ``ready`` every 0.25 s until it is true; seconds waited. Fails when ``proc`` exits or time runs out,
+    with the end of ``log`` in the message."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with {proc.returncode}")
+            raise AssertionError(f"{what}: the process exited with {proc.returncode}{_tail(log)}")
         if ready():
             return time.monotonic() - t0
         time.sleep(0.25)
-    raise AssertionError(f"{what}: not ready after {timeout:.0f} s")
+    raise AssertionError(f"{what}: not ready after {timeout:.0f} s{_tail(log)}")
 
 
-def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0, status: int = 200) -> float:
+def _tail(log: Path | None, n: int = 3000) -> str:
+    return f"\n{log.read_text(errors='replace')[-n:]}" if log is not None and log.is_file() else ""
+
+
+def wait_http(
+    url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0, status: int = 200, log: Path | None = None
+) -> float:
     """Wait until GET ``url`` answers ``status`` (e.g. a server's /readyz); seconds waited."""
-    return wait_until(lambda: http_status(url) == status, timeout, url, proc)
+    return wait_until(lambda: http_status(url) == status, timeout, url, proc, log)
 
 
 def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> float:
     """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
+    return wait_until(lambda: accepts(port), timeout, f"port {port}", proc)
 
-    def accepts() -> bool:
-        with socket.socket() as s:
-            s.settimeout(1)
-            return s.connect_ex(("127.0.0.1", port)) == 0
 
-    return wait_until(accepts, timeout, f"port {port}", proc)
+def descendants(pid: int) -> list[int]:
+    """The process ids below ``pid`` (a server and its workers)."""
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that still run (zombies count as gone)."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:

@@ -1,5 +1,6 @@
 """Helpers of the serving integration tests: untrained tiny students in a model store, configs, read-only
-folders (chmod, or `chattr +i` for root, who ignores modes), and the server's process tree."""
+folders (chmod, or `chattr +i` for root, who ignores modes), encoded frames. Ports, servers and readiness are
+in tests/servers.py."""
 
 from __future__ import annotations
 
@@ -72,28 +73,6 @@ def read_only(*paths: Path) -> Iterator[None]:
                 subprocess.run(["chattr", "-i", str(p)], capture_output=True)
             else:
                 p.chmod(modes[p])
-
-
-def descendants(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def alive(pids: list[int]) -> list[int]:
-    import psutil
-
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def png_b64(frame: np.ndarray) -> str:

@@ -10,10 +10,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ import yaml
 
 from cpfd.config import deep_merge
 from tests.byo_data import CONFIG, write_byo_tables
+from tests.servers import free_port, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "bring_your_own_data.md"
@@ -46,26 +45,12 @@ def guide_commands() -> list[str]:
     return commands
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_ready(port: int, server: subprocess.Popen, timeout: float = 180.0) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"cpfd serve exited with {server.returncode}: {server.stderr.read()[-2000:]}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise AssertionError("the service did not become ready")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", server, timeout)
+    except AssertionError as e:
+        stderr = server.stderr.read()[-2000:] if server.poll() is not None and server.stderr else ""
+        raise AssertionError(f"cpfd serve: {e} {stderr}") from None
 
 
 def test_the_guides_yaml_declares_what_the_tables_hold():
@@ -78,7 +63,7 @@ def test_the_guides_yaml_declares_what_the_tables_hold():
 
 
 def test_every_command_of_the_guide(tmp_path):
-    data, runs, port = tmp_path / "my_data", tmp_path / "runs" / "byo", _free_port()
+    data, runs, port = tmp_path / "my_data", tmp_path / "runs" / "byo", free_port()
     write_byo_tables(data)
     (config,) = guide_blocks("yaml")
     scenarios_yaml = deep_merge(yaml.safe_load(config), SPEED_UPS)

@@ -35,7 +35,7 @@ def _pg_bin() -> Path | None:
 @pytest.fixture(scope="module")
 def pg_url():
     """A PostgreSQL server on 127.0.0.1:<free port>, data in a temporary folder; yields a SQLAlchemy URL."""
-    from serving.launch import free_port
+    from tests.servers import free_port
 
     bin_dir = _pg_bin()
     if bin_dir is None:

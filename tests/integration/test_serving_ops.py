@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,14 +17,8 @@ import numpy as np
 import pytest
 import requests
 
-from tests.integration.serving_support import (
-    alive,
-    descendants,
-    package_students,
-    png_b64,
-    read_only,
-    write_config,
-)
+from tests.integration.serving_support import package_students, png_b64, read_only, write_config
+from tests.servers import alive, descendants, free_port, port_is_free, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "ops-test-token-0123456789"
@@ -39,38 +32,10 @@ def store(clickbait_data, tiny_project, tmp_path_factory) -> dict:
     return {"home": home, "tag": tags["cb-student"]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpfd_serve(config: Path, home: Path, port: int, **popen) -> subprocess.Popen:
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "CPFD_TEST_TOKEN": TOKEN}
     argv = [sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--port", str(port)]
     return subprocess.Popen(argv, env=env, start_new_session=True, text=True, **popen)
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the server exited with {proc.returncode}"
-        try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("not ready")
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _break(fault: str, home: Path, tmp: Path, config: Path) -> tuple[str, list[Path]]:
@@ -125,7 +90,7 @@ def test_kill_9_of_cpfd_serve_leaves_no_process_and_frees_the_port(store, tmp_pa
     port = free_port()
     proc = cpfd_serve(config, store["home"], port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", proc)
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc)
         tree = descendants(proc.pid)
         assert len(tree) >= 2  # bentoml serve and its worker
         os.kill(proc.pid, signal.SIGKILL)
