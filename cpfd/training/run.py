@@ -22,6 +22,7 @@ from cpfd.data.tensors import PreparedData
 from cpfd.errors import ConfigError
 from cpfd.estimate import ESTIMATE_FILE, GainEstimate, estimate_gain
 from cpfd.teacher_outputs import TeacherOutputs
+from cpfd.training.distributed import barrier, is_main
 
 log = logging.getLogger("cpfd.training")
 OUTPUTS_FILE = "teacher_outputs.safetensors"
@@ -53,6 +54,13 @@ def data_key(data: PreparedData) -> str:
     ids = {name: split.video_ids.tolist() for name, split in data.splits.items()}
     m = data.manifest
     return stage_key(m["scenario"], m["label_names"], m.get("feature_names"), m.get("modalities"), ids)
+
+
+def model_key(model_dir: Path) -> str:
+    """A saved model's identity: its spec and training record (a retrained model at the same path gets a new key)."""
+    from cpfd.conventions import CONFIG_FILE
+
+    return stage_key((Path(model_dir) / CONFIG_FILE).read_text())
 
 
 @dataclass
@@ -88,12 +96,14 @@ class Stages:
     def estimate(self, teacher_dir: Path, dcfg: DistillConfig) -> GainEstimate:
         from cpfd.models import load_model
 
-        out = self.folder("estimate", self.base, teacher_dir.name, dcfg.model_dump(include=set(STUDENT_FIELDS)))
+        out = self.folder("estimate", self.base, model_key(teacher_dir), dcfg.model_dump(include=set(STUDENT_FIELDS)))
         cached = out / ESTIMATE_FILE
         if self.resume and cached.exists():
             return GainEstimate(**{k: v for k, v in json.loads(cached.read_text()).items() if k != "verdict"})
         est = estimate_gain(self.data, load_model(teacher_dir), self.project, out, dcfg, self.train, self.progress)
-        cached.write_text(json.dumps(est.to_dict(), indent=2))
+        if is_main():  # under torchrun every rank computed the same estimate; rank 0 writes it
+            cached.write_text(json.dumps(est.to_dict(), indent=2))
+        barrier()
         return est
 
     def outputs(self, teacher_dir: Path, dcfg: DistillConfig) -> tuple[TeacherOutputs, Path]:
@@ -102,17 +112,19 @@ class Stages:
         from cpfd.training.recipes import compute_teacher_outputs
 
         fields = dcfg.model_dump(include=set(OUTPUT_FIELDS))
-        out = self.folder("outputs", self.base, teacher_dir.name, fields)
+        out = self.folder("outputs", self.base, model_key(teacher_dir), fields)
         path = out / OUTPUTS_FILE
         if self.resume and path.exists():
             loaded = TeacherOutputs.load(path, self.data.splits["train"].video_ids)
             return loaded.recalibrated(dcfg.calibrate), out
-        folds = self.folder("folds", self.base, teacher_dir.name, dcfg.folds)
+        folds = self.folder("folds", self.base, model_key(teacher_dir), dcfg.folds)
         outputs = compute_teacher_outputs(
             self.data, self.project, load_model(teacher_dir), folds, dcfg, self.progress, self.resume, self.train
         )
-        out.mkdir(parents=True, exist_ok=True)
-        outputs.save(path)
+        if is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            outputs.save(path)
+        barrier()
         return outputs, out
 
     def student(self, outputs: TeacherOutputs, outputs_dir: Path, dcfg: DistillConfig) -> tuple[Path, dict]:

@@ -58,9 +58,13 @@ def test_train_distill_evaluate_from_the_cli(synthetic_dir, tmp_path):
     )
     assert "cpfd student saved" in out and "teacher outputs (oof)" in out
     assert "titles (validation split): 16 tokens, [UNK] 0.00 %, truncated 0.0 %" in out
-    # out-of-fold outputs cached beside the teacher, with the fold teachers; reused by the next distillation
-    assert (tmp_path / "teacher" / "teacher_outputs.oof3-seed0.safetensors").exists()
-    assert sorted(p.name for p in (tmp_path / "teacher" / "folds").iterdir()) == ["fold0", "fold1", "fold2"]
+    assert out.strip().splitlines()[-1].startswith("val_macro_f1=")  # what a Katib trial reads
+    # out-of-fold outputs kept beside the teacher, with the fold teachers; reused by the next distillation
+    stages = tmp_path / "teacher" / "outputs"
+    (outputs,) = stages.glob("outputs-*/teacher_outputs.safetensors")
+    (folds,) = stages.glob("folds-*")
+    assert sorted(p.name for p in folds.iterdir()) == ["fold0", "fold1", "fold2"]
+    kept = {p.name: p.stat().st_mtime_ns for p in stages.iterdir()}
     _ok(
         [
             "train",
@@ -80,6 +84,7 @@ def test_train_distill_evaluate_from_the_cli(synthetic_dir, tmp_path):
     )
     meta = json.loads((tmp_path / "pfd" / "cpfd_model.json").read_text())
     assert meta["method"] == "pfd" and meta["spec"]["dense_features"] == []
+    assert {p.name: p.stat().st_mtime_ns for p in stages.iterdir()} == kept  # nothing recomputed
     _ok(["evaluate", "--model", str(tmp_path / "cpfd"), "--dataset", str(ds), "--out", str(tmp_path / "m.json")])
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert 0 <= metrics["macro_f1"] <= 1 and len(metrics["confusion_matrix"]) == 4

@@ -24,7 +24,7 @@ LAYER_EXTRAS = {
     "cpfd": (),
     "cli": PLATFORM,
     "components": PLATFORM,
-    "pipelines": PLATFORM,
+    "pipelines": ("platform", "katib"),  # the katib extra installs with --no-deps (pyproject.toml, Makefile)
     "serving": PLATFORM,
     "monitoring": PLATFORM,
     "featurestore": PLATFORM,
