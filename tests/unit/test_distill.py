@@ -169,4 +169,3 @@ def test_standardize_gives_zero_mean_unit_std_and_keeps_constant_columns_at_zero
     z = standardize(h)
     assert torch.allclose(z[:, 0], torch.tensor([-1.0, 0.0, 1.0]))
     assert torch.equal(z[:, 1], torch.zeros(3))
-
