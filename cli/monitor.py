@@ -42,12 +42,13 @@ def monitor_ui(
     workspace: Path = typer.Option(Path("runs/evidently_workspace"), help="the workspace `cpfd monitor` wrote"),
     port: int = typer.Option(8000, min=1, max=65535),
 ):
-    """Evidently's UI over the monitoring workspace on 127.0.0.1: a project and dashboard per scenario."""
-    from monitoring.evidently_ui import UI_HOST, serve_ui, ui_config
+    """Evidently's UI over the monitoring workspace on 127.0.0.1: a project and dashboard per scenario
+    (runs `evidently ui --workspace DIR --host 127.0.0.1 --port N` with DO_NOT_TRACK set)."""
+    from monitoring.evidently_ui import UI_HOST, serve_ui, ui_command
 
-    config = ui_config(workspace, port)
-    typer.echo(f"Evidently UI on http://{UI_HOST}:{port} (Ctrl-C stops it)")
-    serve_ui(config)
+    command = ui_command(workspace, port)
+    typer.echo(f"Evidently UI on http://{UI_HOST}:{port} (Ctrl-C stops it): {' '.join(command[2:])}")
+    serve_ui(command)
 
 
 def reference(

@@ -23,8 +23,9 @@ def monitor(
 ) -> NamedTuple("MonitorOutputs", [("status", str), ("failed_checks", str)]):  # type: ignore[valid-type]  # KFP syntax
     """Per scenario and arm: confidence drift, F1, A/B verdict. Fails the task on an alert if asked.
 
-    Outputs the dashboard shows: ``report`` (the single-file index page), ``metrics`` (the totals and every
-    value as ``<scenario>.<arm>.<quantity>`` / ``<scenario>.<quantity>``); ``report_dir`` holds the reports,
+    Outputs the dashboard shows: ``report`` (Evidently's report of the window: every scenario's values, its checks
+    as Evidently tests), ``metrics`` (the totals and every value as ``<scenario>.<arm>.<quantity>`` /
+    ``<scenario>.<quantity>``); ``report_dir`` holds the per-scenario Evidently reports, the index page,
     summary.json and the Evidently workspace (``evidently.workspace`` of the config, else inside it).
     """
     from collections import namedtuple

@@ -1,8 +1,8 @@
 """The monitoring job: per scenario and arm, confidence drift against the offline reference,
 predicted-class drift, quality on labelled traffic and label coverage; per scenario an A/B
-verdict. Statistics are computed in numpy over the whole window; Evidently renders one report
-per scenario (on a bounded sample), with every arm in its own columns (no GroupBy: it gives
-wrong per-group classification metrics in evidently 0.7)."""
+verdict. Statistics are computed once, in numpy over the whole window (every prediction, per scenario
+and arm: no GroupBy, which gives wrong per-group classification metrics in evidently 0.7); Evidently
+shows, tests and stores them (monitoring.evidently_report, monitoring.evidently_ui)."""
 
 from __future__ import annotations
 
@@ -224,7 +224,7 @@ def run_monitor(
 
         t = time.perf_counter()
         workspace = workspace or cfg.evidently.workspace or out.parent / WORKSPACE_DIR
-        write_scenario_reports(window, reference, summary, cfg, out / "scenarios", workspace)
+        write_scenario_reports(summary, out / "scenarios", workspace)
         timings["evidently"] = time.perf_counter() - t
     t = time.perf_counter()
     from monitoring.html import write_index
@@ -289,13 +289,14 @@ def monitor_step(
     html_path: str,
 ) -> dict:
     """The pipeline step: run the job into ``out_dir`` (the Evidently workspace inside it unless the config
-    names one) and write a single-file index page to ``html_path``."""
-    from monitoring.html import write_index
+    names one) and write Evidently's report of the whole window (every scenario's values and checks) to
+    ``html_path``."""
+    from monitoring.evidently_report import run_report
     from monitoring.settings import load_monitor_config
 
     since, until = recurring_window(since, until, window_hours)
     cfg = load_monitor_config(text=config_yaml)
     workspace = cfg.evidently.workspace or Path(out_dir) / WORKSPACE_DIR
     summary = run_monitor(log_target, reference_path, since, until, out_dir, cfg, workspace=workspace)
-    write_index(summary, Path(out_dir), Path(html_path), inline_images=True)
+    run_report(summary).save_html(str(html_path))
     return summary

@@ -1,58 +1,60 @@
-"""Monitoring in Evidently's UI: a local workspace with one project per scenario and one snapshot per
-monitoring window (timestamp = the window's end).
+"""Monitoring in Evidently, on its public API: the job's values as an Evidently metric, the workspace with one project
+per scenario and one snapshot per monitoring window (timestamp = the window's end), and Evidently's own UI over it.
 
-Every scenario report carries the job's own numbers (monitoring.series, computed on the whole window)
-as ``MonitorValue`` metrics labelled by ``quantity`` and ``arm``; the project's dashboard plots them over
-the windows: confidence drift, macro-F1 and label coverage per arm, the A/B difference and verdict.
+The statistics are computed once, by the job (monitoring.analysis): Evidently shows them. Every value of a window
+(monitoring.series: ``<scenario>.<arm>.<quantity>``) is one ``MonitorValue`` metric, labelled by ``scenario``,
+``quantity`` and ``arm``, which reads its value from the window's one-row values table (the report's dataset), so
+the value is data, not a parameter, and every window extends the same series of the project's dashboard. Each check
+is a value too (``check_<name>``: 1 failed, 0 passed) with an Evidently test ``eq(0)``: the report's test results are
+the job's checks. ``evidently ui --workspace DIR`` (``cpfd monitor-ui``) serves the workspace.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from evidently._pydantic_compat import PrivateAttr
 from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
-from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric, ProjectModel
+from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel, PanelMetric
 from evidently.sdk.panels import line_plot_panel
 
 from cpfd.errors import CpfdError
-from monitoring.series import scenario_values
+from monitoring.series import CHECK_PREFIX
 
 PROJECT_PREFIX = "cpfd monitoring: "
 UI_HOST = "127.0.0.1"
+DASHBOARD_TAB = "Monitoring"
+
+
+def value_column(scenario: str, quantity: str, arm: str | None = None) -> str:
+    """The values table's column of one value: monitoring.series.flat_values' key (``""`` scenario: a total)."""
+    return ".".join(p for p in (scenario, arm, quantity) if p)
 
 
 class MonitorValue(SingleValueMetric):
-    """A value the monitoring job computed on the whole window: ``quantity`` of ``arm`` (None: the scenario)."""
+    """A value the monitoring job computed on the whole window: ``quantity`` of ``arm`` (None: the scenario) of
+    ``scenario`` (empty: the window's totals), read from the report's values table."""
 
+    scenario: str = ""
     quantity: str
     arm: str | None = None
-    _value: float = PrivateAttr(float("nan"))  # not a parameter: a parameter would start a new series per window
 
 
 class MonitorValueCalculation(SingleValueCalculation[MonitorValue]):
     def calculate(self, context, current_data, reference_data):
-        result = self.result(self.metric._value)
-        result.widget = []  # plotted by the project's dashboard, not drawn in the report
-        return result, None
+        m = self.metric
+        frame = current_data.as_dataframe()
+        return self.result(float(frame[value_column(m.scenario, m.quantity, m.arm)].iloc[0])), None
 
     def display_name(self) -> str:
-        arm = f" of {self.metric.arm}" if self.metric.arm else ""
-        return f"{self.metric.quantity}{arm} (monitoring job, whole window)"
-
-
-def monitor_metrics(result: dict) -> list[MonitorValue]:
-    """One metric per value of a scenario's result (monitoring.series.scenario_values)."""
-    metrics = []
-    for quantity, arm, value in scenario_values(result):
-        m = MonitorValue(quantity=quantity, arm=arm)
-        m._value = value
-        metrics.append(m)
-    return metrics
+        m = self.metric
+        where = " / ".join(p for p in (m.scenario, m.arm) if p) or "window"
+        meaning = " (1 = failed)" if m.quantity.startswith(CHECK_PREFIX) else ""
+        return f"{where}: {m.quantity}{meaning}"
 
 
 def snapshot_time(until: str) -> datetime:
@@ -64,10 +66,10 @@ def _series(quantity: str, legend: str = "{{arm}}") -> PanelMetric:
     return PanelMetric(legend=legend, metric="MonitorValue", metric_labels={"quantity": quantity})
 
 
-def dashboard() -> DashboardModel:
+def panels() -> list[DashboardPanelPlot]:
     """The panels of a scenario's project: line plots with a point per window, a series per arm for per-arm
     values. No counters: Evidently's counter shows 0 as "no value"."""
-    panels = [
+    out = [
         line_plot_panel("Confidence drift: KS statistic", [_series("ks_statistic")], "live vs offline reference"),
         line_plot_panel("Confidence drift: PSI", [_series("psi")], "live vs offline reference"),
         line_plot_panel(
@@ -87,61 +89,62 @@ def dashboard() -> DashboardModel:
         ),
         line_plot_panel("Failed checks", [_series("failed_checks", "failed checks")], "drift, F1, coverage and A/B"),
     ]
-    for p in panels:
+    for p in out:
         p.size = "half"
-    return DashboardModel(tabs=[DashboardTabModel(title="Monitoring", panels=[p.id for p in panels])], panels=panels)
+    return out
+
+
+def dashboard() -> DashboardModel:
+    """A scenario project's dashboard: one tab with the panels. (Written whole with ``Workspace.save_dashboard``:
+    evidently 0.7.23's ``ProjectDashboard.add_panel`` lists a panel twice in a tab that already exists.)"""
+    plots = panels()
+    return DashboardModel(tabs=[DashboardTabModel(title=DASHBOARD_TAB, panels=[p.id for p in plots])], panels=plots)
 
 
 class MonitoringWorkspace:
-    """An Evidently workspace folder: ``add`` puts a scenario's snapshot into that scenario's project,
-    created with the dashboard on first use.
-
-    Writes through the storage layer that ``evidently.ui.workspace.Workspace`` writes with (``LocalState``):
-    opening a ``Workspace`` parses every stored snapshot (about 0.1 s each), a cost that would grow with
-    every monitoring run.
-    """
+    """An Evidently workspace folder (``evidently.ui.workspace.Workspace``): ``add`` puts a scenario's snapshot into
+    that scenario's project, created with its dashboard on first use."""
 
     def __init__(self, path: str | Path):
-        from evidently.ui.storage.local.base import LocalState
+        from evidently.ui.workspace import Workspace
 
         self.path = str(path)
-        self.state = LocalState(self.path)
-        self.state.location.makedirs("")
-        self.projects = {self.state.read_project(p).name: str(p) for p in self.state.list_projects()}
+        self.workspace = Workspace.create(self.path)
+        self.projects = {p.name: str(p.id) for p in self.workspace.list_projects()}
 
     def project_id(self, scenario: str) -> str:
         name = PROJECT_PREFIX + scenario
         if name not in self.projects:
-            project = self.state.write_project(
-                ProjectModel(name=name, description=f"CPFD monitoring of the {scenario} scenario, per window")
+            project = self.workspace.create_project(
+                name, description=f"CPFD monitoring of the {scenario} scenario, per window"
             )
-            self.state.write_dashboard(project.id, dashboard())
+            self.workspace.save_dashboard(project.id, dashboard())
             self.projects[name] = str(project.id)
         return self.projects[name]
 
     def add(self, scenario: str, snapshot: Any) -> dict[str, str]:
-        """Add the snapshot; returns its project and snapshot ids."""
-        from evidently.legacy.core import new_id
-
-        project, snapshot_id = self.project_id(scenario), new_id()
-        self.state.write_snapshot(project, snapshot_id, snapshot.to_snapshot_model())
-        return {"project_id": project, "snapshot_id": str(snapshot_id)}
+        """Add the snapshot (``Workspace.add_run``); returns its project and snapshot ids."""
+        ref = self.workspace.add_run(self.project_id(scenario), snapshot)
+        return {"project_id": str(ref.project_id), "snapshot_id": str(ref.id)}
 
 
-def ui_config(workspace: str | Path, port: int) -> Any:
-    """Evidently's local service over ``workspace`` on the loopback interface, telemetry off."""
-    from evidently.ui.service.app import get_config
-
+def ui_command(workspace: str | Path, port: int) -> list[str]:
+    """``evidently ui`` over ``workspace`` on the loopback interface (this interpreter's evidently)."""
     if not Path(workspace).is_dir() or not MonitoringWorkspace(workspace).projects:
         raise CpfdError(f"{workspace} holds no Evidently project: run `cpfd monitor` first (--workspace)")
-    config = get_config(host=UI_HOST, port=port, workspace=str(workspace))
-    config.telemetry.enabled = False
-    return config
+    return [sys.executable, "-m", "evidently.cli", "ui", "--workspace", str(workspace), "--host", UI_HOST] + [
+        "--port",
+        str(port),
+    ]
 
 
-def serve_ui(config: Any) -> None:
-    """Run the UI of ``ui_config`` until interrupted."""
-    from evidently.ui.service.app import run
+def ui_environment() -> dict[str, str]:
+    """The UI's environment: ``DO_NOT_TRACK`` set, evidently's own switch for its usage events."""
+    return {**os.environ, "DO_NOT_TRACK": "1"}
 
-    os.environ["DO_NOT_TRACK"] = "1"  # evidently's own switch for its usage events (evidently.telemetry)
-    run(config)
+
+def serve_ui(command: list[str]) -> None:
+    """Replace this process with ``command`` (``ui_command``): Evidently's UI until interrupted."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, ui_environment())

@@ -1,5 +1,6 @@
-"""The numbers of one monitoring run as named values: what the Evidently dashboard plots over windows
-(monitoring.evidently_ui) and what the KFP step logs as its Metrics artifact (components/monitor.py)."""
+"""The numbers of one monitoring run as named values: what the Evidently reports show and test, what the Evidently
+dashboard plots over windows (monitoring.evidently_ui) and what the KFP step logs as its Metrics artifact
+(components/monitor.py). Computed once, by the job (monitoring.analysis, monitoring.stats)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,26 @@ ARM_VALUES = (
     "recall",
 )
 AB_VALUES = {"diff": "ab_diff", "ci_low": "ab_ci_low", "ci_high": "ab_ci_high"}
+CHECK_PREFIX = "check_"  # check_<name>: 1 the check failed, 0 it passed (a skipped check has no value)
 VERDICT_CODES = {"treatment better": 1.0, "no significant difference": 0.0, "treatment worse": -1.0}
 
 
 def scenario_values(result: dict) -> list[tuple[str, str | None, float]]:
-    """(quantity, arm, value) of one scenario's result: the slice values of every arm, then (arm None) the
-    A/B difference, its CI and verdict code (+1 treatment better, 0 no significant difference, -1 worse)
-    and the number of failed checks. Missing and non-finite values are left out."""
+    """(quantity, arm, value) of one scenario's result: the slice values of every arm and the outcome of its checks
+    (``check_<name>``: 1 failed, 0 passed), then (arm None) the A/B difference, its CI, its check and verdict code
+    (+1 treatment better, 0 no significant difference, -1 worse) and the number of failed checks. Missing, skipped
+    and non-finite values are left out."""
     out = [(q, arm, float(sl[q])) for arm, sl in result["arms"].items() for q in ARM_VALUES if q in sl]
+    out += [
+        (CHECK_PREFIX + c, arm, float(v == "fail"))
+        for arm, sl in result["arms"].items()
+        for c, v in sl["checks"].items()
+        if v in ("pass", "fail")
+    ]
     ab = result["ab"]
     out += [(name, None, float(ab[k])) for k, name in AB_VALUES.items() if k in ab]
+    if ab["status"] in ("pass", "fail"):
+        out.append((CHECK_PREFIX + "ab", None, float(ab["status"] == "fail")))
     if "verdict" in ab:
         out.append(("ab_verdict", None, VERDICT_CODES[ab["verdict"]]))
     out.append(("failed_checks", None, float(len(result["failed_checks"]))))

@@ -42,8 +42,6 @@ class AB(StrictModel):
 
 
 class EvidentlyOpts(StrictModel):
-    max_rows: int = Field(10000, ge=100)
-    seed: int = 0
     workspace: str = ""
 
 

@@ -1,5 +1,7 @@
 """Monitoring in Evidently's UI: two monitoring windows written into one workspace by the real job,
-`cpfd monitor-ui` on a free loopback port, a scenario's dashboard rendered by headless Chromium.
+`cpfd monitor-ui` (= `evidently ui --workspace DIR`) on a free loopback port, a scenario's dashboard rendered by
+Debian's Chromium driven with Playwright (the system browser through ``executable_path``; nothing downloaded), which
+waits on every panel's elements and reads the charts' points from the page.
 
 ``CPFD_DASHBOARD_SCREENSHOT=docs/evidently_dashboard.png`` also saves the rendered dashboard there.
 """
@@ -8,15 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
@@ -29,9 +26,27 @@ SCENARIOS = {"bin": 2, "three": 3}
 ARMS = ("control", "treatment")
 WINDOWS = [(START + pd.Timedelta(days=i), START + pd.Timedelta(days=i + 1)) for i in range(2)]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium; .ci/run installs it)"
-)
+CHROMIUM_ARGS = [  # STACK.md: what Debian's Chromium needs here; the context below blocks every host but loopback
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _browser_missing() -> str | None:
+    if CHROMIUM is None:
+        return "no chromium on PATH (apt-get install chromium; .ci/run installs it)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[dev]')"
+    return None
+
+
+needs_browser = pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +100,7 @@ def test_each_window_adds_a_snapshot_with_the_jobs_values(two_windows):
                 (p["quantity"], p.get("arm")): r["value"]
                 for r in snap["metric_results"].values()
                 for p in [r["metric_value_location"]["metric"]["params"]]
-                if p["type"].endswith(":MonitorValue")
+                if p["type"].endswith(":MonitorValue") and p["scenario"] == s
             }
             res = summary["scenarios"][s]
             for arm in ARMS:
@@ -94,118 +109,118 @@ def test_each_window_adds_a_snapshot_with_the_jobs_values(two_windows):
             assert values[("ab_diff", None)] == pytest.approx(res["ab"]["diff"], abs=1e-12)
             assert values[("failed_checks", None)] == len(res["failed_checks"])
     assert len(list((workspace / projects[PROJECT_PREFIX + "three"] / "snapshots").glob("*.json"))) == 2
+    from monitoring.evidently_ui import dashboard
+
+    ws = MonitoringWorkspace(workspace).workspace  # Evidently's own Workspace reads what the job added
+    for s in SCENARIOS:
+        project = projects[PROJECT_PREFIX + s]
+        assert len(ws.list_runs(project)) == 2
+        saved = ws.get_dashboard(project)
+        assert [p.title for p in saved.panels] == [p.title for p in dashboard().panels]
+        assert [len(t.panels) for t in saved.tabs] == [len(dashboard().panels)]  # each panel once in its tab
 
 
-def test_ui_config_is_loopback_telemetry_off_and_refuses_an_empty_folder(two_windows, tmp_path):
+def test_ui_command_is_evidentlys_own_on_loopback_telemetry_off_and_refuses_an_empty_folder(two_windows, tmp_path):
     from cpfd.errors import CpfdError
-    from monitoring.evidently_ui import ui_config
+    from monitoring.evidently_ui import ui_command, ui_environment
 
     workspace, _ = two_windows
-    config = ui_config(workspace, 8123)
-    assert (config.service.host, config.service.port) == ("127.0.0.1", 8123)
-    assert config.storage.path == str(workspace)
-    assert not config.telemetry.get_event_logger().func.__self__.is_enabled()
+    command = ui_command(workspace, 8123)
+    assert command == [sys.executable, "-m", "evidently.cli", "ui", "--workspace", str(workspace)] + [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8123",
+    ]
+    assert ui_environment()["DO_NOT_TRACK"] == "1"
     with pytest.raises(CpfdError, match="holds no Evidently project"):
-        ui_config(tmp_path, 8123)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        ui_command(tmp_path, 8123)
 
 
 @pytest.fixture(scope="module")
 def ui_url(two_windows, tmp_path_factory):
-    """`cpfd monitor-ui` over the workspace, in its own process group."""
+    """`cpfd monitor-ui` over the workspace, in its own process group (tests/servers.py)."""
+    from tests.servers import free_port, process_group, wait_http
+
     workspace, _ = two_windows
-    port, log = _free_port(), tmp_path_factory.mktemp("ui") / "ui.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "monitor-ui", "--workspace", str(workspace), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    port, log = free_port(), tmp_path_factory.mktemp("ui") / "ui.log"
+    argv = [sys.executable, "-m", "cli", "monitor-ui", "--workspace", str(workspace), "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+    with process_group(argv, log=log) as proc:
+        wait_http(f"{url}/api/version", proc, timeout=120, log=log)
         assert f"Uvicorn running on {url}" in log.read_text()
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+
+
+def _loopback_only(route) -> None:
+    if urlparse(route.request.url).hostname == "127.0.0.1":
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.fixture
+def page(tmp_path):
+    """A page of Debian's Chromium (Playwright, ``executable_path``): UTC clock, no motion, loopback only."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # the x axis shows the snapshot times in the browser's zone; the charts draw at once instead of animating
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 2300}, timezone_id="UTC", reduced_motion="reduce"
+        )
+        context.route(
+            "**/*",
+            lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1" else route.abort(),
+        )
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            yield context.new_page()
+        finally:
+            browser.close()
 
 
-def _chromium(url: str, tmp: Path, *args: str) -> str:
-    """Headless Chromium on ``url`` after a virtual-time budget; every host but 127.0.0.1 unresolvable."""
-    done = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            "--force-prefers-reduced-motion",  # the charts draw at once instead of animating
-            f"--user-data-dir={tmp / 'chromium'}",
-            "--virtual-time-budget=20000",
-            "--window-size=1400,2300",
-            *args,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "TZ": "UTC"},  # the x axis shows the snapshot times in the browser's zone
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+def _series_points(panel) -> dict[str, list[float]]:
+    """Every line of a chart panel: its series id -> the vertical screen position of each of its points (marks)."""
+    out = {}
+    for line in panel.locator("path.MuiLineElement-root").all():
+        series = next(c for c in line.get_attribute("class").split() if c.startswith("MuiLineElement-series-"))
+        marks = panel.locator(".MuiMarkElement-" + series.removeprefix("MuiLineElement-"))
+        out[series] = [box["y"] + box["height"] / 2 for box in (m.bounding_box() for m in marks.all()) if box]
+    return out
 
 
-@needs_chromium
-def test_dashboard_renders_every_panel_with_both_windows(two_windows, ui_url, tmp_path):
-    from monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace, dashboard
+@needs_browser
+def test_dashboard_renders_every_panel_with_both_windows(two_windows, ui_url, page):
+    from monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace, panels
 
     workspace, _ = two_windows
     project = MonitoringWorkspace(workspace).projects[PROJECT_PREFIX + "three"]
-    url = f"{ui_url}/projects/{project}"
-    dom = _chromium(url, tmp_path, "--dump-dom")
-    if shot := os.environ.get("CPFD_DASHBOARD_SCREENSHOT"):
-        _chromium(url, tmp_path, f"--screenshot={Path(shot).resolve()}", "--hide-scrollbars")
-
-    panels = dashboard().panels
-    starts = [dom.index(p.title) for p in panels]  # every title is on the page, in the dashboard's order
-    assert starts == sorted(starts)
+    page.goto(f"{ui_url}/projects/{project}")
     ticks = [until.strftime("%Y-%m-%d %H:%M:%S") for _, until in WINDOWS]
-    points = {}
-    for panel, lo, hi in zip(panels, starts, starts[1:] + [len(dom)], strict=True):
-        part = dom[lo:hi]
+    points, tops = {}, []
+    for panel_spec in panels():
+        title = page.get_by_role("heading", name=panel_spec.title, exact=True)
+        title.wait_for(timeout=60_000)
+        panel = page.locator(".MuiCardContent-root").filter(has=title)
         legends = [
-            v.legend.replace("{{arm}}", a) for v in panel.values for a in (ARMS if "{{arm}}" in v.legend else [""])
+            v.legend.replace("{{arm}}", a) for v in panel_spec.values for a in (ARMS if "{{arm}}" in v.legend else [""])
         ]
-        assert all(t in part for t in ticks), (panel.title, "x axis without both windows")
-        assert all(f">{legend}<" in part for legend in legends), (panel.title, legends)
-        lines = re.findall(r'd="M([^"]+)"[^>]*MuiLineElement-root', part)
-        assert len(lines) == len(legends), (panel.title, len(lines))
-        points[panel.title] = [[float(y) for y in re.findall(r",([\d.]+)", d)] for d in lines]
-        assert all(len(ys) == 2 for ys in points[panel.title]), (panel.title, "a point per window")
-    # the data, not just a frame: day 2's confidence drift raises both arms' KS line and the number of
-    # failed checks (SVG y grows downwards)
-    assert all(y2 < y1 for y1, y2 in points["Confidence drift: KS statistic"] + points["Failed checks"])
+        lines = panel.locator("path.MuiLineElement-root")
+        lines.nth(len(legends) - 1).wait_for(state="attached", timeout=30_000)  # every series (a flat line is 0 high)
+        assert lines.count() == len(legends), panel_spec.title
+        for legend in legends:
+            assert panel.get_by_text(legend, exact=True).count() >= 1, (panel_spec.title, legend)
+        axis = panel.locator(".MuiChartsAxis-directionX .MuiChartsAxis-tickLabel").all_text_contents()
+        assert all(t in axis for t in ticks), (panel_spec.title, axis, "x axis without both windows")
+        points[panel_spec.title] = _series_points(panel)
+        assert all(len(ys) == 2 for ys in points[panel_spec.title].values()), (panel_spec.title, "a point per window")
+        box = title.bounding_box()
+        tops.append((round(box["y"]), box["x"]))
+    assert tops == sorted(tops)  # the dashboard's order: row by row, left to right
+    if shot := os.environ.get("CPFD_DASHBOARD_SCREENSHOT"):
+        page.screenshot(path=str(Path(shot).resolve()), full_page=True)
+    # the data, not just a frame: day 2's confidence drift raises both arms' KS line and the number of failed checks
+    # (screen y grows downwards)
+    for title in ("Confidence drift: KS statistic", "Failed checks"):
+        assert all(y2 < y1 for y1, y2 in points[title].values()), (title, points[title])

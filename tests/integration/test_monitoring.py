@@ -98,9 +98,40 @@ def test_report_f1_equals_sklearn_on_the_slice(clean_run):
         assert sl["f1"] == pytest.approx(f1_score(y, p, average="macro"), abs=1e-12)
         assert sl["precision"] == pytest.approx(precision_score(y, p, average="macro"), abs=1e-12)
         assert sl["recall"] == pytest.approx(recall_score(y, p, average="macro"), abs=1e-12)
-        # the Evidently report's own per-arm value agrees (binary: the positive class's F1)
-        expected = f1_score(y, p, average="binary") if SCENARIOS[s] == 2 else f1_score(y, p, average="macro")
-        assert sl["evidently"]["F1Score"] == pytest.approx(expected, abs=1e-9)
+
+
+def _report_values(snapshot: dict) -> dict:
+    """(scenario, arm, quantity) -> value of every metric of an Evidently snapshot (``save_json``'s format)."""
+    out = {}
+    for m in snapshot["metrics"]:
+        params = m["config"]
+        assert params["type"].endswith(":MonitorValue"), params  # nothing but the job's values
+        out[(params["scenario"], params.get("arm"), params["quantity"])] = m["value"]
+    return out
+
+
+@pytest.mark.integration
+def test_evidently_reports_show_the_jobs_values_and_test_its_checks(tmp_path):
+    """Drift is computed once, by the job: each scenario's Evidently snapshot carries exactly the summary's values,
+    and its tests fail exactly where the job's checks failed."""
+    from monitoring.analysis import run_monitor
+    from monitoring.series import scenario_values
+
+    preds, labels, ref = make_traffic(SCENARIOS, 600, seed=6, drift={"three": 0.5})
+    log, reference = _log(tmp_path, preds, labels, ref)
+    summary = run_monitor(log, reference, SINCE, UNTIL, tmp_path / "out", workspace=tmp_path / "ws")
+    assert summary["status"] == "fail"
+    for s, r in summary["scenarios"].items():
+        snap = json.loads((tmp_path / "out" / r["snapshot_json"]).read_text())
+        got = _report_values(snap)
+        assert got == {(s, arm, q): pytest.approx(v, abs=1e-12) for q, arm, v in scenario_values(r)}
+        failed = sorted(t["name"] for t in snap["tests"] if t["status"] == "FAIL")
+        assert failed == sorted(
+            f"{s} / {c.split('/')[0]}: check_{c.split('/')[1]} (1 = failed): Equal 0.000"
+            for c in r["failed_checks"]
+            if c != "ab"
+        ), s
+        assert (s == "three") == bool(failed)
 
 
 @pytest.mark.integration
@@ -270,8 +301,9 @@ def test_kfp_step_writes_its_page_per_scenario_metrics_and_a_workspace(tmp_path)
     )
     summary = json.loads((report_dir / "summary.json").read_text())
     assert outputs.status == summary["status"] == "fail"
-    page = (tmp_path / "report.html").read_text()
-    assert "data:image/png;base64," in page and "A/B verdicts" in page
+    page = (tmp_path / "report.html").read_text()  # Evidently's own report of the window, every scenario in it
+    assert all(f"{s} / treatment: check_f1 (1 = failed)" in page for s in ("bin", "three"))
+    assert "window: failed_checks" in page and (report_dir / "index.html").exists()
     m, three = metrics.metadata, summary["scenarios"]["three"]
     assert m["predictions"] == len(preds) and m["failed_checks"] == len(summary["failed_checks"]) > 0
     for s, r in summary["scenarios"].items():
@@ -299,7 +331,8 @@ def test_monitoring_pipeline_runs_on_the_kfp_local_runner(tmp_path):
         log_url=str(log), reference_uri=str(reference), since=SINCE, until=UNTIL, fail_on_alert=False
     )
     page = Path(out.output.path).read_text()
-    assert "three" in page and "data:image/png;base64," in page and "confidence_ks" in page
+    # Evidently's report of the window: the drifted scenario's checks as failed Evidently tests
+    assert "three / treatment: check_confidence_psi (1 = failed): Actual value 1.000" in page
 
 
 @pytest.mark.integration
