@@ -123,7 +123,11 @@ def current_version(conn: Connection) -> int:
 
 
 def migrate(engine: Engine) -> int:
-    """Create or upgrade the log's tables to ``SCHEMA_VERSION``; returns the version found (0: a new log)."""
+    """Create or upgrade the log's tables to ``SCHEMA_VERSION``; returns the version found (0: a new log). A log
+    already at the current version is only read (no lock, no write: a read-only copy opens)."""
+    with engine.connect() as conn:
+        if current_version(conn) == SCHEMA_VERSION:
+            return SCHEMA_VERSION
     with engine.connect() as conn:
         _lock(conn)
         found = current_version(conn)

@@ -169,3 +169,24 @@ def test_workers_opening_an_old_log_at_once_migrate_it_once(tmp_path):
         t.join()
     assert not errors and sorted(found) == [2, 3, 3, 3]
     assert PredictionLog(db).count() == len(preds)
+
+
+def test_a_current_log_opens_read_only(tmp_path):
+    """Opening a log at the current version only reads it: a read-only copy (e.g. a backup) can be monitored."""
+    from sqlalchemy import create_engine
+
+    from cpfd.predlog import PredictionLog
+    from cpfd.predlog_schema import SCHEMA_VERSION, migrate
+    from monitoring.logread import read_window
+
+    preds, labels = text_schema_rows(20)
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        write_text_schema(conn, preds, labels)
+    copy = PredictionLog(db).backup(tmp_path / "copy.db")
+    read_only = create_engine(f"sqlite:///file:{copy}?mode=ro&uri=true")  # SQLite refuses every write
+    assert migrate(read_only) == SCHEMA_VERSION
+    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as conn:
+        assert conn.execute("SELECT version FROM cpfd_schema").fetchall() == [(SCHEMA_VERSION,)]
+    window = read_window(type("Log", (), {"engine": read_only})(), preds[0]["ts"], "2026-03-02")
+    assert len(window) == len(preds)
