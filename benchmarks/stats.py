@@ -154,7 +154,7 @@ def estimate_rows(runs: list[dict], scenarios: list[str], gains: dict) -> dict:
     """The gain estimate against the realised gain of the variant it was made for, per scenario (docs/decision.md):
     rows of {scenario, predicted_low, predicted_high, predicted, realised, realised_low, realised_high, verdict,
     covered} and the coverage."""
-    from cpfd.estimate import GainEstimate, pooled
+    from cpfd.training.estimate import GainEstimate, pooled
 
     rows = []
     for s in scenarios:

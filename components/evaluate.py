@@ -14,6 +14,7 @@ def evaluate(
     student: Input[Model],
     distilled: Input[Model],
     config: Input[Artifact],
+    estimate: Input[Artifact],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
@@ -23,7 +24,8 @@ def evaluate(
 ) -> bool:
     """Returns True (package it) when the teacher beat the baseline on the validation split (their saved
     ``best_val_macro_f1``), and the distilled student beats the baseline on test by the scenario's margin and stays
-    near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report.
+    near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report (with the
+    ``estimate`` step's prediction beside the realised gain).
     ``predictions``: the distilled student's (treatment) and the baseline's (control) test-split predictions in the
     monitoring reference format (``<scenario>-<arm>.parquet``, monitoring.reference), what make_reference hands over.
 
@@ -103,6 +105,7 @@ def evaluate(
                 calibration,
                 distilled_info.get("teacher_outputs"),
                 (distilled_info.get("title_stats") or {}).get("test"),
+                dict(estimate.metadata),
             )
         )
     for arm, name in ((TREATMENT_ARM, "distilled"), (CONTROL_ARM, "student")):

@@ -24,18 +24,21 @@ def teacher_outputs(
     from components.common import fold_output_paths, read_scenario_config
     from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
-    from cpfd.training.recipes import combine_fold_outputs, insample_teacher_outputs
+    from cpfd.training.recipes import combine_fold_outputs, insample_teacher_outputs, with_hints
 
     project, scen = read_scenario_config(config)
     scenario, dcfg = scen.name, project.distill
     timing.mark("imports", scenario=scenario)
     data = prepare_data(dataset.path, project.model, project.train)
     timing.mark("load")
+    full_teacher = load_model(teacher.path)
     if dcfg.teacher_outputs == "insample":
-        out, used = insample_teacher_outputs(load_model(teacher.path), data, dcfg.calibrate), 0
+        out, used = insample_teacher_outputs(full_teacher, data, dcfg.calibrate), 0
     else:
         paths = fold_output_paths([(a.path, dict(a.metadata)) for a in fold_outputs], scenario, dcfg.folds)
         out, used = combine_fold_outputs(data, paths, dcfg.calibrate), len(paths)
+    if dcfg.hint != "none":  # the full teacher's fused representation of every training row (distill.hint)
+        out = with_hints(out, full_teacher, data)
     timing.mark("combine")
     out.save(train_logits.path)
     cal = out.calibration

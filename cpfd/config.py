@@ -121,7 +121,8 @@ class DistillConfig(StrictModel):
     )
     hint_weight: float = Field(1.0, gt=0, description="beta of the hint term (distill.hint: fused)")
     estimate_gain: bool = Field(
-        True, description="estimate the distilled student's gain over X-VLM before the fold teachers (cpfd.estimate)"
+        True,
+        description="estimate the distilled student's gain over X-VLM before the fold teachers (training.estimate)",
     )
     skip_folds_when_no_gain: bool = Field(
         False, description="when the estimate says 'no gain': no fold teachers; distil from in-sample outputs"

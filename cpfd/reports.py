@@ -72,6 +72,13 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
         cal = s.get("teacher_calibration") or {}
         return f"{cal['ece_before']:.3f} -> {cal['ece_after']:.3f}" if "ece_before" in cal else "n/a"
 
+    def estimate_cell(s):
+        e = s.get("estimate") or {}
+        if not e.get("estimated"):
+            return "off"
+        skipped = ", fold teachers skipped" if e.get("skipped_folds") else ""
+        return f"{100 * e['predicted']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}] {e['verdict']}{skipped}"
+
     def gate_cell(s):
         if s["gate"]["passed"]:
             return "passed (flagged: teacher not better on val)" if teacher_not_better(s) else "passed"
@@ -82,14 +89,15 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
         "(ECE of its distillation outputs before -> after temperature scaling) on the validation split.",
         "",
         f"| scenario | X-VLM (student) | DF-X-VLM (teacher) | {name} (distilled) | gain over X-VLM (F1 pts) "
-        "| gap closed (%) | teacher vs X-VLM (val F1) | teacher ECE (val) | gate |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| predicted gain [95 %] (estimate) | gap closed (%) | teacher vs X-VLM (val F1) | teacher ECE (val) | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         f = s["f1"]
         lines.append(
             f"| {s['scenario']} | {f['student']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
-            f"{100 * (f['distilled'] - f['student']):+.1f} | {pct(s['gap_closed'])} | {val_cell(s)} | {ece_cell(s)} | "
+            f"{100 * (f['distilled'] - f['student']):+.1f} | {estimate_cell(s)} | {pct(s['gap_closed'])} | "
+            f"{val_cell(s)} | {ece_cell(s)} | "
             f"{gate_cell(s)} |"
         )
     avg = {k: float(np.mean([s["f1"][k] for s in summaries])) for k in ("student", "teacher", "distilled")}
@@ -97,7 +105,7 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     not_better = sum(teacher_not_better(s) for s in summaries)
     lines.append(
         f"| **average** | **{avg['student']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
-        f"**{100 * (avg['distilled'] - avg['student']):+.1f}** | "
+        f"**{100 * (avg['distilled'] - avg['student']):+.1f}** | | "
         f"**{pct(gap_closed(avg['distilled'], avg['student'], avg['teacher']))}** | "
         f"**{not_better} not better** | | **{passed}/{len(summaries)} passed** |"
     )
@@ -196,9 +204,11 @@ def summary_json(
     teacher_calibration: dict | None = None,
     teacher_outputs: str | None = None,
     titles: dict | None = None,
+    estimate: dict | None = None,
 ) -> str:
     """The evaluate step's row for the report: test F1, validation F1 of teacher and baseline, the teacher outputs'
-    source and calibration, the gate, and ``titles``: the test titles' ``cpfd.preprocess.title_stats``."""
+    source and calibration, the gate, ``titles``: the test titles' ``cpfd.preprocess.title_stats``, and
+    ``estimate``: the gain estimate's prediction (``cpfd.training.estimate``: predicted, low, high, verdict)."""
     return json.dumps(
         {
             "scenario": scenario,
@@ -211,6 +221,7 @@ def summary_json(
             "teacher_outputs": teacher_outputs,
             "teacher_calibration": teacher_calibration or {},
             "titles": titles,
+            "estimate": estimate or {},
             "gate": {"passed": passed, "reason": reason, **gate.model_dump()},
         }
     )

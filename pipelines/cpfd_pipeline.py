@@ -1,12 +1,13 @@
 """The CPFD pipeline: a ParallelFor over scenarios, the per-scenario DAG, a fan-in report.
 
 The videos table and the feature sources enter through importers (``Dataset`` artifacts). Per scenario:
-build_dataset (the dataset, and the scenario's config resolved once: project defaults,
-the scenario's overrides, the run's ``method``; every later step reads that typed artifact and
-nothing else of the config) -> validate_data -> train_teacher & train_student & fold_plan ->
-a nested ParallelFor of train_fold_teacher (one step per cross-fitting fold, distill.folds of the
-resolved config) -> teacher_outputs (fan-in with ``dsl.Collected``: the out-of-fold soft targets,
-or the full teacher's in-sample ones, temperature-scaled on validation) -> distill -> evaluate
+build_dataset (the dataset, and the scenario's config resolved once: project defaults, the scenario's overrides, the
+run's ``method``; every later step reads that typed artifact and nothing else of the config) -> validate_data ->
+train_teacher & train_student -> estimate_gain (the distilled student's gain predicted before any fold teacher, and
+the config the distillation steps read: in-sample teacher outputs when it says "no gain" and
+distill.skip_folds_when_no_gain is on) -> fold_plan -> a nested ParallelFor of train_fold_teacher (one step per
+cross-fitting fold, distill.folds of the decided config) -> teacher_outputs (fan-in with ``dsl.Collected``: the out-
+of-fold soft targets, or the full teacher's in-sample ones, temperature-scaled on validation) -> distill -> evaluate
 (the gate; it keeps both arms' test-split predictions) -> when it passed, package and make_reference (those
 predictions as the monitoring reference), else not_packaged -> scenario_result (the gate's row with the packaging
 handover, from whichever branch ran). Then ``report`` collects every row: the pipeline's outputs
@@ -130,6 +131,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
 
     from components.build_dataset import build_dataset
     from components.distill import distill
+    from components.estimate_gain import estimate_gain
     from components.evaluate import evaluate
     from components.fold_plan import fold_plan
     from components.image import project_image
@@ -214,22 +216,25 @@ def build_pipeline(opts: PipelineOptions | None = None):
             student = _training(step(train_student(dataset=data, config=cfg)), opts, launch)
             teacher.after(checked)
             student.after(checked)
-            plan = step(fold_plan(config=cfg), cache=True).after(checked)
+            # the gain estimate, before any fold teacher; "decided" is the config the distillation steps read
+            est = _on_gpu_pool(step(estimate_gain(dataset=data, teacher=teacher.outputs["model"], config=cfg)), opts, 1)
+            decided = est.outputs["decided"]
+            plan = step(fold_plan(config=decided), cache=True)
             with dsl.ParallelFor(items=plan.output, parallelism=opts.fold_parallelism, name="fold-teachers") as fold:
                 # only the loop's own item, pipeline parameters and artifacts in here (see the module docstring)
-                folds = _training(step(train_fold_teacher(dataset=data, config=cfg, fold=fold)), opts, launch)
+                folds = _training(step(train_fold_teacher(dataset=data, config=decided, fold=fold)), opts, launch)
             soft = step(
                 teacher_outputs(
                     dataset=data,
                     teacher=teacher.outputs["model"],
                     fold_outputs=dsl.Collected(folds.outputs["fold_outputs"]),
-                    config=cfg,
+                    config=decided,
                 )
                 .set_cpu_request(opts.data_cpu)
                 .set_memory_request(opts.data_memory)
             )
             distilled = _training(
-                step(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=cfg)), opts, launch
+                step(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=decided)), opts, launch
             )
             gate = _on_gpu_pool(
                 step(
@@ -238,7 +243,8 @@ def build_pipeline(opts: PipelineOptions | None = None):
                         teacher=teacher.outputs["model"],
                         student=student.outputs["model"],
                         distilled=distilled.outputs["model"],
-                        config=cfg,
+                        config=decided,
+                        estimate=est.outputs["estimate"],
                     )
                 ),
                 opts,

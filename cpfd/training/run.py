@@ -20,9 +20,9 @@ from cpfd.config import DistillConfig, ProjectConfig, TrainConfig
 from cpfd.conventions import WEIGHTS_FILE
 from cpfd.data.tensors import PreparedData
 from cpfd.errors import ConfigError
-from cpfd.estimate import ESTIMATE_FILE, GainEstimate, estimate_gain
 from cpfd.teacher_outputs import TeacherOutputs
 from cpfd.training.distributed import barrier, is_main
+from cpfd.training.estimate import ESTIMATE_FILE, GainEstimate, estimate_gain
 
 log = logging.getLogger("cpfd.training")
 OUTPUTS_FILE = "teacher_outputs.safetensors"

@@ -50,7 +50,7 @@ def _tiny(project, **distill):
 def test_the_estimate_trains_two_probes_on_the_validation_split_and_scores_rows_they_never_saw(
     clickbait_data, tiny_project, tmp_path
 ):
-    from cpfd.estimate import estimate_gain, probe_data
+    from cpfd.training.estimate import estimate_gain, probe_data
     from cpfd.training.recipes import train_classifier
 
     data, project = clickbait_data, _tiny(tiny_project)
@@ -109,8 +109,8 @@ def test_the_run_reuses_what_still_holds_and_retrains_what_a_setting_changes(cli
 def test_no_gain_with_the_switch_on_skips_the_fold_teachers_and_says_so(
     clickbait_data, tiny_project, tmp_path, monkeypatch
 ):
-    from cpfd.estimate import GainEstimate
     from cpfd.training import run
+    from cpfd.training.estimate import GainEstimate
 
     hopeless = GainEstimate(-0.05, -0.08, -0.02, -0.1, 0.01, 0.5, 0.6, 0.5, 36, 108, 144, 60, 1.0, {})
     monkeypatch.setattr(run.Stages, "estimate", lambda self, teacher, dcfg: hopeless)

@@ -10,7 +10,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import yaml
 
-GPU_EXECUTORS = {"exec-train-teacher", "exec-train-fold-teacher", "exec-train-student", "exec-distill", "exec-evaluate"}
+GPU_EXECUTORS = {
+    "exec-train-teacher",
+    "exec-train-fold-teacher",
+    "exec-train-student",
+    "exec-estimate-gain",
+    "exec-distill",
+    "exec-evaluate",
+}
 
 
 def _compile(tmp_path, **options):
@@ -145,6 +152,7 @@ def test_only_build_dataset_reads_the_config_parameter_and_method(tmp_path):
         "validate-data",
         "train-teacher",
         "train-student",
+        "estimate-gain",
         "fold-plan",
         "train-fold-teacher",
         "teacher-outputs",
@@ -157,10 +165,13 @@ def test_only_build_dataset_reads_the_config_parameter_and_method(tmp_path):
         n for n, c in comps.items() if "config" in c.get("inputDefinitions", {}).get("artifacts", {})
     } == takes_config
     inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    # the distillation steps read the config the gain estimate decided (in-sample outputs when it skips the folds)
+    decided = {"fold-plan", "teacher-outputs", "distill", "evaluate"}
     for name in takes_config & set(inner):
+        source = ("estimate-gain", "decided") if name in decided else ("build-dataset", "config")
         assert inner[name]["inputs"]["artifacts"]["config"]["taskOutputArtifact"] == {
-            "producerTask": "build-dataset",
-            "outputArtifactKey": "config",
+            "producerTask": source[0],
+            "outputArtifactKey": source[1],
         }, name
     assert (
         inner["build-dataset"]["inputs"]["parameters"]["method"]["componentInputParameter"] == "pipelinechannel--method"
@@ -172,8 +183,9 @@ def test_fold_teachers_are_a_nested_parallel_loop_fanned_into_teacher_outputs(tm
     spec, platform = _compile(tmp_path, parallelism=2)
     inner = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
     plan = inner["fold-plan"]
-    assert set(plan["dependentTasks"]) == {"build-dataset", "validate-data"}
-    assert plan["inputs"]["artifacts"]["config"]["taskOutputArtifact"]["producerTask"] == "build-dataset"
+    assert set(plan["dependentTasks"]) == {"estimate-gain"}  # no fold teacher starts before the estimate
+    assert plan["inputs"]["artifacts"]["config"]["taskOutputArtifact"]["producerTask"] == "estimate-gain"
+    assert set(inner["estimate-gain"]["dependentTasks"]) == {"build-dataset", "train-teacher"}
     assert plan["cachingOptions"] == {"enableCache": True}
     # the fold loop: one iteration per item of the plan (the config's distill.folds, read at run time), no limit
     loop_name = next(n for n, t in inner.items() if t.get("taskInfo", {}).get("name") == "fold-teachers")
@@ -192,7 +204,7 @@ def test_fold_teachers_are_a_nested_parallel_loop_fanned_into_teacher_outputs(tm
     item = loop["parameterIterator"]["itemInput"]
     assert params == {"fold": {"componentInputParameter": item}}  # the loop's own item, nothing from the outer loop
     assert fold["inputs"]["artifacts"]["dataset"]["componentInputArtifact"] == "pipelinechannel--build-dataset-dataset"
-    assert fold["inputs"]["artifacts"]["config"]["componentInputArtifact"] == "pipelinechannel--build-dataset-config"
+    assert fold["inputs"]["artifacts"]["config"]["componentInputArtifact"] == "pipelinechannel--estimate-gain-decided"
     fold_io = spec["components"]["comp-train-fold-teacher"]
     assert set(fold_io["inputDefinitions"]["parameters"]) == {"fold"}
     assert set(fold_io["inputDefinitions"]["artifacts"]) == {"dataset", "config"}

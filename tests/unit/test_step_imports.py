@@ -29,7 +29,15 @@ PLATFORM = ("feast", "great_expectations", "evidently", "bentoml")
 # the steps whose body may import a platform package (each imports it itself, where it is used)
 PLATFORM_STEPS = {"build_dataset": {"feast"}}
 # steps that train or predict: their body may import torch and the towers (transformers); the others may not
-MODEL_STEPS = {"train_teacher", "train_student", "train_fold_teacher", "teacher_outputs", "distill", "evaluate"}
+MODEL_STEPS = {
+    "train_teacher",
+    "train_student",
+    "train_fold_teacher",
+    "estimate_gain",
+    "teacher_outputs",
+    "distill",
+    "evaluate",
+}
 TORCH_STEPS = MODEL_STEPS
 # budgets, in multiples of `import torch` here: a component module (kfp's dsl and the step's function); a body
 # without torch; with torch; with torch and the towers (transformers: about 2.5x torch on a quiet machine)
