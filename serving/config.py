@@ -49,6 +49,10 @@ class Limits(StrictModel):
         32, ge=1, description="classify requests in flight per worker; more are answered 503 with Retry-After"
     )
     body_timeout_s: float = Field(10.0, gt=0, description="time to receive a request body; slower bodies get 408")
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="bytes of all request headers (431 beyond), and of the URL (414 beyond)"
+    )
+    max_header_count: int = Field(100, ge=8, description="request headers; more get 431")
 
     @model_validator(mode="after")
     def _request_holds_a_frame(self):

@@ -77,22 +77,41 @@ def decode_image(data: bytes, limits: Limits, where: str) -> np.ndarray:
     return decode_frame(read_header(data, limits, where))
 
 
-def read_npy_frames(body: bytes, limits: Limits, where: str = "body") -> np.ndarray:
-    """A ``.npy`` of uint8 [T, H, W, 3] -> the array; header (dtype, shape, sizes) checked before any copy."""
+NPY_FORMATS = ((1, 0), (2, 0))  # the .npy versions accepted (3.0 only adds utf-8 field names, unused here)
+
+
+def _npy_header(body: bytes, where: str) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, fortran order, dtype, data offset) of a .npy body; a malformed header is a 400."""
     import numpy.lib.format as npy
 
     f = io.BytesIO(body)
     try:
         version = npy.read_magic(f)
-        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-        shape, fortran, dtype = read(f, max_header_size=1024)
     except Exception:
         raise ServingInputError(f"{where}: not a .npy array (NumPy format 1.0 or 2.0)") from None
-    if dtype != np.dtype(np.uint8) or fortran or len(shape) != 4 or shape[3] != 3:
+    if version not in NPY_FORMATS:
+        raise ServingInputError(f"{where}: .npy format version {version[0]}.{version[1]}; accepted: 1.0, 2.0")
+    read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+    try:
+        shape, fortran, dtype = read(f, max_header_size=1024)
+    except Exception:
+        raise ServingInputError(f"{where}: not a valid .npy header (NumPy format 1.0 or 2.0)") from None
+    return shape, fortran, dtype, f.tell()
+
+
+def read_npy_frames(body: bytes, limits: Limits, where: str = "body") -> np.ndarray:
+    """A ``.npy`` of uint8 [T, H, W, 3] -> the array; header (version, dtype, shape, sizes) checked before any
+    copy. Every header either passes or is a 4xx naming ``where`` (a zero, negative or bool dimension too)."""
+    shape, fortran, dtype, offset = _npy_header(body, where)
+    if dtype != np.dtype(np.uint8) or fortran:
         raise ServingInputError(f"{where}: must be a C-order uint8 array of shape [frames, height, width, 3]")
+    if len(shape) != 4 or any(type(d) is not int for d in shape) or shape[3] != 3:
+        raise ServingInputError(f"{where}: must be of shape [frames, height, width, 3], each a whole number")
     frames, height, width = shape[:3]
     if frames < 1:
         raise ServingInputError(f"{where}: empty, a video needs at least one frame")
+    if height < 1 or width < 1:
+        raise ServingInputError(f"{where}: frames of {height}x{width} pixels; height and width must be at least 1")
     if frames > limits.max_frames_per_video:
         raise too_large(f"{where}: {frames} frames exceeds limit max_frames_per_video={limits.max_frames_per_video}")
     _check_frame_size(width, height, limits, where)
@@ -100,7 +119,7 @@ def read_npy_frames(body: bytes, limits: Limits, where: str = "body") -> np.ndar
         raise too_large(
             f"{where}: {frames * width * height} pixels exceeds limit max_request_pixels={limits.max_request_pixels}"
         )
-    data = body[f.tell() :]
+    data = memoryview(body)[offset:]
     if len(data) != frames * height * width * 3:
         raise ServingInputError(
             f"{where}: {len(data)} data bytes, the header's shape needs {frames * height * width * 3}"

@@ -2,15 +2,19 @@
 
 ``Gate`` is an ASGI middleware (serving/service.py attaches it with BentoML's ``add_asgi_middleware``). In order:
 
+- the request head: headers over ``max_header_bytes`` or ``max_header_count`` get 431, a longer URL 414 (the
+  server in front, uvicorn under BentoML, has read them by then: it buffers a header in full, no limit is passed);
 - a path allowlist: an unknown path is a 404 here, before any route or metric sees it;
 - methods: 405 with ``Allow``;
 - request ids: ``X-Request-ID`` is honoured (1-128 of ``A-Za-z0-9._:-``, else 400) or made, returned on every
   answer and passed on in ``scope["state"]["request_id"]``;
 - bearer-token auth on guarded routes: 401 with ``WWW-Authenticate``;
-- a cap on guarded requests in flight: 503 with ``Retry-After`` (load shedding, no queue);
+- guarded routes while the worker cannot answer them (its models still loading): 503 with ``Retry-After``;
 - the body: its media type (415), size (413, from ``Content-Length`` or while reading) and arrival time (408),
   and a JSON body validated against the route's model (400 naming the field), once: the parsed model is passed
-  on in ``scope["state"]["parsed"]``.
+  on in ``scope["state"]["parsed"]``;
+- a cap on guarded requests in flight, taken once the body has arrived (a slow client holds its own connection,
+  never a slot): 503 with ``Retry-After`` (load shedding, no queue).
 
 Every refusal is one short JSON ``{"error", "request_id"}`` that never echoes the input, one log line and one
 call of ``on_reject`` (the service counts it by reason).
@@ -90,9 +94,11 @@ class Gate:
         on_reject: Callable[[Rejection], None] | None = None,
         open_prefixes: tuple[str, ...] = (),
         documents: dict[str, dict] | None = None,
+        unavailable: Callable[[], str | None] | None = None,
     ):
         self.app, self.routes, self.limits, self.token = app, dict(routes), limits, token
         self.on_reject = on_reject or (lambda r: None)
+        self.unavailable = unavailable or (lambda: None)  # why guarded routes cannot be answered now (loading)
         self.open_prefixes = open_prefixes
         self.documents = {path: json.dumps(doc).encode() for path, doc in (documents or {}).items()}
         self.routes.update({path: Route(methods=("GET",)) for path in self.documents})
@@ -101,13 +107,16 @@ class Gate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = _headers(scope)
+        oversized = self._oversized_head(scope)  # before anything reads a header
+        headers = {} if oversized else _headers(scope)
         given = headers.get(REQUEST_ID_HEADER)
         request_id = given if given is not None and REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         send = _with_request_id(send, request_id)
         name = "-"
         try:
+            if oversized is not None:
+                raise oversized
             name, route = self._route(scope)
             if given is not None and given != request_id:
                 raise Refused(400, "bad_request_id", "X-Request-ID: must be 1-128 characters of A-Za-z0-9._:-")
@@ -117,23 +126,52 @@ class Gate:
                 return await _send_json(send, self.documents[name])
             if route.guarded or route.authorized:
                 self._authorize(headers)
-            if route.guarded and self.in_flight >= self.limits.max_concurrent_requests:
-                raise Refused(
-                    503,
-                    "overloaded",
-                    f"overloaded: {self.in_flight} requests in flight, limit max_concurrent_requests="
-                    f"{self.limits.max_concurrent_requests}; retry later",
-                    {"retry-after": str(RETRY_AFTER_S)},
-                )
+            if route.guarded:
+                self._check_available()
+            if route.body != "none":  # read before taking a slot: a slow body holds only its own connection
+                receive = await self._body(scope, headers, route, receive)
+            if route.guarded:
+                self._check_capacity()
             self.in_flight += route.guarded
             try:
-                if route.body != "none":
-                    receive = await self._body(scope, headers, route, receive)
                 await self.app(scope, receive, send)
             finally:
                 self.in_flight -= route.guarded
         except Refused as r:
             await self.refuse(send, Rejection(r.status, r.reason, r.message, request_id, name), r.headers)
+
+    def _oversized_head(self, scope: Scope) -> Refused | None:
+        """431 for headers over max_header_bytes or max_header_count, 414 for a longer URL; counted on the raw
+        bytes, before any header is decoded."""
+        lim = self.limits
+        raw = scope.get("headers") or []
+        if len(raw) > lim.max_header_count:
+            message = f"request headers: {len(raw)} headers exceeds limit max_header_count={lim.max_header_count}"
+            return Refused(431, "headers_too_large", message, {"connection": "close"})
+        size = sum(len(k) + len(v) + 4 for k, v in raw)
+        if size > lim.max_header_bytes:
+            message = f"request headers: {size} bytes exceeds limit max_header_bytes={lim.max_header_bytes}"
+            return Refused(431, "headers_too_large", message, {"connection": "close"})
+        url = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string") or b"")
+        if url > lim.max_header_bytes:
+            message = f"URL: {url} bytes exceeds limit max_header_bytes={lim.max_header_bytes}"
+            return Refused(414, "uri_too_long", message, {"connection": "close"})
+        return None
+
+    def _check_available(self) -> None:
+        reason = self.unavailable()
+        if reason is not None:
+            raise Refused(503, "starting", f"{reason}; retry later", {"retry-after": str(RETRY_AFTER_S)})
+
+    def _check_capacity(self) -> None:
+        cap = self.limits.max_concurrent_requests
+        if self.in_flight >= cap:
+            raise Refused(
+                503,
+                "overloaded",
+                f"overloaded: {self.in_flight} requests in flight, limit max_concurrent_requests={cap}; retry later",
+                {"retry-after": str(RETRY_AFTER_S)},
+            )
 
     def _route(self, scope: Scope) -> tuple[str, Route | None]:
         """(route name, route); None for an open prefix (passed on as it is). Unknown path: 404."""
@@ -171,9 +209,9 @@ class Gate:
         if route.model is not None:  # validated once, here: the route reads the parsed model from the scope
             try:
                 if len(body) > LARGE_BODY:
-                    parsed = await asyncio.to_thread(parse_request, route.model, body, route.where)
+                    parsed = await asyncio.to_thread(parse_request, route.model, body, route.where, self.limits)
                 else:
-                    parsed = parse_request(route.model, body, route.where)
+                    parsed = parse_request(route.model, body, route.where, self.limits)
             except ServingInputError as e:
                 raise Refused(e.status, e.reason, str(e)) from None
             scope["state"]["parsed"] = parsed

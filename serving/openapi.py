@@ -234,8 +234,10 @@ def _post(
             f"{lim.max_frames_per_video} frames, {lim.max_batch_videos} videos, frame and request pixels"
         ),
         "415": _error("the body is not of the operation's media type"),
+        "431": _error(f"request headers over {lim.max_header_bytes} bytes or {lim.max_header_count} headers"),
         "503": _error(
-            f"overloaded ({lim.max_concurrent_requests} requests in flight) or the prediction log unavailable",
+            f"overloaded ({lim.max_concurrent_requests} requests in flight), the worker's models still loading "
+            "(after a start or a restart), or the prediction log unavailable",
             retry,
         ),
     }
@@ -259,6 +261,7 @@ def _get(summary: str, media: str, other: int | None = None, secured: bool = Fal
     if other is not None:
         responses[str(other)] = {"description": "not ready", "content": {media: {"schema": {"type": "string"}}}}
     responses["400"] = _error("an invalid X-Request-ID")
+    responses["431"] = _error("request headers over the limits max_header_bytes and max_header_count")
     op: dict[str, Any] = {"summary": summary, "parameters": [REQUEST_ID], "responses": responses}
     if secured:
         responses["401"] = _error(

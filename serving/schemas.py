@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from cpfd.config import StrictModel
 from cpfd.errors import CpfdError
-from serving.config import HARD_MAX_ITEMS
+from serving.config import HARD_MAX_ITEMS, Limits
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -85,9 +85,15 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p if p.isidentifier() else _short(p)}" for p in parts)
 
 
-def input_error(e: ValidationError, where: str) -> ServingInputError:
-    """A request's first validation error as ``where.field: message``; no input, no class name."""
-    err = e.errors(include_url=False, include_context=False, include_input=False)[0]
+# list fields whose length has a configured limit: a longer list is that limit's 413 (the models' own bound,
+# HARD_MAX_ITEMS, only caps validation work)
+LIST_LIMITS = {"frames": "max_frames_per_video", "frame_paths": "max_frames_per_video", "videos": "max_batch_videos"}
+
+
+def input_error(e: ValidationError, where: str, limits: Limits | None = None) -> ServingInputError:
+    """A request's first validation error as ``where.field: message``; no input, no class name. With ``limits``, a
+    list longer than the models allow cites its configured limit."""
+    err = e.errors(include_url=False, include_input=False)[0]
     msg = err["msg"][:160]
     if err["type"] == "json_invalid":
         return ServingInputError(f"body: not valid JSON ({msg.removeprefix('Invalid JSON: ')})")
@@ -95,6 +101,12 @@ def input_error(e: ValidationError, where: str) -> ServingInputError:
         msg = "must be a JSON object"
     more = f" (and {e.error_count() - 1} more errors)" if e.error_count() > 1 else ""
     field = (where + _loc(tuple(err["loc"]))).lstrip(".") or "body"
+    limit = LIST_LIMITS.get(str(err["loc"][-1])) if err["loc"] else None
+    if err["type"] == "too_long" and limits is not None and limit is not None:
+        n = (err.get("ctx") or {}).get("actual_length")
+        noun = "videos" if limit == "max_batch_videos" else "frames"
+        count = f"{n} {noun}" if isinstance(n, int) else f"more than {HARD_MAX_ITEMS} {noun}"
+        return too_large(f"{field}: {count} exceeds limit {limit}={getattr(limits, limit)}")
     return ServingInputError(f"{field}: {msg}{more}")
 
 
@@ -111,9 +123,9 @@ def parse_query(items: list[tuple[str, str]]) -> FramesQuery:
         raise input_error(e, "query") from None
 
 
-def parse_request(model: type[M], body: bytes, where: str) -> M:
+def parse_request(model: type[M], body: bytes, where: str, limits: Limits | None = None) -> M:
     """A JSON body validated against ``model``; any failure is a ServingInputError."""
     try:
         return model.model_validate_json(body or b"{}")
     except ValidationError as e:
-        raise input_error(e, where) from None
+        raise input_error(e, where, limits) from None

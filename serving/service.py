@@ -14,13 +14,16 @@ with every constraint and status, is the OpenAPI document at /docs.json (serving
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import bentoml
+from bentoml.exceptions import BentoMLException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -61,6 +64,9 @@ ROUTES = {
 SPEC = build_spec(CONFIG, ROUTES, auth=TOKEN is not None)
 
 T = TypeVar("T")
+logger = logging.getLogger("cpfd.serving")
+if TYPE_CHECKING:
+    from serving.runtime import Classifier
 
 
 def _declare_models(cls: type[T]) -> type[T]:
@@ -91,17 +97,41 @@ def refused(status: int, reason: str, message: str, request_id: str, headers: di
 )
 @_declare_models
 class CpfdService:
+    """One worker. The only worker (``workers: 1``) loads its models on a thread, so that after a start or a
+    restart it answers (503 + Retry-After, /readyz 503) from the moment it listens instead of leaving requests
+    queued; with more workers a restarting one loads first and listens after, so its siblings take every request
+    meanwhile."""
+
     def __init__(self) -> None:
+        die_with_parent()  # the worker goes when `bentoml serve` goes, even on SIGKILL
+        self.runtime: Classifier | None = None
+        if CONFIG.workers == 1:
+            threading.Thread(target=self._load, name="cpfd-load", daemon=True).start()
+        else:
+            self._load()
+
+    def _load(self) -> None:
         from serving.runtime import Classifier
 
-        die_with_parent()  # the worker goes when `bentoml serve` goes, even on SIGKILL
+        t0 = time.monotonic()
         try:
-            self.runtime = Classifier(CONFIG, MODEL_DIRS)
+            runtime = Classifier(CONFIG, MODEL_DIRS)
         except CpfdError as e:
             startup_fault(str(e))
+        except Exception:  # not a fault of the files: this worker exits and its supervisor starts another
+            logger.exception("loading the models failed")
+            os._exit(1)
+        self.runtime = runtime
+        logger.info("models loaded in %.1f s (pid %d)", time.monotonic() - t0, os.getpid())
 
     def __is_ready__(self) -> bool:
-        return self.runtime.not_ready() is None
+        return self.runtime is not None and self.runtime.not_ready() is None
+
+    def loaded(self) -> Classifier:
+        """The runtime; the gate answers guarded routes only once it is loaded."""
+        if self.runtime is None:
+            raise RuntimeError("the models are not loaded yet")
+        return self.runtime
 
     async def answer(
         self, make_videos: Callable[[], list[ValidVideo]], request_id: str, offload: bool = True
@@ -112,7 +142,7 @@ class CpfdService:
         t0 = time.perf_counter()
         try:
             videos = await asyncio.to_thread(make_videos) if offload else make_videos()
-            answers = await self.runtime.classify(videos, t0, request_id)
+            answers = await self.loaded().classify(videos, t0, request_id)
         except ServingInputError as e:
             return refused(e.status, e.reason, str(e), request_id)
         except LogUnavailable:
@@ -127,10 +157,19 @@ def _service() -> CpfdService:
     return bentoml.get_current_service()
 
 
+def _unavailable() -> str | None:
+    """Why this worker cannot answer a guarded route now (its models are loading), or None."""
+    try:
+        loading = _service().runtime is None
+    except BentoMLException:  # not instantiated yet
+        loading = True
+    return "starting: the models are loading" if loading else None
+
+
 async def classify(request: Request) -> Response:
     """POST /classify: one video; the gate has validated the body (``state.parsed``)."""
     service, video = _service(), request.state.parsed
-    modalities = service.runtime.modalities
+    modalities = service.loaded().modalities
     out = await service.answer(lambda: [validate_video(video, CONFIG, "video", modalities)], request.state.request_id)
     return out if isinstance(out, Response) else JSONResponse(out[0])
 
@@ -138,7 +177,7 @@ async def classify(request: Request) -> Response:
 async def classify_batch(request: Request) -> Response:
     """POST /classify_batch: {"videos": [...]} -> {"predictions": [...]}."""
     service, batch = _service(), request.state.parsed
-    modalities = service.runtime.modalities
+    modalities = service.loaded().modalities
     out = await service.answer(lambda: validate_batch(batch.videos, CONFIG, modalities), request.state.request_id)
     return out if isinstance(out, Response) else JSONResponse({"predictions": out})
 
@@ -150,7 +189,7 @@ async def classify_frames(request: Request) -> Response:
     query = list(request.query_params.multi_items())
 
     def videos() -> list[ValidVideo]:
-        return [validate_frames(parse_query(query), body, CONFIG, service.runtime.modalities)]
+        return [validate_frames(parse_query(query), body, CONFIG, service.loaded().modalities)]
 
     out = await service.answer(videos, request.state.request_id, offload=False)  # no decoding: cheap enough inline
     return out if isinstance(out, Response) else JSONResponse(out[0])
@@ -158,7 +197,7 @@ async def classify_frames(request: Request) -> Response:
 
 async def info(request: Request) -> Response:
     """POST /info: served scenarios, arms, model tags, modalities, batching, and the dense-feature guard."""
-    return JSONResponse({**_service().runtime.describe(), "forbidden_modules_loaded": forbidden_loaded()})
+    return JSONResponse({**_service().loaded().describe(), "forbidden_modules_loaded": forbidden_loaded()})
 
 
 async def metrics_page(request: Request) -> Response:
@@ -185,4 +224,5 @@ CpfdService.add_asgi_middleware(  # type: ignore[attr-defined]
     on_reject=_count,
     open_prefixes=("/static_content/",),
     documents={"/docs.json": SPEC},
+    unavailable=_unavailable,
 )

@@ -24,7 +24,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether no socket listens on 127.0.0.1:``port`` (connections in TIME_WAIT, left by closed ones, do not
+    count: SO_REUSEADDR)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

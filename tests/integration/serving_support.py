@@ -87,3 +87,41 @@ def npy_bytes(frames: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, frames)
     return buf.getvalue()
+
+
+def npy_header_bytes(version: tuple[int, int], descr: str, fortran: object, shape: object) -> bytes:
+    """The start of a .npy file with a header written by hand (any values, valid or not), as a client could."""
+    header = "{" + f"'descr': {descr!r}, 'fortran_order': {fortran!r}, 'shape': {shape!r}, " + "}"
+    major = version[0]
+    length_bytes = 2 if major == 1 else 4
+    pad = (-(6 + 2 + length_bytes + len(header) + 1)) % 64
+    text = (header + " " * pad + "\n").encode("latin-1")
+    return b"\x93NUMPY" + bytes(version) + len(text).to_bytes(length_bytes, "little") + text
+
+
+def npy_headers():
+    """A hypothesis strategy of crafted .npy bodies: version, dtype, order, shapes with zero, negative, bool and
+    huge dimensions, and a data part that fits the shape or not."""
+    from hypothesis import strategies as st
+
+    dim = st.one_of(st.integers(-3, 70), st.sampled_from([True, False, 2**31, 2**63, -(2**63), 1 << 80]), st.just(3))
+    shape = st.one_of(
+        st.lists(dim, min_size=0, max_size=6).map(tuple),
+        st.tuples(st.integers(-1, 9), st.integers(-1, 70), st.integers(-1, 70), st.sampled_from([3, 3, 0, 1, True])),
+    )
+    descr = st.sampled_from(["|u1", "<u1", ">u1", "|b1", "<i2", "<f4", "|O", "|S3", "<U2", "|V3", "<u8", "u1"])
+    version = st.sampled_from([(1, 0), (2, 0), (3, 0), (0, 1), (1, 1), (2, 1), (255, 255)])
+    fortran = st.sampled_from([False, False, True, 0, 1, None])
+
+    @st.composite
+    def body(draw):
+        s = draw(shape)
+        head = npy_header_bytes(draw(version), draw(descr), draw(fortran), s)
+        n = 1
+        for d in s:
+            n *= int(d)
+        if draw(st.booleans()) and 0 <= n <= 200_000:  # the data the shape asks for, when small enough to send
+            return head + bytes(n)
+        return head + draw(st.binary(max_size=64))
+
+    return body()

@@ -381,3 +381,41 @@ def test_plain_bentoml_serve_runs_the_service_behind_its_gate(deployment, tmp_pa
         sample = deployment["samples"]["clickbait"][0]
         assert post({"url": url}, "/classify", video_body(sample, "clickbait")).status_code == 200
     assert "Traceback" not in (tmp_path / "bentoml_serve.log").read_text()
+
+
+def test_crafted_npy_headers_never_get_a_5xx_from_the_live_server(deployment):
+    """Generated .npy headers (dtype, shape with zero/negative/bool/huge dimensions, order, version) on
+    /classify_frames: each a 200 or a 4xx whose error names the body, never a 5xx."""
+    import requests
+    from hypothesis import HealthCheck, given, settings
+
+    from tests.integration.serving_support import npy_header_bytes, npy_headers
+
+    url = deployment["url"] + "/classify_frames"
+    params = {"scenario": "originality", "video_id": 5, "title": "ka lo", "arm": "control"}
+    headers = {"Content-Type": "application/x-npy"}
+    seen: dict[int, int] = {}
+    session = requests.Session()
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(npy_headers())
+    def check(body: bytes) -> None:
+        r = session.post(url, params=params, data=body, headers=headers, timeout=60)
+        seen[r.status_code] = seen.get(r.status_code, 0) + 1
+        assert r.status_code < 500, (r.status_code, r.text[:300], body[:120])
+        if r.status_code != 200:
+            assert r.json()["error"].startswith("body: "), r.text[:300]
+
+    check()
+    for body in (  # the issue's variants, and one that passes
+        npy_header_bytes((1, 0), "|u1", False, (1, 0, 0, 3)),
+        npy_header_bytes((1, 0), "|u1", False, (1, -1, -2, 3)) + bytes(6),
+        npy_header_bytes((1, 0), "|u1", False, (True, 2, 2, 3)) + bytes(12),
+        npy_header_bytes((3, 0), "|u1", False, (1, 2, 2, 3)) + bytes(12),
+    ):
+        r = session.post(url, params=params, data=body, headers=headers, timeout=60)
+        assert r.status_code == 400 and r.json()["error"].startswith("body: "), r.text
+    one_pixel = npy_header_bytes((2, 0), "|u1", False, (1, 1, 1, 3)) + bytes(3)
+    ok = session.post(url, params=params, data=one_pixel, headers=headers, timeout=60)
+    assert ok.status_code == 200, ok.text
+    assert "Traceback" not in (deployment["root"] / "server.log").read_text(), seen

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.integration.serving_support import package_students, png_b64, read_only, write_config
-from tests.servers import alive, descendants, free_port, port_is_free, wait_http
+from tests.servers import alive, descendants, free_port, port_is_free, wait_http, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "ops-test-token-0123456789"
@@ -146,14 +146,22 @@ def guarded(store, tmp_path_factory):
     )
     env = {"BENTOML_HOME": str(store["home"]), "CPFD_TEST_TOKEN": TOKEN}
     with ServerProcess(config, log_path=root / "server.log", env=env, timeout=120) as server:
-        (worker,) = [
-            p for p in descendants(server.proc.pid) if b"worker.service" in Path(f"/proc/{p}/cmdline").read_bytes()
-        ]
+        (worker,) = workers_of(server)
         yield {"url": server.url, "root": root, "worker": worker, "log_dir": root / "log"}
     assert "Traceback" not in (root / "server.log").read_text()
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def workers_of(server) -> list[int]:
+    """The pids of a `bentoml serve`'s service workers."""
+    return [p for p in descendants(server.proc.pid) if b"worker.service" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -252,3 +260,157 @@ def test_readyz_is_503_while_the_log_cannot_take_a_write(guarded):
         assert r.status_code < 500 or r.status_code == 503
     assert readyz_becomes(200)
     assert alive([guarded["worker"]])  # probing never crashed the worker
+
+
+def _raw_request(url: str, head: bytes, timeout: float = 30.0) -> bytes:
+    """Send raw bytes on a new connection; the answer, read until the server closes it (at most 64 KB)."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(head)
+        out = b""
+        while len(out) < 65536 and (chunk := s.recv(4096)):
+            out += chunk
+        return out
+
+
+def test_slow_bodies_on_every_slot_do_not_starve_normal_requests(guarded):
+    """Twice max_concurrent_requests connections each send a Content-Length of 1000 and one byte of body: normal
+    requests are still answered within 1 s (a slot is taken only once a body has arrived)."""
+    import socket
+
+    url = guarded["url"]
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    ).encode()
+    slow = []
+    try:
+        for _ in range(4):
+            s = socket.create_connection((host, int(port)), timeout=30)
+            s.sendall(head)
+            slow.append(s)
+        time.sleep(0.5)
+        frames = [png_b64(np.full((32, 32, 3), 9, np.uint8))] * 2
+        video = {"scenario": "clickbait", "video_id": 7, "title": "t", "frames": frames}
+        for path, body in [("/info", {}), ("/classify", video)] * 3:
+            t0 = time.monotonic()
+            r = requests.post(url + path, json=body, headers=AUTH, timeout=10)
+            assert r.status_code == 200 and time.monotonic() - t0 < 1.0, (path, r.status_code, r.text[:200])
+        assert requests.get(url + "/readyz", timeout=10).status_code == 200
+    finally:
+        for s in slow:
+            s.close()
+
+
+def _oversized_headers(url: str, clients: int, mb: int) -> list[bytes]:
+    head = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (mb << 20) + b"\r\n\r\n"
+    answers: list[bytes] = []
+    threads = [threading.Thread(target=lambda: answers.append(_raw_request(url, head, 60))) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
+def test_an_oversized_header_gets_431_and_the_worker_memory_stays_bounded(guarded):
+    """Six rounds of four concurrent 20 MB headers on /livez: each a 431 naming max_header_bytes. uvicorn (under
+    BentoML, which passes it no header limit) buffers a header in full before the gate sees it: the worker's
+    resident memory (freed, kept by the allocator for reuse) grows by less than 5x the bytes of the headers in
+    flight at once (80 MB here), whatever the number of rounds."""
+    url, worker = guarded["url"], guarded["worker"]
+    sizes = [rss_mb(worker)]
+    for _ in range(6):
+        answers = _oversized_headers(url, 4, 20)
+        assert len(answers) == 4 and all(a.startswith(b"HTTP/1.1 431") for a in answers), [a[:80] for a in answers]
+        assert all(b"exceeds limit max_header_bytes=16384" in a and b"aaaa" not in a for a in answers)
+        time.sleep(0.5)
+        sizes.append(rss_mb(worker))
+    grown = [round(x - sizes[0]) for x in sizes[1:]]
+    print(f"RSS growth after each round of 4 x 20 MB headers (MB): {grown}")
+    assert max(grown) < 5 * 80, grown
+    assert requests.get(url + "/livez", timeout=10).status_code == 200
+
+
+def _probe(url: str, path: str, results: list, stop: threading.Event, t_kill: list[float], **kw) -> None:
+    """POST ``path`` on a new connection each time until ``stop``: (sent after the kill in s, latency, status)."""
+    while not stop.is_set():
+        t = time.monotonic()
+        try:
+            code: int | None = requests.post(url + path, json={}, timeout=60, **kw).status_code
+        except requests.RequestException:
+            code = None
+        results.append((t - t_kill[0] if t_kill else -1.0, time.monotonic() - t, code))
+        time.sleep(0.05)
+
+
+def _crash_run(server, clients: int, after_s: float, headers: dict | None = None) -> list[tuple]:
+    """``clients`` probes of /info; kill -9 of the first worker; probing goes on until a 200 was sent more than
+    ``after_s`` after the kill. Returns the probes."""
+    results: list[tuple] = []
+    stop, t_kill = threading.Event(), []
+    threads = [
+        threading.Thread(target=_probe, args=(server.url, "/info", results, stop, t_kill), kwargs={"headers": headers})
+        for _ in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        worker = workers_of(server)[0]
+        t_kill.append(time.monotonic())
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(t > after_s and c == 200 for t, _, c in list(results)):
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return [r for r in results if r[0] >= 0]
+
+
+def test_after_a_worker_crash_requests_get_503_fast_until_its_models_are_back(store, tmp_path):
+    """workers: 1 and kill -9 of the worker: the supervisor starts another; from the moment it listens, requests
+    get 503 + Retry-After within 1 s (never a queue) until its models are loaded. The window is measured."""
+    from serving.launch import ServerProcess
+
+    config = write_config(tmp_path / "serving.yaml", {"clickbait": "cb-student"})
+    with ServerProcess(config, log_path=tmp_path / "server.log", env={"BENTOML_HOME": str(store["home"])}) as server:
+        after = _crash_run(server, clients=2, after_s=0.0)
+        assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
+    codes = {c for _, _, c in after}
+    assert codes <= {200, 503, None}, codes
+    first_ok = min(t for t, _, c in after if c == 200)
+    refused = [(t, lat) for t, lat, c in after if c == 503]
+    listening = min((t + lat for t, lat in refused), default=first_ok)  # the new worker's first answer
+    quick = [lat for t, lat in refused if t >= listening]
+    assert all(lat < 1.0 for lat in quick), quick
+    lost = [t for t, _, c in after if c is None]
+    assert all(t < 0.5 for t in lost), lost  # only requests in flight at the kill
+    print(
+        f"restart window {first_ok:.1f} s: nothing listening {listening:.1f} s (requests queued), then "
+        f"{len(quick)} requests answered 503 within 1 s for {first_ok - listening:.1f} s while the models loaded"
+    )
+    assert first_ok < 60 and "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+def test_with_two_workers_a_crash_costs_only_its_own_in_flight_requests(store, tmp_path):
+    from serving.launch import ServerProcess
+
+    config = write_config(tmp_path / "serving.yaml", {"clickbait": "cb-student"}, workers=2)
+    with ServerProcess(config, log_path=tmp_path / "server.log", env={"BENTOML_HOME": str(store["home"])}) as server:
+        assert len(workers_of(server)) == 2
+        after = _crash_run(server, clients=4, after_s=8.0)
+        back = wait_until(lambda: len(workers_of(server)) == 2, 60, "the restarted worker")
+    failed = [(t, c) for t, _, c in after if c != 200]
+    assert len(failed) <= 4 and all(t < 0.5 for t, _ in failed), failed  # at most one in flight per client
+    slow = sorted(lat for _, lat, c in after if c == 200)[-3:]
+    print(
+        f"2 workers, one killed: {len(after)} requests, {len(failed)} lost, slowest answers {slow}, "
+        f"the worker back {back:.1f} s after the probes"
+    )
+    assert len(after) > 40

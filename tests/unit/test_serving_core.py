@@ -434,6 +434,42 @@ def test_npy_frames_and_their_limits(cfg):
         assert e.value.status == status and needle in str(e.value), (needle, str(e.value))
 
 
+def test_crafted_npy_headers_of_the_issue_are_4xx_naming_the_body(cfg):
+    from tests.integration.serving_support import npy_header_bytes
+
+    cases = [
+        (npy_header_bytes((1, 0), "|u1", False, (1, 0, 0, 3)), "at least 1"),
+        (npy_header_bytes((1, 0), "|u1", False, (1, -1, -2, 3)) + bytes(6), "at least 1"),
+        (npy_header_bytes((1, 0), "|u1", False, (True, 2, 2, 3)) + bytes(12), "whole number"),
+        (npy_header_bytes((1, 0), "|u1", False, (1, 2, True, 3)) + bytes(6), "whole number"),
+        (npy_header_bytes((3, 0), "|u1", False, (1, 2, 2, 3)) + bytes(12), "version 3.0; accepted: 1.0, 2.0"),
+        (npy_header_bytes((1, 0), "|u1", False, (2**63, 2, 2, 3)), "max_frames_per_video"),
+    ]
+    for body, needle in cases:
+        with pytest.raises(ServingInputError) as e:
+            read_npy_frames(body, cfg.limits)
+        assert 400 <= e.value.status < 500 and str(e.value).startswith("body: ") and needle in str(e.value)
+
+
+def test_every_npy_header_is_an_array_or_a_4xx_naming_the_body(cfg):
+    """Generated headers (version, dtype, order, shapes with zero, negative, bool and huge dimensions)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from tests.integration.serving_support import npy_headers
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @given(npy_headers())
+    def check(body: bytes) -> None:
+        try:
+            frames = read_npy_frames(body, cfg.limits)
+        except ServingInputError as e:
+            assert 400 <= e.status < 500 and str(e).startswith("body: ") and len(str(e)) < 200
+            return
+        assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[3] == 3 and min(frames.shape) >= 1
+
+    check()
+
+
 def test_request_errors_are_short_name_the_field_and_echo_nothing():
     import json
     import time

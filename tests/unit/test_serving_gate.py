@@ -212,3 +212,95 @@ def test_a_json_body_is_validated_once_and_handed_on_parsed():
     gate = Gate(app, ROUTES, Limits())
     assert client(gate).post("/classify", json=VIDEO).status_code == 200
     assert isinstance(handed[0], VideoRequest) and handed[0].video_id == 1
+
+
+def _scope(path: str = "/classify", length: int = 100, extra: list | None = None) -> dict:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
+    return {"type": "http", "method": "POST", "path": path, "headers": headers + (extra or []), "query_string": b""}
+
+
+def test_slow_bodies_take_no_in_flight_slot_and_normal_requests_pass():
+    """max_concurrent_requests bodies that never finish arriving; a normal request is still answered at once."""
+    gate, seen, rejected = make_gate(max_concurrent_requests=2, body_timeout_s=2.0)
+
+    async def never():
+        await asyncio.sleep(3600)
+
+    async def slow(sent: list) -> None:
+        first = [{"type": "http.request", "body": b"{", "more_body": True}]
+
+        async def receive():
+            return first.pop() if first else await never()
+
+        async def send(message):
+            sent.append(message)
+
+        await gate(_scope(), receive, send)
+
+    async def main():
+        import httpx
+
+        slow_sent: list[list] = [[] for _ in range(6)]
+        tasks = [asyncio.create_task(slow(s)) for s in slow_sent]
+        await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://t") as c:
+            t0 = asyncio.get_running_loop().time()
+            r = await c.post("/classify", json=VIDEO)
+            elapsed = asyncio.get_running_loop().time() - t0
+        assert gate.in_flight == 0  # the slow ones hold no slot
+        await asyncio.gather(*tasks)
+        return r, elapsed, slow_sent
+
+    r, elapsed, slow_sent = asyncio.run(main())
+    assert r.status_code == 200 and elapsed < 1.0
+    assert all(sent[0]["status"] == 408 for sent in slow_sent)
+    assert [x.reason for x in rejected] == ["body_timeout"] * 6
+
+
+@pytest.mark.parametrize(
+    "headers, path, status, needle",
+    [
+        ({"x-big": "a" * 20_000}, "/livez", 431, "exceeds limit max_header_bytes=16384"),
+        ({f"x-h{i}": "v" for i in range(120)}, "/livez", 431, "exceeds limit max_header_count=100"),
+        ({}, "/livez?" + "q" * 20_000, 414, "URL: "),
+    ],
+)
+def test_oversized_request_heads_get_431_or_414_naming_the_limit(headers, path, status, needle):
+    gate, seen, rejected = make_gate()
+    r = client(gate).get(path, headers=headers)
+    assert r.status_code == status and needle in r.json()["error"] and r.headers["connection"] == "close", r.text
+    assert seen == [] and "aaaa" not in r.text
+
+
+def test_guarded_routes_are_503_with_retry_after_while_the_models_load():
+    loading = ["starting: the models are loading"]
+    gate, seen, rejected = make_gate()
+    gate.unavailable = lambda: loading[0] if loading else None
+    c = client(gate)
+    r = c.post("/classify", json=VIDEO)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "models are loading" in r.json()["error"]
+    assert c.get("/livez").status_code == 200  # probes still answer
+    loading.clear()
+    assert c.post("/classify", json=VIDEO).status_code == 200
+
+
+def test_too_many_frames_cite_the_configured_limit_not_the_models_hard_cap():
+    gate, seen, rejected = make_gate(max_request_bytes=1 << 20, max_frames_per_video=32)
+    r = client(gate).post("/classify", json={**VIDEO, "frames": ["AAAA"] * 2048})
+    assert (
+        r.status_code == 413 and r.json()["error"] == "video.frames: 2048 frames exceeds limit max_frames_per_video=32"
+    )
+    assert "1024" not in r.text and seen == []
+
+
+def test_metrics_behind_the_token_when_configured():
+    from starlette.responses import PlainTextResponse
+
+    async def app(scope, receive, send):
+        await PlainTextResponse("cpfd_predictions 1")(scope, receive, send)
+
+    routes = {**ROUTES, "/metrics": Route(("GET",), authorized=True)}
+    c = client(Gate(app, routes, Limits(), TOKEN))
+    assert c.get("/metrics").status_code == 401
+    assert c.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text == "cpfd_predictions 1"
+    assert c.get("/livez").status_code == 200
