@@ -124,38 +124,119 @@ def import_tables(videos, features) -> dict:
     return out
 
 
+@dataclass
+class _Steps:
+    """How each kind of step is placed: the image, caching, the data node or the GPU pool, the launch."""
+
+    opts: PipelineOptions
+    image: str
+    launch: Launch
+
+    def step(self, task, cache: bool = False):
+        task.set_container_image(self.image)
+        return task.set_caching_options(cache)
+
+    def data_node(self, task, cache: bool = True):
+        return self.step(task.set_cpu_request(self.opts.data_cpu).set_memory_request(self.opts.data_memory), cache)
+
+    def training(self, task):
+        return _training(self.step(task), self.opts, self.launch)
+
+    def gpu(self, task, gpus: int = 1):
+        return _on_gpu_pool(self.step(task), self.opts, gpus)
+
+
+def _distil(s: _Steps, data, cfg, checked) -> dict:
+    """Teacher and baseline, the gain estimate and its decided config, the fold teachers, teacher outputs, distill."""
+    from kfp import dsl
+
+    from components.distill import distill
+    from components.estimate_gain import estimate_gain
+    from components.fold_plan import fold_plan
+    from components.teacher_outputs import teacher_outputs
+    from components.train_fold_teacher import train_fold_teacher
+    from components.train_student import train_student
+    from components.train_teacher import train_teacher
+
+    teacher = s.training(train_teacher(dataset=data, config=cfg)).after(checked)
+    student = s.training(train_student(dataset=data, config=cfg)).after(checked)
+    # the gain estimate, before any fold teacher; "decided" is the config the distillation steps read
+    est = s.gpu(estimate_gain(dataset=data, teacher=teacher.outputs["model"], config=cfg))
+    decided = est.outputs["decided"]
+    plan = s.step(fold_plan(config=decided), cache=True)
+    with dsl.ParallelFor(items=plan.output, parallelism=s.opts.fold_parallelism, name="fold-teachers") as fold:
+        # only the loop's own item, pipeline parameters and artifacts in here (see the module docstring)
+        folds = s.training(train_fold_teacher(dataset=data, config=decided, fold=fold))
+    soft = s.step(
+        teacher_outputs(
+            dataset=data,
+            teacher=teacher.outputs["model"],
+            fold_outputs=dsl.Collected(folds.outputs["fold_outputs"]),
+            config=decided,
+        )
+        .set_cpu_request(s.opts.data_cpu)
+        .set_memory_request(s.opts.data_memory)
+    )
+    distilled = s.training(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=decided))
+    return {"teacher": teacher, "student": student, "estimate": est, "decided": decided, "distilled": distilled}
+
+
+def _gate_and_hand_over(s: _Steps, data, cfg, trained: dict, bentoml_home):
+    """The gate, then packaging and the monitoring reference or not_packaged; the scenario's report row."""
+    from kfp import dsl
+
+    from components.evaluate import evaluate
+    from components.make_reference import make_reference
+    from components.not_packaged import not_packaged
+    from components.package import package
+    from components.scenario_result import scenario_result
+
+    distilled, student = trained["distilled"].outputs["model"], trained["student"].outputs["model"]
+    gate = s.gpu(  # prediction: one GPU
+        evaluate(
+            dataset=data,
+            teacher=trained["teacher"].outputs["model"],
+            student=student,
+            distilled=distilled,
+            config=trained["decided"],
+            estimate=trained["estimate"].outputs["estimate"],
+        )
+    )
+    with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
+        packed = s.step(
+            package(
+                distilled=distilled,
+                baseline=student,
+                config=cfg,
+                gate_reason=gate.outputs["reason"],
+                bentoml_home=bentoml_home,
+            ).set_env_variable("BENTOML_DO_NOT_TRACK", "True")
+        )
+        ref = s.data_node(
+            make_reference(config=cfg, predictions=gate.outputs["predictions"], packaged=packed.outputs["packaged"]),
+            cache=False,
+        )
+    with dsl.Else(name="gate-failed"):
+        skipped = s.step(not_packaged(gate_reason=gate.outputs["reason"]))
+    # a value from whichever branch ran (dsl.OneOf cannot be collected directly: this step takes it)
+    return s.step(
+        scenario_result(summary=gate.outputs["summary"], handover=dsl.OneOf(ref.outputs["Output"], skipped.output))
+    )
+
+
 def build_pipeline(opts: PipelineOptions | None = None):
     """The pipeline function for these options (parallelism and resources are fixed at compile time)."""
     from kfp import dsl
     from kfp.dsl import HTML, Artifact, Markdown
 
     from components.build_dataset import build_dataset
-    from components.distill import distill
-    from components.estimate_gain import estimate_gain
-    from components.evaluate import evaluate
-    from components.fold_plan import fold_plan
     from components.image import project_image
-    from components.make_reference import make_reference
-    from components.not_packaged import not_packaged
-    from components.package import package
     from components.report import report
-    from components.scenario_result import scenario_result
-    from components.teacher_outputs import teacher_outputs
-    from components.train_fold_teacher import train_fold_teacher
-    from components.train_student import train_student
-    from components.train_teacher import train_teacher
     from components.validate_data import validate_data
 
     opts = opts or PipelineOptions()
     image = opts.image or project_image()
-    launch = train_launch(opts, image)
-
-    def step(task, cache: bool = False):
-        task.set_container_image(image)
-        return task.set_caching_options(cache)
-
-    def on_data_node(task, cache: bool = True):
-        return step(task.set_cpu_request(opts.data_cpu).set_memory_request(opts.data_memory), cache=cache)
+    s = _Steps(opts, image, train_launch(opts, image))
 
     class Outputs(NamedTuple):
         markdown: Markdown
@@ -176,8 +257,8 @@ def build_pipeline(opts: PipelineOptions | None = None):
         bentoml_home: str = "",
         stream_root: str = "",
     ) -> Outputs:
-        """CPFD per scenario: dataset and resolved config, data gate, teacher, student, fold teachers, teacher
-        outputs, distillation, gate, packaging, monitoring reference.
+        """CPFD per scenario: dataset and resolved config, data gate, teacher, student, gain estimate, fold teachers,
+        teacher outputs, distillation, gate, packaging, monitoring reference.
 
         Args:
             videos: URI of the videos table (Parquet), imported as a Dataset artifact: video_id, scenario,
@@ -197,7 +278,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
         tables = import_tables(videos, features)
         with dsl.ParallelFor(items=scenarios, parallelism=opts.parallelism, name="scenarios") as scenario:
             # the only step that reads config_yaml and method: it writes the scenario's resolved config for the others
-            ds = on_data_node(
+            ds = s.data_node(
                 build_dataset(
                     videos=tables["videos"],
                     features=tables["features"],
@@ -209,72 +290,11 @@ def build_pipeline(opts: PipelineOptions | None = None):
                 )
             )
             data, cfg = ds.outputs["dataset"], ds.outputs["config"]
-            checked = on_data_node(
+            checked = s.data_node(
                 validate_data(dataset=data, config=cfg, min_rows=min_rows, max_null_increase=max_null_increase)
             )
-            teacher = _training(step(train_teacher(dataset=data, config=cfg)), opts, launch)
-            student = _training(step(train_student(dataset=data, config=cfg)), opts, launch)
-            teacher.after(checked)
-            student.after(checked)
-            # the gain estimate, before any fold teacher; "decided" is the config the distillation steps read
-            est = _on_gpu_pool(step(estimate_gain(dataset=data, teacher=teacher.outputs["model"], config=cfg)), opts, 1)
-            decided = est.outputs["decided"]
-            plan = step(fold_plan(config=decided), cache=True)
-            with dsl.ParallelFor(items=plan.output, parallelism=opts.fold_parallelism, name="fold-teachers") as fold:
-                # only the loop's own item, pipeline parameters and artifacts in here (see the module docstring)
-                folds = _training(step(train_fold_teacher(dataset=data, config=decided, fold=fold)), opts, launch)
-            soft = step(
-                teacher_outputs(
-                    dataset=data,
-                    teacher=teacher.outputs["model"],
-                    fold_outputs=dsl.Collected(folds.outputs["fold_outputs"]),
-                    config=decided,
-                )
-                .set_cpu_request(opts.data_cpu)
-                .set_memory_request(opts.data_memory)
-            )
-            distilled = _training(
-                step(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=decided)), opts, launch
-            )
-            gate = _on_gpu_pool(
-                step(
-                    evaluate(
-                        dataset=data,
-                        teacher=teacher.outputs["model"],
-                        student=student.outputs["model"],
-                        distilled=distilled.outputs["model"],
-                        config=decided,
-                        estimate=est.outputs["estimate"],
-                    )
-                ),
-                opts,
-                gpus=1,  # prediction: one GPU
-            )
-            with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
-                packed = step(
-                    package(
-                        distilled=distilled.outputs["model"],
-                        baseline=student.outputs["model"],
-                        config=cfg,
-                        gate_reason=gate.outputs["reason"],
-                        bentoml_home=bentoml_home,
-                    ).set_env_variable("BENTOML_DO_NOT_TRACK", "True")
-                )
-                ref = on_data_node(
-                    make_reference(
-                        config=cfg, predictions=gate.outputs["predictions"], packaged=packed.outputs["packaged"]
-                    ),
-                    cache=False,
-                )
-            with dsl.Else(name="gate-failed"):
-                skipped = step(not_packaged(gate_reason=gate.outputs["reason"]))
-            # a value from whichever branch ran (dsl.OneOf cannot be collected directly: this step takes it)
-            row = step(
-                scenario_result(
-                    summary=gate.outputs["summary"], handover=dsl.OneOf(ref.outputs["Output"], skipped.output)
-                )
-            )
-        fan_in = step(report(summaries=dsl.Collected(row.output)))
+            row = _gate_and_hand_over(s, data, cfg, _distil(s, data, cfg, checked), bentoml_home)
+        fan_in = s.step(report(summaries=dsl.Collected(row.output)))
         return Outputs(
             markdown=fan_in.outputs["markdown"],
             html=fan_in.outputs["html"],
