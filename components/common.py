@@ -143,3 +143,35 @@ def log_classification(artifact, metrics: dict, probs: np.ndarray, labels: np.nd
     artifact.log_confusion_matrix(metrics["label_names"], metrics["confusion_matrix"])
     if probs.shape[1] == 2:
         artifact.log_roc_curve(*roc_points(probs[:, 1], labels == 1))
+
+
+def log_gate_metrics(metrics, f1: dict, val_f1: dict, gap, ece_distilled: float, calibration: dict, passed: bool):
+    """The evaluate step's metrics: test and validation F1 per model, the gain, gap closed, calibration, the gate."""
+    for name, value in f1.items():
+        metrics.log_metric(f"f1_{name}", value)
+    for name, value in val_f1.items():
+        metrics.log_metric(f"val_f1_{name}", value)
+    metrics.log_metric("teacher_better_on_val", int(val_f1["teacher"] > val_f1["student"]))
+    metrics.log_metric("gain_over_baseline", f1["distilled"] - f1["student"])
+    if gap is not None:  # None when the teacher is not better than the baseline
+        metrics.log_metric("gap_closed", gap)
+    metrics.log_metric("ece_distilled", ece_distilled)
+    for key in ("ece_before", "ece_after"):
+        if key in calibration:
+            metrics.log_metric(f"teacher_{key}", calibration[key])
+    metrics.log_metric("gate_passed", int(passed))
+
+
+def gate_markdown(scenario: str, f1: dict, val_f1: dict, calibration: dict, source: str, why: str) -> str:
+    """The evaluate step's Markdown: F1 per model on validation and test, the teacher outputs' calibration, why."""
+    cal_line = (
+        f"Teacher outputs ({source}): validation ECE {calibration['ece_before']:.4f} -> "
+        f"{calibration['ece_after']:.4f} at temperature {calibration['temperature']:.2f}.\n\n"
+        if "ece_before" in calibration
+        else ""
+    )
+    return (
+        f"# Gate: {scenario}\n\n| model | validation macro-F1 | test macro-F1 |\n|---|---|---|\n"
+        + "".join(f"| {k} | {val_f1[k]:.4f} | {v:.4f} |\n" for k, v in f1.items())
+        + f"\n{cal_line}{why}\n"
+    )

@@ -35,7 +35,7 @@ def evaluate(
     timing.start("evaluate")
     from pathlib import Path
 
-    from components.common import log_classification, read_scenario_config
+    from components.common import gate_markdown, log_classification, log_gate_metrics, read_scenario_config
     from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, model_metadata
     from cpfd.evaluate import evaluate_saved_model, gap_closed
     from cpfd.gate import gate_decision
@@ -62,32 +62,9 @@ def evaluate(
     method = project.distill.method
     d_metrics, d_probs, d_split = results["distilled"]
     log_classification(classification, d_metrics, d_probs, d_split.labels.numpy())
-    for name, value in f1.items():
-        metrics.log_metric(f"f1_{name}", value)
-    for name, value in val_f1.items():
-        metrics.log_metric(f"val_f1_{name}", value)
-    metrics.log_metric("teacher_better_on_val", int(val_f1["teacher"] > val_f1["student"]))
-    metrics.log_metric("gain_over_baseline", f1["distilled"] - f1["student"])
-    if gap is not None:  # None when the teacher is not better than the baseline
-        metrics.log_metric("gap_closed", gap)
-    metrics.log_metric("ece_distilled", d_metrics["ece"])
-    for key in ("ece_before", "ece_after"):
-        if key in calibration:
-            metrics.log_metric(f"teacher_{key}", calibration[key])
-    metrics.log_metric("gate_passed", int(passed))
-    cal_line = (
-        f"Teacher outputs ({distilled_info.get('teacher_outputs', '?')}): "
-        f"validation ECE {calibration['ece_before']:.4f} -> "
-        f"{calibration['ece_after']:.4f} at temperature {calibration['temperature']:.2f}.\n\n"
-        if "ece_before" in calibration
-        else ""
-    )
+    log_gate_metrics(metrics, f1, val_f1, gap, d_metrics["ece"], calibration, passed)
     with open(report.path, "w") as f:
-        f.write(
-            f"# Gate: {scenario}\n\n| model | validation macro-F1 | test macro-F1 |\n|---|---|---|\n"
-            + "".join(f"| {k} | {val_f1[k]:.4f} | {v:.4f} |\n" for k, v in f1.items())
-            + f"\n{cal_line}{why}\n"
-        )
+        f.write(gate_markdown(scenario, f1, val_f1, calibration, distilled_info.get("teacher_outputs", "?"), why))
     with open(reason, "w") as f:
         f.write(why)
     with open(summary, "w") as f:
