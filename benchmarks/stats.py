@@ -115,28 +115,8 @@ def summarise(runs: list[dict], variants: list[str], reps: int = 1000) -> dict:
     result["gain_over_baseline"] = {v: diff(v, "baseline") for v in variants}
     result["gain_over_pfd"] = {v: diff(v, pfd) for v in variants if pfd and v != pfd and v.startswith("cpfd")}
 
-    def closed(num: float, den: float) -> float | None:
-        return None if den <= 1e-9 else num / den
-
-    result["gap_closed"] = {}
     ceiling = means["bayes_content"] if has_truth else None
-    for v in variants:
-        row = {}
-        for j, s in enumerate(scenarios):
-            g = gap["per_scenario"][s]
-            gain = float(means[v][j] - means["baseline"][j])
-            row[s] = {
-                "vs_teacher": closed(gain, g["mean"]),
-                "gap_within_noise": bool(g["mean"] < 2 * g["se"]),
-                "vs_ceiling": closed(gain, float(ceiling[j] - means["baseline"][j])) if ceiling is not None else None,
-            }
-        gain = float((means[v] - means["baseline"]).mean())
-        row["pooled"] = {
-            "vs_teacher": closed(gain, gap["pooled"]["mean"]),
-            "gap_within_noise": bool(gap["pooled"]["mean"] < 2 * gap["pooled"]["se"]),
-            "vs_ceiling": closed(gain, float((ceiling - means["baseline"]).mean())) if ceiling is not None else None,
-        }
-        result["gap_closed"][v] = row
+    result["gap_closed"] = {v: _gap_closed(means[v], means["baseline"], gap, scenarios, ceiling) for v in variants}
     result["contrasts"] = {f"{a} − {b}": diff(a, b) for a, b in contrasts(variants)}
     result["epochs"] = {
         m: {s: np.mean([r["epochs"][m] for r in _cells(runs, s)], axis=0).tolist() for s in scenarios}
@@ -190,6 +170,39 @@ def _mean_dicts(items: list[dict]) -> dict:
     }
 
 
+def _closed(num: float, den: float) -> float | None:
+    return None if den <= 1e-9 else num / den
+
+
+def _gap_closed(variant: np.ndarray, baseline: np.ndarray, gap: dict, scenarios: list[str], ceiling) -> dict:
+    """Gain over X-VLM as a share of the teacher's gap and (with a ground truth) of the student ceiling's."""
+    row = {}
+    for j, s in enumerate(scenarios):
+        g = gap["per_scenario"][s]
+        gain = float(variant[j] - baseline[j])
+        row[s] = {
+            "vs_teacher": _closed(gain, g["mean"]),
+            "gap_within_noise": bool(g["mean"] < 2 * g["se"]),
+            "vs_ceiling": _closed(gain, float(ceiling[j] - baseline[j])) if ceiling is not None else None,
+        }
+    gain = float((variant - baseline).mean())
+    row["pooled"] = {
+        "vs_teacher": _closed(gain, gap["pooled"]["mean"]),
+        "gap_within_noise": bool(gap["pooled"]["mean"] < 2 * gap["pooled"]["se"]),
+        "vs_ceiling": _closed(gain, float((ceiling - baseline).mean())) if ceiling is not None else None,
+    }
+    return row
+
+
+def _tuned_summary(best: list[dict]) -> dict:
+    """The searched settings over seeds: mean, min and max of each, the mean best validation F1."""
+    out: dict = {"val_macro_f1": float(np.mean([b["val_macro_f1"] for b in best])), "trials": best[0]["trials"]}
+    for key in ("lam", "temperature"):
+        values = [b[key] for b in best]
+        out |= {key: float(np.mean(values)), f"{key}_min": float(min(values)), f"{key}_max": float(max(values))}
+    return out
+
+
 def _diagnostics(runs: list[dict], scenarios: list[str], variants: list[str]) -> dict:
     out: dict = {}
     for s in scenarios:
@@ -212,6 +225,9 @@ def _diagnostics(runs: list[dict], scenarios: list[str], variants: list[str]) ->
                 for v in variants
                 if v in ds[0]["weight_share"]
             }
+        tuned = [d.get("tuned") or {} for d in ds]
+        if any(tuned):
+            row["tuned"] = {v: _tuned_summary([t[v] for t in tuned if v in t]) for v in tuned[0]}
         val = row["split_f1"]["val"]
         row["teacher_not_better_on_val"] = bool(val.get("teacher", 0) <= val.get("baseline", 0))
         out[s] = row

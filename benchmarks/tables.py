@@ -19,20 +19,24 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.0f}"
 
 
-def to_markdown(result: dict) -> str:
-    sc = result["scenarios"]
+def _header(sc: list[str]) -> list[str]:
     cols = [*sc, "pooled"]
-    head = "| method | " + " | ".join(cols) + " |"
-    rule = "|---|" + "---|" * len(cols)
+    return ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+
+
+def _interval_row(name: str, d: dict, sc: list[str]) -> str:
+    return f"| {name} | " + " | ".join(_pts(d["per_scenario"][s]) for s in sc) + f" | {_pts(d['pooled'])} |"
+
+
+def _f1_table(result: dict, sc: list[str]) -> list[str]:
     base = result.get("distill_base", {})
     lines = [
         f"Macro-F1 on the test split (observed labels), mean ± std over seeds {result['seeds']}"
         f"{' (' + result['data'] + ')' if result.get('data') else ''}; all variants: temperature "
-        f"{base.get('temperature', '?')}, lambda {base.get('lam', '?')}; torch threads {result.get('threads', '?')}; "
-        f"{result.get('seconds', 0) / 60:.0f} min.",
+        f"{base.get('temperature', '?')}, lambda {base.get('lam', '?')} (`tuned`: searched per scenario and seed); "
+        f"torch threads {result.get('threads', '?')}; {result.get('seconds', 0) / 60:.0f} min.",
         "",
-        head,
-        rule,
+        *_header(sc),
     ]
     for m in result["methods"]:
         f = result["f1"][m]
@@ -41,65 +45,60 @@ def to_markdown(result: dict) -> str:
             + " | ".join(f"{f[s]['mean']:.3f} ± {f[s]['std']:.3f}" for s in sc)
             + f" | {f['pooled']['mean']:.3f} |"
         )
-    lines += [
+    return lines
+
+
+def _interval_tables(result: dict, sc: list[str]) -> list[str]:
+    lines = [
         "",
         "Distilled − X-VLM, F1 points, paired bootstrap 95 % interval over seeds and test examples "
         "(* : the interval excludes 0):",
         "",
-        head,
-        rule,
+        *_header(sc),
+        _interval_row("*teacher − X-VLM*", result["teacher_minus_baseline"], sc),
     ]
-    t = result["teacher_minus_baseline"]
-    lines.append(
-        "| *teacher − X-VLM* | " + " | ".join(_pts(t["per_scenario"][s]) for s in sc) + f" | {_pts(t['pooled'])} |"
-    )
-    for v, d in result["gain_over_baseline"].items():
-        lines.append(f"| {v} | " + " | ".join(_pts(d["per_scenario"][s]) for s in sc) + f" | {_pts(d['pooled'])} |")
+    lines += [_interval_row(v, d, sc) for v, d in result["gain_over_baseline"].items()]
     if result["gain_over_pfd"]:
-        lines += [
-            "",
-            f"CPFD − PFD (`{result['pfd_reference']}`), F1 points, paired bootstrap 95 % interval:",
-            "",
-            head,
-            rule,
-        ]
-        for v, d in result["gain_over_pfd"].items():
-            lines.append(f"| {v} | " + " | ".join(_pts(d["per_scenario"][s]) for s in sc) + f" | {_pts(d['pooled'])} |")
+        lines += ["", f"CPFD − PFD (`{result['pfd_reference']}`), F1 points, paired bootstrap 95 % interval:", ""]
+        lines += [*_header(sc), *(_interval_row(v, d, sc) for v, d in result["gain_over_pfd"].items())]
     if result.get("contrasts"):
         lines += [
             "",
             "One setting at a time (variants that differ in exactly one of teacher outputs, calibration, folds, "
-            "loss form), F1 points, paired bootstrap 95 % interval:",
+            "loss form, hint, or only in tuned lambda / T), F1 points, paired bootstrap 95 % interval:",
             "",
-            head,
-            rule,
+            *_header(sc),
+            *(_interval_row(name, d, sc) for name, d in result["contrasts"].items()),
         ]
-        for name, d in result["contrasts"].items():
-            lines.append(
-                f"| {name} | " + " | ".join(_pts(d["per_scenario"][s]) for s in sc) + f" | {_pts(d['pooled'])} |"
-            )
-    lines += [
+    return lines
+
+
+def _gap_and_truth_tables(result: dict, sc: list[str]) -> list[str]:
+    lines = [
         "",
         "Gap closed, % (against the teacher"
         + (" / against the student ceiling, Bayes content only" if result.get("has_truth") else "")
         + "; † : the teacher − X-VLM gap is within 2 standard errors, so the ratio against the teacher is noise):",
         "",
-        head,
-        rule,
+        *_header(sc),
     ]
     for v, row in result["gap_closed"].items():
         cells = []
-        for s in cols:
+        for s in [*sc, "pooled"]:
             c = row[s]
             learn = f" / {_pct(c['vs_ceiling'])}" if result["has_truth"] else ""
             cells.append(f"{_pct(c['vs_teacher'])}{learn}{' †' if c['gap_within_noise'] else ''}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     if result.get("has_truth"):
-        lines += ["", "Macro-F1 against the true label (generator v2 keeps it):", "", head, rule]
+        lines += ["", "Macro-F1 against the true label (the generator keeps it):", "", *_header(sc)]
         for m in result["methods"]:
             f = result["f1_true_label"][m]
             lines.append(f"| {NAMES.get(m, m)} | " + " | ".join(f"{f[s]:.3f}" for s in sc) + f" | {f['pooled']:.3f} |")
-    lines += [
+    return lines
+
+
+def _diagnostics_table(result: dict, sc: list[str]) -> list[str]:
+    lines = [
         "",
         "Diagnostics (means over seeds):",
         "",
@@ -119,24 +118,32 @@ def to_markdown(result: dict) -> str:
             f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f} | {cal['temperature']:.2f} | "
             f"{'NO: distilling it is not justified' if d['teacher_not_better_on_val'] else 'yes'} |"
         )
-    lines += estimate_table(result)
+    return lines
+
+
+def _weight_table(result: dict, sc: list[str]) -> list[str]:
     shares = [result["diagnostics"][s].get("weight_share") for s in sc]
-    if all(shares):
-        kinds = sorted({k for sh in shares for v in sh.values() for k in v})
-        lines += [
-            "",
-            "Share of the distillation weight on each slice kind (pooled over scenarios; share of examples first):",
-            "",
-            "| variant | " + " | ".join(kinds) + " |",
-            "|---|" + "---|" * len(kinds),
-        ]
-        ex = {k: np.mean([sh[next(iter(sh))].get(k, {}).get("examples", 0.0) for sh in shares]) for k in kinds}
-        lines.append("| *examples* | " + " | ".join(f"{100 * ex[k]:.1f} %" for k in kinds) + " |")
-        for v in result["variants"]:
-            if all(v in sh for sh in shares):
-                w = {k: np.mean([sh[v].get(k, {}).get("weight", 0.0) for sh in shares]) for k in kinds}
-                lines.append(f"| {v} | " + " | ".join(f"{100 * w[k]:.1f} %" for k in kinds) + " |")
-    lines += [
+    if not all(shares):
+        return []
+    kinds = sorted({k for sh in shares for v in sh.values() for k in v})
+    lines = [
+        "",
+        "Share of the distillation weight on each slice kind (pooled over scenarios; share of examples first):",
+        "",
+        "| variant | " + " | ".join(kinds) + " |",
+        "|---|" + "---|" * len(kinds),
+    ]
+    ex = {k: np.mean([sh[next(iter(sh))].get(k, {}).get("examples", 0.0) for sh in shares]) for k in kinds}
+    lines.append("| *examples* | " + " | ".join(f"{100 * ex[k]:.1f} %" for k in kinds) + " |")
+    for v in result["variants"]:
+        if all(v in sh for sh in shares):
+            w = {k: np.mean([sh[v].get(k, {}).get("weight", 0.0) for sh in shares]) for k in kinds}
+            lines.append(f"| {v} | " + " | ".join(f"{100 * w[k]:.1f} %" for k in kinds) + " |")
+    return lines
+
+
+def _epochs_line(result: dict, sc: list[str]) -> list[str]:
+    lines = [
         "",
         "Epochs (best / run, mean over seeds and scenarios): "
         + ", ".join(
@@ -149,6 +156,15 @@ def to_markdown(result: dict) -> str:
     ]
     if result.get("best_cpfd_variant"):
         lines += ["", f"Best CPFD variant by pooled F1: `{result['best_cpfd_variant']}`."]
+    return lines
+
+
+def to_markdown(result: dict) -> str:
+    """Every table of a quality result, in the order the README shows them."""
+    sc = result["scenarios"]
+    lines = _f1_table(result, sc) + _interval_tables(result, sc) + _gap_and_truth_tables(result, sc)
+    lines += _diagnostics_table(result, sc) + estimate_table(result) + tuned_table(result, sc)
+    lines += _weight_table(result, sc) + _epochs_line(result, sc)
     return "\n".join(lines) + "\n"
 
 
@@ -247,4 +263,24 @@ def estimate_table(result: dict) -> list[str]:
             f"[{100 * r['realised_low']:+.1f}, {100 * r['realised_high']:+.1f}] | {'yes' if r['covered'] else 'NO'} | "
             f"{r['probe_seconds']:.0f} |"
         )
+    return lines
+
+
+def tuned_table(result: dict, sc: list[str]) -> list[str]:
+    """The lambda and T the search chose, per tuned variant and scenario (means over seeds)."""
+    tuned = {s: result["diagnostics"][s].get("tuned") or {} for s in sc}
+    variants = sorted({v for t in tuned.values() for v in t})
+    if not variants:
+        return []
+    lines = ["", "Tuned settings (Optuna on the validation split; mean over seeds, min–max):", ""]
+    lines += ["| variant | scenario | lambda | T | best validation F1 |", "|---|---|---|---|---|"]
+    for v in variants:
+        for s in sc:
+            t = tuned[s].get(v)
+            if t:
+                lines.append(
+                    f"| {v} | {s} | {t['lam']:.2f} ({t['lam_min']:.2f}–{t['lam_max']:.2f}) | "
+                    f"{t['temperature']:.2f} ({t['temperature_min']:.2f}–{t['temperature_max']:.2f}) | "
+                    f"{t['val_macro_f1']:.3f} |"
+                )
     return lines
