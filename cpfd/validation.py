@@ -129,6 +129,16 @@ def _describe(result, columns: set[str]) -> str:
     return f"{name}: {check} -- {detail}"
 
 
+def _reference(reference_dir: str | Path, scenario: str):
+    """Every split of another built dataset of the same scenario."""
+    ref_manifest, reference = read_dataset(reference_dir)
+    if ref_manifest["scenario"] != scenario:
+        raise DataContractError(
+            f"{reference_dir}: reference is scenario {ref_manifest['scenario']!r}, not {scenario!r}"
+        )
+    return reference
+
+
 def validate_dataset(
     dataset_dir: str | Path,
     config,
@@ -151,14 +161,7 @@ def validate_dataset(
     manifest, df = read_dataset(dataset_dir)
     scenario = manifest["scenario"]
     label_names = config.scenario(scenario).label_names
-    if reference_dir is not None:
-        ref_manifest, reference = read_dataset(reference_dir)
-        if ref_manifest["scenario"] != scenario:
-            raise DataContractError(
-                f"{reference_dir}: reference is scenario {ref_manifest['scenario']!r}, not {scenario!r}"
-            )
-    else:
-        reference = df[df["split"] == "train"]
+    reference = _reference(reference_dir, scenario) if reference_dir is not None else df[df["split"] == "train"]
     specs = suite_spec(
         label_names,
         scenario,

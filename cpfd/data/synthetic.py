@@ -276,6 +276,37 @@ def _add_parity_markers(
     return out, a ^ b
 
 
+def _content_log_posterior(s: ScenarioSpec, seen: _Content, z: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """log p(z | frames, title) [N, K] up to a constant, from the generator's own probabilities (the Bayes
+    content-only reference)."""
+    k = len(priors)
+    word_loglik = np.zeros((len(z), k))  # log p(title word classes | z)
+    p_cue = np.full((k, k), 0.5 * s.title_signal / k) + np.eye(k) * s.title_signal  # [z, c]
+    p_neutral = 1 - 1.5 * s.title_signal
+    for i, classes in enumerate(seen.word_classes):
+        for c in classes:
+            word_loglik[i] += np.log(p_cue[:, c]) if c >= 0 else np.log(p_neutral)
+    # frames show z's template w.p. frame_signal, else a uniform class
+    p_frame = np.full((k, k), (1 - s.frame_signal) / k) + np.eye(k) * s.frame_signal  # [z, shown]
+    frame_loglik = np.log(p_frame[:, seen.shown]).sum(axis=2).T  # [N, k]
+    log_post = np.log(priors)[None] + frame_loglik + word_loglik
+    if s.parity_title:  # the marker pair gives z exactly
+        log_post = log_post + np.where(np.eye(k)[z] > 0, 0.0, -1e9)
+    return log_post
+
+
+def _draw_slices(rng: np.random.Generator, s: ScenarioSpec, scene: np.ndarray) -> np.ndarray:
+    """Each video's feature slice, independent of its class: missing, stale, misleading (a misread scene), clean."""
+    n = len(scene)
+    misread = rng.choice(N_SCENES, size=s.misread_scenes, replace=False)
+    u = rng.random(n)
+    slice_ = np.full(n, "clean", dtype=object)
+    slice_[u < s.missing] = "missing"
+    slice_[(u >= s.missing) & (u < s.missing + s.stale)] = "stale"
+    slice_[(slice_ == "clean") & np.isin(scene, misread)] = "misleading"
+    return slice_
+
+
 def generate_scenario(
     s: ScenarioSpec,
     n_videos: int,
@@ -298,31 +329,13 @@ def generate_scenario(
     if s.parity_title:
         titles, parity = _add_parity_markers(rng, z, titles, vocab[-16:])
         title_cues = np.eye(k)[parity]  # what an analyzer reads of the title: the pair's parity
-    word_loglik = np.zeros((n_videos, k))  # log p(title word classes | z)
-    p_cue = np.full((k, k), 0.5 * s.title_signal / k) + np.eye(k) * s.title_signal  # [z, c]
-    p_neutral = 1 - 1.5 * s.title_signal
-    for i, classes in enumerate(seen.word_classes):
-        for c in classes:
-            word_loglik[i] += np.log(p_cue[:, c]) if c >= 0 else np.log(p_neutral)
-
-    # Bayes posterior over z from the content: frames show z's template w.p. fs, else a uniform class
-    p_frame = np.full((k, k), (1 - s.frame_signal) / k) + np.eye(k) * s.frame_signal  # [z, shown]
-    frame_loglik = np.log(p_frame[:, shown]).sum(axis=2).T  # [N, k]
-    log_post_content = np.log(priors)[None] + frame_loglik + word_loglik
-    if s.parity_title:  # the marker pair gives z exactly
-        log_post_content = log_post_content + np.where(np.eye(k)[z] > 0, 0.0, -1e9)
+    log_post_content = _content_log_posterior(s, seen, z, priors)
 
     seconds = np.sort(rng.uniform(0, SPAN_DAYS * 86400, n_videos))
     ts = pd.to_datetime(START) + pd.to_timedelta(np.floor(seconds * 1e6).astype("int64"), unit="us")
     video_id = np.arange(id_offset, id_offset + n_videos, dtype=np.int64)
 
-    # slices, independent of the class
-    misread = rng.choice(N_SCENES, size=s.misread_scenes, replace=False)
-    u = rng.random(n_videos)
-    slice_ = np.full(n_videos, "clean", dtype=object)
-    slice_[u < s.missing] = "missing"
-    slice_[(u >= s.missing) & (u < s.missing + s.stale)] = "stale"
-    slice_[(slice_ == "clean") & np.isin(scene, misread)] = "misleading"
+    slice_ = _draw_slices(rng, s, scene)
     if s.label_noise_missing is not None:  # rows without features are labelled by another process
         noisy = rng.random(n_videos) < s.label_noise_missing
         relabelled = np.where(noisy, (z + rng.integers(1, k, size=n_videos)) % k, z)
