@@ -295,6 +295,15 @@ def _content_log_posterior(s: ScenarioSpec, seen: _Content, z: np.ndarray, prior
     return log_post
 
 
+def _distinct_rows(pattern: np.ndarray) -> np.ndarray:
+    """Class engagement patterns with no two classes alike (a repeated row is negated: two classes whose patterns
+    coincide would get no engagement signal at all, against the design)."""
+    for i in range(1, len(pattern)):
+        if any(np.array_equal(pattern[i], pattern[j]) for j in range(i)):
+            pattern[i] = -pattern[i]
+    return pattern
+
+
 def _draw_slices(rng: np.random.Generator, s: ScenarioSpec, scene: np.ndarray) -> np.ndarray:
     """Each video's feature slice, independent of its class: missing, stale, misleading (a misread scene), clean."""
     n = len(scene)
@@ -346,7 +355,7 @@ def generate_scenario(
     misread_content = np.concatenate([np.roll(frame_cues, 1, axis=1), 3 * np.roll(title_cues, 1, axis=1)], axis=1)
     reading = np.where((slice_ == "misleading")[:, None], misread_content, content)
     analyzer_map = rng.normal(0, 1, (2 * k, N_ANALYZER)) / np.sqrt(2 * k) * 2
-    pattern = rng.choice([-1.0, 1.0], size=(k, N_ENGAGEMENT))
+    pattern = _distinct_rows(rng.choice([-1.0, 1.0], size=(k, N_ENGAGEMENT)))
     x = rng.normal(0, 1, (n_videos, N_DENSE))
     x[:, :N_ANALYZER] += s.analyzer_signal * (reading - content.mean(0)) @ analyzer_map
     engagement = x[:, N_ANALYZER : N_ANALYZER + N_ENGAGEMENT]

@@ -1,6 +1,5 @@
 """Generator v2: slices in the stated proportions, ground truth kept out of the datasets."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -59,7 +58,54 @@ def test_true_label_never_reaches_a_dataset(v2, tmp_path):
     assert "true_label" not in pd.read_parquet(tmp_path / "ds" / "train.parquet").columns
 
 
-def test_v1_stays_reachable(tmp_path):
-    paths = generate(tmp_path, videos_per_scenario=100, seed=0, scenarios=["clickbait"], version=1)
-    assert "oracle" not in paths and "true_label" not in pd.read_parquet(paths["videos"]).columns
-    assert np.isin(pd.read_parquet(paths["videos"])["label"], [0, 1]).all()
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    names = ["title_interaction", "engagement_only", "mixed_reliability"]
+    return generate(out, videos_per_scenario=3000, seed=1, scenarios=names)
+
+
+def test_title_interaction_no_single_marker_word_tells_the_class_and_the_pair_does(bench):
+    videos = pd.read_parquet(bench["videos"])
+    v = videos[videos["scenario"] == "title_interaction"]
+    words = v["title"].str.split()
+    counts = pd.Series([w for ws in words for w in set(ws)]).value_counts()
+    markers = counts[counts > 0.1 * len(v)].index  # the 16 markers: each in about 1/8 of the titles
+    assert len(markers) == 16
+    z = v["true_label"].to_numpy()
+    for m in markers:
+        has = words.apply(lambda ws, m=m: m in ws).to_numpy()
+        assert abs(z[has].mean() - z.mean()) < 0.05, m  # one word alone: no information about the class
+    oracle = pd.read_parquet(bench["oracle"])
+    o = oracle[oracle["scenario"] == "title_interaction"]
+    assert (o["bayes_content"] == o["true_label"]).all()  # the pair decides the class exactly
+
+
+def test_mixed_reliability_is_clean_where_the_features_are_missing_and_noisy_elsewhere(bench):
+    videos = pd.read_parquet(bench["videos"]).set_index("video_id")
+    oracle = pd.read_parquet(bench["oracle"]).set_index("video_id")
+    o = oracle[oracle["scenario"] == "mixed_reliability"]
+    wrong = videos.loc[o.index, "label"] != videos.loc[o.index, "true_label"]
+    missing = o["feature_slice"] == "missing"
+    assert missing.mean() == pytest.approx(0.35, abs=0.03)
+    assert wrong[missing].mean() == 0.0 and wrong[~missing].mean() == pytest.approx(0.30, abs=0.03)
+
+
+def test_engagement_only_gives_the_teacher_an_edge_the_content_does_not_carry(bench):
+    o = pd.read_parquet(bench["oracle"])
+    o = o[o["scenario"] == "engagement_only"]
+    content = (o["bayes_content"] == o["true_label"]).mean()
+    privileged = (o["bayes_privileged"] == o["true_label"]).mean()
+    assert privileged > content + 0.03  # engagement adds what no content model can learn
+
+
+def test_bench_scenarios_get_their_config_and_unknown_names_are_refused(bench, tmp_path):
+    import yaml
+
+    from cpfd.errors import DataContractError
+
+    cfg = yaml.safe_load(bench["config"].read_text())
+    assert [c["name"] for c in cfg["scenarios"]] == ["title_interaction", "engagement_only", "mixed_reliability"]
+    assert all(c["label_names"] and c["description"] for c in cfg["scenarios"])
+    with pytest.raises(DataContractError, match="unknown synthetic scenario"):
+        generate(tmp_path, videos_per_scenario=30, scenarios=["nope"])
