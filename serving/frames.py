@@ -127,9 +127,17 @@ def read_npy_frames(body: bytes, limits: Limits, where: str = "body") -> np.ndar
     return np.frombuffer(data, np.uint8).reshape(shape).copy()
 
 
+def b64_chars(limits: Limits) -> int:
+    """The base64 length of a frame of max_frame_bytes: the request schema's maxLength of a frame."""
+    return 4 * -(-limits.max_frame_bytes // 3)
+
+
 def b64_frame(text: str, where: str, limits: Limits) -> bytes:
-    if len(text) > 4 * (limits.max_frame_bytes // 3 + 1) + 4:
-        raise too_large(f"{where}: exceeds limit max_frame_bytes={limits.max_frame_bytes}")
+    if len(text) > b64_chars(limits):  # stated in the request schema (maxLength): 400
+        raise ServingInputError(
+            f"{where}: {len(text)} base64 characters exceeds limit max_frame_bytes={limits.max_frame_bytes} "
+            f"({b64_chars(limits)} characters)"
+        )
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

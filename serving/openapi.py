@@ -1,15 +1,19 @@
 """The service's OpenAPI 3.1 document, built from the serving config: the real constraints (served scenario
 and arm names, the limits of serving/config.yaml) and every status an operation answers.
 
-What a schema cannot say is in the descriptions: a frame must decode as a JPEG/PNG within the pixel limits
-(else 400/413), a scenario whose models read titles needs a title, one that reads frames needs frames.
+Each scenario's request is its own schema (``oneOf`` on ``scenario``): its arms, and a title and frames required
+exactly when its models read them. Every bound the service enforces on a field is in the schema (a violation is a
+400); what JSON Schema cannot state is a named format (``cpfd-frame``, ``cpfd-npy-frames``) with its constraints in
+the description, and the limits summed over a request (body bytes, pixels: 413).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from cpfd.config import ALL_MODALITIES
 from serving.config import HARD_MAX_ITEMS, ServingConfig
+from serving.frames import b64_chars
 from serving.gate import NPY, REQUEST_ID_RE, Route
 
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
@@ -25,47 +29,29 @@ ID_HEADER = {"X-Request-ID": {"required": True, "schema": {"type": "string"}}}
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
-def build_spec(cfg: ServingConfig, routes: dict[str, Route], auth: bool) -> dict[str, Any]:
-    """The document for ``routes`` (the gate's table) under ``cfg``."""
+FRAME_FORMAT = "cpfd-frame"  # a base64 JPEG or PNG within the frame limits (what a schema cannot spell out)
+NPY_FORMAT = "cpfd-npy-frames"  # a .npy of uint8 [frames, height, width, 3] within the limits
+
+
+def build_spec(
+    cfg: ServingConfig, routes: dict[str, Route], auth: bool, inputs: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """The document for ``routes`` (the gate's table) under ``cfg``; ``inputs`` (scenario -> what its models read,
+    default both) decides which fields each scenario's request requires."""
     lim = cfg.limits
-    b64_chars = 4 * ((lim.max_frame_bytes + 2) // 3)
-    video = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["scenario", "video_id"],
-        "properties": {
-            "scenario": {"type": "string", "enum": sorted(cfg.scenarios)},
-            "video_id": INT64,
-            "title": {
-                "type": ["string", "null"],
-                "maxLength": lim.max_title_chars,
-                "description": "required when the scenario's models read titles (else 400); longer: 413",
-            },
-            "frames": {
-                "type": "array",
-                "maxItems": lim.max_frames_per_video,
-                "description": "required (at least one) when the scenario's models read frames; ignored otherwise. "
-                f"Each a JPEG or PNG, all of one size, at most {lim.max_frame_side} pixels a side and "
-                f"{lim.max_frame_pixels} pixels a frame, {lim.max_request_pixels} pixels in the whole request "
-                "(read from the image headers before decoding: 413); an undecodable image: 400",
-                "items": {"type": "string", "contentEncoding": "base64", "maxLength": b64_chars},
-            },
-            "arm": {
-                "type": ["string", "null"],
-                "enum": [*cfg.arm_names(), None],
-                "description": "an arm of the scenario (else 400); absent: a stable hash of experiment and video_id",
-            },
+    inputs = inputs or {s: list(ALL_MODALITIES) for s in cfg.scenarios}
+    per_scenario = {f"Video_{s}": _video(cfg, s, inputs[s]) for s in sorted(cfg.scenarios)}
+    video: dict[str, Any] = {
+        "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in per_scenario],
+        "discriminator": {
+            "propertyName": "scenario",
+            "mapping": {s: f"#/components/schemas/Video_{s}" for s in sorted(cfg.scenarios)},
         },
+        "description": "one video; which fields are required depends on what the scenario's models read",
     }
-    if cfg.allow_frame_paths:
-        video["properties"]["frame_paths"] = {  # type: ignore[index]
-            "type": "array",
-            "maxItems": lim.max_frames_per_video,
-            "items": {"type": "string"},
-            "description": "local image files instead of frames",
-        }
     schemas = {
         "Video": video,
+        **per_scenario,
         "Batch": {
             "type": "object",
             "additionalProperties": False,
@@ -94,6 +80,79 @@ def build_spec(cfg: ServingConfig, routes: dict[str, Route], auth: bool) -> dict
             },
         },
     }
+    operations = _operations(cfg, routes, auth, inputs)
+    unknown = set(operations) - set(routes) - {"/docs.json"}
+    if unknown:
+        raise ValueError(f"documented paths the gate does not route: {sorted(unknown)}")
+    spec: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cpfd_students",
+            "version": "1",
+            "description": "CPFD students behind one service: every configured scenario, A/B arms, a prediction log.",
+        },
+        "paths": operations,
+        "components": {"schemas": schemas},
+    }
+    if auth:
+        spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return spec
+
+
+def _video(cfg: ServingConfig, scenario: str, reads: list[str]) -> dict[str, Any]:
+    """The request of one scenario: its arms, and a title and frames required exactly when its models read them."""
+    lim = cfg.limits
+    title: dict[str, Any] = {"type": "string", "maxLength": lim.max_title_chars}
+    if "title" not in reads:
+        title = {"type": ["string", "null"], "maxLength": lim.max_title_chars, "description": "ignored"}
+    frame: dict[str, Any] = {
+        "type": "string",
+        "format": FRAME_FORMAT,
+        "contentEncoding": "base64",
+        "maxLength": b64_chars(lim),
+        "description": f"a JPEG or PNG of at most {lim.max_frame_bytes} bytes, {lim.max_frame_side} pixels a side "
+        f"and {lim.max_frame_pixels} pixels (read from its header before decoding: 413); undecodable: 400",
+    }
+    frames: dict[str, Any] = {
+        "type": "array",
+        "maxItems": lim.max_frames_per_video,
+        "items": frame if "frames" in reads else {"type": "string"},
+        "description": f"all of one size, {lim.max_request_pixels} pixels in the whole request (else 413)"
+        if "frames" in reads
+        else "ignored: this scenario's models read no frames",
+    }
+    required = ["scenario", "video_id"]
+    if "title" in reads:
+        required.append("title")
+    if "frames" in reads and not cfg.allow_frame_paths:
+        frames["minItems"] = 1
+        required.append("frames")
+    arms = list(cfg.scenarios[scenario].arms)
+    props: dict[str, Any] = {
+        "scenario": {"type": "string", "enum": [scenario]},
+        "video_id": INT64,
+        "title": title,
+        "frames": frames,
+        "arm": {
+            "type": ["string", "null"],
+            "enum": [*arms, None],
+            "description": "absent or null: a stable hash of experiment and video_id",
+        },
+    }
+    if cfg.allow_frame_paths:
+        props["frame_paths"] = {
+            "type": "array",
+            "maxItems": lim.max_frames_per_video,
+            "items": {"type": "string"},
+            "description": "local image files instead of frames (one of the two is required: else 400)",
+        }
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": props}
+
+
+def _operations(
+    cfg: ServingConfig, routes: dict[str, Route], auth: bool, inputs: dict[str, list[str]]
+) -> dict[str, Any]:
+    lim = cfg.limits
     example = example_video(cfg)
     operations = {
         "/classify": _post(
@@ -110,11 +169,11 @@ def build_spec(cfg: ServingConfig, routes: dict[str, Route], auth: bool) -> dict
             "Classify one video whose frames are already decoded: the body is a .npy (NumPy format 1.0/2.0) of a "
             f"C-order uint8 array [frames, height, width, 3] (at most {lim.max_frames_per_video} frames; the "
             "pixel limits of /classify), the other fields are query parameters",
-            {"required": True, "content": {NPY: {"schema": {"type": "string", "format": "binary"}}}},
+            {"required": True, "content": {NPY: {"schema": _npy_body(cfg)}}},
             _ok("Prediction"),
             cfg,
             auth,
-            parameters=_frames_query(cfg),
+            parameters=_frames_query(cfg, inputs),
         ),
         "/info": _post(
             "Served scenarios, arms, model tags, modalities, batching, and the dense-feature guard",
@@ -138,22 +197,7 @@ def build_spec(cfg: ServingConfig, routes: dict[str, Route], auth: bool) -> dict
         "/docs.json": _get("this document", "application/json"),
         "/": _get("the framework's API browser", "text/html"),
     }
-    unknown = set(operations) - set(routes) - {"/docs.json"}
-    if unknown:
-        raise ValueError(f"documented paths the gate does not route: {sorted(unknown)}")
-    spec: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "cpfd_students",
-            "version": "1",
-            "description": "CPFD students behind one service: every configured scenario, A/B arms, a prediction log.",
-        },
-        "paths": operations,
-        "components": {"schemas": schemas},
-    }
-    if auth:
-        spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    return spec
+    return operations
 
 
 def _prediction() -> dict[str, Any]:
@@ -226,12 +270,16 @@ def _post(
     retry = {"Retry-After": {"required": True, "schema": {"type": "string"}}}
     responses = {
         "200": ok,
-        "400": _error("invalid input: the error names the field"),
+        "400": _error(
+            "invalid input, a bound of this document included (title length, frames, videos): the error names "
+            "the field and the limit"
+        ),
         "403": _error("frame_paths sent while the deployment does not allow them"),
         "408": _error(f"the body did not arrive within {lim.body_timeout_s:g} s"),
         "413": _error(
-            f"a size limit: body {lim.max_request_bytes} bytes, title {lim.max_title_chars} characters, "
-            f"{lim.max_frames_per_video} frames, {lim.max_batch_videos} videos, frame and request pixels"
+            f"a limit no schema states: body {lim.max_request_bytes} bytes, a frame's {lim.max_frame_side} pixels a "
+            f"side or {lim.max_frame_pixels} pixels, {lim.max_request_pixels} pixels in the request, "
+            f"{lim.max_frames_per_video} frames in a .npy"
         ),
         "415": _error("the body is not of the operation's media type"),
         "431": _error(f"request headers over {lim.max_header_bytes} bytes or {lim.max_header_count} headers"),
@@ -271,8 +319,24 @@ def _get(summary: str, media: str, other: int | None = None, secured: bool = Fal
     return {"get": op}
 
 
-def _frames_query(cfg: ServingConfig) -> list[dict[str, Any]]:
+def _npy_body(cfg: ServingConfig) -> dict[str, Any]:
     lim = cfg.limits
+    return {
+        "type": "string",
+        "format": NPY_FORMAT,
+        "contentMediaType": NPY,
+        "description": "a .npy file, NumPy format 1.0 or 2.0, of a C-order uint8 array [frames, height, width, 3]: "
+        f"1 to {lim.max_frames_per_video} frames of at least 1 x 1 pixel, at most {lim.max_frame_side} pixels a "
+        f"side, {lim.max_frame_pixels} a frame and {lim.max_request_pixels} in all (else 413), the data exactly as "
+        "long as the header's shape needs; any other body: 400",
+    }
+
+
+def _frames_query(cfg: ServingConfig, inputs: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The query of /classify_frames; title is required when every scenario's models read titles."""
+    lim = cfg.limits
+    title_needed = all("title" in reads for reads in inputs.values())
+    mixed = not title_needed and any("title" in reads for reads in inputs.values())
     return [
         {
             "name": "scenario",
@@ -284,8 +348,15 @@ def _frames_query(cfg: ServingConfig) -> list[dict[str, Any]]:
         {
             "name": "title",
             "in": "query",
-            "required": False,
+            "required": title_needed,
             "schema": {"type": "string", "maxLength": lim.max_title_chars},
+            **({"description": "required for the scenarios whose models read titles (else 400)"} if mixed else {}),
         },
-        {"name": "arm", "in": "query", "required": False, "schema": {"type": "string", "enum": cfg.arm_names()}},
+        {
+            "name": "arm",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": cfg.arm_names()},
+            "description": "an arm of the scenario (else 400)",
+        },
     ]

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, Field, StrictInt, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, StrictInt, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from cpfd.config import StrictModel
@@ -29,11 +29,20 @@ class RequestModel(StrictModel):
         return data
 
 
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (``42.0``) is an integer, as JSON Schema has it; a string or a bool is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class VideoRequest(RequestModel):
     """One video to classify. Unknown fields (a dense feature, say) are refused."""
 
     scenario: str = Field(description="a served scenario")
-    video_id: StrictInt = Field(ge=-(2**63), le=2**63 - 1, description="int64, as in the videos table")
+    video_id: Annotated[StrictInt, BeforeValidator(_integral)] = Field(
+        ge=-(2**63), le=2**63 - 1, description="int64, as in the videos table"
+    )
     title: str | None = Field(None, description="required for scenarios whose models read titles")
     frames: list[str] = Field(
         default_factory=list,
@@ -85,7 +94,7 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p if p.isidentifier() else _short(p)}" for p in parts)
 
 
-# list fields whose length has a configured limit: a longer list is that limit's 413 (the models' own bound,
+# list fields whose length has a configured limit: a longer list cites that limit (the models' own bound,
 # HARD_MAX_ITEMS, only caps validation work)
 LIST_LIMITS = {"frames": "max_frames_per_video", "frame_paths": "max_frames_per_video", "videos": "max_batch_videos"}
 
@@ -106,7 +115,7 @@ def input_error(e: ValidationError, where: str, limits: Limits | None = None) ->
         n = (err.get("ctx") or {}).get("actual_length")
         noun = "videos" if limit == "max_batch_videos" else "frames"
         count = f"{n} {noun}" if isinstance(n, int) else f"more than {HARD_MAX_ITEMS} {noun}"
-        return too_large(f"{field}: {count} exceeds limit {limit}={getattr(limits, limit)}")
+        return ServingInputError(f"{field}: {count} exceeds limit {limit}={getattr(limits, limit)}")
     return ServingInputError(f"{field}: {msg}{more}")
 
 

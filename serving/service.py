@@ -38,7 +38,7 @@ from serving.guards import forbid_imports, forbidden_loaded
 from serving.launch import die_with_parent, startup_fault
 from serving.openapi import build_spec
 from serving.schemas import BatchRequest, InfoRequest, ServingInputError, VideoRequest, parse_query
-from serving.startup import resolve_store_models
+from serving.startup import resolve_store_models, scenario_inputs
 from serving.videos import ValidVideo, validate_batch, validate_frames, validate_video
 
 forbid_imports()
@@ -46,6 +46,7 @@ CONFIG_PATH = Path(os.environ.get(CONFIG_ENV) or Path(__file__).with_name("confi
 try:  # every cheap start-up check, here so that `bentoml serve` itself stops on a fault, before any worker
     CONFIG = load_serving_config(CONFIG_PATH)
     MODEL_DIRS = resolve_store_models(CONFIG.model_tags())
+    INPUTS = scenario_inputs(CONFIG, MODEL_DIRS)
     TOKEN = CONFIG.auth.token() if CONFIG.auth is not None else None
     open_log(CONFIG.prediction_log, CONFIG.log_synchronous).engine.dispose()
 except CpfdError as e:
@@ -61,7 +62,7 @@ ROUTES = {
     "/metrics": Route(("GET",), authorized=METRICS_NEED_TOKEN),
     **{path: Route(methods=("GET",)) for path in ("/livez", "/healthz", "/readyz", "/")},
 }
-SPEC = build_spec(CONFIG, ROUTES, auth=TOKEN is not None)
+SPEC = build_spec(CONFIG, ROUTES, auth=TOKEN is not None, inputs=INPUTS)
 
 T = TypeVar("T")
 logger = logging.getLogger("cpfd.serving")

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from cpfd.errors import ConfigError, CpfdError
+from serving.config import ServingConfig
 
 
 def short_reason(e: BaseException, n: int = 160) -> str:
@@ -69,3 +70,20 @@ def _check_safetensors(path: Path) -> None:
     end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end != size:
         raise ValueError(f"{size} bytes, the header describes {8 + n + end}: truncated or padded")
+
+
+def scenario_inputs(cfg: ServingConfig, model_dirs: dict[str, tuple[str, Path]]) -> dict[str, list[str]]:
+    """Scenario -> the inputs its students read (``frames``, ``title``), from the first arm's model file (the
+    runtime checks that every arm reads the same); what the OpenAPI document requires per scenario."""
+    from cpfd.config import ALL_MODALITIES
+    from cpfd.conventions import model_metadata
+
+    out = {}
+    for scenario, scen in cfg.scenarios.items():
+        tag, folder = model_dirs[next(iter(scen.arms.values())).model]
+        try:
+            spec = model_metadata(folder).get("spec") or {}
+        except (OSError, ValueError) as e:
+            raise CpfdError(f"model {tag}: {folder} has no readable spec ({short_reason(e)})") from None
+        out[scenario] = list(spec.get("modalities") or ALL_MODALITIES)
+    return out

@@ -56,16 +56,16 @@ def check_video(
             403,
             "forbidden",
         )
-    if "frames" not in reads:
-        return CheckedVideo(video, [])
     sources = req.frames or req.frame_paths
     field = "frames" if req.frames else "frame_paths"
-    if not sources:
-        raise ServingInputError(f"{where}.frames: empty, a video needs at least one frame")
-    if len(sources) > lim.max_frames_per_video:
-        raise too_large(
+    if len(sources) > lim.max_frames_per_video:  # a bound the request schema states: 400, as any schema violation
+        raise ServingInputError(
             f"{where}.{field}: {len(sources)} frames exceeds limit max_frames_per_video={lim.max_frames_per_video}"
         )
+    if "frames" not in reads:
+        return CheckedVideo(video, [])
+    if not sources:
+        raise ServingInputError(f"{where}.frames: empty, a video needs at least one frame")
     encoded = []
     for i, src in enumerate(sources):
         w = f"{where}.{field}[{i}]"
@@ -88,7 +88,7 @@ def _check_fields(
         raise ServingInputError(f"{where}.title: required for scenario {req.scenario!r} (its models read titles)")
     title = req.title or ""
     if len(title) > cfg.limits.max_title_chars:
-        raise too_large(
+        raise ServingInputError(  # stated in the request schema (maxLength): 400
             f"{where}.title: {len(title)} characters exceeds limit max_title_chars={cfg.limits.max_title_chars}"
         )
     experiment = cfg.experiment_of(req.scenario)
@@ -143,7 +143,9 @@ def validate_batch(
     if not videos:
         raise ServingInputError("videos: empty, send at least one video")
     if len(videos) > cfg.limits.max_batch_videos:
-        raise too_large(f"videos: {len(videos)} videos exceeds limit max_batch_videos={cfg.limits.max_batch_videos}")
+        raise ServingInputError(  # stated in the request schema (maxItems): 400
+            f"videos: {len(videos)} videos exceeds limit max_batch_videos={cfg.limits.max_batch_videos}"
+        )
     checked = [check_video(v, cfg, f"videos[{i}]", modalities) for i, v in enumerate(videos)]
     _within_request_pixels(checked, cfg, "videos")
     return [c.decode() for c in checked]

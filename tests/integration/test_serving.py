@@ -177,8 +177,8 @@ def _bad_requests(sample):
     big = png_b64(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
     return [
         ("unknown scenario", "/classify", {**ok, "scenario": "nope"}, 400, "video.scenario: not a served scenario"),
-        ("too many frames", "/classify", {**ok, "frames": ok["frames"] * 3}, 413, "max_frames_per_video=8"),
-        ("frame too large", "/classify", {**ok, "frames": [big]}, 413, "max_frame_bytes=4096"),
+        ("too many frames", "/classify", {**ok, "frames": ok["frames"] * 3}, 400, "max_frames_per_video=8"),
+        ("frame too large", "/classify", {**ok, "frames": [big]}, 400, "max_frame_bytes=4096"),
         (
             "frame too wide",
             "/classify",
@@ -187,8 +187,8 @@ def _bad_requests(sample):
             "max_frame_side=64",
         ),
         ("request too large", "/classify", {**ok, "title": "x" * 300_000}, 413, "max_request_bytes=200000"),
-        ("title too long", "/classify", {**ok, "title": "x" * 101}, 413, "max_title_chars=100"),
-        ("batch too large", "/classify_batch", {"videos": [ok] * 9}, 413, "max_batch_videos=8"),
+        ("title too long", "/classify", {**ok, "title": "x" * 101}, 400, "max_title_chars=100"),
+        ("batch too large", "/classify_batch", {"videos": [ok] * 9}, 400, "max_batch_videos=8"),
         (
             "undecodable image",
             "/classify",

@@ -1,7 +1,7 @@
 """Schemathesis against the live service: every check, its OpenAPI document as the contract (bounded in time).
 
-Settings and the one hook (raw bytes for .npy bodies) are beside this file; `schemathesis.toml` says why two
-statuses are added to the defaults."""
+The hooks (raw bytes for .npy bodies, strategies for the document's two named formats) are beside this file;
+`schemathesis.toml` adds nothing to the defaults: every phase, every check, no added status."""
 
 from __future__ import annotations
 
@@ -44,14 +44,15 @@ def test_schemathesis_finds_no_server_error_and_no_spec_violation(clickbait_data
                 f"{server.url}/docs.json",
                 "--checks",
                 "all",
-                # schemathesis 4.32.5's own coverage phase can crash in its example handling (a runtime error
-                # inside the tool, every case passing); the examples and fuzzing phases exercise every operation
                 "--phases",
-                "examples,fuzzing",
+                "examples,coverage,fuzzing,stateful",
                 "--max-time",
                 str(MAX_TIME_S),
+                # one worker: on two, the coverage phase crashed in one of two runs here, in hypothesis describing
+                # a filter lambda (ast.parse from two threads: "SystemError: AST constructor recursion depth
+                # mismatch", CPython 3.11's parser state shared across threads), every case having passed
                 "--workers",
-                "2",
+                "1",
                 "--seed",
                 "12",
                 "--request-timeout",

@@ -288,7 +288,7 @@ def test_too_many_frames_cite_the_configured_limit_not_the_models_hard_cap():
     gate, seen, rejected = make_gate(max_request_bytes=1 << 20, max_frames_per_video=32)
     r = client(gate).post("/classify", json={**VIDEO, "frames": ["AAAA"] * 2048})
     assert (
-        r.status_code == 413 and r.json()["error"] == "video.frames: 2048 frames exceeds limit max_frames_per_video=32"
+        r.status_code == 400 and r.json()["error"] == "video.frames: 2048 frames exceeds limit max_frames_per_video=32"
     )
     assert "1024" not in r.text and seen == []
 
