@@ -151,8 +151,8 @@ def log_gate_metrics(metrics, f1: dict, val_f1: dict, gap, ece_distilled: float,
         metrics.log_metric(f"f1_{name}", value)
     for name, value in val_f1.items():
         metrics.log_metric(f"val_f1_{name}", value)
-    metrics.log_metric("teacher_better_on_val", int(val_f1["teacher"] > val_f1["student"]))
-    metrics.log_metric("gain_over_baseline", f1["distilled"] - f1["student"])
+    metrics.log_metric("teacher_better_on_val", int(val_f1["teacher"] > val_f1["baseline"]))
+    metrics.log_metric("gain_over_baseline", f1["distilled"] - f1["baseline"])
     if gap is not None:  # None when the teacher is not better than the baseline
         metrics.log_metric("gap_closed", gap)
     metrics.log_metric("ece_distilled", ece_distilled)

@@ -11,7 +11,7 @@ from components.image import project_image
 def evaluate(
     dataset: Input[Dataset],
     teacher: Input[Model],
-    student: Input[Model],
+    baseline: Input[Model],
     distilled: Input[Model],
     config: Input[Artifact],
     estimate: Input[Artifact],
@@ -47,18 +47,18 @@ def evaluate(
     timing.mark("imports", scenario=scenario)
     results = {
         name: evaluate_saved_model(m.path, dataset.path)
-        for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))
+        for name, m in (("teacher", teacher), ("baseline", baseline), ("distilled", distilled))
     }
     f1 = {name: r[0]["macro_f1"] for name, r in results.items()}
     val_f1 = {
         name: float(model_metadata(m.path)["best_val_macro_f1"])
-        for name, m in (("teacher", teacher), ("student", student), ("distilled", distilled))
+        for name, m in (("teacher", teacher), ("baseline", baseline), ("distilled", distilled))
     }
     distilled_info = model_metadata(distilled.path)
     timing.mark("predict")  # the towers' import (transformers, with the first model) counts here
     calibration = distilled_info.get("teacher_calibration") or {}
     passed, why = gate_decision(f1, gate, val_f1)
-    gap = gap_closed(f1["distilled"], f1["student"], f1["teacher"])
+    gap = gap_closed(f1["distilled"], f1["baseline"], f1["teacher"])
     method = project.distill.method
     d_metrics, d_probs, d_split = results["distilled"]
     log_classification(classification, d_metrics, d_probs, d_split.labels.numpy())
@@ -85,7 +85,7 @@ def evaluate(
                 dict(estimate.metadata),
             )
         )
-    for arm, name in ((TREATMENT_ARM, "distilled"), (CONTROL_ARM, "student")):
+    for arm, name in ((TREATMENT_ARM, "distilled"), (CONTROL_ARM, "baseline")):
         _, probs, split = results[name]
         path = Path(predictions.path) / f"{scenario}-{arm}.parquet"
         write_reference(path, scenario, probs, split.labels.numpy(), split.video_ids.numpy(), arm)

@@ -14,14 +14,14 @@ def gate_decision(f1: dict[str, float], gate: GateConfig, val_f1: dict[str, floa
     validation is always called out in the reason; with ``gate.require_teacher_better`` it is also refused
     whatever the test numbers say (validation is where that choice is made).
     """
-    gain = f1["distilled"] - f1["student"]
+    gain = f1["distilled"] - f1["baseline"]
     gap = f1["teacher"] - f1["distilled"]
     reasons = []
     flag = ""
-    if val_f1 is not None and not val_f1["teacher"] > val_f1["student"]:
+    if val_f1 is not None and not val_f1["teacher"] > val_f1["baseline"]:
         note = (
             f"the teacher is not better than the baseline student on validation (macro-F1 {val_f1['teacher']:.4f} "
-            f"vs {val_f1['student']:.4f})"
+            f"vs {val_f1['baseline']:.4f})"
         )
         if gate.require_teacher_better:
             reasons.append(f"{note}, so distilling it is not justified")
@@ -38,7 +38,7 @@ def gate_decision(f1: dict[str, float], gate: GateConfig, val_f1: dict[str, floa
     if reasons:
         return False, "not packaged: " + "; ".join(reasons)
     better = (
-        f", teacher better than the baseline on validation ({val_f1['teacher']:.4f} vs {val_f1['student']:.4f})"
+        f", teacher better than the baseline on validation ({val_f1['teacher']:.4f} vs {val_f1['baseline']:.4f})"
         if val_f1 and not flag
         else ""
     )
@@ -54,4 +54,4 @@ def teacher_not_better(summary: dict) -> bool:
     val = summary.get("val_f1")
     if not val:
         return False
-    return not val["teacher"] > val["student"]
+    return not val["teacher"] > val["baseline"]

@@ -41,7 +41,7 @@ def describe_title_stats(stats: dict) -> str:
 
 def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     """The cross-scenario table (X-VLM, DF-X-VLM, distilled F1, gain, gap closed, teacher vs baseline on validation,
-    teacher calibration, gate) as Markdown, and the chart's data: test F1 per model (``xvlm``, ``teacher``, the
+    teacher calibration, gate) as Markdown, and the chart's data: test F1 per model (``baseline``, ``teacher``, the
     distillation method) and scenario, and their averages."""
     from cpfd.evaluate import gap_closed
 
@@ -50,7 +50,7 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     methods = sorted({s["method"] for s in summaries})
     name = "/".join(m.upper() for m in methods)
     scenarios = [s["scenario"] for s in summaries]
-    models = {"xvlm": "student", "teacher": "teacher", name.lower(): "distilled"}
+    models = {"baseline": "baseline", "teacher": "teacher", name.lower(): "distilled"}
     f1 = {m: {s["scenario"]: float(s["f1"][key]) for s in summaries} for m, key in models.items()}
     result = {
         "scenarios": scenarios,
@@ -66,7 +66,7 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
         val = s.get("val_f1")
         if not val:
             return "n/a"
-        return f"{val['teacher']:.3f} vs {val['student']:.3f}" + (" (not better)" if teacher_not_better(s) else "")
+        return f"{val['teacher']:.3f} vs {val['baseline']:.3f}" + (" (not better)" if teacher_not_better(s) else "")
 
     def ece_cell(s):
         cal = s.get("teacher_calibration") or {}
@@ -88,25 +88,25 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
         "Macro-F1 on each scenario's test split; the teacher against the baseline and the teacher's calibration "
         "(ECE of its distillation outputs before -> after temperature scaling) on the validation split.",
         "",
-        f"| scenario | X-VLM (student) | DF-X-VLM (teacher) | {name} (distilled) | gain over X-VLM (F1 pts) "
+        f"| scenario | X-VLM (baseline) | DF-X-VLM (teacher) | {name} (distilled) | gain over X-VLM (F1 pts) "
         "| predicted gain [95 %] (estimate) | gap closed (%) | teacher vs X-VLM (val F1) | teacher ECE (val) | gate |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         f = s["f1"]
         lines.append(
-            f"| {s['scenario']} | {f['student']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
-            f"{100 * (f['distilled'] - f['student']):+.1f} | {estimate_cell(s)} | {pct(s['gap_closed'])} | "
+            f"| {s['scenario']} | {f['baseline']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
+            f"{100 * (f['distilled'] - f['baseline']):+.1f} | {estimate_cell(s)} | {pct(s['gap_closed'])} | "
             f"{val_cell(s)} | {ece_cell(s)} | "
             f"{gate_cell(s)} |"
         )
-    avg = {k: float(np.mean([s["f1"][k] for s in summaries])) for k in ("student", "teacher", "distilled")}
+    avg = {k: float(np.mean([s["f1"][k] for s in summaries])) for k in ("baseline", "teacher", "distilled")}
     passed = sum(s["gate"]["passed"] for s in summaries)
     not_better = sum(teacher_not_better(s) for s in summaries)
     lines.append(
-        f"| **average** | **{avg['student']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
-        f"**{100 * (avg['distilled'] - avg['student']):+.1f}** | | "
-        f"**{pct(gap_closed(avg['distilled'], avg['student'], avg['teacher']))}** | "
+        f"| **average** | **{avg['baseline']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
+        f"**{100 * (avg['distilled'] - avg['baseline']):+.1f}** | | "
+        f"**{pct(gap_closed(avg['distilled'], avg['baseline'], avg['teacher']))}** | "
         f"**{not_better} not better** | | **{passed}/{len(summaries)} passed** |"
     )
     lines += ["", "Gate decisions:", ""] + [f"- {s['scenario']}: {s['gate']['reason']}" for s in summaries]
@@ -146,7 +146,7 @@ def chart_png(result: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"xvlm": "X-VLM (student)", "teacher": "DF-X-VLM (teacher)"}
+    labels = {"baseline": "X-VLM (baseline)", "teacher": "DF-X-VLM (teacher)"}
     values = {labels.get(m, f"{m.upper()} (distilled)"): per for m, per in result["f1"].items()}
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(result["scenarios"])), 4.5))
     grouped_bars(ax, values)
@@ -215,7 +215,7 @@ def summary_json(
             "method": method,
             "seed": seed,
             "f1": f1,
-            "gain": f1["distilled"] - f1["student"],
+            "gain": f1["distilled"] - f1["baseline"],
             "gap_closed": gap,
             "val_f1": val_f1,
             "teacher_outputs": teacher_outputs,

@@ -159,7 +159,7 @@ def _distil(s: _Steps, data, cfg, checked) -> dict:
     from components.train_teacher import train_teacher
 
     teacher = s.training(train_teacher(dataset=data, config=cfg)).after(checked)
-    student = s.training(train_student(dataset=data, config=cfg)).after(checked)
+    baseline = s.training(train_student(dataset=data, config=cfg)).after(checked)
     # the gain estimate, before any fold teacher; "decided" is the config the distillation steps read
     est = s.gpu(estimate_gain(dataset=data, teacher=teacher.outputs["model"], config=cfg))
     decided = est.outputs["decided"]
@@ -178,7 +178,7 @@ def _distil(s: _Steps, data, cfg, checked) -> dict:
         .set_memory_request(s.opts.data_memory)
     )
     distilled = s.training(distill(dataset=data, train_logits=soft.outputs["train_logits"], config=decided))
-    return {"teacher": teacher, "student": student, "estimate": est, "decided": decided, "distilled": distilled}
+    return {"teacher": teacher, "baseline": baseline, "estimate": est, "decided": decided, "distilled": distilled}
 
 
 def _gate_and_hand_over(s: _Steps, data, cfg, trained: dict, bentoml_home):
@@ -191,12 +191,12 @@ def _gate_and_hand_over(s: _Steps, data, cfg, trained: dict, bentoml_home):
     from components.package import package
     from components.scenario_result import scenario_result
 
-    distilled, student = trained["distilled"].outputs["model"], trained["student"].outputs["model"]
+    distilled, baseline = trained["distilled"].outputs["model"], trained["baseline"].outputs["model"]
     gate = s.gpu(  # prediction: one GPU
         evaluate(
             dataset=data,
             teacher=trained["teacher"].outputs["model"],
-            student=student,
+            baseline=baseline,
             distilled=distilled,
             config=trained["decided"],
             estimate=trained["estimate"].outputs["estimate"],
@@ -206,7 +206,7 @@ def _gate_and_hand_over(s: _Steps, data, cfg, trained: dict, bentoml_home):
         packed = s.step(
             package(
                 distilled=distilled,
-                baseline=student,
+                baseline=baseline,
                 config=cfg,
                 gate_reason=gate.outputs["reason"],
                 bentoml_home=bentoml_home,

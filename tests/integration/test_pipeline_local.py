@@ -139,6 +139,10 @@ def test_each_step_reads_the_config_resolved_once(local_run):
     assert _meta(its["originality"] / "distill", "model")["method"] == "pfd"
     assert {s["scenario"]: s["method"] for s in run.summaries} == {"clickbait": "cpfd", "originality": "pfd"}
     assert (its["originality"] / "not-packaged").is_dir() and not (its["clickbait"] / "not-packaged").exists()
+    # no "no gain" skip here: the config the estimate step decided is the resolved one
+    for scenario, it in its.items():
+        decided = _meta(it / "estimate-gain", "decided")
+        assert {k: decided[k] for k in conf[scenario]} == conf[scenario], scenario
 
 
 def _iterations(run) -> dict:
@@ -215,7 +219,7 @@ def test_gate_reads_validation_f1_and_calibration(local_run):
     metrics = gate["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     teacher_val = json.loads((it / "train-teacher" / "model" / "cpfd_model.json").read_text())["best_val_macro_f1"]
     student_val = json.loads((it / "train-student" / "model" / "cpfd_model.json").read_text())["best_val_macro_f1"]
-    assert metrics["val_f1_teacher"] == pytest.approx(teacher_val) and metrics["val_f1_student"] == pytest.approx(
+    assert metrics["val_f1_teacher"] == pytest.approx(teacher_val) and metrics["val_f1_baseline"] == pytest.approx(
         student_val
     )
     assert metrics["teacher_better_on_val"] == int(teacher_val > student_val)
@@ -251,11 +255,16 @@ def test_cross_scenario_report(local_run):
     run, _, _ = local_run
     md = run.markdown.read_text()
     assert (
-        "| scenario | X-VLM (student) | DF-X-VLM (teacher) | CPFD/PFD (distilled) | gain over X-VLM (F1 pts) "
-        "| gap closed (%) "
+        "| scenario | X-VLM (baseline) | DF-X-VLM (teacher) | CPFD/PFD (distilled) | gain over X-VLM (F1 pts) "
+        "| predicted gain [95 %] (estimate) | gap closed (%) "
         "| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |"
     ) in md
     assert "| clickbait |" in md and "| originality |" in md and "1/2 passed" in md
+    # the gain estimate's prediction per scenario, as the estimate step made it, before any fold teacher
+    for row in run.summaries:
+        e = row["estimate"]
+        assert e["estimated"] and e["low"] <= e["predicted"] <= e["high"] and not e["skipped_folds"]
+        assert f"{100 * e['predicted']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}] {e['verdict']}" in md
     assert "originality: not packaged: F1 gain over the baseline student" in md
     html = run.html.read_text()
     assert "<table>" in html and 'src="data:image/png;base64,' in html and "originality" in html
@@ -292,6 +301,7 @@ def test_failing_data_gate_fails_the_run_and_stops_downstream(synthetic_dir, tin
     assert not ran & {
         "train-teacher",
         "train-student",
+        "estimate-gain",
         "fold-plan",
         "train-fold-teacher",
         "teacher-outputs",
@@ -320,7 +330,7 @@ def test_every_step_reports_where_its_wall_time_went(local_run):
     # 2 scenarios: clickbait with 3 fold teachers, originality in-sample (one no-op fold step); one packaged
     counts = {"build_dataset": 2, "validate_data": 2, "train_teacher": 2, "train_student": 2, "train_fold_teacher": 4}
     counts |= {"teacher_outputs": 2, "distill": 2, "evaluate": 2, "package": 1, "make_reference": 1}
-    counts |= {"not_packaged": 1, "scenario_result": 2, "report": 1, "fold_plan": 2}
+    counts |= {"not_packaged": 1, "scenario_result": 2, "report": 1, "fold_plan": 2, "estimate_gain": 2}
     assert {k: len(v) for k, v in kinds.items()} == counts
     for s in kinds["train_teacher"] + kinds["distill"]:
         assert {"load", "train", "write"} <= set(s["phases"]) and s["phases"]["train"] > 0, s

@@ -10,14 +10,14 @@ def test_gate_decision():
     from cpfd.gate import gate_decision
 
     gate = GateConfig(min_gain_over_baseline=0.01, max_gap_to_teacher=0.05)
-    ok, why = gate_decision({"student": 0.70, "teacher": 0.80, "distilled": 0.78}, gate)
+    ok, why = gate_decision({"baseline": 0.70, "teacher": 0.80, "distilled": 0.78}, gate)
     assert ok and why.startswith("packaged")
-    ok, why = gate_decision({"student": 0.70, "teacher": 0.80, "distilled": 0.705}, gate)
+    ok, why = gate_decision({"baseline": 0.70, "teacher": 0.80, "distilled": 0.705}, gate)
     assert not ok and "not above the margin +0.0100" in why and "gap to the teacher 0.0950 exceeds 0.0500" in why
-    ok, why = gate_decision({"student": 0.70, "teacher": 0.80, "distilled": 0.78}, GateConfig(min_f1=0.9))
+    ok, why = gate_decision({"baseline": 0.70, "teacher": 0.80, "distilled": 0.78}, GateConfig(min_f1=0.9))
     assert not ok and "below the minimum 0.9000" in why
     ok, why = gate_decision(
-        {"student": 0.70, "teacher": 0.80, "distilled": 0.78}, gate, {"student": 0.66, "teacher": 0.71}
+        {"baseline": 0.70, "teacher": 0.80, "distilled": 0.78}, gate, {"baseline": 0.66, "teacher": 0.71}
     )
     assert ok and "teacher better than the baseline on validation (0.7100 vs 0.6600)" in why
 
@@ -30,24 +30,24 @@ def test_gate_flags_a_teacher_not_better_on_validation_and_refuses_it_when_requi
 
     lenient = GateConfig(min_gain_over_baseline=-1.0, max_gap_to_teacher=1.0)
     strict = lenient.model_copy(update={"require_teacher_better": True})
-    test_f1 = {"student": 0.70, "teacher": 0.80, "distilled": 0.78}  # would pass on test alone
-    for val in ({"student": 0.72, "teacher": 0.69}, {"student": 0.70, "teacher": 0.70}):  # worse, and a tie
+    test_f1 = {"baseline": 0.70, "teacher": 0.80, "distilled": 0.78}  # would pass on test alone
+    for val in ({"baseline": 0.72, "teacher": 0.69}, {"baseline": 0.70, "teacher": 0.70}):  # worse, and a tie
         ok, why = gate_decision(test_f1, lenient, val)
         assert ok and why.endswith(
             f"; flagged: the teacher is not better than the baseline student on validation "
-            f"(macro-F1 {val['teacher']:.4f} vs {val['student']:.4f}), the gain comes from its "
+            f"(macro-F1 {val['teacher']:.4f} vs {val['baseline']:.4f}), the gain comes from its "
             f"out-of-fold soft targets, not from a better teacher"
         )
         ok, why = gate_decision(test_f1, strict, val)
         assert not ok
         assert why == (
             f"not packaged: the teacher is not better than the baseline student on validation "
-            f"(macro-F1 {val['teacher']:.4f} vs {val['student']:.4f}), so distilling it is not justified"
+            f"(macro-F1 {val['teacher']:.4f} vs {val['baseline']:.4f}), so distilling it is not justified"
         )
     ok, why = gate_decision(
-        {"student": 0.70, "teacher": 0.69, "distilled": 0.69},
+        {"baseline": 0.70, "teacher": 0.69, "distilled": 0.69},
         GateConfig(min_gain_over_baseline=0.0, require_teacher_better=True),
-        {"student": 0.72, "teacher": 0.69},
+        {"baseline": 0.72, "teacher": 0.69},
     )
     assert not ok and why.index("not better than the baseline student on validation") < why.index(
         "not above the margin"
@@ -65,10 +65,10 @@ def test_report_table_shows_teacher_not_better_and_calibration():
     cal = {"temperature": 1.8, "nll_before": 0.9, "nll_after": 0.6, "ece_before": 0.1234, "ece_after": 0.0456, "n": 100}
     rows = []
     for name, val in (
-        ("clickbait", {"student": 0.60, "teacher": 0.75, "distilled": 0.70}),
-        ("originality", {"student": 0.72, "teacher": 0.70, "distilled": 0.71}),
+        ("clickbait", {"baseline": 0.60, "teacher": 0.75, "distilled": 0.70}),
+        ("originality", {"baseline": 0.72, "teacher": 0.70, "distilled": 0.71}),
     ):
-        f1 = {"student": 0.65, "teacher": 0.80, "distilled": 0.75}
+        f1 = {"baseline": 0.65, "teacher": 0.80, "distilled": 0.75}
         ok, why = gate_decision(f1, gate, val)
         rows.append(json.loads(summary_json(name, "cpfd", 0, f1, 0.66, ok, why, gate, val, cal, "oof")))
     assert rows[0]["gate"]["passed"] and not rows[1]["gate"]["passed"]
@@ -83,7 +83,7 @@ def test_report_table_shows_teacher_not_better_and_calibration():
     assert "**1 not better**" in line["**average**"] and "**1/2 passed**" in line["**average**"]
     assert "- originality: not packaged: the teacher is not better than the baseline student on validation" in md
     result, _ = report_tables(rows)
-    assert result["average"]["f1"] == {"xvlm": {"mean": 0.65}, "teacher": {"mean": 0.80}, "cpfd": {"mean": 0.75}}
+    assert result["average"]["f1"] == {"baseline": {"mean": 0.65}, "teacher": {"mean": 0.80}, "cpfd": {"mean": 0.75}}
     from cpfd.reports import chart_png
 
     assert chart_png(result).startswith(b"\x89PNG")
@@ -105,7 +105,7 @@ def test_report_marks_a_flagged_pass():
     from cpfd.reports import report_tables, summary_json
 
     gate = GateConfig(min_gain_over_baseline=0.0, max_gap_to_teacher=1.0)  # require_teacher_better off
-    f1, val = {"student": 0.65, "teacher": 0.66, "distilled": 0.70}, {"student": 0.72, "teacher": 0.70}
+    f1, val = {"baseline": 0.65, "teacher": 0.66, "distilled": 0.70}, {"baseline": 0.72, "teacher": 0.70}
     ok, why = gate_decision(f1, gate, val)
     assert ok and "flagged: the teacher is not better" in why
     _, md = report_tables(
@@ -119,7 +119,7 @@ def test_report_lists_each_scenarios_title_rates():
     from cpfd.config import GateConfig
     from cpfd.reports import report_tables, summary_json
 
-    f1, gate = {"student": 0.65, "teacher": 0.70, "distilled": 0.68}, GateConfig()
+    f1, gate = {"baseline": 0.65, "teacher": 0.70, "distilled": 0.68}, GateConfig()
     titles = {"titles": 60, "unk_rate": 0.001, "truncated_rate": 0.02, "p95_tokens": 14.0, "max_tokens": 16}
     rows = [
         json.loads(summary_json("clickbait", "cpfd", 0, f1, 0.6, True, "ok", gate, None, {}, "oof", titles)),
