@@ -209,7 +209,7 @@ def synthetic_datasets(
     def for_seed(seed: int):
         import pandas as pd
 
-        from cpfd.data.synthetic import generate
+        from benchmarks.synthetic import generate
 
         src = data / (f"v2-{videos_per_scenario}-seed{seed}" + ("-" + "+".join(subset) if subset else ""))
         if not (src / "videos.parquet").exists():

@@ -116,9 +116,9 @@ def load_clients(url: str, calls: Sequence[Call], clients: int, seconds: float) 
 
 def build_students(out: Path, sizes: Sequence[str], log=print) -> dict[str, Path]:
     """One untrained student per size, saved under ``out`` and packaged into ``out/bentoml`` as bench-<size>."""
+    from benchmarks.synthetic import generate
     from cpfd.config import load_config
     from cpfd.data.build import build_scenario_dataset
-    from cpfd.data.synthetic import generate
     from cpfd.data.tensors import prepare_data
     from cpfd.models import save_model
     from cpfd.training.recipes import new_model
@@ -139,7 +139,7 @@ def build_students(out: Path, sizes: Sequence[str], log=print) -> dict[str, Path
             {"role": "student", "scenario": SCENARIO},
         )
     code = (
-        "import sys; from pathlib import Path; from cpfd.packaging import package_model\n"
+        "import sys; from pathlib import Path; from components.packaging import package_model\n"
         "for d in sys.argv[1:]:\n    package_model(d, 'bench-' + Path(d).name)"
     )
     env = {**os.environ, "BENTOML_HOME": str(out / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.variants import BASELINES, NAMES
-from cpfd.reports import grouped_bars
+from components.reports import grouped_bars
 
 
 def _pts(d: dict) -> str:

@@ -29,7 +29,7 @@ def generate(
     ),
 ):
     """Write the synthetic default data: videos.parquet, frames/, features.parquet, oracle.parquet, scenarios.yaml."""
-    from cpfd.data.synthetic import generate as gen
+    from benchmarks.synthetic import generate as gen
 
     paths = gen(out, videos, seed, frames, image_size, scenario or None)
     for k, p in paths.items():
@@ -87,7 +87,7 @@ def dataset_validate(
     set_: list[str] = SetOpt,
 ):
     """Great Expectations gate; exits 1 naming each failed expectation."""
-    from cpfd.validation import validate_dataset
+    from components.validation import validate_dataset
 
     summary = validate_dataset(dataset, load_project(config, set_), reference, out, min_rows, max_null_increase)
     for line in summary["failed"]:

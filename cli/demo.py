@@ -39,7 +39,7 @@ def run_demo(
     then (``monitor``) the packaged students served, a later window with drift in one scenario, the monitoring."""
     t0 = time.perf_counter()
     if not (data / "videos.parquet").exists():
-        from cpfd.data.synthetic import generate
+        from benchmarks.synthetic import generate
 
         typer.echo(f"generating synthetic data in {data} ({videos_per_scenario} videos per scenario)")
         generate(data, videos_per_scenario, seed=0)

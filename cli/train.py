@@ -29,7 +29,7 @@ def _echo(message: str) -> None:
 
 
 def _echo_titles(data: PreparedData) -> None:
-    from cpfd.reports import describe_title_stats
+    from components.reports import describe_title_stats
 
     _echo(f"titles (validation split): {describe_title_stats(data.title_stats['val'])}")
 

@@ -36,10 +36,10 @@ def evaluate(
     from pathlib import Path
 
     from components.common import gate_markdown, log_classification, log_gate_metrics, read_scenario_config
+    from components.reports import summary_json
     from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, model_metadata
     from cpfd.evaluate import evaluate_saved_model, gap_closed
     from cpfd.gate import gate_decision
-    from cpfd.reports import summary_json
     from monitoring.reference import write_reference
 
     project, scen = read_scenario_config(config)

@@ -31,9 +31,9 @@ def package(
     if bentoml_home:
         os.environ["BENTOML_HOME"] = bentoml_home
     from components.common import read_scenario_config
+    from components.packaging import export_model, package_model
     from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, arm_tags
     from cpfd.env import set_env_defaults
-    from cpfd.packaging import export_model, package_model
 
     set_env_defaults()
 

@@ -23,7 +23,7 @@ def report(
     timing.start("report")
     import json
 
-    from cpfd.reports import chart_png, markdown_to_html, report_tables
+    from components.reports import chart_png, markdown_to_html, report_tables
 
     timing.mark("imports")
     rows = sorted((json.loads(s) for s in summaries), key=lambda s: s["scenario"])

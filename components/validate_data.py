@@ -21,8 +21,8 @@ def validate_data(
 
     timing.start("validate_data")
     from components.common import read_scenario_config
+    from components.validation import validate_dataset
     from cpfd.errors import DataContractError
-    from cpfd.validation import validate_dataset
 
     project, scen = read_scenario_config(config)
     scenario = scen.name

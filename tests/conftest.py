@@ -15,7 +15,7 @@ TINY = ["model.size=tiny", "train.epochs=2", "train.batch_size=32"]
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
-    from cpfd.data.synthetic import generate
+    from benchmarks.synthetic import generate
 
     out = tmp_path_factory.mktemp("synthetic")
     generate(out, videos_per_scenario=240, seed=7, scenarios=["clickbait", "originality"])

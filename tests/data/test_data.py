@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
+from benchmarks.synthetic import generate
 from cpfd.data.build import point_in_time_join, time_splits
-from cpfd.data.synthetic import generate
 
 
 def test_generator_is_deterministic_by_seed(tmp_path):

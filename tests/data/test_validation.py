@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("great_expectations")
 
-from cpfd.validation import validate_dataset  # noqa: E402
+from components.validation import validate_dataset  # noqa: E402
 
 pytestmark = pytest.mark.integration
 SPLITS = ("train", "val", "test")

@@ -48,7 +48,7 @@ def test_monitor_demo_on_the_pipelines_handover(clickbait_dataset, synthetic_dir
     shutil.copytree(student, distilled)
     home = tmp_path / "bentoml"
     code = (
-        "import sys, json; from cpfd.conventions import arm_tags; from cpfd.packaging import package_model; "
+        "import sys, json; from cpfd.conventions import arm_tags; from components.packaging import package_model; "
         "print(json.dumps({arm: package_model(sys.argv[1], name) "
         "for arm, name in arm_tags('clickbait', 'cpfd').items()}))"
     )

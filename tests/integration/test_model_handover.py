@@ -33,7 +33,7 @@ def exported(clickbait_data, tiny_project, tmp_path_factory):
     student = new_model(clickbait_data, tiny_project.model, "student", 0)
     save_model(student, root / "m", clickbait_data.tokenizer, {"scenario": "clickbait", "role": "student"})
     code = (
-        "import sys, json; from cpfd.packaging import package_model, export_model; "
+        "import sys, json; from components.packaging import package_model, export_model; "
         "tag = package_model(sys.argv[1], 'clickbait-cpfd'); "
         "print(json.dumps([tag, str(export_model(tag, sys.argv[2]))]))"
     )

@@ -408,7 +408,7 @@ def test_simulator_through_a_real_service_then_monitor(synthetic_dir, tiny_proje
     reference = reference_from_model(tmp_path / "m", tmp_path / "ds")
     home = tmp_path / "bentoml"
     code = (
-        "import sys; from cpfd.packaging import package_model; "
+        "import sys; from components.packaging import package_model; "
         "[package_model(sys.argv[1], n) for n in ('cb-control', 'cb-treatment')]"
     )
     out = subprocess.run(

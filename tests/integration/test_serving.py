@@ -68,7 +68,7 @@ def deployment(synthetic_dir, tiny_project, tmp_path_factory):
     pairs = [(s, arm) for s in SCENARIOS for arm in ("control", "treatment")]
     args = [a for s, arm in pairs for a in (str(root / "m" / s), f"{s}-{arm}")]
     code = (
-        "import sys, json; from cpfd.packaging import package_model; "
+        "import sys, json; from components.packaging import package_model; "
         "print(json.dumps([package_model(d, n) for d, n in zip(sys.argv[1::2], sys.argv[2::2])]))"
     )
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=180)

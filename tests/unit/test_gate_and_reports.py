@@ -57,9 +57,9 @@ def test_gate_flags_a_teacher_not_better_on_validation_and_refuses_it_when_requi
 def test_report_table_shows_teacher_not_better_and_calibration():
     import json
 
+    from components.reports import report_tables, summary_json
     from cpfd.config import GateConfig
     from cpfd.gate import gate_decision
-    from cpfd.reports import report_tables, summary_json
 
     gate = GateConfig(min_gain_over_baseline=-1.0, max_gap_to_teacher=1.0, require_teacher_better=True)
     cal = {"temperature": 1.8, "nll_before": 0.9, "nll_after": 0.6, "ece_before": 0.1234, "ece_after": 0.0456, "n": 100}
@@ -84,13 +84,13 @@ def test_report_table_shows_teacher_not_better_and_calibration():
     assert "- originality: not packaged: the teacher is not better than the baseline student on validation" in md
     result, _ = report_tables(rows)
     assert result["average"]["f1"] == {"baseline": {"mean": 0.65}, "teacher": {"mean": 0.80}, "cpfd": {"mean": 0.75}}
-    from cpfd.reports import chart_png
+    from components.reports import chart_png
 
     assert chart_png(result).startswith(b"\x89PNG")
 
 
 def test_roc_points_by_hand():
-    from cpfd.reports import roc_points
+    from components.reports import roc_points
 
     fpr, tpr, thr = roc_points(np.array([0.9, 0.8, 0.8, 0.3]), np.array([True, False, True, False]))
     assert fpr == [0.0, 0.0, 0.5, 1.0] and tpr == [0.0, 0.5, 1.0, 1.0] and thr == [1.0, 0.9, 0.8, 0.3]
@@ -100,9 +100,9 @@ def test_roc_points_by_hand():
 
 
 def test_report_marks_a_flagged_pass():
+    from components.reports import report_tables, summary_json
     from cpfd.config import GateConfig
     from cpfd.gate import gate_decision
-    from cpfd.reports import report_tables, summary_json
 
     gate = GateConfig(min_gain_over_baseline=0.0, max_gap_to_teacher=1.0)  # require_teacher_better off
     f1, val = {"baseline": 0.65, "teacher": 0.66, "distilled": 0.70}, {"baseline": 0.72, "teacher": 0.70}
@@ -116,8 +116,8 @@ def test_report_marks_a_flagged_pass():
 
 
 def test_report_lists_each_scenarios_title_rates():
+    from components.reports import report_tables, summary_json
     from cpfd.config import GateConfig
-    from cpfd.reports import report_tables, summary_json
 
     f1, gate = {"baseline": 0.65, "teacher": 0.70, "distilled": 0.68}, GateConfig()
     titles = {"titles": 60, "unk_rate": 0.001, "truncated_rate": 0.02, "p95_tokens": 14.0, "max_tokens": 16}

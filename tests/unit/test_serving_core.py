@@ -258,7 +258,7 @@ def _run_cli(args, home):
 def test_package_refuses_teacher_and_pickles(fresh_models, tmp_path):
     import shutil
 
-    from cpfd.packaging import package_model
+    from components.packaging import package_model
 
     out = _run_cli(["package", "--model", str(fresh_models / "teacher"), "--name", "t1"], tmp_path / "home")
     assert out.returncode == 2 and "is a teacher" in out.stderr and "Traceback" not in out.stderr
