@@ -92,9 +92,23 @@ def measured() -> dict:
     return {"torch": torch_seconds, **{m: results[("step", m)] for m in COMPONENT_MODULES}}
 
 
+def quiet_seconds(measured: dict, module: str, part: int, budget: float) -> float:
+    """The part's import seconds; over budget (the parallel first measure runs under whatever else loads the
+    machine), the least of it and two serial re-measures, each against an `import torch` measured beside it."""
+    seconds = measured[module][part][0]
+    for _ in range(2):
+        if seconds <= budget * measured["torch"]:
+            break
+        marker = f"import sys\nprint({_BODY!r}, file=sys.stderr, flush=True)\n"
+        again = importtime(f"import components.{module}\n" + marker + "\n".join(body_imports(module)))[part][0]
+        torch_now = importtime("import torch")[0][0]
+        seconds = min(seconds, again * measured["torch"] / max(torch_now, 1e-9))
+    return seconds
+
+
 @pytest.mark.parametrize("module", COMPONENT_MODULES)
 def test_component_module_imports_within_budget_without_torch_or_platform(measured, module):
-    seconds, modules = measured[module][0]
+    seconds, modules = quiet_seconds(measured, module, 0, MODULE_BUDGET), measured[module][0][1]
     assert seconds <= MODULE_BUDGET * measured["torch"], (
         f"import components.{module}: {seconds:.2f} s > {MODULE_BUDGET} x import torch ({measured['torch']:.2f} s)"
     )
@@ -104,7 +118,7 @@ def test_component_module_imports_within_budget_without_torch_or_platform(measur
 
 @pytest.mark.parametrize("module", [m for m in COMPONENT_MODULES if body_imports(m)])
 def test_step_body_imports_within_budget_and_only_the_platform_it_uses(measured, module):
-    (_, module_imports), (seconds, body) = measured[module]
+    (_, module_imports), (_, body) = measured[module]
     found = roots(module_imports | body)
     budget = (
         MODEL_BODY_BUDGET
@@ -113,6 +127,7 @@ def test_step_body_imports_within_budget_and_only_the_platform_it_uses(measured,
         if module in TORCH_STEPS
         else LIGHT_BODY_BUDGET
     )
+    seconds = quiet_seconds(measured, module, 1, budget)
     assert seconds <= budget * measured["torch"], (
         f"step {module}: its body's imports take {seconds:.2f} s > {budget} x import torch ({measured['torch']:.2f} s)"
     )
