@@ -169,3 +169,19 @@ def test_standardize_gives_zero_mean_unit_std_and_keeps_constant_columns_at_zero
     z = standardize(h)
     assert torch.allclose(z[:, 0], torch.tensor([-1.0, 0.0, 1.0]))
     assert torch.equal(z[:, 1], torch.zeros(3))
+
+
+def test_probes_that_agree_everywhere_get_a_binomial_error_not_a_zero_width_verdict():
+    import numpy as np
+
+    from cpfd.training.estimate import GainEstimate, probe_standard_error, verdict
+
+    y = np.array([0, 1] * 50)
+    same = np.zeros(100, dtype=int)
+    se = probe_standard_error(y, same, same, 2)
+    assert se == pytest.approx(0.1)  # 1 / sqrt(100)
+    est = GainEstimate(0.0, 0.0, 0.0, 0.0, se, 0.5, 0.4, 0.4, 25, 100, 100, 50, 1.0, {})
+    half = 1.96 * est.variance**0.5
+    assert half > 0.1 and verdict(-half, half) == "uncertain"
+    assert verdict(0.0, 0.0) == "no gain"  # what a zero error would have said
+    assert probe_standard_error(y, y, same, 2) > 0.0  # different predictions: the bootstrap's own error
