@@ -150,7 +150,7 @@ class PredictionLog:
         if scenario is not None:
             query = query.where(predictions.c.scenario == scenario)
         df = self._query(query)
-        df["ts"] = pd.to_datetime(df["ts"], utc=True)
+        df["ts"] = pd.to_datetime(df["ts"], utc=True).astype("datetime64[ns, UTC]")  # one unit on pandas 2 and 3
         return df
 
     def prune(self, before: str | datetime) -> tuple[int, int]:
@@ -166,7 +166,7 @@ class PredictionLog:
         from sqlalchemy import select
 
         df = self._query(select(labels))
-        df["labelled_at"] = pd.to_datetime(df["labelled_at"], utc=True)
+        df["labelled_at"] = pd.to_datetime(df["labelled_at"], utc=True).astype("datetime64[ns, UTC]")
         return df
 
     def count(self) -> int:

@@ -51,7 +51,7 @@ def read_window(log, since: str, until: str) -> pd.DataFrame:
     with log.engine.connect() as conn:
         result = conn.execute(window_query(since, until))
         df = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    df["ts"] = pd.to_datetime(df["ts"], utc=True).astype("datetime64[ns, UTC]")  # one unit on pandas 2 and 3
     df["predicted"] = df["predicted"].astype("int64")
     df["confidence"] = df["confidence"].astype("float64")
     df["true_label"] = df["true_label"].astype("float64")
