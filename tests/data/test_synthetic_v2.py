@@ -65,6 +65,7 @@ def bench(tmp_path_factory):
     return generate(out, videos_per_scenario=3000, seed=1, scenarios=names)
 
 
+@pytest.mark.slow  # 3 x 3,000 videos: make test, not make test-fast
 def test_title_interaction_no_single_marker_word_tells_the_class_and_the_pair_does(bench):
     videos = pd.read_parquet(bench["videos"])
     v = videos[videos["scenario"] == "title_interaction"]
@@ -81,6 +82,7 @@ def test_title_interaction_no_single_marker_word_tells_the_class_and_the_pair_do
     assert (o["bayes_content"] == o["true_label"]).all()  # the pair decides the class exactly
 
 
+@pytest.mark.slow  # 3 x 3,000 videos: make test, not make test-fast
 def test_mixed_reliability_is_clean_where_the_features_are_missing_and_noisy_elsewhere(bench):
     videos = pd.read_parquet(bench["videos"]).set_index("video_id")
     oracle = pd.read_parquet(bench["oracle"]).set_index("video_id")
@@ -91,6 +93,7 @@ def test_mixed_reliability_is_clean_where_the_features_are_missing_and_noisy_els
     assert wrong[missing].mean() == 0.0 and wrong[~missing].mean() == pytest.approx(0.30, abs=0.03)
 
 
+@pytest.mark.slow  # 3 x 3,000 videos: make test, not make test-fast
 def test_engagement_only_gives_the_teacher_an_edge_the_content_does_not_carry(bench):
     o = pd.read_parquet(bench["oracle"])
     o = o[o["scenario"] == "engagement_only"]
@@ -99,6 +102,7 @@ def test_engagement_only_gives_the_teacher_an_edge_the_content_does_not_carry(be
     assert privileged > content + 0.03  # engagement adds what no content model can learn
 
 
+@pytest.mark.slow  # 3 x 3,000 videos: make test, not make test-fast
 def test_bench_scenarios_get_their_config_and_unknown_names_are_refused(bench, tmp_path):
     import yaml
 

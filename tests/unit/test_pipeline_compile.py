@@ -20,12 +20,22 @@ GPU_EXECUTORS = {
 }
 
 
+_COMPILED: dict[str, tuple[dict, dict]] = {}
+
+
 def _compile(tmp_path, **options):
+    """The compiled IR and platform spec for these options: compiled once per option set in this module (a compile
+    takes seconds), a fresh copy for every test."""
+    import copy
+
     from pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
 
-    path = compile_pipeline(tmp_path / "pipeline.yaml", PipelineOptions(**options))
-    docs = list(yaml.safe_load_all(path.read_text()))
-    return docs[0], (docs[1] if len(docs) > 1 else {})
+    key = repr(sorted(options.items()))
+    if key not in _COMPILED:
+        path = compile_pipeline(tmp_path / "pipeline.yaml", PipelineOptions(**options))
+        docs = list(yaml.safe_load_all(path.read_text()))
+        _COMPILED[key] = (docs[0], docs[1] if len(docs) > 1 else {})
+    return copy.deepcopy(_COMPILED[key])
 
 
 def _platform_executors(platform: dict) -> dict:
