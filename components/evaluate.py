@@ -22,14 +22,10 @@ def evaluate(
     reason: OutputPath(str),  # type: ignore[valid-type]  # KFP annotation syntax
     summary: OutputPath(str),  # type: ignore[valid-type]  # KFP annotation syntax
 ) -> bool:
-    """Returns True (package it) when the teacher beat the baseline on the validation split (their saved
-    ``best_val_macro_f1``), and the distilled student beats the baseline on test by the scenario's margin and stays
-    near the teacher; ``reason`` says why either way, ``summary`` is the scenario's JSON row for the report (with the
-    ``estimate`` step's prediction beside the realised gain).
-    ``predictions``: the distilled student's (treatment) and the baseline's (control) test-split predictions in the
-    monitoring reference format (``<scenario>-<arm>.parquet``, monitoring.reference), what make_reference hands over.
-
-    The decision is the single return value (output ``Output``): kfp.local resolves conditions on that name."""
+    """True (package it) when the teacher beat the baseline on validation and the distilled student beats the baseline
+    on test by the scenario's margin, near the teacher (``cpfd.gate``); ``reason`` says why, ``summary`` is the report's
+    row (with the ``estimate``), ``predictions`` both arms' test predictions in the monitoring reference format. The
+    decision is the single return value (``Output``): kfp.local resolves conditions on that name."""
     from components import timing
 
     timing.start("evaluate")
@@ -45,15 +41,10 @@ def evaluate(
     project, scen = read_scenario_config(config)
     scenario, gate = scen.name, scen.gate
     timing.mark("imports", scenario=scenario)
-    results = {
-        name: evaluate_saved_model(m.path, dataset.path)
-        for name, m in (("teacher", teacher), ("baseline", baseline), ("distilled", distilled))
-    }
+    models = {"teacher": teacher, "baseline": baseline, "distilled": distilled}
+    results = {name: evaluate_saved_model(m.path, dataset.path) for name, m in models.items()}
     f1 = {name: r[0]["macro_f1"] for name, r in results.items()}
-    val_f1 = {
-        name: float(model_metadata(m.path)["best_val_macro_f1"])
-        for name, m in (("teacher", teacher), ("baseline", baseline), ("distilled", distilled))
-    }
+    val_f1 = {name: float(model_metadata(m.path)["best_val_macro_f1"]) for name, m in models.items()}
     distilled_info = model_metadata(distilled.path)
     timing.mark("predict")  # the towers' import (transformers, with the first model) counts here
     calibration = distilled_info.get("teacher_calibration") or {}
