@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cpfd.config import DistillConfig, ProjectConfig, TrainConfig
@@ -24,7 +24,6 @@ from cpfd.teacher_outputs import TeacherOutputs
 from cpfd.training.distributed import barrier, is_main
 from cpfd.training.estimate import ESTIMATE_FILE, GainEstimate, estimate_gain
 
-log = logging.getLogger("cpfd.training")
 OUTPUTS_FILE = "teacher_outputs.safetensors"
 # what the teacher outputs depend on (calibration is refitted on load: it reads only the stored validation logits)
 OUTPUT_FIELDS = ("teacher_outputs", "folds", "hint")
@@ -74,14 +73,14 @@ class Stages:
     progress: bool = True
     resume: bool = True
     say: Callable[[str], None] = print
-    keys: dict[str, str] = field(default_factory=dict)
 
     def folder(self, stage: str, *parts: object) -> Path:
         key = stage_key(self.project.model.model_dump(), self.train.model_dump(), *parts)
         return self.work / f"{stage}-{key}"
 
-    @property
+    @cached_property
     def base(self) -> str:
+        """The dataset's key, hashed once (it reads every split's video ids: every stage and trial asks for it)."""
         return data_key(self.data)
 
     def classifier(self, role: str) -> Path:
