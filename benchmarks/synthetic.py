@@ -420,10 +420,14 @@ def generate(
     frames: int = 4,
     image_size: int = 16,
     scenarios: list[str] | None = None,
+    pool_multiple: int = 0,
 ) -> dict[str, Path]:
     """Write videos.parquet, frames/<scenario>.npy, features.parquet, oracle.parquet and scenarios.yaml.
 
-    ``scenarios``: names from the defaults and ``BENCH_SCENARIOS`` (None: the five defaults)."""
+    ``scenarios``: names from the defaults and ``BENCH_SCENARIOS`` (None: the five defaults). ``pool_multiple``:
+    each scenario also gets ``pool_multiple * videos_per_scenario`` unlabelled videos (null label), drawn with the
+    labelled ones from the same mechanism and marked at random (docs/pool_benchmark.md); ``oracle.parquet`` keeps
+    their true class and ``pool_rank`` (the order in which nested smaller pools take them)."""
     out = Path(out_dir)
     (out / "frames").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -437,9 +441,22 @@ def generate(
     videos, features, oracles = [], [], []
     for i, s in enumerate(chosen):
         vocab = _pseudo_words(rng, 12 * len(s.label_names) + 150 + (16 if s.parity_title else 0))
+        n_pool = pool_multiple * videos_per_scenario
         v, f_arr, feats, oracle = generate_scenario(
-            s, videos_per_scenario, rng, (i + 1) * 10_000_000, frames, image_size, vocab, feature_scale, feature_offset
+            s,
+            videos_per_scenario + n_pool,
+            rng,
+            (i + 1) * 10_000_000,
+            frames,
+            image_size,
+            vocab,
+            feature_scale,
+            feature_offset,
         )
+        rank = np.full(len(v), -1, dtype=np.int64)
+        rank[rng.permutation(len(v))[:n_pool]] = np.arange(n_pool)
+        v["label"] = v["label"].astype("Int64").mask(rank >= 0)
+        oracle["pool_rank"] = rank
         oracles.append(oracle)
         frame_file = out / "frames" / f"{s.name}.npy"
         np.save(frame_file, f_arr)

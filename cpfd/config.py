@@ -127,6 +127,20 @@ class DistillConfig(StrictModel):
     skip_folds_when_no_gain: bool = Field(
         False, description="when the estimate says 'no gain': no fold teachers; distil from in-sample outputs"
     )
+    pool_weight: float = Field(
+        1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="factor on the distillation term of an unlabelled pool video (no CE term); 0: the pool is unused",
+    )
+    pool_ratio: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="pool videos drawn per labelled video in each epoch (at most the whole pool; the draw cycles "
+        "through it epoch after epoch)",
+    )
 
     @model_validator(mode="after")
     def _skip_needs_estimate(self) -> DistillConfig:
@@ -192,6 +206,8 @@ class ProjectConfig(StrictModel):
 
     @model_validator(mode="after")
     def _services_declared(self) -> ProjectConfig:
+        if self.feature_store.by_reference:  # the services are in the team's registry: `cpfd features check`
+            return self
         for i, s in enumerate(self.scenarios):
             if s.feature_service not in self.feature_store.services:
                 raise ValueError(

@@ -14,6 +14,10 @@ PFD: w_i = 1, where both forms agree. CPFD: w_i = c_i**gamma with c_i from the w
 split: ``mean`` w / mean(w) (CPFD distils as much in total as PFD, only elsewhere),
 ``mean_clip`` min(1, w / mean(w)), ``none``.
 
+Unlabelled pool videos (label -1, ``distill.pool_weight`` > 0) have no CE term: their loss is lam * w_i * KD(s_i, t_i),
+in both forms, with t_i the full teacher's calibrated logits and w_i from ``pool_weights`` (the weighting with the
+teacher's own argmax as the label, normalised over the pool, times ``pool_weight``).
+
 Hint (``distill.hint: fused``, FitNets): beta * mean_i[ w_i * mean_j (P h_s,i - z_t,i)_j^2 ] is added, with h_s the
 student's fused representation, P a linear map trained with it, z_t the teacher's fused representation standardised
 per dimension over the training split, and the same w_i as the KD term (docs/decision.md).
@@ -63,6 +67,18 @@ def example_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, cfg: Dis
     return normalize_weights(w, cfg.normalize)
 
 
+def pool_weights(pool_logits: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+    """w_i of the unlabelled pool videos: ``pool_weight`` for PFD; for CPFD ``pool_weight`` times the normalised
+    confidence**gamma, with the teacher's own argmax as the label where the weighting reads one (``true_class``
+    becomes ``max_prob``, ``correct`` is 1), normalised over the pool alone."""
+    n = pool_logits.shape[0]
+    if cfg.method == "pfd":
+        return torch.full((n,), cfg.pool_weight)
+    own = pool_logits.detach().float().argmax(dim=-1)
+    w = raw_weights(pool_logits, own, cfg.weighting) ** cfg.gamma
+    return cfg.pool_weight * normalize_weights(w, cfg.normalize)
+
+
 def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(softmax(t/T) || softmax(s/T)) per example; no gradient reaches the teacher."""
     t = teacher_logits.detach().float() / temperature
@@ -80,7 +96,8 @@ def distillation_loss(
     temperature: float,
     form: str = "coupled",
 ) -> torch.Tensor:
-    ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
+    labelled = labels >= 0  # an unlabelled pool video (label -1) has no CE term, only its distillation term
+    ce = F.cross_entropy(student_logits.float(), labels.clamp_min(0), reduction="none") * labelled
     if teacher_logits is None or weights is None or lam == 0:
         return ce.mean()
     kd = kl_to_teacher(student_logits, teacher_logits, temperature)
@@ -89,7 +106,7 @@ def distillation_loss(
         return ((1 - lam) * ce + lam * w * kd).mean()
     if form != "coupled":
         raise ValueError(f"unknown loss form {form!r}")
-    lw = (lam * w).clamp(max=1.0)
+    lw = torch.where(labelled, (lam * w).clamp(max=1.0), lam * w)
     return ((1 - lw) * ce + lw * kd).mean()
 
 

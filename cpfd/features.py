@@ -70,9 +70,39 @@ class FeatureDeclarations(StrictModel):
     sources: dict[str, FeatureSourceDecl] = Field(min_length=1)
     views: dict[str, FeatureViewDecl] = Field(min_length=1)
     services: dict[str, FeatureServiceDecl] = Field(min_length=1)
+    repo: str | None = Field(
+        None,
+        description="an existing Feast deployment by reference: the team's repo folder or its feature_store.yaml. "
+        "The build then applies nothing, reads each scenario's feature_service from that registry and joins on "
+        "its offline store; sources, views and services above are not used (docs/use_your_feast.md)",
+    )
+    join_key: str = Field(
+        "video_id", min_length=1, description="with repo: the join key of the team's entity; it gets the videos' video_id"
+    )
+    label_timestamp: str = Field(
+        "event_timestamp",
+        min_length=1,
+        description="with repo: the entity rows' timestamp column in the team's convention; it gets the videos' "
+        "event_timestamp (the label event's time)",
+    )
+
+    @property
+    def by_reference(self) -> bool:
+        """True when the features come from the team's own Feast deployment (``repo``), not the declarations."""
+        return self.repo is not None
 
     @model_validator(mode="after")
     def _references_resolve(self) -> FeatureDeclarations:
+        if self.repo is not None:
+            if self.offline != "duckdb" or self.spark_conf:
+                raise ValueError(
+                    "offline and spark_conf configure the declared store; with repo set, the offline store is the one "
+                    f"{self.repo} names: remove them"
+                )
+            if self.join_key == self.label_timestamp:
+                raise ValueError(f"join_key and label_timestamp are both {self.join_key!r}: they must differ")
+        elif (self.join_key, self.label_timestamp) != ("video_id", "event_timestamp"):
+            raise ValueError("join_key and label_timestamp map the team's Feast names: set them only with repo")
         if self.spark_conf and self.offline != "spark":
             raise ValueError(f"spark_conf is set but offline is {self.offline!r}: set offline: spark to use it")
         for name, view in self.views.items():

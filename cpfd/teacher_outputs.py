@@ -5,7 +5,8 @@ is trained on the other folds (validation split for early stopping, as always) a
 fold k, so no example's soft target comes from a model that saw its label. ``insample``: the
 full teacher scores the examples it was trained on (near-copies of the labels, confidence near
 1). Either way one temperature per scenario is fitted on the validation split (NLL), and the
-distillation uses the logits divided by it. The teacher that is evaluated and gated is always
+distillation uses the logits divided by it. The unlabelled pool, which no teacher was trained on, is scored by the
+full teacher and divided by the same temperature; its logits are stored in the same file. The teacher that is evaluated and gated is always
 the one trained on the whole training split.
 """
 
@@ -41,10 +42,17 @@ class TeacherOutputs:
     temperature: float = 1.0  # calibration temperature fitted on the validation split
     calibration: dict = field(default_factory=dict)  # validation NLL and ECE before / after
     hints: torch.Tensor | None = None  # float32 [N, D]: the full teacher's fused representation (distill.hint)
+    pool_logits: torch.Tensor | None = None  # float32 [P, K], raw: the full teacher on the unlabelled pool
+    pool_video_ids: torch.Tensor | None = None  # int64 [P]
 
     @property
     def calibrated(self) -> torch.Tensor:
         return self.logits / self.temperature
+
+    @property
+    def calibrated_pool(self) -> torch.Tensor | None:
+        """The pool's logits divided by the same temperature as the training split's."""
+        return None if self.pool_logits is None else self.pool_logits / self.temperature
 
     def recalibrated(self, enabled: bool) -> TeacherOutputs:
         """A copy with the temperature fitted on the validation logits (or 1 when not ``enabled``)."""
@@ -70,6 +78,9 @@ class TeacherOutputs:
         }
         if self.hints is not None:
             tensors["hints"] = self.hints.contiguous()
+        if self.pool_logits is not None and self.pool_video_ids is not None:
+            tensors["pool_logits"] = self.pool_logits.contiguous()
+            tensors["pool_video_id"] = self.pool_video_ids.contiguous()
         save_file(tensors, tmp, metadata=meta)
         tmp.replace(path)
 
@@ -102,6 +113,8 @@ class TeacherOutputs:
             float(meta["temperature"]),
             json.loads(meta.get("calibration", "{}")),
             t.get("hints"),
+            t.get("pool_logits"),
+            t.get("pool_video_id"),
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,12 +18,15 @@ import numpy as np
 import pandas as pd
 
 from cpfd.config import ALL_MODALITIES
+from cpfd.data.contract import UNLABELLED
 from cpfd.conventions import FEATURE_TTL
 from cpfd.data.shards import DEFAULT_SHARD_ROWS, STREAM_DIR, write_split_stream
 from cpfd.errors import DataContractError
 from cpfd.features import FeatureDeclarations
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+POOL_SPLIT = "pool"  # the unlabelled videos: streamed shards only, read by distillation alone
 
 
 def point_in_time_join(
@@ -102,8 +106,15 @@ def write_dataset(
     value for this scenario are listed, not dropped."""
     from cpfd.preprocess import title_word_stats  # imports torch: not at the top of the (pandas-only) build
 
-    coverage = feature_coverage(joined, feature_names, scenario, sources or {})
     joined = joined.astype({n: np.float32 for n in feature_names})  # the models' dtype, whichever backend joined
+    is_pool = (joined["label"] == UNLABELLED).to_numpy()
+    pool, joined = joined[is_pool].reset_index(drop=True), joined[~is_pool].reset_index(drop=True)
+    if joined.empty:
+        raise DataContractError(
+            f"scenario {scenario!r}: column 'label' is null in all of its {len(pool)} videos; "
+            "a scenario needs labelled videos (the unlabelled ones only add to distillation)"
+        )
+    coverage = feature_coverage(joined, feature_names, scenario, sources or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = time_splits(joined)
@@ -116,6 +127,9 @@ def write_dataset(
         target = f"{stream_root.rstrip('/')}/{name}" if stream_root else out / STREAM_DIR / name
         index = write_split_stream(part, target, feature_names, shard_rows, where)
         stream_shapes[name] = index["frame_shape"]
+    pool_info = _write_pool(out, pool, splits["train"], feature_names, scenario, sources or {}, shard_rows, stream_root)
+    if pool_info["rows"]:
+        stream_shapes["pool"] = pool_info.pop("frame_shape")
     if len({str(v) for v in stream_shapes.values()}) > 1:
         raise DataContractError(f"scenario {scenario!r}: the splits have different frame shapes {stream_shapes}")
     manifest = {
@@ -128,6 +142,7 @@ def write_dataset(
         "time_range": {
             k: [str(v["event_timestamp"].min()), str(v["event_timestamp"].max())] for k, v in splits.items()
         },
+        "pool": pool_info,
         "dense_null_rate": float(joined[feature_names].isna().all(axis=1).mean()),
         "feature_coverage": coverage,
         "features_without_values": [n for n, c in coverage.items() if c == 0],
@@ -139,6 +154,41 @@ def write_dataset(
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _write_pool(
+    out: Path,
+    pool: pd.DataFrame,
+    train: pd.DataFrame,
+    feature_names: list[str],
+    scenario: str,
+    sources: dict[str, Path],
+    shard_rows: int,
+    stream_root: str | None,
+) -> dict:
+    """The unlabelled videos (null label) as the ``pool`` split: never in validation or test, only streamed (a pool is
+    often 10-100x the labelled set), with its size and feature coverage for the manifest."""
+    info: dict = {"rows": len(pool)}
+    if pool.empty:
+        return info
+    if feature_names and pool[feature_names].isna().all(axis=None):
+        raise DataContractError(
+            f"scenario {scenario!r}: none of its {len(pool)} unlabelled videos (null 'label') has a privileged feature "
+            f"within the views' freshness window in {', '.join(map(str, sources.values())) or 'the feature sources'}; "
+            "the teacher would score them without the features it is for (check their video_id and event_timestamp)"
+        )
+    pool.to_parquet(out / f"{POOL_SPLIT}.parquet", index=False)
+    target = f"{stream_root.rstrip('/')}/{POOL_SPLIT}" if stream_root else out / STREAM_DIR / POOL_SPLIT
+    index = write_split_stream(pool, target, feature_names, shard_rows, str(out / f"{POOL_SPLIT}.parquet"))
+    train_end = train["event_timestamp"].max()
+    return {
+        **info,
+        "time_range": [str(pool["event_timestamp"].min()), str(pool["event_timestamp"].max())],
+        "rows_after_train": int((pool["event_timestamp"] > train_end).sum()),
+        "rows_without_features": int(pool[feature_names].isna().all(axis=1).sum()) if feature_names else len(pool),
+        "feature_coverage": {n: round(float(pool[n].notna().mean()), 4) for n in feature_names},
+        "frame_shape": index["frame_shape"],
+    }
 
 
 def absolute_frame_refs(videos: pd.DataFrame, base_dir: Path) -> pd.Series:
@@ -173,9 +223,17 @@ def scenario_videos(videos_path: str | Path, scenario: str, config) -> pd.DataFr
 
     modalities = config.scenario(scenario).modalities  # an unknown scenario names the config read
     videos = load_videos(videos_path, config)
+    pool_elsewhere = bool((videos["label"] == UNLABELLED).any())
     videos = videos[videos["scenario"] == scenario]
     if videos.empty:
         raise DataContractError(f"{videos_path}: no videos of scenario {scenario!r}")
+    if pool_elsewhere and not (videos["label"] == UNLABELLED).any():
+        log.warning(
+            "%s: column 'label' is null for other scenarios' videos but for none of scenario %r: "
+            "it has no unlabelled pool, its student distils from labelled videos only",
+            videos_path,
+            scenario,
+        )
     videos = videos.drop(columns=[c for c in MODALITY_COLUMNS if c in videos and c not in modalities])
     if "frames" in videos:
         videos = videos.assign(frames=absolute_frame_refs(videos, Path(videos_path).resolve().parent))

@@ -20,6 +20,24 @@ log = logging.getLogger(__name__)
 VIDEO_COLUMNS = ("video_id", "scenario", "event_timestamp", "label", "title", "frames")
 MODALITY_COLUMNS = ALL_MODALITIES  # required only for the scenarios whose modalities name them
 FEATURE_KEYS = ("video_id", "event_timestamp", "created")
+UNLABELLED = -1  # the label of an unlabelled (pool) video once the table is checked: a null label in the table
+
+
+def _labels_with_pool(labels: pd.Series, path: Path | str) -> pd.Series:
+    """The label column as int64, a null label (an unlabelled pool video) as ``UNLABELLED``.
+
+    Parquet stores an integer column with nulls as float64 (pandas) or nullable Int64: both are accepted when every
+    value that is present is a whole number; a labelled table stays an integer column."""
+    if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
+        raise DataContractError(f"{path}: column 'label' must be integer (null for an unlabelled video), found {labels.dtype}")
+    present = labels.dropna()
+    if pd.api.types.is_float_dtype(present) and not (present == present.round()).all():
+        rows = present.index[present != present.round()][:5].tolist()
+        raise DataContractError(f"{path}: column 'label' must hold whole numbers, found fractions in rows {rows}")
+    if present.lt(0).any():  # -1 would read as the pool's marker: a negative label is never a class
+        bad = sorted(set(present[present < 0].astype("int64").tolist()))[:5]
+        raise DataContractError(f"{path}: column 'label' has negative value(s) {bad}; leave a label null for an unlabelled video")
+    return labels.fillna(UNLABELLED).astype("int64")
 
 
 def read_parquet(path: str | Path, what: str) -> pd.DataFrame:
@@ -93,13 +111,8 @@ def check_videos(df: pd.DataFrame, config: ProjectConfig, path: Path | str = "vi
         raise DataContractError(
             f"{path}: column 'scenario' has unknown scenario(s) {unknown}; configured: {sorted(known)}"
         )
-    if df["label"].isna().any():
-        rows = df.index[df["label"].isna()][:5].tolist()
-        raise DataContractError(
-            f"{path}: column 'label' has {int(df['label'].isna().sum())} null value(s), e.g. rows {rows}"
-        )
-    for column in ("video_id", "label"):
-        _require_int(df, column, path)
+    df["label"] = _labels_with_pool(df["label"], path)
+    _require_int(df, "video_id", path)
     if df["scenario"].isna().any():
         raise DataContractError(f"{path}: column 'scenario' has {int(df['scenario'].isna().sum())} null value(s)")
     for column in MODALITY_COLUMNS:
@@ -123,7 +136,8 @@ def check_videos(df: pd.DataFrame, config: ProjectConfig, path: Path | str = "vi
     df["event_timestamp"] = _require_timestamp(df, "event_timestamp", path)
     for name, group in df.groupby("scenario"):
         k = known[name].num_classes
-        bad = group["label"][(group["label"] < 0) | (group["label"] >= k)]
+        labelled = group["label"][group["label"] != UNLABELLED]
+        bad = labelled[(labelled < 0) | (labelled >= k)]
         if len(bad):
             raise DataContractError(
                 f"{path}: column 'label' of scenario {name!r} has value(s) {sorted(set(bad.tolist()))[:5]} "

@@ -61,6 +61,82 @@ def epoch_order(n: int, seed: int, epoch: int, window: int, block_rows: int) -> 
     return torch.cat(pieces)
 
 
+class PooledSplit:
+    """The labelled training split followed by the unlabelled pool, for distillation: rows ``0..n-1`` are the labelled
+    rows, ``n..`` the pool's (label -1). An epoch holds every labelled row and ``pool_per_epoch`` pool rows, the next
+    slice of one fixed, block-shuffled order of the pool (so the draw cycles through the whole pool and a streamed
+    reader touches a window of its shards at a time), riffled into the labelled order at random positions so every
+    batch carries about the epoch's share of pool rows."""
+
+    def __init__(self, train: Split, pool: Split, pool_per_epoch: int):
+        self.train, self.pool = train, pool
+        self.pool_per_epoch = min(len(pool), pool_per_epoch)
+        self.labels = torch.cat([train.labels, torch.full((len(pool),), -1, dtype=torch.int64)])
+        self.video_ids = torch.cat([train.video_ids, pool.video_ids])
+
+    def __len__(self) -> int:
+        return len(self.train) + len(self.pool)
+
+    @property
+    def epoch_rows(self) -> int:
+        return len(self.train) + self.pool_per_epoch
+
+    @property
+    def streamed(self) -> bool:
+        return self.train.streamed or self.pool.streamed
+
+    @property
+    def block_rows(self) -> int:
+        return self.train.block_rows
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.train.frame_shape
+
+    def dense_matrix(self) -> torch.Tensor:
+        return torch.cat([self.train.dense_matrix(), self.pool.dense_matrix()])
+
+    def subset(self, idx: torch.Tensor) -> Split:
+        raise NotImplementedError("a pooled split is only read batch by batch")
+
+    def epoch_order(self, seed: int, epoch: int, window: int) -> torch.Tensor:
+        n, m = len(self.train), self.pool_per_epoch
+        labelled = epoch_order(n, seed, epoch, window, self.train.block_rows)
+        if m == 0:
+            return labelled
+        fixed = epoch_order(len(self.pool), seed + 7919, 0, window, self.pool.block_rows)
+        start = (epoch * m) % len(self.pool)
+        drawn = torch.cat([fixed, fixed])[start : start + m] + n
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch + 1)
+        is_pool = torch.zeros(n + m, dtype=torch.bool)
+        is_pool[torch.randperm(n + m, generator=g)[:m]] = True
+        order = torch.empty(n + m, dtype=torch.int64)
+        order[is_pool], order[~is_pool] = drawn, labelled
+        return order
+
+    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """The batch's labelled rows, then its pool rows; ``index`` says which row each is."""
+        n = len(self.train)
+        parts = [(s, rows) for s, rows in ((self.train, idx[idx < n]), (self.pool, idx[idx >= n] - n)) if len(rows)]
+        got = [s.batch(rows, device) for s, rows in parts]
+        out = {k: torch.cat([b[k] for b in got]) for k in got[0] if k not in ("index", "labels")}
+        out["labels"] = self.labels[idx[idx < n].tolist() + idx[idx >= n].tolist()].to(device)
+        out["index"] = torch.cat([idx[idx < n], idx[idx >= n]])
+        return out
+
+
+def training_order(split: Split, seed: int, epoch: int, window: int) -> torch.Tensor:
+    """The epoch's order of ``split``'s rows (a pooled split draws its pool share, ``PooledSplit``)."""
+    if isinstance(split, PooledSplit):
+        return split.epoch_order(seed, epoch, window)
+    return epoch_order(len(split), seed, epoch, window, split.block_rows)
+
+
+def epoch_rows(split: Split) -> int:
+    """How many rows an epoch of ``split`` holds."""
+    return split.epoch_rows if isinstance(split, PooledSplit) else len(split)
+
+
 @dataclass(frozen=True)
 class BatchRequest:
     """This process's rows of one batch (positions in the split) and the factor on its mean loss."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,6 +126,23 @@ class PreparedData:
     splits: dict[str, Split]
     max_tokens: int
     title_stats: dict[str, dict] = field(default_factory=dict)
+    dataset_dir: Path | None = None  # where it was built (its unlabelled pool is read from there when asked for)
+
+    @cached_property
+    def pool(self) -> Split | None:
+        """The unlabelled videos (``pool`` split), streamed from their shards with this tokenizer; None without any.
+
+        Only labels (-1) and video ids of the pool stay in memory, so training RAM stays flat in the pool's size."""
+        if not (self.manifest.get("pool") or {}).get("rows") or self.dataset_dir is None:
+            return None
+        from cpfd.data.shards import ShardReader
+        from cpfd.data.streamed import StreamedSplit, TokenFile
+
+        root = stream_root(self.dataset_dir, self.manifest, "pool")
+        assert root is not None
+        reader = ShardReader(root)
+        titles = [str(t) for t in reader.columns(["title"])["title"]] if "title" in self.modalities else []
+        return StreamedSplit(reader, TokenFile(self.tokenizer, titles or [""] * len(reader), self.max_tokens))
 
     @property
     def label_names(self) -> list[str]:
@@ -138,7 +156,8 @@ class PreparedData:
         """The same data with only rows ``idx`` of the training split (a fold teacher's view)."""
         train = self.splits["train"].subset(idx)
         return PreparedData(
-            self.manifest, self.tokenizer, {**self.splits, "train": train}, self.max_tokens, self.title_stats
+            self.manifest, self.tokenizer, {**self.splits, "train": train}, self.max_tokens, self.title_stats,
+            self.dataset_dir,
         )
 
     @property
@@ -201,7 +220,7 @@ def prepare_data(dataset_dir: str | Path, model_cfg: ModelConfig, loading: Train
         raise DataContractError(f"{dataset_dir}: splits have different frame shapes {sorted(shapes)}")
     splits: dict[str, Split] = dict(tensors)
     stats = {s: title_stats(tokenizer, t, max_tokens) for s, t in titles.items()}
-    return PreparedData(manifest, tokenizer, splits, max_tokens, stats)
+    return PreparedData(manifest, tokenizer, splits, max_tokens, stats, Path(dataset_dir))
 
 
 def _tokenizer_and_length(model_cfg: ModelConfig, train_titles: list[str]) -> tuple[PreTrainedTokenizerBase, int]:
@@ -235,4 +254,4 @@ def _prepare_streamed(dataset_dir: str | Path, manifest: dict, model_cfg: ModelC
     tokens = {s: TokenFile(tokenizer, t, max_tokens) for s, t in titles.items()}
     del titles
     splits: dict[str, Split] = {s: StreamedSplit(r, tokens[s]) for s, r in readers.items()}
-    return PreparedData(manifest, tokenizer, splits, max_tokens, stats)
+    return PreparedData(manifest, tokenizer, splits, max_tokens, stats, Path(dataset_dir))

@@ -15,7 +15,7 @@ from typing import cast
 import torch
 
 from cpfd.config import TrainConfig
-from cpfd.data.loader import TrainBatches, batch_loader, epoch_order
+from cpfd.data.loader import TrainBatches, batch_loader, epoch_rows, training_order
 from cpfd.data.tensors import PreparedData
 from cpfd.device import autocast, resolve_device
 from cpfd.evaluate import model_macro_f1
@@ -92,7 +92,7 @@ class _Run:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.data.splits["train"]) / self.cfg.batch_size)
+        return math.ceil(epoch_rows(self.data.splits["train"]) / self.cfg.batch_size)
 
     def checkpoint(self) -> None:
         rng = rng_state() if self.world is None else distributed.gather_rng(self.world)
@@ -107,7 +107,7 @@ class _Run:
         cfg, state, train = self.cfg, self.state, self.data.splits["train"]
         epoch, start = state["epoch"], state["batch"]
         rank, size = (self.world.rank, self.world.size) if self.world is not None else (0, 1)
-        order = epoch_order(len(train), cfg.seed, epoch, cfg.shuffle_window, train.block_rows)
+        order = training_order(train, cfg.seed, epoch, cfg.shuffle_window)
         loader = batch_loader(
             train, TrainBatches(order, cfg.batch_size, start, rank, size), cfg.loader_workers, self.device
         )
@@ -250,7 +250,7 @@ def fit(
     for m in models.values():
         m.eval()
     seen = state["global_step"] * cfg.batch_size
-    n = len(data.splits["train"])
+    n = epoch_rows(data.splits["train"])
     return FitResult(
         best_epoch=state["best_epoch"],
         best_val_f1=state["best_val_f1"],

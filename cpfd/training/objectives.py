@@ -23,11 +23,18 @@ def ce_loss(key: str) -> LossFn:
 
 
 def cached_distill_loss(
-    teacher_logits: torch.Tensor, weights: torch.Tensor, cfg: DistillConfig, hints: torch.Tensor | None = None
+    teacher_logits: torch.Tensor,
+    weights: torch.Tensor,
+    cfg: DistillConfig,
+    hints: torch.Tensor | None = None,
+    labelled_rows: int | None = None,
 ) -> LossFn:
-    """Two-stage: teacher logits and weights were computed once over the training split; with ``hints`` (the
-    teacher's standardised fused representation of every training row) the weighted hint term through
-    ``models["hint"]`` too."""
+    """Two-stage: teacher logits and weights were computed once over the training split (and the unlabelled pool
+    after its ``labelled_rows`` rows); with ``hints`` (the teacher's standardised fused representation of every
+    labelled row) the weighted hint term through ``models["hint"]`` too, over the labelled rows alone."""
+    hint_weights = weights.clone()
+    if labelled_rows is not None:
+        hint_weights[labelled_rows:] = 0
 
     def loss(models, batch, step):
         idx = batch["index"]
@@ -38,7 +45,7 @@ def cached_distill_loss(
         else:
             h = fused_batch(student, batch)
             logits = student.head(h)
-            hint = hint_loss(models[HINT_KEY](h), hints[idx].to(device), weights[idx].to(device))
+            hint = hint_loss(models[HINT_KEY](h), hints[idx].to(device), hint_weights[idx].to(device))
         kd = distillation_loss(
             logits,
             batch["labels"],

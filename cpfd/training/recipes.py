@@ -11,7 +11,8 @@ import torch
 
 from cpfd.config import DistillConfig, ModelConfig, ProjectConfig, TrainConfig
 from cpfd.data.tensors import PreparedData
-from cpfd.distill import example_weights, standardize
+from cpfd.data.loader import epoch_rows
+from cpfd.distill import example_weights, pool_weights, standardize
 from cpfd.errors import DataContractError
 from cpfd.evaluate import predict_logits
 from cpfd.models import VideoClassifier, build_model, make_spec, save_model
@@ -219,7 +220,47 @@ def compute_teacher_outputs(
                 train_fold_teacher(data, project, fold, dcfg.folds, d, progress, resume, train_cfg)
             dirs.append(d)
         out = combine_fold_outputs(data, dirs, dcfg.calibrate)
-    return with_hints(out, teacher, data) if dcfg.hint != "none" else out
+    out = with_hints(out, teacher, data) if dcfg.hint != "none" else out
+    return with_pool(out, teacher, data) if uses_pool(data, dcfg) else out
+
+
+def uses_pool(data: PreparedData, dcfg: DistillConfig) -> bool:
+    """Whether distillation reads the unlabelled pool: the dataset has one and ``distill.pool_weight`` is above 0."""
+    return dcfg.pool_weight > 0 and data.pool is not None
+
+
+def with_pool(outputs: TeacherOutputs, teacher: VideoClassifier, data: PreparedData) -> TeacherOutputs:
+    """``outputs`` with the full teacher's logits on the unlabelled pool (it never saw those videos)."""
+    from dataclasses import replace
+
+    assert data.pool is not None
+    return replace(outputs, pool_logits=predict_logits(teacher, data.pool), pool_video_ids=data.pool.video_ids.clone())
+
+
+def pooled_targets(
+    data: PreparedData, teacher: TeacherOutputs, dcfg: DistillConfig, weights: torch.Tensor
+) -> tuple[PreparedData, torch.Tensor, torch.Tensor]:
+    """The training data with the pool after the labelled rows (``PooledSplit``), and the teacher logits and weights
+    over both; the data unchanged without a pool in use."""
+    from cpfd.data.loader import PooledSplit
+
+    logits = teacher.calibrated
+    if not uses_pool(data, dcfg):
+        return data, logits, weights
+    pool = data.pool
+    assert pool is not None
+    pool_logits = teacher.calibrated_pool
+    if pool_logits is None or teacher.pool_video_ids is None or not torch.equal(teacher.pool_video_ids, pool.video_ids):
+        raise DataContractError(
+            "the teacher outputs do not cover the dataset's unlabelled pool (recompute them with this dataset, or set "
+            "distill.pool_weight: 0)"
+        )
+    train = data.splits["train"]
+    split = PooledSplit(train, pool, int(round(dcfg.pool_ratio * len(train))))
+    pooled = PreparedData(
+        data.manifest, data.tokenizer, {**data.splits, "train": split}, data.max_tokens, data.title_stats
+    )
+    return pooled, torch.cat([logits, pool_logits]), torch.cat([weights, pool_weights(pool_logits, dcfg)])
 
 
 def distill_student(
@@ -248,6 +289,7 @@ def distill_student(
     weights = example_weights(logits, labels, dcfg)
     model = new_model(data, project.model, "student", cfg.seed)
     models: dict[str, torch.nn.Module] = {"student": model}
+    fit_data, all_logits, all_weights = pooled_targets(data, teacher, dcfg, weights)
     hints = None
     if dcfg.hint != "none":
         if teacher.hints is None or teacher.hints.shape[0] != len(labels):
@@ -257,8 +299,12 @@ def distill_student(
             )
         hints = standardize(teacher.hints)
         models[HINT_KEY] = torch.nn.Linear(model.fused_size, hints.shape[1])
-    loss = cached_distill_loss(logits, weights, dcfg, hints)
-    result = fit(models, "student", loss, data, cfg, out_dir, f"{dcfg.method}[{scenario}]", progress, resume)
+    pool_rows = len(all_weights) - len(weights)
+    if hints is not None and pool_rows:  # the hint term reads labelled rows only (the pool's weight 0 in it)
+        hints = torch.cat([hints, hints.new_zeros((pool_rows, hints.shape[1]))])
+    loss = cached_distill_loss(all_logits, all_weights, dcfg, hints, len(weights))
+    desc = f"{dcfg.method}[{scenario}]" + (f" + pool of {pool_rows}" if pool_rows else "")
+    result = fit(models, "student", loss, fit_data, cfg, out_dir, desc, progress, resume)
     return _finish(
         model,
         data,
@@ -270,6 +316,7 @@ def distill_student(
             "distill": dcfg.model_dump(),
             "train": cfg.model_dump(),
             "mean_weight": float(weights.mean()),
+            "pool": {"rows": pool_rows, "per_epoch": epoch_rows(fit_data.splits["train"]) - len(labels)},
             "teacher_outputs": teacher.source,
             "teacher_calibration": teacher.calibration,
         },

@@ -39,6 +39,8 @@ STUDENT_FIELDS = (
     "calibrate",
     "hint",
     "hint_weight",
+    "pool_weight",
+    "pool_ratio",
 )
 
 
@@ -83,6 +85,15 @@ class Stages:
         """The dataset's key, hashed once (it reads every split's video ids: every stage and trial asks for it)."""
         return data_key(self.data)
 
+    def pool_key(self, dcfg: DistillConfig) -> str | None:
+        """The unlabelled pool's key when distillation reads it (its video ids), else None."""
+        from cpfd.training.recipes import uses_pool
+
+        if not uses_pool(self.data, dcfg):
+            return None
+        assert self.data.pool is not None
+        return stage_key(self.data.pool.video_ids.tolist())
+
     def classifier(self, role: str) -> Path:
         """The teacher (role ``teacher``) or the baseline student (``student``), trained with cross-entropy."""
         from cpfd.training.recipes import train_classifier
@@ -111,7 +122,7 @@ class Stages:
         from cpfd.training.recipes import compute_teacher_outputs
 
         fields = dcfg.model_dump(include=set(OUTPUT_FIELDS))
-        out = self.folder("outputs", self.base, model_key(teacher_dir), fields)
+        out = self.folder("outputs", self.base, model_key(teacher_dir), fields, self.pool_key(dcfg))
         path = out / OUTPUTS_FILE
         if self.resume and path.exists():
             loaded = TeacherOutputs.load(path, self.data.splits["train"].video_ids)
