@@ -22,6 +22,7 @@ from monitoring.slices import reference_slice
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 WORKSPACE_DIR = "evidently_workspace"
+EXPERIMENTS_DIR = "experiments"
 
 
 def _num_classes(*arrays) -> int:
@@ -216,6 +217,18 @@ def run_monitor(
         summary["failed_checks"] = ["window/empty"] if cfg.empty_window_fails else []
     else:
         summary["scenarios"] = analyse(window, reference, cfg)
+        if cfg.experiments.enabled:
+            from monitoring.experiments import run_experiments
+
+            state_dir = cfg.experiments.state_dir or out.parent / EXPERIMENTS_DIR
+            summary["experiments"] = run_experiments(
+                log, window, reference, since, until, cfg, summary["scenarios"], state_dir
+            )
+            for s, st in summary["experiments"].items():
+                if st["decision"] in ("invalid", "rollback"):
+                    summary["scenarios"][s]["failed_checks"].append(f"experiment_{st['decision']}")
+                    summary["scenarios"][s]["status"] = FAIL
+                summary["scenarios"][s]["messages"].append(f"experiment: {st['decision']}: {st['reason']}")
         summary["failed_checks"] = [f"{s}/{c}" for s, r in summary["scenarios"].items() for c in r["failed_checks"]]
         summary["status"] = FAIL if summary["failed_checks"] else PASS
     timings["statistics"] = time.perf_counter() - t
@@ -263,6 +276,11 @@ def format_summary(summary: dict) -> str:
                     f" psi={v['psi']} F1={v['f1']} coverage={sl['label_coverage']:.2f}"
                 )
         lines += [f"    {m}" for m in r["messages"]]
+    if summary.get("experiments"):
+        from monitoring.experiments import format_status
+
+        lines.append("experiments (always-valid, cumulative since each start):")
+        lines += format_status(summary["experiments"])
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ def window_query(since: str, until: str):
             p.video_id,
             p.label.label("predicted"),
             p.confidence,
+            p.latency_ms,
             lab.label.label("true_label"),
         )
         .select_from(joined)
@@ -54,6 +55,7 @@ def read_window(log, since: str, until: str) -> pd.DataFrame:
     df["ts"] = pd.to_datetime(df["ts"], utc=True).astype("datetime64[ns, UTC]")  # one unit on pandas 2 and 3
     df["predicted"] = df["predicted"].astype("int64")
     df["confidence"] = df["confidence"].astype("float64")
+    df["latency_ms"] = df["latency_ms"].astype("float64")
     df["true_label"] = df["true_label"].astype("float64")
     return df
 

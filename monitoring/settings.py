@@ -41,6 +41,36 @@ class AB(StrictModel):
     correction: Literal["bonferroni", "none"] = "bonferroni"
 
 
+class Guardrails(StrictModel):
+    """Non-inferiority margins of the treatment against the control (a failed guardrail blocks promotion and
+    rolls back; one not yet shown non-inferior holds)."""
+
+    latency_p99_ms: float | None = Field(25.0, ge=0, description="treatment p99 latency may exceed control's by this")
+    label_coverage: float | None = Field(0.05, ge=0, le=1, description="treatment label coverage may trail by this")
+    confidence_psi: float | None = Field(
+        0.1, ge=0, description="treatment confidence PSI (against its reference) may exceed control's by this"
+    )
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class Policy(StrictModel):
+    """What `cpfd monitor --act` (or ``act: true``) does with a decision, as Argo Rollouts / Flagger analyses do."""
+
+    act: bool = False
+    steps: list[float] = Field(default_factory=lambda: [0.5], description="treatment shares to ramp through")
+    who: str = "cpfd-monitor"
+
+
+class Experiments(StrictModel):
+    enabled: bool = True
+    state_dir: str = Field("", description="experiment state files ('' = experiments next to --out)")
+    serving_config: str = Field("", description="serving config whose traffic shares are tested ('' = no SRM)")
+    design_labelled: int = Field(2000, ge=10, description="labelled units, both arms, the sequence is tuned for")
+    srm_alpha: float = Field(0.001, gt=0, lt=1)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+    policy: Policy = Field(default_factory=Policy)
+
+
 class EvidentlyOpts(StrictModel):
     workspace: str = ""
 
@@ -51,6 +81,7 @@ class MonitorConfig(StrictModel):
     quality: Quality = Field(default_factory=Quality)
     ab: AB = Field(default_factory=AB)
     empty_window_fails: bool = True
+    experiments: Experiments = Field(default_factory=Experiments)
     evidently: EvidentlyOpts = Field(default_factory=EvidentlyOpts)
 
 

@@ -1,0 +1,114 @@
+"""Experiments through the monitoring job on a real SQLite prediction log: state kept between runs, the
+sample-ratio check voiding the verdict, guardrails blocking promotion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from benchmarks.monitoring import START, make_traffic, write_traffic
+
+pytestmark = pytest.mark.integration
+DAY = pd.Timedelta(days=1)
+
+
+def _serving_config(path, control=0.5, treatment=0.5):
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "experiment": "ab",
+                "scenarios": {
+                    "three": {
+                        "arms": {
+                            "control": {"model": "three-student", "traffic": control},
+                            "treatment": {"model": "three-cpfd", "traffic": treatment},
+                        }
+                    }
+                },
+            }
+        )
+    )
+    return path
+
+
+def _day(log, day: int, seed: int, n_control: int, n_treatment: int, accuracy=None):
+    from cpfd.predlog import PredictionLog
+
+    preds, labels, ref = make_traffic(
+        {"three": 3},
+        max(n_control, n_treatment),
+        seed=seed,
+        accuracy=accuracy,
+        start=START + day * DAY,
+        label_share=0.9,
+    )
+    preds["video_id"] += day * 10**6
+    labels["video_id"] += day * 10**6
+    preds["request_id"] += f"-d{day}"
+    keep = (preds["arm"] == "control") & (preds.groupby("arm").cumcount() < n_control) | (
+        (preds["arm"] == "treatment") & (preds.groupby("arm").cumcount() < n_treatment)
+    )
+    preds = preds[keep]
+    labels = labels[labels["video_id"].isin(preds["video_id"])]
+    write_traffic(PredictionLog(log), preds, labels)
+    return ref
+
+
+def _monitor(tmp_path, log, ref_path, day: int, serving, **experiments):
+    from monitoring.analysis import run_monitor
+    from monitoring.settings import load_monitor_config
+
+    cfg = load_monitor_config(
+        text=yaml.safe_dump(
+            {"experiments": {"serving_config": str(serving), "state_dir": str(tmp_path / "state"), **experiments}}
+        )
+    )
+    since, until = (START + day * DAY).isoformat(), (START + (day + 1) * DAY).isoformat()
+    return run_monitor(log, ref_path, since, until, tmp_path / f"out{day}", cfg, evidently=False)
+
+
+def test_state_is_kept_between_daily_runs_and_a_55_45_split_voids_the_verdict(tmp_path):
+    log, ref_path = tmp_path / "log.db", tmp_path / "ref.parquet"
+    serving = _serving_config(tmp_path / "serving.yaml")
+    ref = _day(log, 0, 1, 500, 500)
+    ref.to_parquet(ref_path, index=False)
+    first = _monitor(tmp_path, log, ref_path, 0, serving)["experiments"]["three"]
+    assert first["srm"]["status"] == "pass" and first["decision"] == "hold", first
+    _day(log, 1, 2, 500, 500)
+    second = _monitor(tmp_path, log, ref_path, 1, serving)["experiments"]["three"]
+    state = json.loads(Path(second["state"]).read_text())
+    assert state["start"] == first["start"] and len(state["looks"]) == 2
+    assert second["n"] == {"control": 1000, "treatment": 1000}  # cumulative since the start, not the window
+    # a broken assignment: 55/45 served while the config says 50/50
+    _day(log, 2, 3, 2200, 1800)
+    third = _monitor(tmp_path, log, ref_path, 2, serving)
+    look = third["experiments"]["three"]
+    assert look["srm"]["status"] == "fail" and look["srm"]["pvalue"] < 0.001, look["srm"]
+    assert look["decision"] == "invalid" and "sample ratio mismatch" in look["reason"]
+    assert "three/experiment_invalid" in third["failed_checks"] and third["status"] == "fail"
+
+
+def test_better_treatment_promotes_only_when_guardrails_pass(tmp_path):
+    log, ref_path = tmp_path / "log.db", tmp_path / "ref.parquet"
+    serving = _serving_config(tmp_path / "serving.yaml")
+    ref = _day(log, 0, 5, 3000, 3000, accuracy={"control": 0.70, "treatment": 0.90})
+    ref.to_parquet(ref_path, index=False)
+    look = _monitor(tmp_path, log, ref_path, 0, serving, policy={"steps": []})["experiments"]["three"]
+    assert look["f1"]["status"] == "better" and look["f1"]["low"] > 0, look["f1"]
+    assert look["decision"] == "promote", look
+    # the same data with a label-coverage margin of 0 and the treatment's labels withheld: blocked, rolled back
+    from cpfd.predlog import PredictionLog
+
+    with PredictionLog(log).engine.begin() as conn:
+        conn.exec_driver_sql(
+            "DELETE FROM labels WHERE video_id % 3 = 0 AND video_id IN "
+            "(SELECT video_id FROM predictions WHERE arm = 'treatment')"
+        )
+    look = _monitor(
+        tmp_path, log, ref_path, 0, serving, state_dir=str(tmp_path / "state2"), guardrails={"label_coverage": 0.0}
+    )["experiments"]["three"]
+    assert look["guardrails"]["label_coverage"]["status"] == "fail" and look["decision"] == "rollback", look
