@@ -23,7 +23,7 @@ def bench_quality(
     config: Path | None = ConfigOpt,
     set_: list[str] = SetOpt,
     seeds: int = typer.Option(5, min=1),
-    videos_per_scenario: int = typer.Option(3000, min=100),
+    videos_per_scenario: int | None = typer.Option(None, min=100, help="default 3000 (1000 labelled with --pool)"),
     variant: list[str] = typer.Option([], help="variants to compare (repeatable); default: the benchmark's set"),
     scenario: list[str] = typer.Option([], help="only these scenarios"),
     quick: bool = typer.Option(False, help="2 seeds, 600 videos, 2 scenarios, 3 variants, 3 epochs: a smoke run"),
@@ -31,15 +31,28 @@ def bench_quality(
         False, help="add the config's variant with lambda and T searched per scenario and seed (Optuna, validation)"
     ),
     trials: int = typer.Option(12, min=2, help="--tune: Optuna trials per scenario and seed (the first: the default)"),
-    out: Path = typer.Option(Path("runs/bench_quality")),
+    pool: bool = typer.Option(
+        False,
+        help="the unlabelled-pool benchmark instead (docs/pool_benchmark.md): pools of 0, 1, 4, 16x the labelled set, "
+        "PFD and CPFD on them, the self-training control; --videos-per-scenario is then the labelled count "
+        "(default 1000), --scenario defaults to title_interaction and engagement_only",
+    ),
+    out: Path | None = typer.Option(None, help="default: runs/bench_quality (runs/bench_pool with --pool)"),
     quiet: bool = QuietOpt,
 ):
     """F1 of X-VLM, DF-X-VLM, PFD and CPFD variants per scenario over seeds, with paired bootstrap intervals, and the
     gain estimate against the realised gain."""
+    if pool:
+        _bench_pool(
+            data, config, set_, seeds, videos_per_scenario, scenario, quick, out or Path("runs/bench_pool"), quiet
+        )
+        return
+    out = out or Path("runs/bench_quality")
     from benchmarks.quality import DEFAULT_VARIANTS, own_datasets, run_quality, synthetic_datasets
     from benchmarks.tables import to_markdown
     from benchmarks.variants import TUNED, canonical_variant, variant_name
 
+    videos_per_scenario = videos_per_scenario or 3000
     if quick:
         seeds, videos_per_scenario = 2, 600
         variant = variant or ["pfd", "cpfd:max_prob:norm=mean", "pfd:hint=fused"]
@@ -85,6 +98,36 @@ def bench_quality(
     typer.echo(
         f"written: {out / 'quality.json'}, {out / 'quality.md'}, {out / 'quality.png'} ({result['seconds']:.0f}s)"
     )
+
+
+def _bench_pool(
+    data: Path,
+    config: Path | None,
+    set_: list[str],
+    seeds: int,
+    labelled: int | None,
+    scenario: list[str],
+    quick: bool,
+    out: Path,
+    quiet: bool,
+) -> None:
+    from benchmarks.pool import run_pool, to_markdown
+
+    if quick:
+        seeds, labelled, set_ = 2, labelled or 300, ["train.epochs=3", *set_]
+    scenarios = scenario or ["title_interaction", "engagement_only"]
+    summary = run_pool(
+        data,
+        labelled or 1000,
+        list(range(seeds)),
+        scenarios,
+        lambda cfg: load_project(config or cfg, set_),
+        out,
+        progress=not quiet,
+        log=typer.echo,
+    )
+    typer.echo(to_markdown(summary))
+    typer.echo(f"written: {out / 'pool.json'}, {out / 'pool.md'}, {out / 'pool.png'} ({summary['seconds']:.0f}s)")
 
 
 @bench_app.command("throughput")

@@ -77,7 +77,9 @@ class FeatureDeclarations(StrictModel):
         "its offline store; sources, views and services above are not used (docs/use_your_feast.md)",
     )
     join_key: str = Field(
-        "video_id", min_length=1, description="with repo: the join key of the team's entity; it gets the videos' video_id"
+        "video_id",
+        min_length=1,
+        description="with repo: the join key of the team's entity; it gets the videos' video_id",
     )
     label_timestamp: str = Field(
         "event_timestamp",

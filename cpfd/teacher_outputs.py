@@ -6,8 +6,8 @@ fold k, so no example's soft target comes from a model that saw its label. ``ins
 full teacher scores the examples it was trained on (near-copies of the labels, confidence near
 1). Either way one temperature per scenario is fitted on the validation split (NLL), and the
 distillation uses the logits divided by it. The unlabelled pool, which no teacher was trained on, is scored by the
-full teacher and divided by the same temperature; its logits are stored in the same file. The teacher that is evaluated and gated is always
-the one trained on the whole training split.
+full teacher and divided by the same temperature; its logits are stored in the same file. The teacher that is
+evaluated and gated is always the one trained on the whole training split.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from cpfd.config import ALL_MODALITIES
-from cpfd.data.contract import UNLABELLED
 from cpfd.conventions import FEATURE_TTL
+from cpfd.data.contract import UNLABELLED
 from cpfd.data.shards import DEFAULT_SHARD_ROWS, STREAM_DIR, write_split_stream
 from cpfd.errors import DataContractError
 from cpfd.features import FeatureDeclarations

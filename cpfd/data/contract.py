@@ -29,14 +29,18 @@ def _labels_with_pool(labels: pd.Series, path: Path | str) -> pd.Series:
     Parquet stores an integer column with nulls as float64 (pandas) or nullable Int64: both are accepted when every
     value that is present is a whole number; a labelled table stays an integer column."""
     if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
-        raise DataContractError(f"{path}: column 'label' must be integer (null for an unlabelled video), found {labels.dtype}")
+        raise DataContractError(
+            f"{path}: column 'label' must be integer (null for an unlabelled video), found {labels.dtype}"
+        )
     present = labels.dropna()
     if pd.api.types.is_float_dtype(present) and not (present == present.round()).all():
         rows = present.index[present != present.round()][:5].tolist()
         raise DataContractError(f"{path}: column 'label' must hold whole numbers, found fractions in rows {rows}")
     if present.lt(0).any():  # -1 would read as the pool's marker: a negative label is never a class
         bad = sorted(set(present[present < 0].astype("int64").tolist()))[:5]
-        raise DataContractError(f"{path}: column 'label' has negative value(s) {bad}; leave a label null for an unlabelled video")
+        raise DataContractError(
+            f"{path}: column 'label' has negative value(s) {bad}; leave a label null for an unlabelled video"
+        )
     return labels.fillna(UNLABELLED).astype("int64")
 
 

@@ -156,7 +156,11 @@ class PreparedData:
         """The same data with only rows ``idx`` of the training split (a fold teacher's view)."""
         train = self.splits["train"].subset(idx)
         return PreparedData(
-            self.manifest, self.tokenizer, {**self.splits, "train": train}, self.max_tokens, self.title_stats,
+            self.manifest,
+            self.tokenizer,
+            {**self.splits, "train": train},
+            self.max_tokens,
+            self.title_stats,
             self.dataset_dir,
         )
 

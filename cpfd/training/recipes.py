@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from cpfd.config import DistillConfig, ModelConfig, ProjectConfig, TrainConfig
-from cpfd.data.tensors import PreparedData
 from cpfd.data.loader import epoch_rows
+from cpfd.data.tensors import PreparedData
 from cpfd.distill import example_weights, pool_weights, standardize
 from cpfd.errors import DataContractError
 from cpfd.evaluate import predict_logits
