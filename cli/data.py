@@ -39,8 +39,10 @@ def generate(
 @dataset_app.command("build")
 def dataset_build(
     videos: Path = typer.Option(..., help="videos table (Parquet)"),
-    features: Path = typer.Option(
-        ..., help="folder holding the declared feature sources (or the one source file the scenario reads)"
+    features: Path | None = typer.Option(
+        None,
+        help="folder holding the declared feature sources (or the one source file the scenario reads); not used "
+        "with feature_store.repo (the team's own Feast)",
     ),
     scenario: str = typer.Option(...),
     out: Path = typer.Option(..., help="output folder for train/val/test.parquet + manifest.json"),
@@ -58,15 +60,27 @@ def dataset_build(
 
     from cpfd.data.build import build_scenario_dataset
 
+    project = load_project(config, set_)
+    if project.feature_store.by_reference:  # the team's own Feast: their registry, offline store and service
+        if backend == "pandas":
+            raise CpfdError("--backend pandas reads the declared Parquet sources; feature_store.repo needs Feast")
+        from featurestore.reference import build_dataset_reference
+
+        manifest = build_dataset_reference(videos, scenario, project, out, stream_root)
+        typer.echo(json.dumps({"backend": manifest["join_backend"], **manifest["rows"]}))
+        return
+    if features is None:
+        raise CpfdError(
+            "--features is required: the folder of the declared feature sources (or set feature_store.repo)"
+        )
     if backend == "auto":
         backend = "feast" if importlib.util.find_spec("feast") else "pandas"
     if backend == "feast":
         from featurestore import build_dataset_feast
 
-        project = load_project(config, set_)
         manifest = build_dataset_feast(videos, features, scenario, project, out, store, stream_root=stream_root)
     elif backend == "pandas":
-        manifest = build_scenario_dataset(videos, features, scenario, load_project(config, set_), out, stream_root)
+        manifest = build_scenario_dataset(videos, features, scenario, project, out, stream_root)
     else:
         raise CpfdError(f"--backend must be feast, pandas or auto, got {backend!r}")
     typer.echo(json.dumps({"backend": manifest["join_backend"], **manifest["rows"]}))
