@@ -1,8 +1,8 @@
 """The `cpfd` Typer app and its entry point (``[project.scripts] cpfd = "cli.main:main"``).
 
 Only composition happens here: each command group lives in its own module (``cli.data``,
-``cli.train``, ``cli.config``, ``cli.bench``, ``cli.pipeline``, ``cli.serve``, ``cli.monitor``, ``cli.demo``) and
-imports what it runs inside the command, so `cpfd --help` needs typer alone.
+``cli.train``, ``cli.config``, ``cli.bench``, ``cli.pipeline``, ``cli.serve``, ``cli.monitor``, ``cli.experiment``,
+``cli.demo``) and imports what it runs inside the command, so `cpfd --help` needs typer alone.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from cli import bench, config, data, demo, monitor, pipeline, serve, train
+from cli import bench, config, data, demo, experiment, monitor, pipeline, serve, train
 from cpfd.env import set_env_defaults
 from cpfd.errors import CpfdError
 
@@ -31,6 +31,7 @@ app.add_typer(data.features_app, name="features")
 app.add_typer(config.config_app, name="config")
 app.add_typer(serve.models_app, name="models")
 app.add_typer(monitor.log_app, name="log")
+app.add_typer(experiment.experiment_app, name="experiment")
 for command in (
     data.generate,
     train.evaluate,

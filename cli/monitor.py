@@ -30,8 +30,13 @@ def monitor(
     from monitoring.analysis import format_summary, run_monitor
     from monitoring.settings import load_monitor_config
 
-    summary = run_monitor(log, reference, since, until, out, load_monitor_config(config), evidently, workspace)
+    cfg = load_monitor_config(config)
+    summary = run_monitor(log, reference, since, until, out, cfg, evidently, workspace)
     typer.echo(format_summary(summary))
+    if summary.get("experiments"):
+        from cli.experiment import apply_policy
+
+        apply_policy(summary, cfg, Path(summary["experiments_state_dir"]))
     typer.echo(f"written: {out / 'index.html'}, {out / 'summary.json'}")
     if "workspace" in summary:
         typer.echo(f"Evidently workspace: {summary['workspace']} (cpfd monitor-ui --workspace {summary['workspace']})")

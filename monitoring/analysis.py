@@ -221,6 +221,7 @@ def run_monitor(
             from monitoring.experiments import run_experiments
 
             state_dir = cfg.experiments.state_dir or out.parent / EXPERIMENTS_DIR
+            summary["experiments_state_dir"] = str(state_dir)
             summary["experiments"] = run_experiments(
                 log, window, reference, since, until, cfg, summary["scenarios"], state_dir
             )

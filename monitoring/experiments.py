@@ -78,19 +78,31 @@ def new_state(scenario: str, experiment: str, start: str, cfg: MonitorConfig, un
     }
 
 
-def reference_unit_variance(reference: pd.DataFrame, scenario: str, control: str, treatment: str) -> float:
-    """Per-unit variance of the macro-F1 difference at equal shares, from the offline reference's confusion
-    matrices (each arm's own rows if present, else the scenario's); 1.0 when there is no reference."""
+def arm_variances(reference: pd.DataFrame, scenario: str, control: str, treatment: str) -> tuple[float, float]:
+    """Per-observation macro-F1 variance of (treatment, control) from the offline reference's confusion matrices
+    (each arm's own rows where the reference has them, else the scenario's). A DataContractError-free ValueError
+    when the reference has no row for the scenario."""
     ref = reference[reference["scenario"] == scenario]
     if ref.empty:
-        return 1.0
+        raise ValueError(f"the reference has no rows for scenario {scenario!r}")
     k = int(max(ref["label"].max(), ref["predicted"].max())) + 1
-    out = 0.0
-    for arm in (control, treatment):
-        rows = ref[ref["arm"].isin([arm, ""])] if "arm" in ref else ref
+    out = []
+    for arm in (treatment, control):
+        rows = ref[ref["arm"] == arm]
         rows = rows if len(rows) else ref
-        out += seq.macro_f1_influence(confusion_matrix(rows["label"].to_numpy(), rows["predicted"].to_numpy(), k))[1]
-    return out / 0.5
+        out.append(
+            seq.macro_f1_influence(confusion_matrix(rows["label"].to_numpy(), rows["predicted"].to_numpy(), k))[1]
+        )
+    return out[0], out[1]
+
+
+def reference_unit_variance(reference: pd.DataFrame, scenario: str, control: str, treatment: str) -> float:
+    """Per-unit variance of the macro-F1 difference at equal shares (1.0 without a reference for the scenario)."""
+    try:
+        var_t, var_c = arm_variances(reference, scenario, control, treatment)
+    except ValueError:
+        return 1.0
+    return var_t / 0.5 + var_c / 0.5
 
 
 def serving_shares(serving_config: str | Path) -> dict[str, tuple[str, dict[str, float]]]:
@@ -173,7 +185,7 @@ def look(
     scenario and experiment only): appends the look to ``state`` and returns it."""
     c, t = state["control"], state["treatment"]
     alpha = state["alpha"]
-    lk: dict[str, Any] = {"until": until, "n": {a: int((data["arm"] == a).sum()) for a in (c, t)}}
+    lk: dict[str, Any] = {"until": until, "n": {a: int((data["arm"] == a).sum()) for a in (c, t)}, "shares": shares}
     # sample ratio: distinct videos (the unit the hash assigns) since the shares last changed
     lk["srm"] = {"status": "skipped", "message": "no serving config: sample ratio not checked"}
     if shares:
@@ -246,6 +258,7 @@ def decide(state: dict, lk: dict, shares: dict[str, float] | None, cfg: MonitorC
     share = (shares or {}).get(state["treatment"], 0.0)
     nxt = [s for s in cfg.experiments.policy.steps if s > share + 1e-9 and s < 1.0]
     if nxt:
+        lk["ramp_to"] = nxt[0]
         return "ramp", f"treatment better ({iv}), guardrails pass: ramp to {nxt[0]:g}"
     return "promote", f"treatment better ({iv}), guardrails pass"
 

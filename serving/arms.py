@@ -19,4 +19,4 @@ def assign_arm(experiment: str, video_id: int, traffic: dict[str, float]) -> str
         edge += share
         if u < edge:
             return arm
-    return next(reversed(traffic))
+    return next(arm for arm in reversed(traffic) if traffic[arm] > 0)  # rounding left u past the last edge

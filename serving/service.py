@@ -36,6 +36,7 @@ from serving.config import CONFIG_ENV, load_serving_config
 from serving.gate import Gate, Rejection, Route, error_payload, log_rejection
 from serving.guards import forbid_imports, forbidden_loaded
 from serving.launch import die_with_parent, startup_fault
+from serving.live import LiveConfig
 from serving.openapi import build_spec
 from serving.schemas import BatchRequest, InfoRequest, ServingInputError, VideoRequest, parse_query
 from serving.startup import resolve_store_models, scenario_inputs
@@ -63,6 +64,7 @@ ROUTES = {
     **{path: Route(methods=("GET",)) for path in ("/livez", "/healthz", "/readyz", "/")},
 }
 SPEC = build_spec(CONFIG, ROUTES, auth=TOKEN is not None, inputs=INPUTS)
+LIVE = LiveConfig(CONFIG_PATH, CONFIG)  # traffic shares reload without a restart (serving/live.py)
 
 T = TypeVar("T")
 logger = logging.getLogger("cpfd.serving")
@@ -122,6 +124,8 @@ class CpfdService:
         except Exception:  # not a fault of the files: this worker exits and its supervisor starts another
             logger.exception("loading the models failed")
             os._exit(1)
+        LIVE.listeners.append(lambda cfg: setattr(runtime, "cfg", cfg))  # /info shows the live shares
+        runtime.cfg = LIVE.current()
         self.runtime = runtime
         logger.info("models loaded in %.1f s (pid %d)", time.monotonic() - t0, os.getpid())
 
@@ -170,16 +174,16 @@ def _unavailable() -> str | None:
 async def classify(request: Request) -> Response:
     """POST /classify: one video; the gate has validated the body (``state.parsed``)."""
     service, video = _service(), request.state.parsed
-    modalities = service.loaded().modalities
-    out = await service.answer(lambda: [validate_video(video, CONFIG, "video", modalities)], request.state.request_id)
+    modalities, cfg = service.loaded().modalities, LIVE.current()  # the arm is chosen with the config of now
+    out = await service.answer(lambda: [validate_video(video, cfg, "video", modalities)], request.state.request_id)
     return out if isinstance(out, Response) else JSONResponse(out[0])
 
 
 async def classify_batch(request: Request) -> Response:
     """POST /classify_batch: {"videos": [...]} -> {"predictions": [...]}."""
     service, batch = _service(), request.state.parsed
-    modalities = service.loaded().modalities
-    out = await service.answer(lambda: validate_batch(batch.videos, CONFIG, modalities), request.state.request_id)
+    modalities, cfg = service.loaded().modalities, LIVE.current()
+    out = await service.answer(lambda: validate_batch(batch.videos, cfg, modalities), request.state.request_id)
     return out if isinstance(out, Response) else JSONResponse({"predictions": out})
 
 
@@ -188,9 +192,10 @@ async def classify_frames(request: Request) -> Response:
     service = _service()
     body = await request.body()
     query = list(request.query_params.multi_items())
+    cfg = LIVE.current()
 
     def videos() -> list[ValidVideo]:
-        return [validate_frames(parse_query(query), body, CONFIG, service.loaded().modalities)]
+        return [validate_frames(parse_query(query), body, cfg, service.loaded().modalities)]
 
     out = await service.answer(videos, request.state.request_id, offload=False)  # no decoding: cheap enough inline
     return out if isinstance(out, Response) else JSONResponse(out[0])
