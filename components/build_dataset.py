@@ -14,6 +14,8 @@ def build_dataset(
     scenario: str,
     config_yaml: str,
     method: str,
+    pool_weight: float,
+    pool_ratio: float,
     join: str,
     stream_root: str,
     dataset: Output[Dataset],
@@ -28,7 +30,8 @@ def build_dataset(
     where the training shards go (``<stream_root>/<scenario>``); empty: inside ``dataset``.
 
     ``config``: the scenario's effective config, resolved here once (project sections, the scenario's overrides,
-    then the run's ``method`` when not empty), a JSON ProjectConfig of this one scenario; later steps take it
+    then the run's ``method`` when not empty and its ``pool_weight`` / ``pool_ratio`` when not negative), a JSON
+    ProjectConfig of this one scenario; later steps take it
     instead of ``config_yaml`` and apply nothing on top."""
     from components import timing
 
@@ -41,7 +44,9 @@ def build_dataset(
     project = project_from_yaml(config_yaml)
     videos_path, features_path = videos.path, features.path
     shards = f"{stream_root.rstrip('/')}/{scenario}" if stream_root else None
-    resolved = resolve_scenario_config(project, scenario, method)  # a bad method fails before the join
+    resolved = resolve_scenario_config(
+        project, scenario, method, pool_weight, pool_ratio
+    )  # a bad method fails before the join
     timing.mark("imports", scenario=scenario)
     # the join checks the whole videos table against every configured scenario (the data contract),
     # so it takes the project
@@ -66,6 +71,7 @@ def build_dataset(
         {
             "scenario": scenario,
             "rows": manifest["rows"],
+            "pool_rows": manifest["pool"]["rows"],
             "join_backend": manifest["join_backend"],
             "feature_service": manifest["feature_service"],
             "dense_null_rate": manifest["dense_null_rate"],
@@ -75,6 +81,7 @@ def build_dataset(
     )
     timing.mark("write")
     print(
-        f"dataset {scenario}: {manifest['rows']} via {manifest['join_backend']}; config resolved "
-        f"({resolved.distill.method}, {resolved.distill.teacher_outputs} teacher outputs)"
+        f"dataset {scenario}: {manifest['rows']} and {manifest['pool']['rows']} unlabelled pool videos via "
+        f"{manifest['join_backend']}; config resolved ({resolved.distill.method}, "
+        f"{resolved.distill.teacher_outputs} teacher outputs, pool weight {resolved.distill.pool_weight:g})"
     )

@@ -29,9 +29,12 @@ def project_from_yaml(text: str) -> ProjectConfig:
     return config_from_dict(with_defaults(read_yaml(where, text=text)), where)
 
 
-def resolve_scenario_config(project: ProjectConfig, scenario: str, method: str = "") -> ProjectConfig:
+def resolve_scenario_config(
+    project: ProjectConfig, scenario: str, method: str = "", pool_weight: float = -1.0, pool_ratio: float = -1.0
+) -> ProjectConfig:
     """A scenario's effective config, resolved once: the project's sections, the scenario's train/distill overrides,
-    then the run's ``method`` (empty: the config's distill.method).
+    then the run's ``method`` (empty: the config's distill.method), ``pool_weight`` and ``pool_ratio`` (negative:
+    the config's distill.pool_weight / pool_ratio).
 
     The result is a ProjectConfig of this one scenario with its overrides folded into the top-level ``train`` and
     ``distill`` (the scenario's own override dicts are empty), so ``train_for``/``distill_for`` return the resolved
@@ -43,8 +46,10 @@ def resolve_scenario_config(project: ProjectConfig, scenario: str, method: str =
         )
     scen = project.scenario(scenario)
     distill = project.distill_for(scenario)
-    if method:
-        distill = validated(DistillConfig, {**distill.model_dump(), "method": method}, f"scenario {scenario} distill")
+    run = {"method": method} if method else {}
+    run.update({k: v for k, v in (("pool_weight", pool_weight), ("pool_ratio", pool_ratio)) if v >= 0})
+    if run:
+        distill = validated(DistillConfig, {**distill.model_dump(), **run}, f"scenario {scenario} distill")
     if distill.method not in PIPELINE_METHODS:
         raise ConfigError(
             f"scenario {scenario}: distill.method is {distill.method!r}; the pipeline distils with "

@@ -51,10 +51,14 @@ def distill(
             "framework": "pytorch",
             "format": "safetensors",
             "val_macro_f1": info["best_val_macro_f1"],
+            "pool_rows": info["pool"]["rows"],
+            "pool_rows_per_epoch": info["pool"]["per_epoch"],
+            "pool_weight": dcfg.pool_weight,
         }
     )
     for key in ("best_val_macro_f1", "best_epoch", "epochs_run", "mean_weight"):
         metrics.log_metric(key, info[key])
+    metrics.log_metric("pool_rows", info["pool"]["rows"])
     for key in ("temperature", "nll_before", "nll_after", "ece_before", "ece_after"):
         if key in cal:
             metrics.log_metric(f"teacher_{key}", cal[key])
@@ -62,5 +66,10 @@ def distill(
     print(
         f"{method} student {scenario}: val macro-F1 {info['best_val_macro_f1']:.4f}, "
         f"mean weight {info['mean_weight']:.3f}, "
-        f"{info['teacher_outputs']} teacher outputs (temperature {cal.get('temperature', 1.0):.2f})"
+        + (
+            f"{info['pool']['rows']} pool videos ({info['pool']['per_epoch']} an epoch), "
+            if info["pool"]["rows"]
+            else ""
+        )
+        + f"{info['teacher_outputs']} teacher outputs (temperature {cal.get('temperature', 1.0):.2f})"
     )

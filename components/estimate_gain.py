@@ -30,7 +30,7 @@ def estimate_gain(
     from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
     from cpfd.training.estimate import estimate_gain as run_estimate
-    from cpfd.training.run import resolve_outputs_source
+    from cpfd.training.run import estimate_refused, resolve_outputs_source
 
     project, scen = read_scenario_config(config)
     dcfg = project.distill
@@ -43,6 +43,12 @@ def estimate_gain(
         return
     data = prepare_data(dataset.path, project.model, project.train)
     timing.mark("load")
+    refused = estimate_refused(data, dcfg)
+    if refused:
+        write_scenario_config(project, decided, config.metadata.get("method_source", "config"))
+        estimate.metadata.update({"scenario": scen.name, "estimated": False, "refused": refused})
+        print(f"gain estimate {scen.name}: {refused}")
+        return
     est = run_estimate(data, load_model(teacher.path), project, Path(estimate.path) / "probes", dcfg)
     timing.mark("probes")
     resolved = resolve_outputs_source(dcfg, est, lambda m: print(f"{scen.name}: {m}"))

@@ -74,6 +74,7 @@ def evaluate(
                 distilled_info.get("teacher_outputs"),
                 (distilled_info.get("title_stats") or {}).get("test"),
                 dict(estimate.metadata),
+                _sizes(dataset.path, distilled_info),
             )
         )
     for arm, name in ((TREATMENT_ARM, "distilled"), (CONTROL_ARM, "baseline")):
@@ -84,3 +85,20 @@ def evaluate(
     timing.mark("write")
     print(f"gate {scenario}: {why}")
     return passed
+
+
+def _sizes(dataset_dir: str, distilled_info: dict) -> dict:
+    """Labelled videos (all splits) and unlabelled pool videos of the scenario, and how many pool videos the student
+    read per epoch."""
+    import json
+    from pathlib import Path
+
+    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+    pool = distilled_info.get("pool") or {}
+    return {
+        "labelled": int(sum(manifest["rows"].values())),
+        "train": int(manifest["rows"]["train"]),
+        "pool": int((manifest.get("pool") or {}).get("rows", 0)),
+        "pool_used": int(pool.get("rows", 0)),
+        "pool_per_epoch": int(pool.get("per_epoch", 0)),
+    }

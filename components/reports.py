@@ -74,10 +74,19 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
 
     def estimate_cell(s):
         e = s.get("estimate") or {}
+        if e.get("refused"):
+            return "none: a pool run (the estimate covers labelled-only runs)"
         if not e.get("estimated"):
             return "off"
         skipped = ", fold teachers skipped" if e.get("skipped_folds") else ""
         return f"{100 * e['predicted']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}] {e['verdict']}{skipped}"
+
+    def sizes_cell(s):
+        z = s.get("sizes") or {}
+        if not z:
+            return "n/a"
+        used = "" if z["pool_used"] == z["pool"] else f" ({z['pool_used']} used)"
+        return f"{z['labelled']:,} / {z['pool']:,}{used}"
 
     def gate_cell(s):
         if s["gate"]["passed"]:
@@ -88,14 +97,15 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
         "Macro-F1 on each scenario's test split; the teacher against the baseline and the teacher's calibration "
         "(ECE of its distillation outputs before -> after temperature scaling) on the validation split.",
         "",
-        f"| scenario | X-VLM (baseline) | DF-X-VLM (teacher) | {name} (distilled) | gain over X-VLM (F1 pts) "
+        "| scenario | videos (labelled / pool) | X-VLM (baseline) | DF-X-VLM (teacher) "
+        f"| {name} (distilled) | gain over X-VLM (F1 pts) "
         "| predicted gain [95 %] (estimate) | gap closed (%) | teacher vs X-VLM (val F1) | teacher ECE (val) | gate |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         f = s["f1"]
         lines.append(
-            f"| {s['scenario']} | {f['baseline']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
+            f"| {s['scenario']} | {sizes_cell(s)} | {f['baseline']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
             f"{100 * (f['distilled'] - f['baseline']):+.1f} | {estimate_cell(s)} | {pct(s['gap_closed'])} | "
             f"{val_cell(s)} | {ece_cell(s)} | "
             f"{gate_cell(s)} |"
@@ -104,7 +114,7 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     passed = sum(s["gate"]["passed"] for s in summaries)
     not_better = sum(teacher_not_better(s) for s in summaries)
     lines.append(
-        f"| **average** | **{avg['baseline']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
+        f"| **average** | | **{avg['baseline']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
         f"**{100 * (avg['distilled'] - avg['baseline']):+.1f}** | | "
         f"**{pct(gap_closed(avg['distilled'], avg['baseline'], avg['teacher']))}** | "
         f"**{not_better} not better** | | **{passed}/{len(summaries)} passed** |"
@@ -205,10 +215,12 @@ def summary_json(
     teacher_outputs: str | None = None,
     titles: dict | None = None,
     estimate: dict | None = None,
+    sizes: dict | None = None,
 ) -> str:
     """The evaluate step's row for the report: test F1, validation F1 of teacher and baseline, the teacher outputs'
     source and calibration, the gate, ``titles``: the test titles' ``cpfd.preprocess.title_stats``, and
-    ``estimate``: the gain estimate's prediction (``cpfd.training.estimate``: predicted, low, high, verdict)."""
+    ``estimate``: the gain estimate's prediction (``cpfd.training.estimate``: predicted, low, high, verdict), ``sizes``:
+    labelled and unlabelled pool videos (``labelled``, ``train``, ``pool``, ``pool_used``, ``pool_per_epoch``)."""
     return json.dumps(
         {
             "scenario": scenario,
@@ -222,6 +234,7 @@ def summary_json(
             "teacher_calibration": teacher_calibration or {},
             "titles": titles,
             "estimate": estimate or {},
+            "sizes": sizes or {},
             "gate": {"passed": passed, "reason": reason, **gate.model_dump()},
         }
     )

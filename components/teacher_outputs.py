@@ -17,14 +17,16 @@ def teacher_outputs(
 ):
     """distill.teacher_outputs ``oof``: the fold teachers' held-out logits combined (every training row scored by the
     teacher that never saw it); ``insample``: the full ``teacher`` on its own training rows. Either way one temperature
-    is fitted on the validation split (distill.calibrate). ``train_logits`` is the TeacherOutputs file."""
+    is fitted on the validation split (distill.calibrate). The unlabelled pool, when the dataset has one and
+    distill.pool_weight is above 0, is scored by the full ``teacher`` (same temperature). ``train_logits`` is the
+    TeacherOutputs file."""
     from components import timing
 
     timing.start("teacher_outputs")
     from components.common import fold_output_paths, read_scenario_config
     from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
-    from cpfd.training.recipes import combine_fold_outputs, insample_teacher_outputs, with_hints
+    from cpfd.training.recipes import combine_fold_outputs, insample_teacher_outputs, uses_pool, with_hints, with_pool
 
     project, scen = read_scenario_config(config)
     scenario, dcfg = scen.name, project.distill
@@ -39,6 +41,9 @@ def teacher_outputs(
         out, used = combine_fold_outputs(data, paths, dcfg.calibrate), len(paths)
     if dcfg.hint != "none":  # the full teacher's fused representation of every training row (distill.hint)
         out = with_hints(out, full_teacher, data)
+    if uses_pool(data, dcfg):  # the full teacher never saw the pool
+        out = with_pool(out, full_teacher, data)
+    pool_rows = 0 if out.pool_logits is None else len(out.pool_logits)
     timing.mark("combine")
     out.save(train_logits.path)
     cal = out.calibration
@@ -47,6 +52,7 @@ def teacher_outputs(
             "scenario": scenario,
             "split": "train",
             "rows": len(data.splits["train"]),
+            "pool_rows": pool_rows,
             "source": out.source,
             "fold_teachers": used,
             "calibrated": dcfg.calibrate,
@@ -55,6 +61,7 @@ def teacher_outputs(
         }
     )
     metrics.log_metric("fold_teachers", used)
+    metrics.log_metric("pool_rows", pool_rows)
     metrics.log_metric("temperature", out.temperature)
     for key in ("nll_before", "nll_after", "ece_before", "ece_after"):
         metrics.log_metric(f"val_{key}", cal[key])
@@ -62,6 +69,7 @@ def teacher_outputs(
     print(
         f"teacher outputs {scenario}: {out.source}"
         + (f" from {used} fold teachers" if used else "")
+        + (f", {pool_rows} unlabelled pool videos scored by the full teacher" if pool_rows else "")
         + f", temperature {out.temperature:.2f}, validation NLL {cal['nll_before']:.3f} -> {cal['nll_after']:.3f}, "
         f"ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}"
     )

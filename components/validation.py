@@ -1,9 +1,10 @@
 """The data gate: a Great Expectations suite per built dataset, derived from its scenario and a reference.
 
-Checks the three splits together (with a ``split`` column): the column set and types of the
-data contract, the scenario's label set, each dense feature's null rate (at most the reference's
-plus a margin), value ranges learned from the reference, no video_id in two splits, every split
-present and a minimum row count. Writes the result as JSON and Data Docs HTML.
+Checks the three splits together (with a ``split`` column), and the unlabelled pool when the dataset has one: the
+column set and types of the data contract, the scenario's label set (pool rows: no label), each dense feature's
+null rate (at most the reference's plus a margin), value ranges learned from the reference, no video_id in two
+splits (a pool video is never labelled elsewhere), every split present and a minimum row count. Writes the result
+as JSON and Data Docs HTML.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cpfd.data.build import SPLITS
-from cpfd.data.contract import MODALITY_COLUMNS, VIDEO_COLUMNS
+from cpfd.data.build import POOL_SPLIT, SPLITS
+from cpfd.data.contract import MODALITY_COLUMNS, UNLABELLED, VIDEO_COLUMNS
 from cpfd.errors import DataContractError
 
 INT_TYPES = ["int64", "int32", "Int64", "Int32"]
@@ -34,15 +35,18 @@ COLUMN_TYPES = {
 
 
 def read_dataset(dataset_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> tuple[dict, pd.DataFrame]:
-    """(manifest, the splits concatenated with a ``split`` column)."""
+    """(manifest, the splits concatenated with a ``split`` column; the unlabelled pool too when it has one)."""
     root = Path(dataset_dir)
     if not (root / "manifest.json").exists():
         raise DataContractError(f"{root}: not a built dataset (no manifest.json); run `cpfd dataset build` first")
+    manifest = json.loads((root / "manifest.json").read_text())
+    if (manifest.get("pool") or {}).get("rows"):
+        splits = (*splits, POOL_SPLIT)
     missing = [f"{s}.parquet" for s in splits if not (root / f"{s}.parquet").exists()]
     if missing:
         raise DataContractError(f"{root}: split file(s) {', '.join(missing)} missing")
     parts = [pd.read_parquet(root / f"{s}.parquet").assign(split=s) for s in splits]
-    return json.loads((root / "manifest.json").read_text()), pd.concat(parts, ignore_index=True)
+    return manifest, pd.concat(parts, ignore_index=True)
 
 
 def _utc_naive(df: pd.DataFrame) -> pd.DataFrame:
@@ -62,25 +66,39 @@ def suite_spec(
     max_null_increase: float = 0.15,
     range_margin: float = 0.25,
     modalities: tuple[str, ...] = MODALITY_COLUMNS,
+    pool: bool = False,
 ) -> list[tuple[str, dict, str]]:
     """The expectations as (GE class name, kwargs, what it checks), learned from ``reference``.
 
-    The contract's columns are those of the scenario's ``modalities`` (a title-only dataset has no frames)."""
+    The contract's columns are those of the scenario's ``modalities`` (a title-only dataset has no frames). With
+    ``pool`` the ``pool`` split's rows are checked like the others except for labels: they carry none."""
     present = [c for c in VIDEO_COLUMNS if c not in MODALITY_COLUMNS or c in modalities]
     columns = [*present, *feature_names, "split"]
     specs: list[tuple[str, dict, str]] = [
         ("ExpectTableColumnsToMatchSet", {"column_set": columns, "exact_match": True}, "the contract's columns"),
         ("ExpectTableRowCountToBeBetween", {"min_value": min_rows}, f"at least {min_rows} rows"),
-        ("ExpectColumnDistinctValuesToEqualSet", {"column": "split", "value_set": list(SPLITS)}, "no split is empty"),
+        (
+            "ExpectColumnDistinctValuesToEqualSet",
+            {"column": "split", "value_set": [*SPLITS, *([POOL_SPLIT] if pool else [])]},
+            "no split is empty",
+        ),
         ("ExpectColumnValuesToBeUnique", {"column": "video_id"}, "no video_id in two splits (or twice)"),
         ("ExpectColumnValuesToNotBeNull", {"column": "label"}, "every row labelled"),
         (
             "ExpectColumnValuesToBeInSet",
-            {"column": "label", "value_set": list(range(len(label_names)))},
+            {"column": "label", "value_set": list(range(len(label_names))), **_rows(f'split != "{POOL_SPLIT}"', pool)},
             f"labels in 0..{len(label_names) - 1} ({', '.join(label_names)})",
         ),
         ("ExpectColumnValuesToBeInSet", {"column": "scenario", "value_set": [scenario]}, f"only scenario {scenario}"),
     ]
+    if pool:
+        specs.append(
+            (
+                "ExpectColumnValuesToBeInSet",
+                {"column": "label", "value_set": [UNLABELLED], **_rows(f'split == "{POOL_SPLIT}"', True)},
+                "pool rows unlabelled (never in train, validation or test)",
+            )
+        )
     for column, types in COLUMN_TYPES.items():
         if column not in present:
             continue
@@ -109,6 +127,11 @@ def suite_spec(
                 )
             )
     return specs
+
+
+def _rows(condition: str, when: bool) -> dict:
+    """GE's row condition (pandas syntax), when ``when``."""
+    return {"row_condition": condition, "condition_parser": "pandas"} if when else {}
 
 
 def _describe(result, columns: set[str]) -> str:
@@ -162,6 +185,7 @@ def validate_dataset(
     scenario = manifest["scenario"]
     label_names = config.scenario(scenario).label_names
     reference = _reference(reference_dir, scenario) if reference_dir is not None else df[df["split"] == "train"]
+    reference = reference[reference["split"] != POOL_SPLIT]
     specs = suite_spec(
         label_names,
         scenario,
@@ -171,6 +195,7 @@ def validate_dataset(
         max_null_increase,
         range_margin,
         tuple(manifest.get("modalities", MODALITY_COLUMNS)),
+        pool=POOL_SPLIT in set(df["split"]),
     )
 
     out = Path(out_dir) if out_dir else Path(dataset_dir) / "validation"

@@ -251,6 +251,8 @@ def build_pipeline(opts: PipelineOptions | None = None):
         scenarios: list,
         config_yaml: str = "",
         method: str = "",
+        pool_weight: float = -1.0,
+        pool_ratio: float = -1.0,
         join: str = "feast",
         min_rows: int = 50,
         max_null_increase: float = 0.15,
@@ -268,6 +270,9 @@ def build_pipeline(opts: PipelineOptions | None = None):
             scenarios: Scenario names to run, e.g. ["clickbait", "originality"]; each must be in the config.
             config_yaml: Project config (YAML or JSON) on top of the embedded defaults; empty means the defaults.
             method: pfd or cpfd for every scenario; empty keeps each scenario's distill.method.
+            pool_weight: Weight of the unlabelled pool's distillation term (videos with a null label) for every
+                scenario; 0 turns the pool off; negative keeps each scenario's distill.pool_weight.
+            pool_ratio: Pool videos drawn per labelled video in each epoch; negative keeps distill.pool_ratio.
             join: Point-in-time join backend: feast (the feature repository) or pandas.
             min_rows: Data gate: the fewest rows a scenario's dataset may have.
             max_null_increase: Data gate: allowed rise of a feature's null rate over the reference's.
@@ -277,7 +282,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
         """
         tables = import_tables(videos, features)
         with dsl.ParallelFor(items=scenarios, parallelism=opts.parallelism, name="scenarios") as scenario:
-            # the only step that reads config_yaml and method: it writes the scenario's resolved config for the others
+            # the only step that reads config_yaml, method and the pool settings: it writes the resolved config
             ds = s.data_node(
                 build_dataset(
                     videos=tables["videos"],
@@ -285,6 +290,8 @@ def build_pipeline(opts: PipelineOptions | None = None):
                     scenario=scenario,
                     config_yaml=config_yaml,
                     method=method,
+                    pool_weight=pool_weight,
+                    pool_ratio=pool_ratio,
                     join=join,
                     stream_root=stream_root,
                 )

@@ -56,3 +56,13 @@ def pytest_collection_modifyitems(items):
         tier = Path(str(item.fspath)).parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def pool_dir(tmp_path_factory) -> Path:
+    """Clickbait videos of which two in three are unlabelled (a pool twice the labelled set)."""
+    from benchmarks.synthetic import generate
+
+    out = tmp_path_factory.mktemp("pool")
+    generate(out, videos_per_scenario=200, seed=3, scenarios=["clickbait"], pool_multiple=2)
+    return out

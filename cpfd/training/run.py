@@ -174,6 +174,20 @@ def resolve_outputs_source(
     return dcfg
 
 
+def estimate_refused(data: PreparedData, dcfg: DistillConfig) -> str | None:
+    """Why the gain estimate is not made for this run, or None: it predicts labelled-only distillation and was
+    checked against those runs only, so a run that distils from an unlabelled pool gets no prediction."""
+    from cpfd.training.recipes import uses_pool
+
+    if not uses_pool(data, dcfg):
+        return None
+    assert data.pool is not None
+    return (
+        f"not made: this run distils from an unlabelled pool of {len(data.pool)} videos, and the estimate was checked "
+        "against labelled-only runs only (docs/decision.md)"
+    )
+
+
 def run_two_stage(
     data: PreparedData,
     project: ProjectConfig,
@@ -192,7 +206,10 @@ def run_two_stage(
     if dcfg.method == "none":
         raise ConfigError("distill.method: none trains no student; run `cpfd train student` for the baseline alone")
     teacher, baseline = stages.classifier("teacher"), stages.classifier("student")
-    estimate = stages.estimate(teacher, dcfg) if dcfg.estimate_gain else None
+    refused = estimate_refused(data, dcfg) if dcfg.estimate_gain else None
+    if refused:
+        say(f"gain estimate: {refused}")
+    estimate = stages.estimate(teacher, dcfg) if dcfg.estimate_gain and not refused else None
     resolved = resolve_outputs_source(dcfg, estimate, say)
     outputs, outputs_dir = stages.outputs(teacher, resolved)
     student, info = stages.student(outputs, outputs_dir, resolved)

@@ -14,19 +14,26 @@ import pandas as pd
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+POOL_ID_OFFSET = 900_000_000
 
 
 def informative_features(synthetic_dir, out):
     """The synthetic tables with clickbait's privileged features made to carry the label (within each column's
     interquartile range, so the data gate still passes): the gate now refuses a teacher that does not beat the
-    baseline on validation, and tiny models on the small synthetic set do not reliably learn one that does."""
+    baseline on validation, and tiny models on the small synthetic set do not reliably learn one that does. Clickbait
+    also gets an unlabelled pool as large as its labelled set."""
     import numpy as np
 
     out.mkdir()
     (out / "frames").symlink_to(synthetic_dir / "frames")
-    (out / "videos.parquet").symlink_to(synthetic_dir / "videos.parquet")
     videos = pd.read_parquet(synthetic_dir / "videos.parquet").set_index("video_id")
     features = pd.read_parquet(synthetic_dir / "features.parquet")
+    # clickbait's unlabelled pool: its videos again under new ids, with a null label and their feature rows
+    pool = videos[videos["scenario"] == "clickbait"].reset_index()
+    pool = pool.assign(video_id=pool["video_id"] + POOL_ID_OFFSET, label=pd.NA)
+    table = pd.concat([videos.reset_index().astype({"label": "Int64"}), pool], ignore_index=True)
+    table.to_parquet(out / "videos.parquet", index=False)
+    pool_features = features[features["video_id"].isin(pool["video_id"] - POOL_ID_OFFSET)]
     label = features["video_id"].map(videos["label"]).to_numpy()
     clickbait = (features["video_id"].map(videos["scenario"]) == "clickbait").to_numpy()
     rng = np.random.default_rng(0)
@@ -35,7 +42,8 @@ def informative_features(synthetic_dir, out):
         rows = clickbait & features[col].notna().to_numpy()
         values = np.where(label[rows] == 1, hi, lo) + rng.normal(0, 0.05 * (hi - lo), int(rows.sum()))
         features.loc[rows, col] = values.astype(features[col].dtype)
-    features.to_parquet(out / "features.parquet", index=False)
+    pool_features = features.loc[pool_features.index].assign(video_id=lambda d: d["video_id"] + POOL_ID_OFFSET)
+    pd.concat([features, pool_features], ignore_index=True).to_parquet(out / "features.parquet", index=False)
     return out
 
 
@@ -195,6 +203,14 @@ def test_fold_teachers_fan_into_out_of_fold_teacher_outputs(local_run):
         for line in lines
     )
     assert any("teacher outputs clickbait: oof from 3 fold teachers" in line for line in lines)
+    # the unlabelled pool went through build_dataset, teacher_outputs (the full teacher) and distill
+    assert _meta(it / "build-dataset", "dataset")["pool_rows"] == 240
+    assert int(soft["pool_rows"]) == 240 and len(outputs.pool_logits) == 240
+    assert bool((outputs.pool_video_ids >= POOL_ID_OFFSET).all())
+    assert int(distilled["pool_rows"]) == 240 and int(distilled["pool_rows_per_epoch"]) == soft["rows"]
+    assert any("teacher outputs clickbait: oof from 3 fold teachers, 240 unlabelled pool" in line for line in lines)
+    other = _iterations(run)["originality"]
+    assert int(_meta(other / "teacher-outputs", "train_logits")["pool_rows"]) == 0
 
 
 def test_insample_scenario_uses_the_full_teacher_and_trains_no_fold_teacher(local_run):
@@ -255,16 +271,21 @@ def test_cross_scenario_report(local_run):
     run, _, _ = local_run
     md = run.markdown.read_text()
     assert (
-        "| scenario | X-VLM (baseline) | DF-X-VLM (teacher) | CPFD/PFD (distilled) | gain over X-VLM (F1 pts) "
+        "| scenario | videos (labelled / pool) | X-VLM (baseline) | DF-X-VLM (teacher) | CPFD/PFD (distilled) "
+        "| gain over X-VLM (F1 pts) "
         "| predicted gain [95 %] (estimate) | gap closed (%) "
         "| teacher vs X-VLM (val F1) | teacher ECE (val) | gate |"
     ) in md
-    assert "| clickbait |" in md and "| originality |" in md and "1/2 passed" in md
+    assert "| clickbait | 240 / 240 |" in md and "| originality | 240 / 0 |" in md and "1/2 passed" in md
     # the gain estimate's prediction per scenario, as the estimate step made it, before any fold teacher
-    for row in run.summaries:
-        e = row["estimate"]
-        assert e["estimated"] and e["low"] <= e["predicted"] <= e["high"] and not e["skipped_folds"]
-        assert f"{100 * e['predicted']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}] {e['verdict']}" in md
+    rows = {row["scenario"]: row for row in run.summaries}
+    e = rows["originality"]["estimate"]
+    assert e["estimated"] and e["low"] <= e["predicted"] <= e["high"] and not e["skipped_folds"]
+    assert f"{100 * e['predicted']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}] {e['verdict']}" in md
+    # clickbait distils from its pool: the estimate, checked on labelled-only runs, makes no prediction for it
+    pool_run = rows["clickbait"]["estimate"]
+    assert not pool_run["estimated"] and "unlabelled pool of 240 videos" in pool_run["refused"]
+    assert "none: a pool run" in md
     assert "originality: not packaged: F1 gain over the baseline student" in md
     html = run.html.read_text()
     assert "<table>" in html and 'src="data:image/png;base64,' in html and "originality" in html
