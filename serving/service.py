@@ -203,6 +203,7 @@ async def classify_frames(request: Request) -> Response:
 
 async def info(request: Request) -> Response:
     """POST /info: served scenarios, arms, model tags, modalities, batching, and the dense-feature guard."""
+    LIVE.current()  # the traffic shares shown are the live ones
     return JSONResponse({**_service().loaded().describe(), "forbidden_modules_loaded": forbidden_loaded()})
 
 
