@@ -200,18 +200,44 @@ def bench_scale(
     work: Path = typer.Option(Path("runs/bench_scale"), help="folder for the videos, datasets and models"),
     results: Path | None = typer.Option(None, help="also write the result JSON (and a .md table) here"),
     repeats: int = typer.Option(3, min=1, help="runs of each configuration at the smallest size (median kept)"),
+    pool: int = typer.Option(
+        0, min=0, help="instead: this many labelled videos with unlabelled pools of 0, 4 and 16x (training memory)"
+    ),
 ):
-    """Peak memory and examples/s of a student's training, streamed against in-memory, as the videos grow."""
-    from benchmarks.scale import run_scale, to_markdown
+    """Peak memory and examples/s of a student's training, streamed against in-memory, as the videos grow; with
+    --pool, as the unlabelled pool grows (benchmarks/pool_scale.py)."""
+    if pool:
+        from benchmarks.pool_scale import run_pool_scale
+        from benchmarks.pool_scale import to_markdown as pool_markdown
 
-    try:
-        ns = sorted(int(s) for s in sizes.split(","))
-    except ValueError:
-        raise CpfdError(f"--sizes: expected comma-separated numbers, got {sizes!r}") from None
-    result = run_scale(ns, work, in_memory_max, repeats=repeats, log=typer.echo)
-    table = to_markdown(result)
+        result = run_pool_scale(pool, work, log=typer.echo)
+        table = pool_markdown(result)
+    else:
+        from benchmarks.scale import run_scale, to_markdown
+
+        try:
+            ns = sorted(int(s) for s in sizes.split(","))
+        except ValueError:
+            raise CpfdError(f"--sizes: expected comma-separated numbers, got {sizes!r}") from None
+        result = run_scale(ns, work, in_memory_max, repeats=repeats, log=typer.echo)
+        table = to_markdown(result)
+
     typer.echo(table)
     if results is not None:
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps(result, indent=2) + "\n")
         results.with_suffix(".md").write_text(table + "\n")
+
+
+@bench_app.command("experiments")
+def bench_experiments(
+    experiments: int = typer.Option(1000, min=50, help="simulated experiments per setting"),
+    seed: int = typer.Option(0),
+    results: Path | None = typer.Option(None, help="also write the result JSON here"),
+):
+    """A/A experiments looked at daily: false-positive rate of the fixed-horizon bootstrap against the always-valid
+    confidence sequence, on the same data; then the sequence's power at the planned size
+    (benchmarks/experiments.py)."""
+    from benchmarks.experiments import run
+
+    run(experiments, seed, results, log=typer.echo)

@@ -30,7 +30,8 @@ def _write(df, tmp_path, synthetic_dir):
         (lambda d: d.drop(columns=["title"]), r"missing column 'title', needed by scenario\(s\) clickbait"),
         (lambda d: d.drop(columns=["label"]), r"missing column\(s\) label"),
         (lambda d: d.assign(label=d["label"].astype(str)), r"column 'label' must be integer"),
-        (lambda d: d.assign(label=d["label"].astype("float").where(d.index != 3)), r"column 'label' has 1 null"),
+        (lambda d: d.assign(label=d["label"].astype("float").where(d.index != 3, 0.5)), r"'label' must hold whole"),
+        (lambda d: d.assign(label=d["label"].where(d.index != 3, -1)), r"'label' has negative value\(s\) \[-1\]"),
         (lambda d: d.assign(event_timestamp="yesterday"), r"column 'event_timestamp' must be a timestamp"),
         (
             lambda d: d.assign(scenario=d["scenario"].where(d.index != 0, "cooking")),
