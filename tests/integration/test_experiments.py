@@ -112,3 +112,43 @@ def test_better_treatment_promotes_only_when_guardrails_pass(tmp_path):
         tmp_path, log, ref_path, 0, serving, state_dir=str(tmp_path / "state2"), guardrails={"label_coverage": 0.0}
     )["experiments"]["three"]
     assert look["guardrails"]["label_coverage"]["status"] == "fail" and look["decision"] == "rollback", look
+
+
+def _cli_monitor(tmp_path, log, ref_path, serving, policy: dict):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    mon = tmp_path / "monitor.yaml"
+    mon.write_text(yaml.safe_dump({"experiments": {"serving_config": str(serving), "policy": {"act": True, **policy}}}))
+    args = ["monitor", "--log", log, "--reference", ref_path, "--since", START.isoformat()]
+    args += ["--until", (START + DAY).isoformat(), "--out", tmp_path / "out", "--config", mon, "--no-evidently"]
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_the_policy_ramps_a_better_treatment_and_rolls_back_a_worse_one(tmp_path):
+    from cpfd.rollout import read_history
+    from monitoring.experiments import load_state
+
+    log, ref_path = tmp_path / "log.db", tmp_path / "ref.parquet"
+    serving = _serving_config(tmp_path / "serving.yaml")
+    _day(log, 0, 7, 3000, 3000, accuracy={"control": 0.75, "treatment": 0.90}).to_parquet(ref_path, index=False)
+    res = _cli_monitor(tmp_path, log, ref_path, serving, {"steps": [0.75]})
+    assert res.exit_code == 0 and "policy: three: ramp" in res.output, res.output
+    (ramp,) = read_history(serving)[1:]
+    assert ramp["who"] == "cpfd-monitor" and ramp["traffic_after"] == {"control": 0.25, "treatment": 0.75}
+    assert ramp["verdict"]["decision"] == "ramp" and ramp["verdict"]["f1"]["low"] > 0
+    # the same traffic read as control <-> treatment: worse, rolled back to control, the experiment concluded
+    worse = tmp_path / "worse"
+    worse.mkdir()
+    serving = _serving_config(worse / "serving.yaml")
+    from cpfd.predlog import PredictionLog
+
+    swapped = tmp_path / "log.db"
+    with PredictionLog(swapped).engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE predictions SET arm = CASE arm WHEN 'control' THEN 'treatment' ELSE 'control' END")
+    res = _cli_monitor(worse, swapped, ref_path, serving, {})
+    assert res.exit_code == 1 and "policy: three: rollback" in res.output, res.output
+    assert read_history(serving)[-1]["traffic_after"] == {"control": 1.0, "treatment": 0.0}
+    (state_file,) = (worse / "experiments").glob("*.json")
+    assert "rollback by policy" in load_state(state_file)["concluded"]
