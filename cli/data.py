@@ -133,3 +133,51 @@ def features_apply(
     for service in fs.list_feature_services():
         typer.echo(f"feature service {service.name}: {', '.join(p.name for p in service.feature_view_projections)}")
     typer.echo(f"registry: {fs.config.registry.path}")
+
+
+@features_app.command("check")
+def features_check(
+    scenario: str = typer.Option(..., help="the scenario whose feature_service is checked"),
+    repo: Path | None = typer.Option(
+        None, help="the team's Feast repo folder or feature_store.yaml (default: the config's feature_store.repo)"
+    ),
+    videos: Path | None = typer.Option(
+        None, help="videos table (Parquet): also check that the views cover its label times"
+    ),
+    service: str | None = typer.Option(None, help="check this feature service instead of the scenario's"),
+    sample: int = typer.Option(500, min=1, help="label times sampled for the coverage check"),
+    config: Path | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+):
+    """Before a pipeline runs on your own Feast: the service exists in your registry, its features are numeric and
+    joined on feature_store.join_key, the student reads none of them, its views cover the label times. Exit code 2
+    with a line naming the service, view or feature otherwise."""
+    import time
+
+    from featurestore.reference import check_service
+
+    t0 = time.perf_counter()
+    overrides = [*set_, *([f"feature_store.repo={repo}"] if repo else [])]
+    project = load_project(config, overrides)
+    if not project.feature_store.by_reference:
+        raise CpfdError("no Feast deployment to check: pass --repo or set feature_store.repo in the config")
+    report = check_service(project, scenario, videos, service, sample)
+    typer.echo(
+        f"feature service {report['feature_service']}: {len(report['feature_refs'])} numeric features in "
+        f"{len(report['views'])} views (project {report['project']}, registry {report['registry']}, offline store "
+        f"{report['offline_store'].get('type')})"
+    )
+    cover = (report["coverage"] or {}).get("views", {})
+    for view, info in report["views"].items():
+        ttl = "no ttl" if info["ttl_s"] is None else f"ttl {info['ttl_s'] / 86400:g} d"
+        line = f"  view {view}: {', '.join(info['features'])}; {ttl}"
+        if view in cover:
+            share, newest = cover[view]["all"], cover[view]["newest_tenth"]
+            line += f"; covers {share:.0%} of the label times (newest tenth: {newest:.0%})"
+        typer.echo(line)
+    if report["coverage"] is None:
+        typer.echo("  label-time coverage not checked (pass --videos)")
+    else:
+        typer.echo(f"  coverage on {report['coverage']['label_times']} label times spread over the scenario's range")
+    typer.echo(f"student of {scenario} reads {', '.join(report['student_reads'])}: no feature of the service")
+    typer.echo(f"ok in {time.perf_counter() - t0:.1f} s")

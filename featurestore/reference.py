@@ -100,6 +100,16 @@ def _one_line(error: BaseException, secrets: list[str]) -> str:
     return text
 
 
+def _import_error(error: BaseException | None) -> ImportError | None:
+    """The ImportError behind ``error`` (Feast wraps a failed driver import in its own errors), if any."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, ImportError):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 def _extra_for(missing: str) -> str:
     for key, extra in EXTRAS.items():
         if key in missing.lower():
@@ -131,10 +141,11 @@ class TeamFeast:
         from feast import FeatureStore
         from feast.repo_config import FeastConfigError
 
-        try:
-            self.store = FeatureStore(repo_path=str(self.yaml.parent), fs_yaml_file=self.yaml)
-        except (FeastConfigError, ValueError, TypeError) as e:
-            raise ConfigError(f"{self.yaml}: not a valid Feast config: {_one_line(e, self.secrets())}") from None
+        with self._errors(f"{self.yaml}"):
+            try:
+                self.store = FeatureStore(repo_path=str(self.yaml.parent), fs_yaml_file=self.yaml)
+            except (FeastConfigError, ValueError, TypeError) as e:
+                raise ConfigError(f"{self.yaml}: not a valid Feast config: {_one_line(e, self.secrets())}") from None
         self.project = self.store.config.project
 
     @staticmethod
@@ -170,6 +181,18 @@ class TeamFeast:
             found.append(getattr(config.offline_store, "password", "") or "")
         return [s for s in found if s]
 
+    def _yaml_store_types(self) -> str:
+        """The store types the YAML names (for a driver hint before Feast could load it)."""
+        import yaml
+
+        with contextlib.suppress(Exception):
+            raw = yaml.safe_load(self.yaml.read_text()) or {}
+            return " ".join(
+                str((raw.get(k) or {}).get(t, "")) if isinstance(raw.get(k), dict) else str(raw.get(k, ""))
+                for k, t in (("offline_store", "type"), ("registry", "path"), ("registry", "registry_type"))
+            )
+        return ""
+
     def registry_location(self) -> str:
         return redact_url(str(self.store.config.registry.path))
 
@@ -188,14 +211,14 @@ class TeamFeast:
             yield
         except (CpfdError, KeyboardInterrupt):
             raise
-        except (FeastExtrasDependencyImportError, ImportError) as e:
-            missing = getattr(e, "name", None) or str(e)
-            extra = _extra_for(missing) or _extra_for(str(self.offline_store().get("type", "")))
-            hint = f"pip install 'feast[{extra}]==0.67.0'" if extra else "install the Feast extra of that store"
-            raise ConfigError(
-                f"{what} needs a driver that is not installed ({_one_line(e, []).split(' You may need')[0]}): {hint}"
-            ) from None
         except Exception as e:  # noqa: BLE001 - any store's driver: one line naming the store
+            cause = _import_error(e)
+            if cause is not None or isinstance(e, FeastExtrasDependencyImportError):
+                missing = getattr(cause, "name", None) or str(cause or e)
+                extra = _extra_for(missing) or _extra_for(self._yaml_store_types())
+                hint = f"pip install 'feast[{extra}]==0.67.0'" if extra else "install the Feast extra of that store"
+                text = _one_line(cause or e, []).split(" You may need")[0]
+                raise ConfigError(f"{what} needs a driver that is not installed ({text}): {hint}") from None
             name = type(getattr(e, "orig", None) or e).__name__
             connect = any(w in name for w in ("Operational", "Connection", "Timeout", "Interface"))
             verb = "cannot connect" if connect else "failed"
@@ -382,3 +405,65 @@ def build_dataset_reference(
         stream_root=stream_root,
     )
     return record_lineage(out_dir, manifest, lineage)
+
+
+def sampled_label_rows(videos: pd.DataFrame, n: int) -> pd.DataFrame:
+    """At most ``n`` videos spread evenly over the label times (the oldest and newest included)."""
+    ordered = videos.sort_values(["event_timestamp", "video_id"]).reset_index(drop=True)
+    if len(ordered) <= n:
+        return ordered
+    return ordered.iloc[np.unique(np.linspace(0, len(ordered) - 1, n).round().astype(int))].reset_index(drop=True)
+
+
+def check_service(
+    config, scenario: str, videos_path: str | Path | None = None, service: str | None = None, sample: int = 500
+) -> dict:
+    """The checks before a pipeline runs on the team's Feast, in seconds: the service exists in their registry, its
+    features are numeric and joined on ``join_key``, no feature shadows a column the student reads, and (with the
+    videos table) each of its views has rows within its ttl for the scenario's label times (on ``sample`` label
+    times spread over the range). A failure is a ConfigError naming the service, view or feature."""
+    from cpfd.data.contract import MODALITY_COLUMNS
+
+    scen = config.scenario(scenario)
+    team = TeamFeast(config.feature_store)
+    spec = team.service(service or scen.feature_service)
+    read = [c for c in MODALITY_COLUMNS if c in scen.modalities]
+    shadowed = sorted(set(spec.names) & {*read, *CONTRACT_COLUMNS})
+    if shadowed:  # service() refuses these already; kept as the student's own check
+        raise ConfigError(f"feature service {spec.name!r}: the student of {scenario!r} would read {shadowed}")
+    report: dict[str, Any] = {
+        "scenario": scenario,
+        "feature_service": spec.name,
+        "project": team.project,
+        "registry": team.registry_location(),
+        "offline_store": team.offline_store(),
+        "views": {v: {"features": names, "ttl_s": spec.ttl[v]} for v, names in spec.views.items()},
+        "feature_refs": spec.refs,
+        "student_reads": read,
+        "coverage": None,
+    }
+    if videos_path is None:
+        return report
+    from cpfd.data.build import scenario_videos
+
+    rows = sampled_label_rows(scenario_videos(videos_path, scenario, config), sample)
+    joined = team.historical_features(rows, spec)
+    newest = joined["event_timestamp"] >= joined["event_timestamp"].quantile(0.9)
+    coverage = {}
+    for view, names in spec.views.items():
+        has = joined[names].notna().any(axis=1)
+        coverage[view] = {"all": round(float(has.mean()), 4), "newest_tenth": round(float(has[newest].mean()), 4)}
+        if not has.any():
+            ttl = spec.ttl[view]
+            raise ConfigError(
+                f"feature service {spec.name!r}: view {view!r} has no row within its ttl "
+                f"({'none' if ttl is None else timedelta_text(ttl)}) for any of {len(rows)} label times of "
+                f"{scenario!r} from {rows['event_timestamp'].min()} to {rows['event_timestamp'].max()}"
+            )
+    report["coverage"] = {"label_times": len(rows), "views": coverage}
+    return report
+
+
+def timedelta_text(seconds: float) -> str:
+    days, rest = divmod(seconds, 86400)
+    return f"{days:g} d" if not rest else f"{seconds / 3600:g} h"

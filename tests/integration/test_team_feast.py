@@ -93,6 +93,11 @@ def _team_tables(byo: dict[str, Path]) -> dict[str, pd.DataFrame]:
         "mod_reports": mod[[*keys, "m_reports"]],
         "mod_watch": mod[[*keys, "m_watch_ratio"]].iloc[::-1].reset_index(drop=True),  # another order, same rows
         "topic_signals": topic.assign(t_note=["note"] * len(topic)),
+        # a table that stopped being updated a year before the label times
+        "mod_stale": mod[[*keys, "m_reports"]].assign(
+            event_timestamp=mod["event_timestamp"] - pd.Timedelta(days=365),
+            created=mod["created"] - pd.Timedelta(days=365),
+        ),
     }
 
 
@@ -151,13 +156,15 @@ def _team_objects() -> list:
     )
     noted = view("item_topic_noted", "topic_signals", [Field(name="t_note", dtype=String)])
     ghost = view("item_topic_ghost", "topic_signals", [Field(name="t_ghost_rate", dtype=Float32)])
+    stale = view("item_reports_stale", "mod_stale", [Field(name="m_reports", dtype=Int64)])
     services = [
         FeatureService(name="moderation_team_v2", features=[reports, watch]),
         FeatureService(name="topic_team_v1", features=[topic]),
         FeatureService(name="topic_with_note", features=[topic, noted]),
         FeatureService(name="topic_with_ghost", features=[topic, ghost]),
+        FeatureService(name="moderation_stale", features=[stale, watch]),
     ]
-    return [item, reports, watch, topic, noted, ghost, *services]
+    return [item, reports, watch, topic, noted, ghost, stale, *services]
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +296,7 @@ def test_reference_mode_builds_the_declared_dataset_row_for_row_and_leaks_no_cre
     os.environ[PASSWORD_ENV] = PASSWORD
     store = FeatureStore(repo_path=str(team["repo"]))
     assert sorted(s.name for s in store.list_feature_services()) == [
-        "moderation_team_v2", "topic_team_v1", "topic_with_ghost", "topic_with_note",
+        "moderation_stale", "moderation_team_v2", "topic_team_v1", "topic_with_ghost", "topic_with_note",
     ]  # fmt: skip
 
 
@@ -336,3 +343,47 @@ def test_user_errors_are_one_line_with_exit_code_2(team, tmp_path, case, needles
         "--config", str(config), env=env,
     )  # fmt: skip
     _assert_one_line_error(done, *needles)
+
+
+def test_features_check_passes_in_seconds_and_names_what_is_wrong(team, tmp_path):
+    """`cpfd features check`: the service, its types and join key, what the student reads, the label-time coverage."""
+    import re
+
+    env = {PASSWORD_ENV: PASSWORD}
+    base = ["features", "check", "--repo", str(team["repo"]), "--config", str(team["declared_cfg"])]
+    base += ["--set", "feature_store.join_key=item_id", "--scenario", "moderation", "--videos", str(team["videos"])]
+    done = cpfd(*base, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "feature service moderation_team_v2: 2 numeric features in 2 views (project team_features" in out
+    # every video with a feature row has it 2 h before its label (inside the ttl); about a tenth have none
+    share = len(pd.read_parquet(team["declared"] / "mod_reports.parquet")) / 240
+    assert 0.8 < share < 0.95
+    assert f"view item_reports: m_reports; ttl 7 d; covers {share:.0%} of the label times" in out
+    assert f"view item_watch: m_watch_ratio; ttl 7 d; covers {share:.0%} of the label times" in out
+    assert "student of moderation reads frames, title: no feature of the service" in out
+    assert float(re.search(r"ok in ([\d.]+) s", out).group(1)) < 30  # type: ignore[union-attr]
+    assert PASSWORD not in out + done.stderr
+
+    stale = cpfd(*base, "--service", "moderation_stale", env=env)
+    _assert_one_line_error(
+        stale, "feature service 'moderation_stale': view 'item_reports_stale' has no row within its ttl (7 d)"
+    )
+    _assert_one_line_error(cpfd(*base, "--service", "nope", env=env), "feature service 'nope' is not in the Feast")
+    typed = cpfd(*base, "--scenario", "topic", "--service", "topic_with_note", env=env)
+    _assert_one_line_error(typed, "item_topic_noted:t_note is String, not numeric")
+
+
+def test_a_missing_driver_names_the_feast_extra(team, tmp_path):
+    """Where psycopg_pool is not installed (here: a package on the path that fails to import, as an absent one
+    does), the build names the extra that installs it."""
+    blocker = tmp_path / "site" / "psycopg_pool"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'psycopg_pool'\", name='psycopg_pool')\n"
+    )
+    done = cpfd(
+        "dataset", "build", "--videos", str(team["videos"]), "--scenario", "topic", "--out", str(tmp_path / "out"),
+        "--config", str(team["reference_cfg"]), env={PASSWORD_ENV: PASSWORD, "PYTHONPATH": str(tmp_path / "site")},
+    )  # fmt: skip
+    _assert_one_line_error(done, "psycopg_pool", "pip install 'feast[postgres]==0.67.0'")
