@@ -19,33 +19,47 @@ from benchmarks.stats import _interval, bootstrap_f1
 
 MULTIPLES = (0, 1, 4, 16)
 METHODS = ("pfd", "cpfd")
-SELF_TRAINING = "self@16x"
 
 
 def arm(method: str, multiple: int) -> str:
     return f"{method}@{multiple}x"
 
 
-ARMS = [arm(m, k) for k in MULTIPLES for m in METHODS] + [SELF_TRAINING]
+def self_training(multiples: tuple[int, ...]) -> str:
+    """The self-training control's arm: the largest pool, labelled by the baseline student."""
+    return arm("self", max(multiples))
 
 
-def pool_datasets(root: Path, n: int, seed: int, scenarios: list[str], project_for, folder: Path, log=print):
+def arms(multiples: tuple[int, ...]) -> list[str]:
+    return [arm(m, k) for k in multiples for m in METHODS] + [self_training(multiples)]
+
+
+def pool_datasets(
+    root: Path,
+    n: int,
+    seed: int,
+    scenarios: list[str],
+    project_for,
+    folder: Path,
+    log=print,
+    multiples: tuple[int, ...] = MULTIPLES,
+):
     """Generate one draw with the largest pool and build, per scenario, one dataset per pool size (nested pools)."""
     import pandas as pd
 
     from benchmarks.synthetic import generate
     from cpfd.data.build import build_scenario_dataset
 
-    src = root / f"pool-{n}x{max(MULTIPLES)}-seed{seed}-{'+'.join(scenarios)}"
+    src = root / f"pool-{n}x{max(multiples)}-seed{seed}-{'+'.join(scenarios)}"
     if not (src / "videos.parquet").exists():
-        log(f"generating synthetic data with a {max(MULTIPLES)}x pool (seed {seed}) in {src}")
-        generate(src, n, seed=seed, scenarios=scenarios, pool_multiple=max(MULTIPLES))
+        log(f"generating synthetic data with a {max(multiples)}x pool (seed {seed}) in {src}")
+        generate(src, n, seed=seed, scenarios=scenarios, pool_multiple=max(multiples))
     videos = pd.read_parquet(src / "videos.parquet")
     rank = pd.read_parquet(src / "oracle.parquet", columns=["video_id", "pool_rank"]).set_index("video_id")
     videos_rank = rank.loc[videos["video_id"], "pool_rank"].to_numpy()
     project = project_for(src / "scenarios.yaml")
     built: dict[str, dict[int, Path]] = {s: {} for s in scenarios}
-    for k in MULTIPLES:
+    for k in multiples:
         table = src / f"videos_pool{k}x.parquet"  # beside frames/: the references resolve against its folder
         if not table.exists():
             videos[(videos_rank < 0) | (videos_rank < k * n)].to_parquet(table, index=False)
@@ -69,6 +83,7 @@ def self_training_outputs(outputs, baseline, data):
 
 
 def run_pool_cell(datasets: dict[int, Path], project, scenario: str, seed: int, work: Path, progress: bool) -> dict:
+    multiples = tuple(sorted(datasets))
     """Every arm of one (scenario, seed): test predictions and what each student saw."""
     from benchmarks.quality import _test_preds
     from cpfd.data.tensors import prepare_data
@@ -80,7 +95,7 @@ def run_pool_cell(datasets: dict[int, Path], project, scenario: str, seed: int, 
     preds: dict[str, list[int]] = {}
     seen: dict[str, dict] = {}
     labels = None
-    for k in MULTIPLES:
+    for k in multiples:
         data = prepare_data(datasets[k], project.model)
         stages = Stages(data, project, work, tcfg, progress, resume=True, say=lambda _m: None)
         teacher_dir, baseline_dir = stages.classifier("teacher"), stages.classifier("student")
@@ -92,13 +107,14 @@ def run_pool_cell(datasets: dict[int, Path], project, scenario: str, seed: int, 
             outputs, outputs_dir = stages.outputs(teacher_dir, cfg)
             student_dir, info = stages.student(outputs, outputs_dir, cfg)
             preds[arm(method, k)], seen[arm(method, k)] = _test_preds(student_dir, data), info["pool"]
-        if k == max(MULTIPLES):
+        if k == max(multiples):
             cfg = base.model_copy(update={"method": "pfd", "pool_ratio": k})
             outputs, outputs_dir = stages.outputs(teacher_dir, cfg)
             own = self_training_outputs(outputs, load_model(baseline_dir), data)
             own_dir = outputs_dir.with_name(outputs_dir.name + "-self-training")
             student_dir, info = stages.student(own, own_dir, cfg)
-            preds[SELF_TRAINING], seen[SELF_TRAINING] = _test_preds(student_dir, data), info["pool"]
+            own_arm = self_training(multiples)
+            preds[own_arm], seen[own_arm] = _test_preds(student_dir, data), info["pool"]
     assert labels is not None
     return {
         "scenario": scenario,
@@ -110,32 +126,35 @@ def run_pool_cell(datasets: dict[int, Path], project, scenario: str, seed: int, 
     }
 
 
-CONTRASTS = (
-    [(a, "baseline") for a in ["teacher", *ARMS]]
-    + [(arm(m, k), arm(m, 0)) for m in METHODS for k in MULTIPLES[1:]]
-    + [(arm("cpfd", k), arm("pfd", k)) for k in MULTIPLES]
-    + [(arm("pfd", 16), SELF_TRAINING)]
-)
+def contrasts(multiples: tuple[int, ...]) -> list[tuple[str, str]]:
+    """Every arm against the baseline, each pool against none, CPFD against PFD, the pool's teacher against itself."""
+    top = max(multiples)
+    return (
+        [(a, "baseline") for a in ["teacher", *arms(multiples)]]
+        + [(arm(m, k), arm(m, 0)) for m in METHODS for k in multiples[1:]]
+        + [(arm("cpfd", k), arm("pfd", k)) for k in multiples]
+        + [(arm("pfd", top), self_training(multiples)), (arm("cpfd", top), self_training(multiples))]
+    )
 
 
-def summarise_pool(runs: list[dict], reps: int = 1000) -> dict:
+def summarise_pool(runs: list[dict], multiples: tuple[int, ...] = MULTIPLES, reps: int = 1000) -> dict:
     """Mean F1 per arm and scenario, and paired bootstrap intervals of the contrasts, per scenario and pooled."""
     from benchmarks.stats import _f1
 
     scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
-    methods = ["baseline", "teacher", *ARMS]
+    methods = ["baseline", "teacher", *arms(multiples)]
     boot = bootstrap_f1(runs, scenarios, methods, reps)
     f1 = {s: {m: float(np.mean([_f1(r, m) for r in runs if r["scenario"] == s])) for m in methods} for s in scenarios}
-    contrasts = {}
-    for a, b in CONTRASTS:
+    out = {}
+    for a, b in contrasts(multiples):
         diff = boot[a] - boot[b]
         point = {s: f1[s][a] - f1[s][b] for s in scenarios}
-        contrasts[f"{a} - {b}"] = {
+        out[f"{a} - {b}"] = {
             **{s: _interval(diff[:, j], point[s]) for j, s in enumerate(scenarios)},
             "pooled": _interval(diff.mean(1), float(np.mean(list(point.values())))),
         }
     seeds = sorted({r["seed"] for r in runs})
-    return {"scenarios": scenarios, "seeds": seeds, "f1": f1, "contrasts": contrasts}
+    return {"scenarios": scenarios, "seeds": seeds, "multiples": list(multiples), "f1": f1, "contrasts": out}
 
 
 def to_markdown(summary: dict) -> str:
@@ -144,7 +163,7 @@ def to_markdown(summary: dict) -> str:
         "| arm | " + " | ".join(scenarios) + " |",
         "|---|" + "---|" * len(scenarios),
     ]
-    for m in ["baseline", "teacher", *ARMS]:
+    for m in ["baseline", "teacher", *arms(tuple(summary["multiples"]))]:
         lines.append(f"| {m} | " + " | ".join(f"{summary['f1'][s][m]:.3f}" for s in scenarios) + " |")
     lines += ["", "| contrast (F1 points) | " + " | ".join([*scenarios, "pooled"]) + " |"]
     lines.append("|---|" + "---|" * (len(scenarios) + 1))
@@ -165,17 +184,18 @@ def plot_pool(summary: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = summary["scenarios"]
+    scenarios, multiples = summary["scenarios"], tuple(summary["multiples"])
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 3.8), squeeze=False)
     for ax, s in zip(axes[0], scenarios, strict=True):
         f1 = summary["f1"][s]
         for m, style in (("pfd", "o-"), ("cpfd", "s--")):
-            ax.plot(MULTIPLES, [f1[arm(m, k)] for k in MULTIPLES], style, label=m.upper())
-        ax.plot([16], [f1[SELF_TRAINING]], "x", markersize=10, label="self-training (16x)")
+            ax.plot(multiples, [f1[arm(m, k)] for k in multiples], style, label=m.upper())
+        top = max(multiples)
+        ax.plot([top], [f1[self_training(multiples)]], "x", markersize=10, label=f"self-training ({top}x)")
         ax.axhline(f1["baseline"], color="grey", linestyle=":", label="X-VLM (baseline)")
         ax.axhline(f1["teacher"], color="black", linestyle="-.", label="DF-X-VLM (teacher)")
         ax.set_xscale("symlog", linthresh=1)
-        ax.set_xticks(MULTIPLES, [f"{k}x" for k in MULTIPLES])
+        ax.set_xticks(multiples, [f"{k}x" for k in multiples])
         ax.set_xlabel("unlabelled pool (x the labelled set)")
         ax.set_ylabel("test macro-F1 (mean over seeds)")
         ax.set_title(s)
@@ -187,7 +207,15 @@ def plot_pool(summary: dict, out: Path) -> None:
 
 
 def run_pool(
-    root: Path, n: int, seeds: list[int], scenarios: list[str], project_for, out: Path, progress: bool, log=print
+    root: Path,
+    n: int,
+    seeds: list[int],
+    scenarios: list[str],
+    project_for,
+    out: Path,
+    progress: bool,
+    log=print,
+    multiples: tuple[int, ...] = MULTIPLES,
 ) -> dict:
     """Every cell (resumable: one line per finished cell in runs.jsonl), then pool.json, pool.md and pool.png."""
     out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +226,7 @@ def run_pool(
         pending = [s for s in scenarios if not any(r["scenario"] == s and r["seed"] == seed for r in runs)]
         if not pending:
             continue
-        datasets, project = pool_datasets(root, n, seed, scenarios, project_for, out / "datasets", log)
+        datasets, project = pool_datasets(root, n, seed, scenarios, project_for, out / "datasets", log, multiples)
         for s in pending:
             t_cell = time.perf_counter()
             cell = run_pool_cell(datasets[s], project, s, seed, out / "models" / s / f"seed{seed}", progress)
@@ -209,7 +237,7 @@ def run_pool(
             log(f"  {s} seed {seed}: {cell['seconds']:.0f}s  [{time.perf_counter() - t0:.0f}s]")
     runs = [r for r in runs if r["seed"] in seeds and r["scenario"] in scenarios]
     summary = {
-        **summarise_pool(runs),
+        **summarise_pool(runs, multiples),
         "labelled_per_scenario": n,
         "seconds": float(sum(r["seconds"] for r in runs)),
     }

@@ -31,6 +31,9 @@ def bench_quality(
         False, help="add the config's variant with lambda and T searched per scenario and seed (Optuna, validation)"
     ),
     trials: int = typer.Option(12, min=2, help="--tune: Optuna trials per scenario and seed (the first: the default)"),
+    pool_multiples: str = typer.Option(
+        "0,1,4,16", help="--pool: the pool sizes, as multiples of the labelled set (0 first; nested pools of one draw)"
+    ),
     pool: bool = typer.Option(
         False,
         help="the unlabelled-pool benchmark instead (docs/pool_benchmark.md): pools of 0, 1, 4, 16x the labelled set, "
@@ -44,7 +47,16 @@ def bench_quality(
     gain estimate against the realised gain."""
     if pool:
         _bench_pool(
-            data, config, set_, seeds, videos_per_scenario, scenario, quick, out or Path("runs/bench_pool"), quiet
+            data,
+            config,
+            set_,
+            seeds,
+            videos_per_scenario,
+            scenario,
+            quick,
+            out or Path("runs/bench_pool"),
+            quiet,
+            pool_multiples,
         )
         return
     out = out or Path("runs/bench_quality")
@@ -110,8 +122,16 @@ def _bench_pool(
     quick: bool,
     out: Path,
     quiet: bool,
+    multiples_text: str,
 ) -> None:
     from benchmarks.pool import run_pool, to_markdown
+
+    try:
+        multiples = tuple(sorted({int(k) for k in multiples_text.split(",")}))
+    except ValueError:
+        raise CpfdError(f"--pool-multiples: expected comma-separated whole numbers, got {multiples_text!r}") from None
+    if len(multiples) < 2 or multiples[0] != 0 or min(multiples) < 0:
+        raise CpfdError(f"--pool-multiples: needs 0 (no pool) and at least one pool size, got {multiples_text!r}")
 
     if quick:
         seeds, labelled, set_ = 2, labelled or 300, ["train.epochs=3", *set_]
@@ -125,6 +145,7 @@ def _bench_pool(
         out,
         progress=not quiet,
         log=typer.echo,
+        multiples=multiples,
     )
     typer.echo(to_markdown(summary))
     typer.echo(f"written: {out / 'pool.json'}, {out / 'pool.md'}, {out / 'pool.png'} ({summary['seconds']:.0f}s)")

@@ -46,7 +46,7 @@ def resolve_scenario_config(
         )
     scen = project.scenario(scenario)
     distill = project.distill_for(scenario)
-    run = {"method": method} if method else {}
+    run: dict[str, str | float] = {"method": method} if method else {}
     run.update({k: v for k, v in (("pool_weight", pool_weight), ("pool_ratio", pool_ratio)) if v >= 0})
     if run:
         distill = validated(DistillConfig, {**distill.model_dump(), **run}, f"scenario {scenario} distill")
