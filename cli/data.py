@@ -27,11 +27,14 @@ def generate(
         help="only these scenarios (repeatable); the benchmarks' title_interaction, engagement_only and "
         "mixed_reliability too",
     ),
+    pool_multiple: int = typer.Option(
+        0, min=0, max=100, help="also this many times --videos unlabelled videos per scenario (null label: the pool)"
+    ),
 ):
     """Write the synthetic default data: videos.parquet, frames/, features.parquet, oracle.parquet, scenarios.yaml."""
     from benchmarks.synthetic import generate as gen
 
-    paths = gen(out, videos, seed, frames, image_size, scenario or None)
+    paths = gen(out, videos, seed, frames, image_size, scenario or None, pool_multiple)
     for k, p in paths.items():
         typer.echo(f"{k:9s} {p}")
 

@@ -3,6 +3,7 @@ teacher outputs, two-stage PFD / CPFD and joint distillation."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from cpfd.training.checkpoint import atomic_save_tensors
 from cpfd.training.distributed import barrier, is_main
 from cpfd.training.loop import FitResult, fit
 from cpfd.training.objectives import HINT_KEY, cached_distill_loss, ce_loss, joint_loss
+
+log = logging.getLogger("cpfd.training")
 
 
 def new_model(data: PreparedData, model_cfg: ModelConfig, role: str, seed: int) -> VideoClassifier:
@@ -332,10 +335,15 @@ def train_joint(
     resume: bool = True,
     train_cfg: TrainConfig | None = None,
 ) -> dict:
-    """Teacher and student trained together; returns the student's info (the teacher is saved beside it)."""
+    """Teacher and student trained together; returns the student's info (the teacher is saved beside it). Labelled
+    videos only: the unlabelled pool needs a trained teacher to score it (two-stage distillation)."""
     scenario = data.manifest["scenario"]
     cfg = train_cfg or project.train_for(scenario)
     dcfg = distill_cfg or project.distill_for(scenario)
+    if uses_pool(data, dcfg):
+        log.warning(
+            "%s: joint training reads labelled videos only; the unlabelled pool is read by two-stage runs", scenario
+        )
     models = {
         "teacher": new_model(data, project.model, "teacher", cfg.seed),
         "student": new_model(data, project.model, "student", cfg.seed + 1),
