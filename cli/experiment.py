@@ -148,7 +148,7 @@ def _act(
     treatment: str = "treatment",
     control: str = "control",
 ) -> dict:
-    from monitoring.experiments import conclude, load_state, state_path
+    from monitoring.experiments import conclude, load_state
     from serving.rollout import change
 
     verdict, state_file = None, None
@@ -156,7 +156,7 @@ def _act(
         for f in sorted(state_dir.glob("*.json")):
             s = load_state(f)
             if s and s["scenario"] == scenario and not s.get("concluded"):
-                state_file = state_path(state_dir, scenario, s["experiment"])
+                state_file = f
                 verdict = {"experiment": s["experiment"], "state": str(state_file), **_verdict(_latest(s))}
     record = change(config, scenario, action, why, share, treatment, control, who, verdict)
     if action in ("promote", "rollback") and state_file is not None:

@@ -28,9 +28,13 @@ from monitoring.settings import MonitorConfig
 DECISIONS = ("invalid", "rollback", "promote", "ramp", "hold", "concluded")
 
 
-def state_path(state_dir: str | Path, scenario: str, experiment: str) -> Path:
+def state_path(state_dir: str | Path, scenario: str, experiment: str, log: str = "") -> Path:
+    """One file per scenario, experiment and prediction log (two logs never share a state)."""
+    import hashlib
+
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{scenario}__{experiment}")
-    return Path(state_dir) / f"{safe}.json"
+    suffix = f"__{hashlib.sha256(log.encode()).hexdigest()[:8]}" if log else ""
+    return Path(state_dir) / f"{safe}{suffix}.json"
 
 
 def load_state(path: Path) -> dict | None:
@@ -56,7 +60,9 @@ def _json(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def new_state(scenario: str, experiment: str, start: str, cfg: MonitorConfig, unit_variance: float) -> dict:
+def new_state(
+    scenario: str, experiment: str, start: str, cfg: MonitorConfig, unit_variance: float, log: str = ""
+) -> dict:
     """The design is fixed here, before any look: alpha and the mixture parameters (tuned for
     ``experiments.design_labelled`` labelled units with the per-unit variance of the offline reference)."""
     alpha = cfg.ab.alpha
@@ -68,6 +74,7 @@ def new_state(scenario: str, experiment: str, start: str, cfg: MonitorConfig, un
         "control": cfg.arms.control,
         "treatment": cfg.arms.treatment,
         "start": start,
+        "log": log,
         "alpha": alpha,  # committed whole at the start: a confidence sequence spends nothing per look
         "design_labelled": e.design_labelled,
         "eta_f1": seq.design_eta(v_design, alpha),
@@ -277,9 +284,10 @@ def run_experiments(
     one starts at ``since``): reads the log from each experiment's start, updates and saves its state; returns
     scenario -> the look."""
     from cpfd.rollout import last_change
-    from monitoring.logread import iso_utc, read_window
+    from monitoring.logread import iso_utc, read_window, safe_url
 
     e = cfg.experiments
+    log_url = safe_url(log)
     served = serving_shares(e.serving_config) if e.serving_config else {}
     since, until = iso_utc(since, "--since"), iso_utc(until, "--until")
     latest = window.sort_values("ts").groupby("scenario")["experiment"].last().to_dict() if len(window) else {}
@@ -288,11 +296,13 @@ def run_experiments(
         experiment = latest.get(scenario) or (served[scenario][0] if scenario in served else None)
         if not experiment:
             continue
-        path = state_path(state_dir, scenario, experiment)
+        path = state_path(state_dir, scenario, experiment, log_url)
         state = load_state(path)
+        if state is not None and state["start"] >= until:
+            state = None  # a window before the experiment's start (a backfill): it starts again there
         if state is None:
             unit_var = reference_unit_variance(reference, scenario, cfg.arms.control, cfg.arms.treatment)
-            state = new_state(scenario, experiment, since, cfg, unit_var)
+            state = new_state(scenario, experiment, since, cfg, unit_var, log_url)
         todo.append((scenario, experiment, path, state))
     out: dict[str, dict] = {}
     if not todo:
@@ -305,6 +315,14 @@ def run_experiments(
         shares = served[scenario][1] if scenario in served else None
         phase = last_change(e.serving_config, scenario) if e.serving_config else None
         phase = max(phase, state["start"]) if phase else None
+        last = state["looks"][-1]["labelled"] if state["looks"] else {}
+        labelled = d[d["true_label"].notna()]["arm"].value_counts().to_dict()
+        if any(labelled.get(a, 0) < n for a, n in last.items()):  # rows gone: pruned or a new log at that path
+            path.replace(path.with_suffix(".json.superseded"))
+            unit_var = reference_unit_variance(reference, scenario, state["control"], state["treatment"])
+            state = new_state(scenario, experiment, since, cfg, unit_var, log_url)
+            state["note"] = "the log held fewer labelled predictions than at the last look: a new state started"
+            d = d[d["ts"] >= pd.Timestamp(since)]
         lk = look(state, d, until, cfg, shares, phase, window_result[scenario]["arms"])
         save_state(path, state)
         out[scenario] = {"experiment": experiment, "state": str(path), "start": state["start"], **lk}

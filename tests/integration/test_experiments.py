@@ -152,3 +152,19 @@ def test_the_policy_ramps_a_better_treatment_and_rolls_back_a_worse_one(tmp_path
     assert read_history(serving)[-1]["traffic_after"] == {"control": 1.0, "treatment": 0.0}
     (state_file,) = (worse / "experiments").glob("*.json")
     assert "rollback by policy" in load_state(state_file)["concluded"]
+
+
+def test_a_pruned_log_starts_a_new_state_instead_of_reusing_the_old_interval(tmp_path):
+    from cpfd.predlog import PredictionLog
+
+    log, ref_path = tmp_path / "log.db", tmp_path / "ref.parquet"
+    serving = _serving_config(tmp_path / "serving.yaml")
+    _day(log, 0, 1, 500, 500).to_parquet(ref_path, index=False)
+    first = _monitor(tmp_path, log, ref_path, 0, serving)["experiments"]["three"]
+    PredictionLog(log).prune((START + DAY).isoformat())
+    _day(log, 1, 2, 300, 300)
+    second = _monitor(tmp_path, log, ref_path, 1, serving)["experiments"]["three"]
+    state = json.loads(Path(second["state"]).read_text())
+    assert second["state"] == first["state"] and len(state["looks"]) == 1 and "new state" in state["note"]
+    assert state["start"] == (START + DAY).isoformat(timespec="microseconds")
+    assert Path(first["state"] + ".superseded").is_file()
