@@ -118,6 +118,12 @@ def compile_cmd(
     train_nodes: int = typer.Option(1, min=1, help="> 1: each training step runs as a PyTorchJob on this many nodes"),
     train_pvc: str = typer.Option("", help="with --train-nodes > 1: the ReadWriteMany claim the job's pods share"),
     train_env: list[str] = typer.Option([], "--train-env", help="KEY=VALUE in the training pods (repeatable)"),
+    feast_secret: str = typer.Option(
+        "", help="a Kubernetes secret with the credentials your feature_store.yaml reads as ${VAR} (feature_store.repo)"
+    ),
+    feast_secret_env: list[str] = typer.Option(
+        [], "--feast-secret-env", help="KEY=VAR: the secret's KEY as build_dataset's variable VAR (repeatable)"
+    ),
 ):
     """Compile the pipeline to IR YAML (upload it in the Kubeflow dashboard)."""
     from pipelines.cpfd_pipeline import compile_pipeline
@@ -128,6 +134,8 @@ def compile_cmd(
     )
     opts.train_nodes, opts.train_pvc = train_nodes, train_pvc
     opts.train_env = dict(_key_value(s, "--train-env") for s in train_env)
+    opts.feast_secret = feast_secret
+    opts.feast_secret_env = dict(_key_value(s, "--feast-secret-env") for s in feast_secret_env)
     path = compile_pipeline(out, opts)
     typer.echo(f"compiled {path} in {time.perf_counter() - t0:.1f}s")
 

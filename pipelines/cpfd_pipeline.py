@@ -59,6 +59,10 @@ class PipelineOptions:
     train_pvc: str = ""  # with train_nodes > 1: a ReadWriteMany claim the step's pod and the job's pods share
     train_mount: str = "/mnt/cpfd"  # where that claim is mounted
     train_namespace: str = ""  # the PyTorchJobs' namespace; empty: the pipeline pod's own
+    # A team's own Feast (feature_store.repo): a Kubernetes secret whose keys become build_dataset's environment
+    # variables (secret key -> variable), the ones its feature_store.yaml reads as ${VAR}; nothing in the YAML
+    feast_secret: str = ""
+    feast_secret_env: dict[str, str] = field(default_factory=dict)
 
 
 def train_launch(opts: PipelineOptions, image: str) -> Launch:
@@ -109,6 +113,24 @@ def _training(task, opts: PipelineOptions, launch: Launch):
     kubernetes.mount_pvc(task, pvc_name=launch.pvc, mount_path=launch.mount)
     task.set_cpu_request(opts.data_cpu).set_memory_request(opts.data_memory)
     return task.set_caching_options(False)
+
+
+def with_feast_secret(task, opts: PipelineOptions):
+    """Mount ``opts.feast_secret`` as environment variables of ``task`` (kfp-kubernetes ``use_secret_as_env``)."""
+    if not opts.feast_secret:
+        if opts.feast_secret_env:
+            raise ConfigError("feast_secret_env is set without feast_secret: name the Kubernetes secret")
+        return task
+    if not opts.feast_secret_env:
+        raise ConfigError(
+            f"feast_secret {opts.feast_secret!r}: map at least one of its keys to a variable (KEY=VAR), e.g. the "
+            "${VAR} your feature_store.yaml reads"
+        )
+    from kfp import kubernetes
+
+    return kubernetes.use_secret_as_env(
+        task, secret_name=opts.feast_secret, secret_key_to_env=dict(opts.feast_secret_env)
+    )
 
 
 def import_tables(videos, features) -> dict:
@@ -296,6 +318,7 @@ def build_pipeline(opts: PipelineOptions | None = None):
                     stream_root=stream_root,
                 )
             )
+            with_feast_secret(ds, opts)  # the team's Feast credentials (feature_store.repo), for this step alone
             data, cfg = ds.outputs["dataset"], ds.outputs["config"]
             checked = s.data_node(
                 validate_data(dataset=data, config=cfg, min_rows=min_rows, max_null_increase=max_null_increase)
