@@ -63,6 +63,68 @@ def _plots(summary: dict, out: Path) -> list[str]:
     return files
 
 
+def _experiment_plot(summary: dict, out: Path) -> list[str]:
+    """experiments.png: per experiment, macro-F1 difference over the looks, the running always-valid interval
+    (shaded) and each look's own confidence-sequence boundary (dashed)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = []
+    for s, st in summary.get("experiments", {}).items():
+        try:
+            looks = [lk for lk in json.loads(Path(st["state"]).read_text())["looks"] if "f1" in lk]
+        except (OSError, ValueError, KeyError):
+            continue
+        if looks:
+            series.append((s, looks))
+    if not series:
+        return []
+    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.2 * len(series) + 0.6), squeeze=False)
+    for axis, (s, looks) in zip(axes[:, 0], series, strict=True):
+        x = range(1, len(looks) + 1)
+        f1 = [lk["f1"] for lk in looks]
+        axis.fill_between(x, [v["low"] for v in f1], [v["high"] for v in f1], alpha=0.25, label="running interval")
+        axis.plot(x, [v["look_low"] for v in f1], "k--", lw=0.8, label="boundary at each look")
+        axis.plot(x, [v["look_high"] for v in f1], "k--", lw=0.8)
+        axis.plot(x, [v["diff"] for v in f1], "o-", label="treatment - control")
+        axis.axhline(0, color="black", lw=0.8)
+        axis.set_title(f"{s}: {looks[-1]['decision']}", fontsize=9)
+        axis.set_ylabel("macro-F1")
+        axis.set_xticks(list(x))
+    axes[-1, 0].set_xlabel("look")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    (out / "plots").mkdir(exist_ok=True)
+    fig.savefig(out / "plots" / "experiments.png", dpi=90)
+    plt.close(fig)
+    return ["plots/experiments.png"]
+
+
+def _experiment_rows(summary: dict) -> list[str]:
+    esc = html.escape
+    css = {"invalid": "fail", "rollback": "fail", "promote": "pass", "ramp": "pass"}
+    rows = [
+        "<h2>Experiments (always-valid, since each start)</h2><table><tr><th>scenario</th><th>experiment</th>"
+        "<th>since</th><th>labelled C / T</th><th>macro-F1 diff</th><th>always-valid interval</th>"
+        "<th>accuracy interval</th><th>SRM</th><th>guardrails</th><th>decision</th></tr>"
+    ]
+    for s, st in summary.get("experiments", {}).items():
+        iv = {m: f"[{st[m]['low']:+.4f}, {st[m]['high']:+.4f}]" if m in st else "-" for m in ("f1", "accuracy")}
+        labelled = " / ".join(str(n) for n in st["labelled"].values())
+        guards = ", ".join(f"{n}: {g['status']}" for n, g in st["guardrails"].items())
+        rows.append(
+            f"<tr class='{css.get(st['decision'], 'skipped')}'><td>{esc(s)}</td><td>{esc(st['experiment'])}</td>"
+            f"<td>{esc(st['start'])}</td><td>{labelled}</td><td>{_fmt(st.get('f1', {}).get('diff'), '+.4f')}</td>"
+            f"<td>{iv['f1']}</td><td>{iv['accuracy']}</td><td>{esc(st['srm']['status'])}</td><td>{esc(guards)}</td>"
+            f"<td>{esc(st['decision'])}: {esc(st['reason'])}</td></tr>"
+        )
+    return rows + ["</table>"]
+
+
 def _inline(out: Path, rel: str) -> str:
     import base64
 
@@ -125,7 +187,11 @@ def write_index(summary: dict, out: Path, path: Path | None = None, inline_image
                 f"<td>{esc(ab.get('verdict') or ab['message'])}</td><td>{ab['status']}</td></tr>"
             )
         parts.append("</table>")
-        parts += [f"<p><img src='{_inline(out, p) if inline_images else p}'></p>" for p in _plots(summary, out)]
+        plots = _plots(summary, out)
+        if summary.get("experiments"):
+            parts += _experiment_rows(summary)
+            plots = _experiment_plot(summary, out) + plots
+        parts += [f"<p><img src='{_inline(out, p) if inline_images else p}'></p>" for p in plots]
         notes = [(s, m) for s, r in summary["scenarios"].items() for m in r["messages"]]
         parts.append("<h2>Messages</h2><ul>" + "".join(f"<li>{esc(s)}: {esc(m)}</li>" for s, m in notes) + "</ul>")
     parts.append("<p><a href='summary.json'>summary.json</a></p></body></html>")

@@ -90,6 +90,9 @@ def test_state_is_kept_between_daily_runs_and_a_55_45_split_voids_the_verdict(tm
     assert look["srm"]["status"] == "fail" and look["srm"]["pvalue"] < 0.001, look["srm"]
     assert look["decision"] == "invalid" and "sample ratio mismatch" in look["reason"]
     assert "three/experiment_invalid" in third["failed_checks"] and third["status"] == "fail"
+    page = (tmp_path / "out2" / "index.html").read_text()  # what a person sees: the decision, SRM, the interval
+    assert "Experiments (always-valid" in page and "invalid: verdict void: sample ratio mismatch" in page
+    assert (tmp_path / "out2" / "plots" / "experiments.png").stat().st_size > 1000
 
 
 def test_better_treatment_promotes_only_when_guardrails_pass(tmp_path):
