@@ -230,6 +230,11 @@ def run_monitor(
                     summary["scenarios"][s]["failed_checks"].append(f"experiment_{st['decision']}")
                     summary["scenarios"][s]["status"] = FAIL
                 summary["scenarios"][s]["messages"].append(f"experiment: {st['decision']}: {st['reason']}")
+                summary["scenarios"][s]["experiment"] = {
+                    "decision": st["decision"],
+                    "srm": st["srm"]["status"],
+                    **{k: st["f1"][k] for k in ("diff", "low", "high") if "f1" in st},
+                }
         summary["failed_checks"] = [f"{s}/{c}" for s, r in summary["scenarios"].items() for c in r["failed_checks"]]
         summary["status"] = FAIL if summary["failed_checks"] else PASS
     timings["statistics"] = time.perf_counter() - t

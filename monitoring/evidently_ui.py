@@ -87,6 +87,16 @@ def panels() -> list[DashboardPanelPlot]:
             [_series("ab_verdict", "verdict")],
             "+1 treatment better, 0 no significant difference, -1 worse",
         ),
+        line_plot_panel(
+            "Experiment: always-valid macro-F1 interval",
+            [_series("exp_f1_diff", "difference"), _series("exp_f1_low", "low"), _series("exp_f1_high", "high")],
+            "treatment - control since the experiment's start; the interval may be read at every window",
+        ),
+        line_plot_panel(
+            "Experiment decision",
+            [_series("exp_decision", "decision")],
+            "2 promote, 1 ramp, 0 hold, -1 rollback, -2 invalid (sample-ratio mismatch)",
+        ),
         line_plot_panel("Failed checks", [_series("failed_checks", "failed checks")], "drift, F1, coverage and A/B"),
     ]
     for p in out:

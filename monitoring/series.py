@@ -24,6 +24,8 @@ ARM_VALUES = (
 AB_VALUES = {"diff": "ab_diff", "ci_low": "ab_ci_low", "ci_high": "ab_ci_high"}
 CHECK_PREFIX = "check_"  # check_<name>: 1 the check failed, 0 it passed (a skipped check has no value)
 VERDICT_CODES = {"treatment better": 1.0, "no significant difference": 0.0, "treatment worse": -1.0}
+EXPERIMENT_VALUES = {"diff": "exp_f1_diff", "low": "exp_f1_low", "high": "exp_f1_high"}
+DECISION_CODES = {"promote": 2.0, "ramp": 1.0, "hold": 0.0, "concluded": 0.0, "rollback": -1.0, "invalid": -2.0}
 
 
 def scenario_values(result: dict) -> list[tuple[str, str | None, float]]:
@@ -44,6 +46,12 @@ def scenario_values(result: dict) -> list[tuple[str, str | None, float]]:
         out.append((CHECK_PREFIX + "ab", None, float(ab["status"] == "fail")))
     if "verdict" in ab:
         out.append(("ab_verdict", None, VERDICT_CODES[ab["verdict"]]))
+    exp = result.get("experiment")
+    if exp:  # the always-valid experiment look (monitoring.experiments)
+        out += [(name, None, float(exp[k])) for k, name in EXPERIMENT_VALUES.items() if k in exp]
+        out.append(("exp_decision", None, DECISION_CODES[exp["decision"]]))
+        if exp["srm"] in ("pass", "fail"):
+            out.append((CHECK_PREFIX + "exp_srm", None, float(exp["srm"] == "fail")))
     out.append(("failed_checks", None, float(len(result["failed_checks"]))))
     return [v for v in out if math.isfinite(v[2])]
 
