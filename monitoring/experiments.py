@@ -125,6 +125,8 @@ def serving_shares(serving_config: str | Path) -> dict[str, tuple[str, dict[str,
 
 
 def _cs_status(low: float, high: float) -> str:
+    if low > high:  # the looks' intervals do not overlap: an assumption broke (quality drifting over time?)
+        return "empty"
     return "better" if low > 0 else "worse" if high < 0 else "inconclusive"
 
 
@@ -247,6 +249,11 @@ def decide(state: dict, lk: dict, shares: dict[str, float] | None, cfg: MonitorC
     if "f1" not in lk:
         return "hold", f"fewer than {cfg.quality.min_labelled} labelled predictions in an arm: no verdict yet"
     primary = lk["f1"]["status"]
+    if primary == "empty":
+        return "invalid", (
+            "verdict void: the running macro-F1 interval is empty (the looks contradict each other: does quality "
+            "drift over time within the experiment?)"
+        )
     failed = [n for n, g in lk["guardrails"].items() if g["status"] == "fail"]
     pending = [n for n, g in lk["guardrails"].items() if g["status"] == "pending"]
     f1 = lk["f1"]
