@@ -61,6 +61,11 @@ def build_dataset(
     elif join == "pandas":
         from cpfd.data.build import build_scenario_dataset
 
+        if project.feature_store.by_reference:
+            raise ConfigError(
+                "pipeline parameter join 'pandas' reads declared Parquet sources; feature_store.repo needs 'feast'"
+            )
+
         timing.mark("imports")
         manifest = build_scenario_dataset(videos_path, features_path, scenario, project, dataset.path, shards)
     else:

@@ -387,3 +387,31 @@ def test_a_missing_driver_names_the_feast_extra(team, tmp_path):
         "--config", str(team["reference_cfg"]), env={PASSWORD_ENV: PASSWORD, "PYTHONPATH": str(tmp_path / "site")},
     )  # fmt: skip
     _assert_one_line_error(done, "psycopg_pool", "pip install 'feast[postgres]==0.67.0'")
+
+
+@pytest.mark.slow
+def test_local_kfp_pipeline_builds_the_same_dataset_from_the_teams_feast(team, tmp_path):
+    """The whole pipeline on kfp.local (tiny models, the title-only scenario) with the team's Feast by reference: its
+    build_dataset step gives the declaration mode's dataset row for row, and no credential reaches an artifact, the
+    manifest or the run's log."""
+    from cpfd.config import load_config
+    from featurestore import build_dataset_feast
+    from pipelines.cpfd_pipeline import PipelineOptions
+    from pipelines.runner import pipeline_arguments, run_local
+
+    tiny = ["model.size=tiny", "train.epochs=2", "train.batch_size=32"]
+    project = load_config(team["reference_cfg"], [*tiny, "distill.teacher_outputs=insample"])
+    args = pipeline_arguments(team["videos"], team["repo"], project, ["topic"], bentoml_home=tmp_path / "bentoml")
+    run = run_local(args, tmp_path / "pipeline", PipelineOptions(parallelism=1, gpu=False), echo=None)
+    (built,) = run.run_dir.glob("for-loop-1-iteration-*/build-dataset/dataset")
+    declared = build_dataset_feast(
+        team["videos"], team["declared"], "topic", load_config(team["declared_cfg"], tiny), tmp_path / "declared"
+    )
+    pd.testing.assert_frame_equal(_splits(built), _splits(tmp_path / "declared"))
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert manifest["feature_names"] == declared["feature_names"] and manifest["join_backend"] == "feast:postgres"
+    assert manifest["feast"]["feature_refs"] == ["item_topic:t_channel_score", "item_topic:t_click_rate"]
+    assert [s["scenario"] for s in run.summaries] == ["topic"]
+    for path in [run.log, *(tmp_path / "pipeline").rglob("*")]:
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
