@@ -324,16 +324,26 @@ def run_experiments(
         phase = max(phase, state["start"]) if phase else None
         last = state["looks"][-1]["labelled"] if state["looks"] else {}
         labelled = d[d["true_label"].notna()]["arm"].value_counts().to_dict()
-        if any(labelled.get(a, 0) < n for a, n in last.items()):  # rows gone: pruned or a new log at that path
+        gone = any(labelled.get(a, 0) < n for a, n in last.items())
+        if gone or state.get("first_row") not in (None, _first_row(d)):  # pruned, or a new log at that path
             path.replace(path.with_suffix(".json.superseded"))
             unit_var = reference_unit_variance(reference, scenario, state["control"], state["treatment"])
             state = new_state(scenario, experiment, since, cfg, unit_var, log_url)
-            state["note"] = "the log held fewer labelled predictions than at the last look: a new state started"
+            state["note"] = "the log lost rows seen at the last look (pruned or recreated): a new state started"
             d = d[d["ts"] >= pd.Timestamp(since)]
+        state["first_row"] = state.get("first_row") or _first_row(d)
         lk = look(state, d, until, cfg, shares, phase, window_result[scenario]["arms"])
         save_state(path, state)
         out[scenario] = {"experiment": experiment, "state": str(path), "start": state["start"], **lk}
     return out
+
+
+def _first_row(d: pd.DataFrame) -> str | None:
+    """The experiment's earliest logged prediction (time and video): a log pruned or recreated changes it."""
+    if d.empty:
+        return None
+    row = d.loc[d["ts"].idxmin()]
+    return f"{row['ts'].isoformat()}|{int(row['video_id'])}"
 
 
 def conclude(state_file: str | Path, what: str) -> None:

@@ -171,3 +171,16 @@ def test_a_pruned_log_starts_a_new_state_instead_of_reusing_the_old_interval(tmp
     assert second["state"] == first["state"] and len(state["looks"]) == 1 and "new state" in state["note"]
     assert state["start"] == (START + DAY).isoformat(timespec="microseconds")
     assert Path(first["state"] + ".superseded").is_file()
+
+
+def test_a_recreated_log_starts_a_new_state(tmp_path):
+    log, ref_path = tmp_path / "log.db", tmp_path / "ref.parquet"
+    serving = _serving_config(tmp_path / "serving.yaml")
+    _day(log, 0, 1, 500, 500).to_parquet(ref_path, index=False)
+    first = _monitor(tmp_path, log, ref_path, 0, serving)["experiments"]["three"]
+    log.unlink()  # as `make run` does: a new log at the same path, as many rows or more
+    _day(log, 0, 9, 600, 600)
+    again = _monitor(tmp_path, log, ref_path, 0, serving)["experiments"]["three"]
+    state = json.loads(Path(again["state"]).read_text())
+    assert again["state"] == first["state"] and len(state["looks"]) == 1 and "recreated" in state["note"]
+    assert again["n"] == {"control": 600, "treatment": 600}
