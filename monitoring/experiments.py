@@ -79,6 +79,9 @@ def new_state(
         "design_labelled": e.design_labelled,
         "eta_f1": seq.design_eta(v_design, alpha),
         "eta_accuracy": seq.design_eta(e.design_labelled * 4 * 0.25, alpha),
+        # guardrails read every prediction, labelled or not: designed for ten times the labelled size (both arms)
+        "eta_latency": seq.design_eta(5 * e.design_labelled * 0.99 * 0.01, e.guardrails.alpha / 2),
+        "eta_coverage": seq.design_eta(10 * e.design_labelled * 1.0, e.guardrails.alpha),
         "looks": [],
         "interval": {"f1": [-math.inf, math.inf], "accuracy": [-math.inf, math.inf]},
         "concluded": None,
@@ -139,7 +142,7 @@ def guardrails(data: pd.DataFrame, window_arms: dict, state: dict, cfg: MonitorC
     half = g.alpha / 2
     if g.latency_p99_ms is not None and "latency_ms" in data:
         lat_c, lat_t = arm_c["latency_ms"].to_numpy(), arm_t["latency_ms"].to_numpy()
-        eta = seq.design_eta(max(len(data), 100) * 0.99 * 0.01, half)
+        eta = state.get("eta_latency") or seq.design_eta(5 * state["design_labelled"] * 0.0099, half)
         lo_t, hi_t = seq.quantile_bounds(lat_t, 0.99, eta, half)
         lo_c, hi_c = seq.quantile_bounds(lat_c, 0.99, eta, half)
         status = "pass" if hi_t - lo_c <= g.latency_p99_ms else "fail" if lo_t - hi_c > g.latency_p99_ms else "pending"
@@ -153,7 +156,7 @@ def guardrails(data: pd.DataFrame, window_arms: dict, state: dict, cfg: MonitorC
     if g.label_coverage is not None:
         cov_c, cov_t = arm_c["true_label"].notna().to_numpy(float), arm_t["true_label"].notna().to_numpy(float)
         if len(cov_c) and len(cov_t):
-            eta = seq.design_eta(max(len(data), 100) * 4 * 0.25, g.alpha)
+            eta = state.get("eta_coverage") or seq.design_eta(10 * state["design_labelled"], g.alpha)
             cs = seq.two_arm_cs(
                 cov_t.mean(), cov_t.var(), len(cov_t), cov_c.mean(), cov_c.var(), len(cov_c), eta, g.alpha
             )
