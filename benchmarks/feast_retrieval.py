@@ -1,10 +1,15 @@
-"""Point-in-time retrieval speed: Feast's DuckDB and Spark offline stores vs pandas.merge_asof, same Parquet, one run.
+"""Point-in-time retrieval speed: Feast's DuckDB, Spark and PostgreSQL offline stores vs pandas.merge_asof, one run.
 
 Entity rows are videos with a label time; each has at most one feature row before it (1 h to
 2 days earlier) and maybe a later, leaking row. Every engine reads the Parquet file, joins, and
 returns the rows in entity order; each Feast engine's values are compared with merge_asof's before
 the timings are reported. Per engine and size: the first call (Spark: with its JVM's start) is
 reported apart, then the median of ``repeats`` calls; ratios are against merge_asof in the same run.
+
+PostgreSQL (``benchmarks.feast_postgres``): the same feature rows loaded into a throwaway server on loopback (COPY,
+an index on (video_id, event_timestamp); outside the timings, reported as ``load_s``), read through a Feast repo the
+way a team's own deployment is (``featurestore.reference``: the service by name, nothing applied by the build). Its
+calls include Feast uploading the entity rows into a temporary table.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import pandas as pd
 
 N_FEATURES = 32
 START = datetime(2026, 1, 1, tzinfo=UTC)
-FEAST_ENGINES = ("duckdb", "spark")
+FEAST_ENGINES = ("duckdb", "spark", "postgres")
 SERVICE = "teacher_dense_v1"
 LABELS = {
     "duckdb": "Feast get_historical_features, DuckDB",
     "spark": "Feast get_historical_features, Spark local[2]",
+    "postgres": "Feast get_historical_features, PostgreSQL (loopback, by reference)",
     "merge_asof": "pandas.merge_asof (read Parquet + join)",
 }
 
@@ -92,22 +98,60 @@ def run_feature_retrieval(
         raise CpfdError(f"--engine: {unknown} unknown; choose from {list(FEAST_ENGINES)} (merge_asof always runs)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    import contextlib
+
     import feast  # noqa: F401  (imported before timing: the import alone takes seconds)
 
-    result = {
-        "features": N_FEATURES,
-        "repeats": repeats,
-        "cpu_count": os.cpu_count(),
-        "spark_master": "local[2]" if "spark" in engines else None,
-        "runs": [_one_size(out, rows, engines, repeats) for rows in sizes],
-    }
+    from benchmarks.feast_postgres import local_postgres
+
+    with local_postgres() if "postgres" in engines else contextlib.nullcontext() as pg_port:
+        result = {
+            "features": N_FEATURES,
+            "repeats": repeats,
+            "cpu_count": os.cpu_count(),
+            "spark_master": "local[2]" if "spark" in engines else None,
+            "postgres": _pg_version() if pg_port else None,
+            "runs": [_one_size(out, rows, engines, repeats, pg_port) for rows in sizes],
+        }
     (out / "features.json").write_text(json.dumps(result, indent=2) + "\n")
     for line in table(result):
         log(line)
     return result
 
 
-def _one_size(out: Path, rows: int, engines: tuple[str, ...], repeats: int) -> dict:
+def _pg_version() -> str:
+    import subprocess
+
+    from benchmarks.feast_postgres import _pg_bin
+
+    done = subprocess.run([str(_pg_bin() / "postgres"), "--version"], capture_output=True, text=True)
+    return done.stdout.strip() + ", fsync=off, 127.0.0.1"
+
+
+def _postgres(out: Path, rows: int, port: int, entities, features, names, ttl, repeats: int, pandas_s: float, ref):
+    """Load the rows, apply the repo (outside the timings), then time the reference-mode retrieval."""
+    from benchmarks.feast_postgres import SERVICE as PG_SERVICE
+    from benchmarks.feast_postgres import load_table, write_repo
+    from cpfd.features import default_feature_store
+    from featurestore.reference import TeamFeast
+
+    t0 = time.perf_counter()
+    load_table(port, features, names)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fs_yaml = write_repo(out / f"store_postgres_{rows}", port, names, ttl)
+    apply_s = time.perf_counter() - t0
+    team = TeamFeast(default_feature_store().model_copy(update={"repo": str(fs_yaml)}))
+    spec = team.service(PG_SERVICE)
+    if spec.names != names:
+        raise AssertionError(f"the PostgreSQL repo's service {PG_SERVICE} does not read the benchmark's features")
+    first, times, joined = _timed(lambda: team.historical_features(entities, spec), repeats)
+    if not _same_values(joined, ref, names):
+        raise AssertionError(f"Feast (postgres) and merge_asof disagree on the joined values at {rows} rows")
+    return {**_entry(first, times, pandas_s), "apply_s": round(apply_s, 3), "load_s": round(load_s, 3)}
+
+
+def _one_size(out: Path, rows: int, engines: tuple[str, ...], repeats: int, pg_port: int | None = None) -> dict:
     from cpfd.data.build import point_in_time_join
     from cpfd.features import default_feature_store
     from featurestore import apply_repo, historical_features, service_features
@@ -123,6 +167,12 @@ def _one_size(out: Path, rows: int, engines: tuple[str, ...], repeats: int) -> d
     pandas_s = statistics.median(times)
     measured = {"merge_asof": _entry(first, times, pandas_s)}
     for engine in engines:
+        if engine == "postgres":
+            assert pg_port is not None
+            measured[engine] = _postgres(
+                out, rows, pg_port, entities, features, names, ttl, repeats, pandas_s, reference
+            )
+            continue
         t0 = time.perf_counter()
         store = apply_repo(source, out / f"store_{engine}_{rows}", declarations.model_copy(update={"offline": engine}))
         apply_s = time.perf_counter() - t0
@@ -160,7 +210,7 @@ def table(result: dict) -> list[str]:
         f"| {result['features']} features, median of {result['repeats']} (first call) | {head} |",
         "|---" * (len(runs) + 1) + "|",
     ]
-    for engine in ("duckdb", "spark", "merge_asof"):
+    for engine in ("duckdb", "spark", "postgres", "merge_asof"):
         if engine not in runs[0]["engines"]:
             continue
         cells = []

@@ -168,13 +168,15 @@ def bench_throughput(
 def bench_features(
     rows: list[int] = typer.Option([100_000, 1_000_000], min=100, help="entity rows (repeatable)"),
     engine: list[str] = typer.Option(
-        ["duckdb", "spark"], help="Feast offline stores to time (repeatable); merge_asof always runs"
+        ["duckdb", "spark", "postgres"],
+        help="Feast offline stores to time (repeatable; postgres starts a throwaway server on loopback); merge_asof "
+        "always runs",
     ),
     repeats: int = typer.Option(3, min=1),
     out: Path = typer.Option(Path("runs/bench_features")),
 ):
-    """Point-in-time retrieval: Feast get_historical_features (DuckDB, Spark) vs pandas.merge_asof on the same
-    Parquet, in one run; writes OUT/features.json."""
+    """Point-in-time retrieval: Feast get_historical_features (DuckDB, Spark, PostgreSQL) vs pandas.merge_asof on the
+    same rows, in one run; writes OUT/features.json."""
     from benchmarks.feast_retrieval import run_feature_retrieval
 
     run_feature_retrieval(out, tuple(rows), tuple(engine), repeats, log=typer.echo)

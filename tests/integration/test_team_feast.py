@@ -415,3 +415,19 @@ def test_local_kfp_pipeline_builds_the_same_dataset_from_the_teams_feast(team, t
     for path in [run.log, *(tmp_path / "pipeline").rglob("*")]:
         if path.is_file():
             assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_bench_features_times_the_postgresql_store_and_checks_its_values(tmp_path):
+    """`cpfd bench features --engine postgres` (small size): its own server, the rows loaded, the retrieval through
+    the reference path, values compared with merge_asof before any timing is reported."""
+    if _pg_bin() is None:
+        pytest.skip("no PostgreSQL server binaries (initdb) found: install Debian's postgresql package")
+    done = cpfd("bench", "features", "--rows", "3000", "--engine", "postgres", "--repeats", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "features.json").read_text())
+    (run,) = result["runs"]
+    assert run["entity_rows"] == 3000 and run["values_match"] is True
+    pg = run["engines"]["postgres"]
+    assert pg["median_s"] > 0 and pg["load_s"] > 0 and pg["apply_s"] > 0
+    assert result["postgres"].startswith("postgres (PostgreSQL)")
+    assert "| Feast get_historical_features, PostgreSQL (loopback, by reference) |" in done.stdout
