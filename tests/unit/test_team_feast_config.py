@@ -89,3 +89,42 @@ def test_compile_mounts_the_feast_secret_on_build_dataset_alone(tmp_path, monkey
     code, _, err = _cli(monkeypatch, capsys, "pipeline", "compile", "--out", str(out), "--feast-secret", "team-feast")
     assert code == 2 and "Traceback" not in err
     assert "feast_secret 'team-feast': map at least one of its keys" in err and len(err.strip().splitlines()) == 1
+
+
+def test_error_lines_are_scrubbed_and_name_the_extra_of_a_missing_driver():
+    from featurestore.reference import _extra_for, _import_error, _one_line
+
+    class Wrapped(Exception):
+        pass
+
+    try:
+        try:
+            raise ModuleNotFoundError("No module named 'psycopg_pool'", name="psycopg_pool")
+        except ImportError as e:
+            raise Wrapped("Could not import module 'feast...postgres'") from e
+    except Wrapped as outer:
+        cause = _import_error(outer)
+    assert cause is not None and cause.name == "psycopg_pool" and _extra_for(cause.name) == "postgres"
+    assert _extra_for("snowflake.connector") == "snowflake" and _extra_for("pyspark") == "spark"
+    assert _extra_for("something_else") == ""
+    text = _one_line(
+        RuntimeError("auth failed for dsn 'password=hunter2'\n  (Background on this error at: x)"), ["hunter2"]
+    )
+    assert text == "auth failed for dsn 'password=***'"
+
+
+def test_dataset_build_with_a_repo_refuses_the_pandas_join(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    scenario = {"name": "clickbait", "label_names": ["ok", "clickbait"], "feature_service": "team_v1"}
+    cfg.write_text(yaml.safe_dump({"feature_store": {"repo": str(tmp_path)}, "scenarios": [scenario]}))
+    code, _, err = _cli(
+        monkeypatch, capsys, "dataset", "build", "--videos", str(tmp_path / "v.parquet"), "--scenario", "clickbait",
+        "--out", str(tmp_path / "out"), "--config", str(cfg), "--backend", "pandas",
+    )  # fmt: skip
+    assert code == 2 and "--backend pandas reads the declared Parquet sources; feature_store.repo needs Feast" in err
+    code, _, err = _cli(
+        monkeypatch, capsys, "dataset", "build", "--videos", str(tmp_path / "v.parquet"), "--scenario", "clickbait",
+        "--out", str(tmp_path / "out"), "--config", str(cfg),
+    )  # fmt: skip
+    assert code == 2 and f"feature_store.repo: no Feast config at {tmp_path / 'feature_store.yaml'}" in err
+    assert "Traceback" not in err
