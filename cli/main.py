@@ -22,7 +22,27 @@ app = typer.Typer(
     help="CPFD: confidence-aware privileged feature distillation for short-video classification.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # -h on every command too
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"cpfd {version('cpfd')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the installed version and exit"
+    ),
+) -> None:
+    """CPFD: confidence-aware privileged feature distillation for short-video classification."""
+
+
 app.add_typer(data.dataset_app, name="dataset")
 app.add_typer(train.train_app, name="train")
 app.add_typer(bench.bench_app, name="bench")

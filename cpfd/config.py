@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
@@ -245,9 +246,39 @@ REMOVED = {
 }
 
 
-def format_validation_error(e: ValidationError, every: bool = False, model: str = "") -> str:
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def closest_field(cls: type[BaseModel] | None, loc: tuple[Any, ...]) -> str | None:
+    """The declared field nearest in spelling to the unknown key at ``loc`` (``train.epocs`` -> ``epochs``)."""
+    node = cls
+    for part in loc[:-1]:
+        if node is None:
+            return None
+        if isinstance(part, int):  # an item of a list of models
+            continue
+        field = node.model_fields.get(str(part))
+        node = _model_in(field.annotation) if field is not None else None
+    if node is None:
+        return None
+    found = difflib.get_close_matches(str(loc[-1]), list(node.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def format_validation_error(
+    e: ValidationError, every: bool = False, model: str = "", cls: type[BaseModel] | None = None
+) -> str:
     """``field.path: message`` of the first error (or of every error, joined), with a hint for renamed and removed
-    fields; ``model`` is the validated class's name (a scenario's distill overrides are a DistillConfig alone)."""
+    fields and a "did you mean" for a misspelt one; ``model`` is the validated class's name (a scenario's distill
+    overrides are a DistillConfig alone), ``cls`` the class itself (where the suggestions come from)."""
 
     def one(err) -> str:
         loc = ".".join(str(p) for p in err["loc"])
@@ -257,6 +288,12 @@ def format_validation_error(e: ValidationError, every: bool = False, model: str 
         in_distill = loc.split(".")[-2:-1] == ["distill"] or (model == "DistillConfig" and "." not in loc)
         if err["type"] == "extra_forbidden" and last in REMOVED and in_distill:
             return f"{loc}: {REMOVED[last]}"
+        if err["type"] == "extra_forbidden":
+            near = closest_field(cls, tuple(err["loc"]))
+            if near is not None:
+                parent = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
+                return f"{loc}: unknown field; did you mean {parent}{near}?"
+            return f"{loc}: unknown field"
         return f"{loc}: {err['msg']}"
 
     errors = e.errors()
@@ -268,7 +305,7 @@ def validated(cls: type[M], data: Any, where: str, every: bool = False) -> M:
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{where}: {format_validation_error(e, every, cls.__name__)}") from None
+        raise ConfigError(f"{where}: {format_validation_error(e, every, cls.__name__, cls)}") from None
 
 
 def read_yaml(where: str, path: str | Path | None = None, text: str | None = None) -> dict[str, Any]:
@@ -328,9 +365,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     where = str(path) if path else str(default_config_path())
     data = with_defaults(read_yaml("config file", path) if path else {})
-    config = config_from_dict(apply_overrides(data, overrides or []), where)
+    try:
+        config = config_from_dict(apply_overrides(data, overrides or []), where)
+    except ConfigError as e:  # an error in a --set item names that item, not the file it was applied to
+        blamed = _override_at(str(e).removeprefix(f"{where}: "), overrides or [])
+        if blamed is None:
+            raise
+        raise ConfigError(f"--set {blamed}: {str(e).removeprefix(f'{where}: ')}") from None
     config._source = where if path else f"the embedded default {where}"
     return config
+
+
+def _override_at(message: str, overrides: list[str]) -> str | None:
+    """The last ``--set`` item whose key path is, or holds, the field a validation ``message`` starts with."""
+    loc = message.split(":", 1)[0].split(".")
+    for text in reversed(overrides):
+        key = text.split("=", 1)[0].strip().split(".")
+        if loc[: len(key)] == key or key[: len(loc)] == loc:
+            return text
+    return None
 
 
 def with_defaults(data: dict[str, Any]) -> dict[str, Any]:

@@ -101,3 +101,26 @@ def test_config_show_resolves_defaults_file_and_overrides(tmp_path):
     assert shown["train"]["epochs"] == 20 and shown["train"]["lr"] == 0.01  # embedded default, then --set
     assert shown["distill"]["weighting"] == "true_class" and shown["distill"]["teacher_outputs"] == "oof"
     assert yaml.safe_load(_ok(["config", "show", "--config", str(path)]))["scenarios"][0]["name"] == "ads"
+
+
+def _cpfd(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_version_and_short_help_exit_0():
+    from importlib.metadata import version
+
+    shown = _cpfd("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"cpfd {version('cpfd')}", shown.stderr
+    for args in (["-h"], ["train", "-h"], ["config", "show", "-h"]):
+        helped = runner.invoke(app, args)
+        assert helped.exit_code == 0 and "Usage:" in helped.output, (args, helped.output)
+
+
+def test_a_misspelt_override_is_one_line_naming_the_set_item_exit_2():
+    failed = _cpfd("config", "show", "--set", "train.epocs=3")
+    assert failed.returncode == 2
+    assert failed.stderr.strip() == "error: --set train.epocs=3: train.epocs: unknown field; did you mean train.epochs?"

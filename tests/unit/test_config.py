@@ -75,3 +75,31 @@ def test_a_pretrained_text_tower_is_frozen_unless_said_otherwise():
     assert not load_config().model.text_frozen and load_config().model.max_title_tokens is None  # auto length
     with pytest.raises(ConfigError, match="freeze_text needs model.text_pretrained"):
         load_config(None, ["model.freeze_text=true"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.epocs=3"], "--set train.epocs=3: train.epocs: unknown field; did you mean train.epochs?"),
+        (
+            ["train.epochs=2", "distill.lamb=0.2"],
+            "--set distill.lamb=0.2: distill.lamb: unknown field; did you mean distill.lam?",
+        ),
+        (["trian.epochs=3"], "--set trian.epochs=3: trian: unknown field; did you mean train?"),
+        (["train.epochs=0"], "--set train.epochs=0: train.epochs: Input should be greater than or equal to 1"),
+    ],
+)
+def test_an_override_error_names_the_set_item_and_the_closest_field(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, overrides)
+    assert str(caught.value) == message
+    assert "project.yaml" not in str(caught.value)
+
+
+def test_an_unknown_key_in_a_file_is_blamed_on_the_file_with_a_suggestion(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  batch_sise: 8\n")
+    with pytest.raises(
+        ConfigError, match=r"c\.yaml: train\.batch_sise: unknown field; did you mean train\.batch_size\?"
+    ):
+        load_config(path, ["train.epochs=2"])
