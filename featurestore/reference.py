@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -81,11 +81,14 @@ def redact_url(location: str) -> str:
     if "://" not in location:
         return location
     parts = urlsplit(location)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = urlencode([(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in parse_qsl(parts.query)], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    out = location  # edited in place: sqlite:////abs/path must keep its slashes
+    if "@" in parts.netloc:
+        out = out.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[1], 1)
+    pairs = parse_qsl(parts.query)
+    if any(_SECRET_QUERY.search(k) for k, _ in pairs):
+        query = urlencode([(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in pairs], safe="*")
+        out = out.replace("?" + parts.query, "?" + query, 1)
+    return out
 
 
 def _one_line(error: BaseException, secrets: list[str]) -> str:
@@ -284,7 +287,7 @@ class TeamFeast:
         return pd.DataFrame(
             {
                 self.decl.join_key: videos["video_id"].to_numpy(dtype=np.int64),
-                self.decl.label_timestamp: ts.dt.floor("us").astype("datetime64[us, UTC]").to_numpy(),
+                self.decl.label_timestamp: ts.dt.floor("us").astype("datetime64[us, UTC]").reset_index(drop=True),
                 ROW: np.arange(len(videos), dtype=np.int64),
             }
         )

@@ -352,6 +352,7 @@ def test_features_check_passes_in_seconds_and_names_what_is_wrong(team, tmp_path
     env = {PASSWORD_ENV: PASSWORD}
     base = ["features", "check", "--repo", str(team["repo"]), "--config", str(team["declared_cfg"])]
     base += ["--set", "feature_store.join_key=item_id", "--scenario", "moderation", "--videos", str(team["videos"])]
+    base += ["--set", "feature_store.label_timestamp=label_time"]  # the entity rows' timestamp under another name
     done = cpfd(*base, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
@@ -431,3 +432,65 @@ def test_bench_features_times_the_postgresql_store_and_checks_its_values(tmp_pat
     assert pg["median_s"] > 0 and pg["load_s"] > 0 and pg["apply_s"] > 0
     assert result["postgres"].startswith("postgres (PostgreSQL)")
     assert "| Feast get_historical_features, PostgreSQL (loopback, by reference) |" in done.stdout
+
+
+def test_reference_mode_reads_whatever_offline_store_the_yaml_names_duckdb_too(tmp_path):
+    """The same team definitions over Parquet files (DuckDB offline store, SQL registry on SQLite), another entity
+    timestamp name: the build reads them by reference and matches the declaration mode; no server needed."""
+    from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource
+    from feast.types import Float64, Int64
+
+    from cpfd.config import load_config
+    from featurestore import build_dataset_feast
+
+    byo = write_byo_tables(tmp_path / "data", resolution="us")
+    tables = _team_tables(byo)
+    repo = tmp_path / "duck_repo"
+    repo.mkdir()
+    for name in ("mod_reports", "mod_watch"):
+        tables[name].to_parquet(repo / f"{name}.parquet", index=False)
+        tables[name].rename(columns={"item_id": "video_id"}).to_parquet(tmp_path / f"{name}.parquet", index=False)
+    (repo / "feature_store.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "project": "duck_team",
+                "provider": "local",
+                "registry": {"registry_type": "sql", "path": f"sqlite:///{repo / 'registry.db'}"},
+                "offline_store": {"type": "duckdb"},
+                "online_store": {"type": "sqlite", "path": str(repo / "online.db")},
+                "entity_key_serialization_version": 3,
+            }
+        )
+    )
+    item = Entity(name="item", join_keys=["item_id"])
+
+    def view(name: str, table: str, field: Field) -> FeatureView:
+        source = FileSource(
+            name=f"{table}_file", path=str(repo / f"{table}.parquet"), timestamp_field="event_timestamp",
+            created_timestamp_column="created",
+        )  # fmt: skip
+        return FeatureView(name=name, entities=[item], ttl=timedelta(days=7), schema=[field], source=source)
+
+    reports = view("item_reports", "mod_reports", Field(name="m_reports", dtype=Int64))
+    watch = view("item_watch", "mod_watch", Field(name="m_watch_ratio", dtype=Float64))
+    FeatureStore(repo_path=str(repo)).apply(
+        [item, reports, watch, FeatureService(name="moderation_team_v2", features=[reports, watch])]
+    )
+    scenarios = [{**s, "feature_service": "moderation_team_v2"} for s in list(CONFIG["scenarios"])]  # type: ignore[call-overload]
+    ref_cfg, decl_cfg = tmp_path / "ref.yaml", tmp_path / "decl.yaml"
+    fs = {"repo": str(repo / "feature_store.yaml"), "join_key": "item_id", "label_timestamp": "label_time"}
+    ref_cfg.write_text(yaml.safe_dump({"feature_store": fs, "scenarios": scenarios}))
+    decl = {
+        "sources": {n: {"path": f"{n}.parquet"} for n in ("mod_reports", "mod_watch")},
+        "views": {
+            "item_reports": {"source": "mod_reports", "features": ["m_reports"], "dtype": "int64"},
+            "item_watch": {"source": "mod_watch", "features": ["m_watch_ratio"], "dtype": "float64"},
+        },
+        "services": {"moderation_team_v2": {"features": ["item_reports", "item_watch"]}},
+    }
+    decl_cfg.write_text(yaml.safe_dump({"feature_store": decl, "scenarios": scenarios}))
+    ref = build_dataset_feast(byo["videos"], tmp_path, "moderation", load_config(ref_cfg), tmp_path / "ref")
+    declared = build_dataset_feast(byo["videos"], tmp_path, "moderation", load_config(decl_cfg), tmp_path / "decl")
+    pd.testing.assert_frame_equal(_splits(tmp_path / "ref"), _splits(tmp_path / "decl"))
+    assert ref["join_backend"] == "feast:duckdb" and ref["feast"]["registry"] == f"sqlite:///{repo / 'registry.db'}"
+    assert ref["feast"]["project"] == "duck_team" and ref["feature_names"] == declared["feature_names"]

@@ -55,6 +55,8 @@ def test_registry_locations_are_recorded_without_credentials():
     )
     assert redact_url("s3://bucket/feast/registry.pb") == "s3://bucket/feast/registry.pb"
     assert redact_url("/shared/registry.db") == "/shared/registry.db"
+    assert redact_url("sqlite:////shared/registry.db") == "sqlite:////shared/registry.db"
+    assert redact_url("postgresql://u:p@h/db?sslmode=require") == "postgresql://***@h/db?sslmode=require"
 
 
 def _cli(monkeypatch, capsys, *argv) -> tuple[int, str, str]:
