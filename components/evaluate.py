@@ -34,7 +34,7 @@ def evaluate(
     from components.common import gate_markdown, log_classification, log_gate_metrics, read_scenario_config
     from components.reports import summary_json
     from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, model_metadata
-    from cpfd.evaluate import evaluate_saved_model, gap_closed
+    from cpfd.evaluate import evaluate_saved_model, gap_closed_or_why
     from cpfd.gate import gate_decision
     from monitoring.reference import write_reference
 
@@ -49,7 +49,7 @@ def evaluate(
     timing.mark("predict")  # the towers' import (transformers, with the first model) counts here
     calibration = distilled_info.get("teacher_calibration") or {}
     passed, why = gate_decision(f1, gate, val_f1)
-    gap = gap_closed(f1["distilled"], f1["baseline"], f1["teacher"])
+    gap, _ = gap_closed_or_why(f1, val_f1)  # None unless the teacher is clearly better (cpfd.evaluate)
     method = project.distill.method
     d_metrics, d_probs, d_split = results["distilled"]
     log_classification(classification, d_metrics, d_probs, d_split.labels.numpy())

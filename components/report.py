@@ -23,7 +23,7 @@ def report(
     timing.start("report")
     import json
 
-    from components.reports import chart_png, markdown_to_html, report_tables
+    from components.reports import chart_png, markdown_to_html, report_tables, with_file_name
 
     timing.mark("imports")
     rows = sorted((json.loads(s) for s in summaries), key=lambda s: s["scenario"])
@@ -35,6 +35,8 @@ def report(
     with open(packages.path, "w") as f:
         json.dump(handovers, f, indent=2)
     packages.metadata.update({"scenarios": [p["scenario"] for p in handovers], "count": len(handovers)})
+    with_file_name(markdown, "report.md")  # report/report.md and report/report.html, not report/markdown
+    with_file_name(html, "report.html")
     with open(markdown.path, "w") as f:
         f.write(f"# {title}\n\n{text}")
     with open(html.path, "w") as f:

@@ -287,6 +287,7 @@ def test_cross_scenario_report(local_run):
     assert not pool_run["estimated"] and "unlabelled pool of 240 videos" in pool_run["refused"]
     assert "none: a pool run" in md
     assert "originality: not packaged: F1 gain over the baseline student" in md
+    assert (run.html.name, run.markdown.name) == ("report.html", "report.md")  # files with extensions
     html = run.html.read_text()
     assert "<table>" in html and 'src="data:image/png;base64,' in html and "originality" in html
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 
 def test_gate_decision():
@@ -78,8 +79,10 @@ def test_report_table_shows_teacher_not_better_and_calibration():
     line = {ln.split("|")[1].strip(): ln for ln in md.splitlines() if ln.startswith("| ")}
     assert line["clickbait"].endswith("| 0.750 vs 0.600 | 0.123 -> 0.046 | passed |")
     assert line["originality"].endswith(
-        "| 0.700 vs 0.720 (not better) | 0.123 -> 0.046 | failed: teacher not better than X-VLM on val |"
+        "| 0.700 vs 0.720 (not better) | 0.123 -> 0.046 | refused: the teacher is not better than the baseline "
+        "student on validation (macro-F1 0.7000 vs 0.7200), so distilling it is not justified |"
     )
+    assert "| 66.7 |" in line["clickbait"] and "| n/a (teacher not better on val) |" in line["originality"]
     assert "**1 not better**" in line["**average**"] and "**1/2 passed**" in line["**average**"]
     assert "- originality: not packaged: the teacher is not better than the baseline student on validation" in md
     result, _ = report_tables(rows)
@@ -127,3 +130,107 @@ def test_report_lists_each_scenarios_title_rates():
     ]
     _, md = report_tables(rows)
     assert "- clickbait: 16 tokens, [UNK] 0.10 %, truncated 2.0 %" in md and "- originality: 16" not in md
+
+
+def _row(name, f1, val, gate=None):
+    from components.reports import summary_json
+    from cpfd.config import GateConfig
+    from cpfd.evaluate import gap_closed_or_why
+    from cpfd.gate import gate_decision
+
+    gate = gate or GateConfig(min_gain_over_baseline=0.01, max_gap_to_teacher=1.0)
+    ok, why = gate_decision(f1, gate, val)
+    return json.loads(summary_json(name, "cpfd", 0, f1, gap_closed_or_why(f1, val)[0], ok, why, gate, val, {}, "oof"))
+
+
+def _cells(md: str, scenario: str) -> list[str]:
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| {scenario} "))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_gap_closed_is_not_a_percentage_of_noise():
+    """A teacher 0.4 points better than X-VLM turned a 0.5-point gain into "120.9 %": under one point (on validation
+    or on test) the cell says n/a and why, and so does the average; a clear gap still shows its ratio."""
+    from components.reports import report_tables
+    from cpfd.evaluate import gap_closed_or_why
+
+    close = {"baseline": 0.700, "teacher": 0.704, "distilled": 0.7048}
+    assert gap_closed_or_why(close) == (None, "teacher only +0.4 pts over X-VLM on test")
+    clear_val = {"baseline": 0.70, "teacher": 0.75}
+    assert gap_closed_or_why(close, clear_val)[0] is None
+    assert gap_closed_or_why({"baseline": 0.7, "teacher": 0.8, "distilled": 0.75}, {"baseline": 0.7, "teacher": 0.705})
+    assert gap_closed_or_why({"baseline": 0.7, "teacher": 0.8, "distilled": 0.75}, {"baseline": 0.7, "teacher": 0.705})[
+        1
+    ] == ("teacher only +0.5 pts over X-VLM on val")
+    assert gap_closed_or_why({"baseline": 0.7, "teacher": 0.8, "distilled": 0.75}, clear_val) == (
+        pytest.approx(0.5),
+        "",
+    )
+    rows = [
+        _row("minor_safety", close, clear_val),
+        _row("clickbait", {"baseline": 0.60, "teacher": 0.62, "distilled": 0.615}, {"baseline": 0.6, "teacher": 0.7}),
+        _row("originality", {"baseline": 0.60, "teacher": 0.601, "distilled": 0.61}, {"baseline": 0.6, "teacher": 0.7}),
+    ]
+    assert rows[0]["gap_closed"] is None and rows[1]["gap_closed"] == pytest.approx(0.75)
+    _, md = report_tables(rows)
+    column = _cells(md, "scenario").index("gap closed (%)")
+    assert _cells(md, "minor_safety")[column] == "n/a (teacher only +0.4 pts over X-VLM on test)"
+    assert _cells(md, "clickbait")[column] == "75.0"
+    assert _cells(md, "originality")[column] == "n/a (teacher only +0.1 pts over X-VLM on test)"
+    # the average teacher is 0.8 points better than the average X-VLM on test: n/a, not 291.7 %
+    assert _cells(md, "**average**")[column] == "**n/a (teacher only +0.8 pts over X-VLM on test)**"
+    assert "%" not in "".join(_cells(md, s)[column] for s in ("minor_safety", "originality", "**average**"))
+
+
+def test_the_gate_column_quotes_the_gates_own_reason():
+    """minor_safety: the teacher is better on validation, and the gate refused the student on the F1 margin; the
+    column said "teacher not better than X-VLM"."""
+    from components.reports import report_tables
+
+    row = _row(
+        "minor_safety", {"baseline": 0.70, "teacher": 0.75, "distilled": 0.704}, {"baseline": 0.7, "teacher": 0.74}
+    )
+    assert not row["gate"]["passed"]
+    _, md = report_tables([row])
+    gate = _cells(md, "minor_safety")[-1]
+    assert gate == "refused: F1 gain over the baseline student +0.0040 is not above the margin +0.0100"
+    assert "not better" not in gate
+
+
+def test_report_html_is_rendered_markdown_with_the_chart():
+    from components.reports import chart_png, markdown_to_html, report_tables
+
+    rows = [_row("clickbait", {"baseline": 0.6, "teacher": 0.7, "distilled": 0.65}, {"baseline": 0.6, "teacher": 0.7})]
+    result, md = report_tables(rows)
+    page = markdown_to_html(md + "\nNotes:\n\n- a `code` bullet with <b>html</b>\n", "Title <x>", chart_png(result))
+    assert "<p>- " not in page and "<li>clickbait: " in page and "<li>a <code>code</code> bullet" in page
+    assert "<th>gap closed (%)</th>" in page and "<td>clickbait</td>" in page and "<strong>" in page
+    assert "<b>html</b>" not in page and "<title>Title &lt;x&gt;</title>" in page  # raw HTML is escaped
+    assert page.count('src="data:image/png;base64,') == 1
+
+
+def test_the_chart_axis_starts_at_zero_and_its_legend_is_whole():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from components.reports import grouped_bars
+
+    fig, ax = plt.subplots()
+    long = "cpfd:max_prob:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on:tuned"
+    grouped_bars(ax, {"baseline": {"a": 0.71, "b": 0.74}, long: {"a": 0.75, "b": 0.78}}, None)
+    assert ax.get_ylim()[0] == 0.0 and ax.get_ylim()[1] >= 0.78
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["baseline", long]
+    plt.close(fig)
+
+
+def test_report_artifacts_get_file_names_with_extensions():
+    from kfp.dsl import HTML, Markdown
+
+    from components.reports import with_file_name
+
+    html = with_file_name(HTML(uri="minio://mlpipeline/v2/artifacts/cpfd/run-1/report/html"), "report.html")
+    assert html.uri == "minio://mlpipeline/v2/artifacts/cpfd/run-1/report/report.html"
+    md = with_file_name(Markdown(uri="/tmp/root/cpfd-pipeline-1/report/markdown"), "report.md")
+    assert md.path == "/tmp/root/cpfd-pipeline-1/report/report.md"
