@@ -72,7 +72,7 @@ RECORDED_STORE_KEYS = (
     "staging_location",
 )
 _SECRET_QUERY = re.compile(r"pass|secret|token|key|credential|auth", re.IGNORECASE)
-_ENV_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+_ENV_REF = re.compile(r"\$\{(\w+)\}")  # Feast's documented form (a lone $ may be part of a literal value)
 
 
 def redact_url(location: str) -> str:
@@ -163,7 +163,7 @@ class TeamFeast:
     def _check_env_refs(self) -> None:
         """Feast substitutes ``${VAR}`` from the environment and leaves an unset one as it is: name it instead."""
         text = self.yaml.read_text()
-        unset = sorted({a or b for a, b in _ENV_REF.findall(text) if (a or b) not in os.environ})
+        unset = sorted({name for name in _ENV_REF.findall(text) if name not in os.environ})
         if unset:
             raise ConfigError(
                 f"{self.yaml} reads the environment variable(s) {', '.join(unset)}, which are not set "
