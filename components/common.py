@@ -34,7 +34,7 @@ def resolve_scenario_config(
 ) -> ProjectConfig:
     """A scenario's effective config, resolved once: the project's sections, the scenario's train/distill overrides,
     then the run's ``method`` (empty: the config's distill.method), ``pool_weight`` and ``pool_ratio`` (negative:
-    the config's distill.pool_weight / pool_ratio).
+    the config's distill.pool_weight / pool_ratio; a ``pool_ratio`` of 0: the whole pool every epoch).
 
     The result is a ProjectConfig of this one scenario with its overrides folded into the top-level ``train`` and
     ``distill`` (the scenario's own override dicts are empty), so ``train_for``/``distill_for`` return the resolved
@@ -46,8 +46,11 @@ def resolve_scenario_config(
         )
     scen = project.scenario(scenario)
     distill = project.distill_for(scenario)
-    run: dict[str, str | float] = {"method": method} if method else {}
-    run.update({k: v for k, v in (("pool_weight", pool_weight), ("pool_ratio", pool_ratio)) if v >= 0})
+    run: dict[str, str | float | None] = {"method": method} if method else {}
+    if pool_weight >= 0:
+        run["pool_weight"] = pool_weight
+    if pool_ratio >= 0:  # 0: the whole pool every epoch (the config's null)
+        run["pool_ratio"] = pool_ratio or None
     if run:
         distill = validated(DistillConfig, {**distill.model_dump(), **run}, f"scenario {scenario} distill")
     if distill.method not in PIPELINE_METHODS:

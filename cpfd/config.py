@@ -134,13 +134,13 @@ class DistillConfig(StrictModel):
         allow_inf_nan=False,
         description="factor on the distillation term of an unlabelled pool video (no CE term); 0: the pool is unused",
     )
-    pool_ratio: float = Field(
-        1.0,
+    pool_ratio: float | None = Field(
+        None,
         gt=0,
         le=100,
         allow_inf_nan=False,
-        description="pool videos drawn per labelled video in each epoch (at most the whole pool; the draw cycles "
-        "through it epoch after epoch)",
+        description="pool videos drawn per labelled video in each epoch (the draw moves on through the pool epoch "
+        "after epoch); null: the whole pool every epoch (what the pool benchmark measured)",
     )
 
     @model_validator(mode="after")

@@ -294,7 +294,8 @@ def build_pipeline(opts: PipelineOptions | None = None):
             method: pfd or cpfd for every scenario; empty keeps each scenario's distill.method.
             pool_weight: Weight of the unlabelled pool's distillation term (videos with a null label) for every
                 scenario; 0 turns the pool off; negative keeps each scenario's distill.pool_weight.
-            pool_ratio: Pool videos drawn per labelled video in each epoch; negative keeps distill.pool_ratio.
+            pool_ratio: Pool videos drawn per labelled video in each epoch; 0: the whole pool every epoch; negative
+                keeps distill.pool_ratio.
             join: Point-in-time join backend: feast (the feature repository) or pandas.
             min_rows: Data gate: the fewest rows a scenario's dataset may have.
             max_null_increase: Data gate: allowed rise of a feature's null rate over the reference's.

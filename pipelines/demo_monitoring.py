@@ -121,7 +121,7 @@ def monitor_demo(
             window["since"],
             window["until"],
             out / "monitoring",
-            load_monitor_config(text=DEMO_MONITOR_CONFIG),
+            load_monitor_config(text=DEMO_MONITOR_CONFIG + f"experiments: {{serving_config: '{config}'}}\n"),
         )
     echo("")
     echo(format_summary(summary))
@@ -143,4 +143,10 @@ def monitor_demo(
             "alert:     none"
             + (f" (the drift injected into {drift_scenario} was not detected)" if drift_scenario else "")
         )
+    if summary.get("experiments"):
+        from monitoring.experiments import format_status
+
+        echo("experiment status (cpfd experiment status --state-dir " + summary["experiments_state_dir"] + "):")
+        for line in format_status(summary["experiments"]):
+            echo(line)
     return summary

@@ -259,7 +259,8 @@ def pooled_targets(
             "distill.pool_weight: 0)"
         )
     train = data.splits["train"]
-    split = PooledSplit(train, pool, int(round(dcfg.pool_ratio * len(train))))
+    per_epoch = len(pool) if dcfg.pool_ratio is None else int(round(dcfg.pool_ratio * len(train)))
+    split = PooledSplit(train, pool, per_epoch)
     pooled = PreparedData(
         data.manifest, data.tokenizer, {**data.splits, "train": split}, data.max_tokens, data.title_stats
     )

@@ -56,7 +56,11 @@ def test_the_full_teacher_scores_the_pool_with_the_same_temperature(datasets, tm
     assert torch.allclose(out.pool_logits, predict_logits(load_model(result.teacher), data.pool), atol=1e-5)
     assert torch.equal(out.calibrated_pool, out.pool_logits / out.temperature)
     info = result.student_info["pool"]
-    assert info == {"rows": 400, "per_epoch": 120}  # pool_ratio 1: as many pool rows as labelled ones per epoch
+    assert info == {"rows": 400, "per_epoch": 400}  # pool_ratio null (the default): the whole pool every epoch
+    capped = project.model_copy(update={"distill": project.distill.model_copy(update={"pool_ratio": 0.5})})
+    again = run_two_stage(data, capped, tmp_path, progress=False)
+    assert again.student_info["pool"] == {"rows": 400, "per_epoch": 60}  # half a pool video per labelled one
+    assert again.teacher == result.teacher and again.student != result.student
     from cpfd.teacher_outputs import TeacherOutputs
 
     reloaded = TeacherOutputs.load(next(tmp_path.glob("outputs-*")) / "teacher_outputs.safetensors")
