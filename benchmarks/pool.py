@@ -195,6 +195,7 @@ def plot_pool(summary: dict, out: Path) -> None:
         ax.axhline(f1["baseline"], color="grey", linestyle=":", label="X-VLM (baseline)")
         ax.axhline(f1["teacher"], color="black", linestyle="-.", label="DF-X-VLM (teacher)")
         ax.set_xscale("symlog", linthresh=1)
+        ax.margins(x=0.08)
         ax.set_xticks(multiples, [f"{k}x" for k in multiples])
         ax.set_xlabel("unlabelled pool (x the labelled set)")
         ax.set_ylabel("test macro-F1 (mean over seeds)")
