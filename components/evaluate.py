@@ -34,7 +34,7 @@ def evaluate(
     from components.common import gate_markdown, log_classification, log_gate_metrics, read_scenario_config
     from components.reports import summary_json
     from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, model_metadata
-    from cpfd.evaluate import evaluate_saved_model, gap_closed_or_why
+    from cpfd.evaluate import evaluate_saved_model, gap_closed_or_why, paired_f1_intervals
     from cpfd.gate import gate_decision
     from monitoring.reference import write_reference
 
@@ -49,7 +49,11 @@ def evaluate(
     timing.mark("predict")  # the towers' import (transformers, with the first model) counts here
     calibration = distilled_info.get("teacher_calibration") or {}
     passed, why = gate_decision(f1, gate, val_f1)
-    gap, _ = gap_closed_or_why(f1, val_f1)  # None unless the teacher is clearly better (cpfd.evaluate)
+    # 95 % paired bootstrap intervals on the test split: each model's F1 (the report's error bars) and teacher -
+    # baseline; gap closed is None unless the teacher is clearly better (cpfd.evaluate)
+    test_labels, test_preds = results["distilled"][2].labels.numpy(), {n: r[1].argmax(1) for n, r in results.items()}
+    intervals = paired_f1_intervals(test_labels, test_preds, results["distilled"][1].shape[1], seed=project.train.seed)
+    gap, _ = gap_closed_or_why(f1, val_f1, teacher_interval=intervals["teacher_minus_baseline"])
     method = project.distill.method
     d_metrics, d_probs, d_split = results["distilled"]
     log_classification(classification, d_metrics, d_probs, d_split.labels.numpy())
@@ -75,6 +79,7 @@ def evaluate(
                 (distilled_info.get("title_stats") or {}).get("test"),
                 dict(estimate.metadata),
                 _sizes(dataset.path, distilled_info),
+                intervals=intervals,
             )
         )
     for arm, name in ((TREATMENT_ARM, "distilled"), (CONTROL_ARM, "baseline")):

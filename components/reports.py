@@ -59,9 +59,18 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
         "f1": f1,
         "average": {"f1": {m: {"mean": float(np.mean(list(v.values())))} for m, v in f1.items()}},
     }
+    if all((s.get("intervals") or {}).get("f1") for s in summaries):  # 95 % paired bootstrap, the chart's error bars
+        result["f1_interval"] = {
+            m: {s["scenario"]: [float(x) for x in s["intervals"]["f1"][key]] for s in summaries}
+            for m, key in models.items()
+        }
 
-    def gap_cell(f1: dict, val_f1: dict | None) -> str:
-        value, why = gap_closed_or_why(f1, val_f1)
+    def gap_value(s: dict) -> tuple[float | None, str]:
+        return gap_closed_or_why(
+            s["f1"], s.get("val_f1"), teacher_interval=s.get("intervals", {}).get("teacher_minus_baseline")
+        )
+
+    def gap_cell(value: float | None, why: str) -> str:
         return f"n/a ({why})" if value is None else f"{100 * value:.1f}"
 
     def val_cell(s):
@@ -98,8 +107,9 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     lines = [
         "Macro-F1 on each scenario's test split; the teacher against the baseline and the teacher's calibration "
         "(ECE of its distillation outputs before -> after temperature scaling) on the validation split. "
-        "Gap closed is (distilled - X-VLM) / (teacher - X-VLM), shown only where the teacher beats X-VLM by at least "
-        f"{100 * MIN_TEACHER_GAP:.0f} F1 point on validation and on test: under that the ratio divides by noise.",
+        "Gap closed is (distilled - X-VLM) / (teacher - X-VLM), shown only where the teacher is clearly better than "
+        f"X-VLM: by at least {100 * MIN_TEACHER_GAP:.0f} F1 point on validation and on test, and with a 95 % paired "
+        "bootstrap interval of teacher - X-VLM on test above 0; otherwise the ratio divides by noise.",
         "",
         "| scenario | videos (labelled / pool) | X-VLM (baseline) | DF-X-VLM (teacher) "
         f"| {name} (distilled) | gain over X-VLM (F1 pts) "
@@ -110,19 +120,25 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
         f = s["f1"]
         lines.append(
             f"| {s['scenario']} | {sizes_cell(s)} | {f['baseline']:.3f} | {f['teacher']:.3f} | {f['distilled']:.3f} | "
-            f"{100 * (f['distilled'] - f['baseline']):+.1f} | {estimate_cell(s)} | {gap_cell(f, s.get('val_f1'))} | "
+            f"{100 * (f['distilled'] - f['baseline']):+.1f} | {estimate_cell(s)} | {gap_cell(*gap_value(s))} | "
             f"{val_cell(s)} | {ece_cell(s)} | "
             f"{gate_cell(s)} |"
         )
     avg = {k: float(np.mean([s["f1"][k] for s in summaries])) for k in ("baseline", "teacher", "distilled")}
     with_val = [s["val_f1"] for s in summaries if s.get("val_f1")]
     avg_val = {k: float(np.mean([v[k] for v in with_val])) for k in ("baseline", "teacher")} if with_val else None
+    unclear = sum(gap_value(s)[0] is None for s in summaries)
+    avg_gap = (
+        gap_cell(None, f"the teacher is not clearly better in {unclear} of {len(summaries)} scenarios")
+        if unclear
+        else gap_cell(*gap_closed_or_why(avg, avg_val))
+    )
     passed = sum(s["gate"]["passed"] for s in summaries)
     not_better = sum(teacher_not_better(s) for s in summaries)
     lines.append(
         f"| **average** | | **{avg['baseline']:.3f}** | **{avg['teacher']:.3f}** | **{avg['distilled']:.3f}** | "
         f"**{100 * (avg['distilled'] - avg['baseline']):+.1f}** | | "
-        f"**{gap_cell(avg, avg_val)}** | "
+        f"**{avg_gap}** | "
         f"**{not_better} not better** | | **{passed}/{len(summaries)} passed** |"
     )
     lines += ["", "Gate decisions:", ""] + [f"- {s['scenario']}: {s['gate']['reason']}" for s in summaries]
@@ -133,10 +149,10 @@ def report_tables(summaries: list[dict]) -> tuple[dict, str]:
     return result, "\n".join(lines) + "\n"
 
 
-def grouped_bars(ax, values: dict[str, dict[str, float]], errors: dict[str, dict[str, float]] | None = None) -> None:
-    """Macro-F1 bars ``values[model][group]`` (``errors``: error bars), grouped by group, on an axis from 0 (bars
-    whose axis started near the lowest bar exaggerated every difference); the legend sits under the axes, one
-    model a line, so that long variant names are not cut."""
+def grouped_bars(ax, values: dict[str, dict[str, float]], errors: dict[str, dict] | None = None) -> None:
+    """Macro-F1 bars ``values[model][group]`` grouped by group, on an axis from 0 (an axis starting near the lowest
+    bar exaggerated every difference); ``errors[model][group]``: a symmetric error (a std) or a ``[low, high]``
+    interval. The legend sits under the axes, one model a line, so that long variant names are not cut."""
     import matplotlib
 
     methods = list(values)
@@ -145,19 +161,29 @@ def grouped_bars(ax, values: dict[str, dict[str, float]], errors: dict[str, dict
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
         v = [values[m][g] for g in groups]
-        e = [errors[m][g] for g in groups] if errors else None
+        e = None
+        if errors:
+            spans = [_span(values[m][g], errors[m][g]) for g in groups]
+            e = np.array([[lo for lo, _ in spans], [hi for _, hi in spans]])
         ax.bar(x + i * width, v, width, yerr=e, label=m, capsize=2, color=matplotlib.colormaps["tab20"](i % 20))
-    high = max(v + (errors[m][g] if errors else 0.0) for m, per in values.items() for g, v in per.items())
+    high = max(v + (_span(v, errors[m][g])[1] if errors else 0.0) for m, per in values.items() for g, v in per.items())
     ax.set_xticks(x + 0.4 - width / 2, groups, rotation=15)
     ax.set_ylabel("macro-F1 (test)")
     ax.set_ylim(0.0, min(1.0, high + 0.05) if high < 0.95 else 1.02)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, fontsize=7, frameon=False)
 
 
+def _span(value: float, error) -> tuple[float, float]:
+    """How far an error bar reaches below and above ``value``: a symmetric error, or a [low, high] interval."""
+    if isinstance(error, list | tuple):
+        return max(value - error[0], 0.0), max(error[1] - value, 0.0)
+    return float(error), float(error)
+
+
 def chart_png(result: dict) -> bytes:
-    """Grouped bars of test macro-F1: X-VLM, DF-X-VLM and the distilled student per scenario, from 0. One pipeline run
-    trains each model once: there is no interval to draw, and the subtitle says so (the benchmark's chart,
-    benchmarks/tables.py, has seed spread and paired intervals)."""
+    """Grouped bars of test macro-F1: X-VLM, DF-X-VLM and the distilled student per scenario, from 0, with 95 % paired
+    bootstrap intervals over the test split where the summaries carry them (``f1_interval``); one pipeline run trains
+    each model once, so there is no seed spread, and the subtitle says which it is."""
     import io
 
     import matplotlib
@@ -168,13 +194,12 @@ def chart_png(result: dict) -> bytes:
     labels = {"baseline": "X-VLM (baseline)", "teacher": "DF-X-VLM (teacher)"}
     values = {labels.get(m, f"{m.upper()} (distilled)"): per for m, per in result["f1"].items()}
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(result["scenarios"])), 5))
-    grouped_bars(ax, values)
+    spans = result.get("f1_interval")
+    errors = {labels.get(m, f"{m.upper()} (distilled)"): per for m, per in spans.items()} if spans else None
+    grouped_bars(ax, values, errors)
     seeds = ", ".join(str(s) for s in result.get("seeds", []))
-    ax.set_title(
-        f"Test macro-F1 per scenario\n(one run per model, seed {seeds or '?'}: no interval; "
-        "cpfd bench quality measures seed spread)",
-        fontsize=10,
-    )
+    what = "95 % paired bootstrap intervals over the test split" if spans else "no interval"
+    ax.set_title(f"Test macro-F1 per scenario\n(one run per model, seed {seeds or '?'}: {what})", fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -222,11 +247,14 @@ def summary_json(
     titles: dict | None = None,
     estimate: dict | None = None,
     sizes: dict | None = None,
+    intervals: dict | None = None,
 ) -> str:
     """The evaluate step's row for the report: test F1, validation F1 of teacher and baseline, the teacher outputs'
     source and calibration, the gate, ``titles``: the test titles' ``cpfd.preprocess.title_stats``, and
     ``estimate``: the gain estimate's prediction (``cpfd.training.estimate``: predicted, low, high, verdict), ``sizes``:
-    labelled and unlabelled pool videos (``labelled``, ``train``, ``pool``, ``pool_used``, ``pool_per_epoch``)."""
+    labelled and unlabelled pool videos (``labelled``, ``train``, ``pool``, ``pool_used``, ``pool_per_epoch``),
+    ``intervals``: 95 % paired bootstrap intervals on the test split (``cpfd.evaluate.paired_f1_intervals``: ``f1`` per
+    model, ``teacher_minus_baseline``)."""
     return json.dumps(
         {
             "scenario": scenario,
@@ -241,6 +269,7 @@ def summary_json(
             "titles": titles,
             "estimate": estimate or {},
             "sizes": sizes or {},
+            "intervals": intervals or {},
             "gate": {"passed": passed, "reason": reason, **gate.model_dump()},
         }
     )

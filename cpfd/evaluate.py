@@ -101,12 +101,33 @@ def gap_closed(f1_distilled: float, f1_student: float, f1_teacher: float) -> flo
 MIN_TEACHER_GAP = 0.01
 
 
+def paired_f1_intervals(
+    labels: np.ndarray, preds: dict[str, np.ndarray], num_classes: int, reps: int = 1000, seed: int = 0
+) -> dict:
+    """95 % percentile intervals of each model's macro-F1 (``f1``: name -> [low, high]) and of teacher − baseline
+    (``teacher_minus_baseline``: [low, high]; where ``preds`` has both), resampling the same examples for every model
+    (a paired bootstrap of one split)."""
+    labels = np.asarray(labels)
+    idx = np.random.default_rng(seed).integers(0, len(labels), size=(reps, len(labels)))
+    y = labels[idx]
+    scores = {name: macro_f1_batch(y, np.asarray(p)[idx], num_classes) for name, p in preds.items()}
+    out: dict = {"f1": {n: np.percentile(v, [2.5, 97.5]).tolist() for n, v in scores.items()}, "reps": reps}
+    if "teacher" in scores and "baseline" in scores:
+        out["teacher_minus_baseline"] = np.percentile(scores["teacher"] - scores["baseline"], [2.5, 97.5]).tolist()
+    return out
+
+
 def gap_closed_or_why(
-    f1: dict[str, float], val_f1: dict[str, float] | None = None, min_gap: float = MIN_TEACHER_GAP
+    f1: dict[str, float],
+    val_f1: dict[str, float] | None = None,
+    min_gap: float = MIN_TEACHER_GAP,
+    teacher_interval: list[float] | None = None,
 ) -> tuple[float | None, str]:
-    """Gap closed on test (``f1``: baseline, teacher, distilled) where the teacher beats the baseline by at least
-    ``min_gap`` on validation (where ``val_f1`` is given: that is where the teacher was chosen) and on test;
-    otherwise None and why, e.g. ``teacher not better on val`` or ``teacher only +0.4 pts over X-VLM on test``."""
+    """Gap closed on test (``f1``: baseline, teacher, distilled) where the teacher is clearly better than the baseline:
+    by at least ``min_gap`` on validation (where ``val_f1`` is given: that is where the teacher was chosen) and on
+    test, and, where ``teacher_interval`` (a 95 % paired interval of teacher − baseline on test) is given, with that
+    interval above 0. Otherwise None and why, e.g. ``teacher not better on val``, ``teacher only +0.4 pts over X-VLM
+    on test`` or ``teacher not significantly better on test: +1.1 [-1.9, +4.0]``."""
     if val_f1 is not None:
         val_gap = val_f1["teacher"] - val_f1["baseline"]
         if val_gap <= 0:
@@ -118,6 +139,9 @@ def gap_closed_or_why(
         return None, "teacher not better on test"
     if gap < min_gap:
         return None, f"teacher only {100 * gap:+.1f} pts over X-VLM on test"
+    if teacher_interval is not None and teacher_interval[0] <= 0:
+        low, high = teacher_interval
+        return None, f"teacher not significantly better on test: {100 * gap:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
     return gap_closed(f1["distilled"], f1["baseline"], f1["teacher"]), ""
 
 

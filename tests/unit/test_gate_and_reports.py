@@ -177,8 +177,8 @@ def test_gap_closed_is_not_a_percentage_of_noise():
     assert _cells(md, "minor_safety")[column] == "n/a (teacher only +0.4 pts over X-VLM on test)"
     assert _cells(md, "clickbait")[column] == "75.0"
     assert _cells(md, "originality")[column] == "n/a (teacher only +0.1 pts over X-VLM on test)"
-    # the average teacher is 0.8 points better than the average X-VLM on test: n/a, not 291.7 %
-    assert _cells(md, "**average**")[column] == "**n/a (teacher only +0.8 pts over X-VLM on test)**"
+    # not a ratio of averages (291.7 %) while scenarios' teachers are not clearly better
+    assert _cells(md, "**average**")[column] == "**n/a (the teacher is not clearly better in 2 of 3 scenarios)**"
     assert "%" not in "".join(_cells(md, s)[column] for s in ("minor_safety", "originality", "**average**"))
 
 
@@ -234,3 +234,54 @@ def test_report_artifacts_get_file_names_with_extensions():
     assert html.uri == "minio://mlpipeline/v2/artifacts/cpfd/run-1/report/report.html"
     md = with_file_name(Markdown(uri="/tmp/root/cpfd-pipeline-1/report/markdown"), "report.md")
     assert md.path == "/tmp/root/cpfd-pipeline-1/report/report.md"
+
+
+def test_gap_closed_needs_a_teacher_significantly_better_on_test():
+    """The demo's clickbait: teacher 0.729 vs X-VLM 0.718 on test (+1.1 points, over the 1-point floor) printed
+    418.9 %; with the paired interval of teacher - X-VLM on test including 0 it is n/a, quoting the interval."""
+    from components.reports import report_tables, summary_json
+    from cpfd.config import GateConfig
+    from cpfd.evaluate import paired_f1_intervals
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    noisy = {n: np.where(rng.random(400) < acc, y, 1 - y) for n, acc in (("teacher", 0.73), ("baseline", 0.72))}
+    noisy["distilled"] = noisy["teacher"]
+    wide = paired_f1_intervals(y, noisy, 2)
+    assert wide["teacher_minus_baseline"][0] < 0 < wide["teacher_minus_baseline"][1]
+    assert (
+        set(wide["f1"]) == {"teacher", "baseline", "distilled"} and wide["f1"]["teacher"][0] < wide["f1"]["teacher"][1]
+    )
+    clear = paired_f1_intervals(y, {"teacher": y, "baseline": noisy["baseline"]}, 2)
+    assert clear["teacher_minus_baseline"][0] > 0.2
+
+    f1, val = {"baseline": 0.718, "teacher": 0.729, "distilled": 0.764}, {"baseline": 0.704, "teacher": 0.756}
+    gate = GateConfig()
+    rows = [json.loads(summary_json("clickbait", "cpfd", 0, f1, None, True, "ok", gate, val, intervals=wide))]
+    result, md = report_tables(rows)
+    column = _cells(md, "scenario").index("gap closed (%)")
+    low, high = (100 * v for v in wide["teacher_minus_baseline"])
+    assert (
+        _cells(md, "clickbait")[column]
+        == f"n/a (teacher not significantly better on test: +1.1 [{low:+.1f}, {high:+.1f}])"
+    )
+    assert result["f1_interval"]["baseline"]["clickbait"] == wide["f1"]["baseline"]
+
+
+def test_the_chart_draws_the_intervals():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from components.reports import grouped_bars
+
+    fig, ax = plt.subplots()
+    grouped_bars(
+        ax, {"baseline": {"a": 0.70}, "teacher": {"a": 0.80}}, {"baseline": {"a": [0.65, 0.74]}, "teacher": {"a": 0.02}}
+    )
+    bars = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
+    segments = [seg for bar in bars for seg in bar.errorbar.lines[2][0].get_segments()]
+    assert [tuple(np.round(sg[:, 1], 3)) for sg in segments] == [(0.65, 0.74), (0.78, 0.82)]
+    assert ax.get_ylim()[0] == 0.0
+    plt.close(fig)
