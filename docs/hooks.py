@@ -1,0 +1,128 @@
+"""MkDocs hook (mkdocs.yml ``hooks:``): the configuration reference, generated at build time from the pydantic models
+of ``cpfd.config`` (each field's type, embedded default and description), so the page cannot fall behind the code."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union, get_args, get_origin
+
+from mkdocs.structure.files import File, Files
+
+PAGE = "reference/configuration.md"
+
+
+def _type(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin is Union or type(annotation).__name__ == "UnionType":
+        return " \\| ".join(_type(a) for a in args)
+    if origin in (list, tuple, set):
+        return f"list of {_type(args[0])}" if args else "list"
+    if origin is dict:
+        return f"mapping {_type(args[0])} → {_type(args[1])}" if args else "mapping"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _models(annotation: Any):
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in get_args(annotation):
+        yield from _models(arg)
+
+
+def _cell(value: Any) -> str:
+    import json
+
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return "see its section below"
+    if isinstance(value, dict | list) and len(json.dumps(value)) > 60:
+        return "see the embedded default"
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return f"`{text}`" if text != "" else '`""`'
+
+
+def _section(cls, path: str, defaults: dict | None, out: list[str], seen: set) -> None:
+    from pydantic_core import PydanticUndefined
+
+    doc = " ".join((cls.__doc__ or "").split()).replace("``", "`")
+    out += [f"## `{path}`", "", doc, ""] if doc else [f"## `{path}`", ""]
+    out += ["| field | type | default | description |", "|---|---|---|---|"]
+    nested = []
+    for name, field in cls.model_fields.items():
+        if defaults is not None and name in defaults:
+            default = _cell(defaults[name])
+        elif field.default is not PydanticUndefined:
+            default = _cell(field.default)
+        elif field.default_factory is not None:
+            default = _cell(field.default_factory())
+        else:
+            default = "required"
+        description = " ".join((field.description or "").split()).replace("|", "\\|").replace("``", "`")
+        out.append(f"| `{name}` | {_type(field.annotation)} | {default} | {description} |")
+        for model in _models(field.annotation):
+            if model not in seen:
+                seen.add(model)
+                value = (defaults or {}).get(name)
+                nested.append((model, f"{path}.{name}", value if isinstance(value, dict) else None))
+    out.append("")
+    for model, sub, value in nested:
+        _section(model, sub, value, out, seen)
+
+
+def configuration_reference() -> str:
+    from cpfd.config import ProjectConfig, load_config
+    from cpfd.config_base import default_config_path
+
+    embedded = load_config().model_dump()
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the pydantic models in `cpfd/config.py` and `cpfd/features.py` when the site is built. A run "
+        "reads the embedded default (`cpfd/defaults/project.yaml`), your YAML on top (`--config`), then `--set "
+        "section.field=value` overrides; `cpfd config show [--scenario NAME]` prints the result. The *default* column "
+        "is the embedded default's value; an unknown or misspelt key is an error that names it and suggests the "
+        "closest field. Per-scenario `train` and `distill` entries override the project-wide sections field by "
+        "field.",
+        "",
+        f"The embedded default declares {len(embedded['scenarios'])} scenarios: "
+        + ", ".join(f"`{s['name']}`" for s in embedded["scenarios"])
+        + f" (`{default_config_path().relative_to(default_config_path().parents[2])}`).",
+        "",
+    ]
+    seen: set = set()
+    for name, field in ProjectConfig.model_fields.items():
+        for model in _models(field.annotation):
+            if model not in seen:
+                seen.add(model)
+                value = embedded.get(name)
+                _section(model, name, value if isinstance(value, dict) else None, out, seen)
+    return "\n".join(out) + "\n"
+
+
+def on_files(files: Files, config) -> Files:
+    files.append(File.generated(config, PAGE, content=configuration_reference()))
+    return files
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """mkdocs-typer2's legacy engine leaves the CLI page empty when its ``typer`` command fails (not on PATH, an
+    import error): fail the build instead."""
+    from mkdocs.exceptions import PluginError
+
+    if page.file.src_uri == "reference/cli.md":
+        from cli.main import app
+
+        missing = [c.name for c in app.registered_commands if c.name and f"cpfd {c.name}" not in html]
+        names = [g.name for g in app.registered_groups if f"cpfd {g.name}" not in html]
+        if "cpfd generate" not in html or missing or names:
+            raise PluginError(
+                "reference/cli.md: mkdocs-typer2 rendered no CLI reference (is the venv's bin folder on PATH, "
+                f"so that `typer cli.main utils docs` runs?); missing: {missing + names or 'everything'}"
+            )
+    return html
