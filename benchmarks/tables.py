@@ -207,11 +207,11 @@ def plot_quality(result: dict, out_dir: Path) -> None:
     edges = np.linspace(0, 1, 21)
     for src in next(iter(result["diagnostics"].values()))["confidence_hist"]:
         h = np.sum([result["diagnostics"][s]["confidence_hist"][src] for s in sc], axis=0)
-        ax.stairs(h / max(h.sum(), 1), edges, label=f"{src} (calibrated)")
+        ax.stairs(h / max(h.sum(), 1), edges, label=f"{source_name(src)}, calibrated")
     ax.set_xlabel("teacher's top-class probability on the training split")
     ax.set_ylabel("share of examples")
     ax.legend(fontsize=8)
-    ax.set_title("Teacher confidence: in-sample vs out-of-fold")
+    ax.set_title(confidence_title(list(next(iter(result["diagnostics"].values()))["confidence_hist"])))
 
     ax = axes[1, 1]
     shares = [result["diagnostics"][s].get("weight_share") for s in sc]
@@ -233,14 +233,33 @@ def plot_quality(result: dict, out_dir: Path) -> None:
         ax.axhline(1, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(kinds)) + 0.4, kinds)
         ax.set_ylabel("weight share / example share")
-        ax.set_ylim(0.6, 1.2)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=6, frameon=False)
+        ax.set_ylim(0.0, max(1.2, ax.get_ylim()[1]))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1, fontsize=7, frameon=False)
         ax.set_title("Where the distillation weight goes (1 = as many as examples)")
     else:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(Path(out_dir) / "quality.png", dpi=100)
+    fig.savefig(Path(out_dir) / "quality.png", dpi=100, bbox_inches="tight")  # the legends under the axes included
     plt.close(fig)
+
+
+SOURCE_NAMES = {"insample": "in-sample", "oof": "out-of-fold"}
+
+
+def source_name(src: str) -> str:
+    """A teacher-outputs source as a reader names it: ``oof3`` -> ``out-of-fold (3 folds)``."""
+    base = src.rstrip("0123456789")
+    folds = src[len(base) :]
+    return SOURCE_NAMES.get(base, base) + (f" ({folds} folds)" if folds else "")
+
+
+def confidence_title(sources: list[str]) -> str:
+    """The confidence panel's title, naming the teacher outputs the result holds histograms of (``oof3``,
+    ``insample``): a run that stored one source says so instead of promising a comparison."""
+    names = [source_name(s) for s in sources]
+    if len(names) == 1:
+        return f"Teacher confidence: {names[0]} outputs only (the run stored no other source)"
+    return "Teacher confidence: " + " vs ".join(names)
 
 
 def estimate_table(result: dict) -> list[str]:

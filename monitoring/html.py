@@ -42,8 +42,12 @@ def _plots(summary: dict, out: Path) -> list[str]:
         axis.axvline(0, color="black", lw=0.8)
         axis.set_yticks(range(len(ab)), [s for s, _ in ab])
         axis.set_xlabel("treatment - control macro-F1 (bootstrap CI)")
+        axis.set_title(
+            "A/B: treatment - control macro-F1 per scenario\n(green: treatment better, red: worse, grey: no verdict)",
+            fontsize=9,
+        )
         fig.tight_layout()
-        fig.savefig(out / "plots" / "ab.png", dpi=90)
+        fig.savefig(out / "plots" / "ab.png", dpi=90, bbox_inches="tight")
         plt.close(fig)
         files.append("plots/ab.png")
     rows = [(s, a, sl) for s in names for a, sl in summary["scenarios"][s]["arms"].items() if sl["n"]]
@@ -56,8 +60,9 @@ def _plots(summary: dict, out: Path) -> list[str]:
                 axis.plot(sl["reference_confidence_mean"], i, "|", color="black", ms=12)
         axis.set_yticks(range(len(rows)), [f"{s} / {a}" for s, a, _ in rows])
         axis.set_xlabel("mean confidence (dot: live, red = drift; bar: offline reference)")
+        axis.set_title("Mean confidence per scenario and arm: live window vs offline reference", fontsize=9)
         fig.tight_layout()
-        fig.savefig(out / "plots" / "confidence.png", dpi=90)
+        fig.savefig(out / "plots" / "confidence.png", dpi=90, bbox_inches="tight")
         plt.close(fig)
         files.append("plots/confidence.png")
     return files
@@ -97,9 +102,10 @@ def _experiment_plot(summary: dict, out: Path) -> list[str]:
         axis.set_xticks(list(x))
     axes[-1, 0].set_xlabel("look")
     axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Online experiments: treatment - control macro-F1 over the looks", fontsize=10)
     fig.tight_layout()
     (out / "plots").mkdir(exist_ok=True)
-    fig.savefig(out / "plots" / "experiments.png", dpi=90)
+    fig.savefig(out / "plots" / "experiments.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return ["plots/experiments.png"]
 
