@@ -23,6 +23,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},  # -h on every command too
+    epilog="Exit codes: 0 done; 1 a check failed (the data gate, a monitoring alert); 2 a usage or input error, "
+    "one line naming what is wrong; 3 a start-up fault of `cpfd serve` (a model or config it cannot load).",
 )
 
 

@@ -118,6 +118,7 @@ def test_version_and_short_help_exit_0():
     for args in (["-h"], ["train", "-h"], ["config", "show", "-h"]):
         helped = runner.invoke(app, args)
         assert helped.exit_code == 0 and "Usage:" in helped.output, (args, helped.output)
+    assert "Exit codes: 0 done; 1 a check failed" in " ".join(runner.invoke(app, ["-h"]).output.split())
 
 
 def test_a_misspelt_override_is_one_line_naming_the_set_item_exit_2():
