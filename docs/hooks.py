@@ -3,6 +3,8 @@ of ``cpfd.config`` (each field's type, embedded default and description), so the
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from mkdocs.structure.files import File, Files
@@ -103,6 +105,30 @@ def configuration_reference() -> str:
                 value = embedded.get(name)
                 _section(model, name, value if isinstance(value, dict) else None, out, seen)
     return "\n".join(out) + "\n"
+
+
+PARAMETERS = re.compile(r"<!-- cpfd:pipeline-parameters (\S+) -->")
+
+
+def pipeline_parameters(path: Path) -> str:
+    """The run form of a compiled pipeline (its root parameters: type, default, description) as a Markdown table."""
+    import yaml
+
+    spec = next(yaml.safe_load_all(path.read_text()))
+    params = spec["root"]["inputDefinitions"].get("parameters", {})
+    rows = ["| parameter | type | default | description |", "|---|---|---|---|"]
+    for name, p in params.items():
+        default = _cell(p["defaultValue"]) if "defaultValue" in p else "required"
+        description = " ".join((p.get("description") or "").split()).replace("|", "\\|")
+        rows.append(f"| `{name}` | {p['parameterType'].lower()} | {default} | {description} |")
+    return "\n".join(rows)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    """``<!-- cpfd:pipeline-parameters FILE -->``: the parameters of that compiled pipeline, read when the site is
+    built (the published YAML is what a test keeps equal to a fresh compile)."""
+    root = Path(config["config_file_path"]).parent
+    return PARAMETERS.sub(lambda m: pipeline_parameters(root / m.group(1)), markdown)
 
 
 def on_files(files: Files, config) -> Files:
