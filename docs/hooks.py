@@ -131,8 +131,39 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     return PARAMETERS.sub(lambda m: pipeline_parameters(root / m.group(1)), markdown)
 
 
+# results pages, generated from the benchmark JSON that holds their figures (benchmarks/tables.py renders them)
+RESULTS = {
+    "quality": (
+        "The quality benchmark: the five bundled scenarios",
+        "`cpfd bench quality`: every variant trained per scenario and seed on the embedded synthetic data.",
+    ),
+    "quality_mechanisms": (
+        "The quality benchmark: the mechanism scenarios",
+        "`cpfd bench quality` on the three scenarios built to show where confidence weighting should help "
+        "(docs: [the synthetic generator](../generator_v2.md)).",
+    ),
+}
+
+
+def results_page(root: Path, name: str) -> str:
+    import json
+
+    from benchmarks.tables import to_markdown
+
+    title, intro = RESULTS[name]
+    result = json.loads((root / "benchmarks" / "results" / f"{name}.json").read_text())
+    figure = (
+        "![quality.png: F1, gains with intervals, confidence, weights](../quality.png)\n\n" if name == "quality" else ""
+    )
+    head = f"# {title}\n\n{intro} Generated from `benchmarks/results/{name}.json` when the site is built.\n\n"
+    return head + figure + to_markdown(result)
+
+
 def on_files(files: Files, config) -> Files:
     files.append(File.generated(config, PAGE, content=configuration_reference()))
+    root = Path(config["config_file_path"]).parent
+    for name in RESULTS:
+        files.append(File.generated(config, f"results/{name}.md", content=results_page(root, name)))
     return files
 
 
