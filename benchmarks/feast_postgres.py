@@ -104,6 +104,7 @@ def write_repo(repo: Path, port: int, names: list[str], ttl: timedelta) -> Path:
     from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
     from feast.types import Float32
 
+    repo = repo.resolve()  # Feast resolves a relative path against the repo folder: give it absolute ones
     repo.mkdir(parents=True, exist_ok=True)
     config = {
         "project": "bench_pg",
