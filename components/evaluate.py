@@ -32,7 +32,7 @@ def evaluate(
     from pathlib import Path
 
     from components.common import gate_markdown, log_classification, log_gate_metrics, read_scenario_config
-    from components.reports import summary_json
+    from components.reports import dataset_sizes, summary_json
     from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, model_metadata
     from cpfd.evaluate import evaluate_saved_model, gap_closed_or_why, paired_f1_intervals
     from cpfd.gate import gate_decision
@@ -78,7 +78,7 @@ def evaluate(
                 distilled_info.get("teacher_outputs"),
                 (distilled_info.get("title_stats") or {}).get("test"),
                 dict(estimate.metadata),
-                _sizes(dataset.path, distilled_info),
+                dataset_sizes(dataset.path, distilled_info),
                 intervals=intervals,
             )
         )
@@ -90,20 +90,3 @@ def evaluate(
     timing.mark("write")
     print(f"gate {scenario}: {why}")
     return passed
-
-
-def _sizes(dataset_dir: str, distilled_info: dict) -> dict:
-    """Labelled videos (all splits) and unlabelled pool videos of the scenario, and how many pool videos the student
-    read per epoch."""
-    import json
-    from pathlib import Path
-
-    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
-    pool = distilled_info.get("pool") or {}
-    return {
-        "labelled": int(sum(manifest["rows"].values())),
-        "train": int(manifest["rows"]["train"]),
-        "pool": int((manifest.get("pool") or {}).get("rows", 0)),
-        "pool_used": int(pool.get("rows", 0)),
-        "pool_per_epoch": int(pool.get("per_epoch", 0)),
-    }

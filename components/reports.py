@@ -273,3 +273,19 @@ def summary_json(
             "gate": {"passed": passed, "reason": reason, **gate.model_dump()},
         }
     )
+
+
+def dataset_sizes(dataset_dir: str, distilled_info: dict) -> dict:
+    """Labelled videos (all splits) and unlabelled pool videos of the scenario, and how many pool videos the student
+    read per epoch."""
+    from pathlib import Path
+
+    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+    pool = distilled_info.get("pool") or {}
+    return {
+        "labelled": int(sum(manifest["rows"].values())),
+        "train": int(manifest["rows"]["train"]),
+        "pool": int((manifest.get("pool") or {}).get("rows", 0)),
+        "pool_used": int(pool.get("rows", 0)),
+        "pool_per_epoch": int(pool.get("per_epoch", 0)),
+    }
