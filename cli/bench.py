@@ -224,7 +224,7 @@ def bench_scale(
     results: Path | None = typer.Option(None, help="also write the result JSON (and a .md table) here"),
     repeats: int = typer.Option(3, min=1, help="runs of each configuration at the smallest size (median kept)"),
     pool: int = typer.Option(
-        0, min=0, help="instead: this many labelled videos with unlabelled pools of 0, 4 and 16x (training memory)"
+        0, min=0, help="instead: this many labelled videos with unlabelled pools of 0, 4, 16 and 100x (training memory)"
     ),
 ):
     """Peak memory and examples/s of a student's training, streamed against in-memory, as the videos grow; with
