@@ -164,6 +164,9 @@ def on_files(files: Files, config) -> Files:
     root = Path(config["config_file_path"]).parent
     for name in RESULTS:
         files.append(File.generated(config, f"results/{name}.md", content=results_page(root, name)))
+    for png in sorted((root / "benchmarks" / "results").rglob("*.png")):  # the benchmarks' figures, where they lie
+        uri = "assets/" + png.relative_to(root).as_posix()
+        files.append(File.generated(config, uri, abs_src_path=str(png)))
     return files
 
 
