@@ -134,11 +134,19 @@ def test_compiled_yaml_gpu_steps_loop_and_no_runtime_installs(tmp_path):
 def test_only_build_dataset_reads_the_config_parameter_and_method(tmp_path):
     """The scenario's config is resolved once (build_dataset's ``config`` artifact); every other step takes that
     artifact,
-    no step but build_dataset takes config_yaml, method or the scenario name."""
+    no step but build_dataset takes config_yaml, method, the pool settings or the scenario name."""
     spec, _ = _compile(tmp_path)
     comps = {name.removeprefix("comp-"): c for name, c in spec["components"].items() if "executorLabel" in c}
     params = {name: set(c.get("inputDefinitions", {}).get("parameters", {})) for name, c in comps.items()}
-    assert params["build-dataset"] == {"scenario", "config_yaml", "method", "join", "stream_root"}
+    assert params["build-dataset"] == {
+        "scenario",
+        "config_yaml",
+        "method",
+        "pool_weight",
+        "pool_ratio",
+        "join",
+        "stream_root",
+    }
     assert set(comps["build-dataset"]["outputDefinitions"]["artifacts"]) == {"dataset", "config"}
     # the user's tables: Dataset artifacts from the pipeline's importers, fed into every scenario's build_dataset
     inputs = comps["build-dataset"]["inputDefinitions"]["artifacts"]
@@ -157,7 +165,7 @@ def test_only_build_dataset_reads_the_config_parameter_and_method(tmp_path):
         build = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]["build-dataset"]
         assert build["inputs"]["artifacts"][role] == {"componentInputArtifact": channel}
     for name in set(comps) - {"build-dataset"}:
-        assert not params[name] & {"config_yaml", "method", "scenario"}, name
+        assert not params[name] & {"config_yaml", "method", "pool_weight", "pool_ratio", "scenario"}, name
     takes_config = {
         "validate-data",
         "train-teacher",
@@ -284,6 +292,12 @@ def test_scenario_config_is_resolved_once_and_read_back_typed(tiny_project, tmp_
 
     over = resolve_scenario_config(project, "clickbait", "cpfd")  # the run's method wins, once
     assert over.distill.method == "cpfd" and over.distill.folds == 4
+    pooled = resolve_scenario_config(project, "clickbait", "", pool_weight=0.0, pool_ratio=0.0)
+    assert pooled.distill.pool_weight == 0.0 and pooled.distill.pool_ratio is None  # 0: the whole pool
+    kept = resolve_scenario_config(project, "clickbait", "", pool_weight=-1.0, pool_ratio=2.5)
+    assert kept.distill.pool_weight == project.distill.pool_weight and kept.distill.pool_ratio == 2.5
+    with pytest.raises(ConfigError, match="pool_ratio"):
+        resolve_scenario_config(project, "clickbait", "", pool_ratio=500.0)
 
     artifact = SimpleNamespace(path=str(tmp_path / "config"), metadata={})
     write_scenario_config(over, artifact, "pipeline parameter method")
@@ -430,6 +444,8 @@ def test_dashboard_form_parameters_carry_descriptions_and_defaults(tmp_path):
         "scenarios",
         "config_yaml",
         "method",
+        "pool_weight",
+        "pool_ratio",
         "join",
         "min_rows",
         "max_null_increase",
@@ -443,6 +459,8 @@ def test_dashboard_form_parameters_carry_descriptions_and_defaults(tmp_path):
     assert optional == {
         "config_yaml": "",
         "method": "",
+        "pool_weight": -1.0,
+        "pool_ratio": -1.0,
         "join": "feast",
         "min_rows": 50,
         "max_null_increase": 0.15,
