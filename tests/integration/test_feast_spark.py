@@ -143,7 +143,8 @@ def test_bench_features_times_the_three_engines_at_each_size(built, tmp_path):
     report = json.loads((tmp_path / "features.json").read_text())
     assert [r["entity_rows"] for r in report["runs"]] == [300, 600]
     for run in report["runs"]:
-        assert set(run["engines"]) == {"duckdb", "spark", "merge_asof"} and run["values_match"]
+        # PostgreSQL joins them where its server binaries are installed (tests/integration/test_team_feast.py)
+        assert set(run["engines"]) - {"postgres"} == {"duckdb", "spark", "merge_asof"} and run["values_match"]
         assert run["engines"]["merge_asof"]["ratio_to_merge_asof"] == 1.0
         assert all(e["median_s"] > 0 and len(e["times_s"]) == 1 for e in run["engines"].values())
     assert "Feast get_historical_features, Spark local[2]" in result.output and "300 entity rows" in result.output
