@@ -143,10 +143,6 @@ def monitor_demo(
             "alert:     none"
             + (f" (the drift injected into {drift_scenario} was not detected)" if drift_scenario else "")
         )
-    if summary.get("experiments"):
-        from monitoring.experiments import format_status
-
-        echo("experiment status (cpfd experiment status --state-dir " + summary["experiments_state_dir"] + "):")
-        for line in format_status(summary["experiments"]):
-            echo(line)
+    if summary.get("experiments"):  # the experiments block of the summary above says each one's decision
+        echo(f"experiments: cpfd experiment status --state-dir {summary['experiments_state_dir']}")
     return summary
