@@ -159,6 +159,27 @@ def _epochs_line(result: dict, sc: list[str]) -> list[str]:
     return lines
 
 
+def headline_table(result: dict) -> str:
+    """The README's one results table: pooled macro-F1 of X-VLM, the teacher and every variant, with each variant's
+    gain over X-VLM and its 95 % paired interval (tests/unit/test_readme.py keeps the README equal to it)."""
+    pooled = result["f1"]
+    teacher = result["teacher_minus_baseline"]["pooled"]
+    lines = [
+        "| model | macro-F1, pooled | over X-VLM, F1 points [95 %] |",
+        "|---|---|---|",
+        f"| X-VLM (baseline student) | {pooled['baseline']['pooled']['mean']:.3f} | |",
+        f"| DF-X-VLM (teacher) | {pooled['teacher']['pooled']['mean']:.3f} | {_points(teacher)} |",
+    ]
+    for v, gain in result["gain_over_baseline"].items():
+        lines.append(f"| `{v}` | {pooled[v]['pooled']['mean']:.3f} | {_points(gain['pooled'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _points(d: dict) -> str:
+    star = " \\*" if d["significant"] else ""
+    return f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]{star}"
+
+
 def to_markdown(result: dict) -> str:
     """Every table of a quality result, in the order the README shows them."""
     sc = result["scenarios"]
