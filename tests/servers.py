@@ -3,7 +3,9 @@ one free loopback port, a readiness poll bounded in time, and a child process gr
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +16,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+
+def pg_bin() -> Path | None:
+    """The folder of PostgreSQL's server binaries (initdb, pg_ctl, postgres): Debian's newest, else on PATH; None
+    without them."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ installs the package when it is missing)."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -24,20 +23,12 @@ from cpfd.predlog import PredictionLog
 pytestmark = pytest.mark.integration
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
 @pytest.fixture(scope="module")
 def pg_url():
     """A PostgreSQL server on 127.0.0.1:<free port>, data in a temporary folder; yields a SQLAlchemy URL."""
-    from tests.servers import free_port
+    from tests.servers import free_port, pg_bin
 
-    bin_dir = _pg_bin()
+    bin_dir = pg_bin()
     if bin_dir is None:
         pytest.skip("no PostgreSQL server binaries (initdb) found: install Debian's postgresql package")
     # directly under the system temp folder: pytest's own folders are private to this user, and as root the server

@@ -12,7 +12,6 @@ installs the package when it is missing)."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ pytest.importorskip("feast")
 pytest.importorskip("psycopg_pool")
 
 from tests.byo_data import CONFIG, write_byo_tables  # noqa: E402
+from tests.servers import pg_bin  # noqa: E402
 
 pytestmark = pytest.mark.integration
 USER, PASSWORD = "team_ro", "Tq7-cpfd-s3cret-27"  # the password must never appear in any output
@@ -37,20 +37,12 @@ PASSWORD_ENV = "CPFD_TEST_TEAM_PG_PASSWORD"
 PROJECT = "team_features"
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
 @pytest.fixture(scope="module")
 def pg():
     """PostgreSQL on 127.0.0.1:<free port> with scram-sha-256 password authentication; yields its port."""
     from tests.servers import free_port
 
-    bin_dir = _pg_bin()
+    bin_dir = pg_bin()
     if bin_dir is None:
         pytest.skip("no PostgreSQL server binaries (initdb) found: install Debian's postgresql package")
     root = Path(tempfile.mkdtemp(prefix="cpfd-team-pg-"))
@@ -421,7 +413,7 @@ def test_local_kfp_pipeline_builds_the_same_dataset_from_the_teams_feast(team, t
 def test_bench_features_times_the_postgresql_store_and_checks_its_values(tmp_path):
     """`cpfd bench features --engine postgres` (small size): its own server, the rows loaded, the retrieval through
     the reference path, values compared with merge_asof before any timing is reported."""
-    if _pg_bin() is None:
+    if pg_bin() is None:
         pytest.skip("no PostgreSQL server binaries (initdb) found: install Debian's postgresql package")
     done = cpfd("bench", "features", "--rows", "3000", "--engine", "postgres", "--repeats", "1", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
