@@ -117,11 +117,12 @@ class PooledSplit:
     def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """The batch's labelled rows, then its pool rows; ``index`` says which row each is."""
         n = len(self.train)
-        parts = [(s, rows) for s, rows in ((self.train, idx[idx < n]), (self.pool, idx[idx >= n] - n)) if len(rows)]
+        labelled, pooled = idx[idx < n], idx[idx >= n]
+        parts = [(s, rows) for s, rows in ((self.train, labelled), (self.pool, pooled - n)) if len(rows)]
         got = [s.batch(rows, device) for s, rows in parts]
         out = {k: torch.cat([b[k] for b in got]) for k in got[0] if k not in ("index", "labels")}
-        out["labels"] = self.labels[idx[idx < n].tolist() + idx[idx >= n].tolist()].to(device)
-        out["index"] = torch.cat([idx[idx < n], idx[idx >= n]])
+        out["index"] = torch.cat([labelled, pooled])
+        out["labels"] = self.labels[out["index"]].to(device)
         return out
 
 
