@@ -14,11 +14,10 @@ ARG VERSION=0.1.0
 FROM python:${PYTHON}-slim AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# cpfd/ links to the deployables' folders (cpfd/serving -> ../serving, ...): they are copied beside it
 COPY cpfd cpfd
-COPY cli cli
 COPY components components
 COPY pipelines pipelines
-COPY featurestore featurestore
 COPY feature_repo feature_repo
 COPY serving serving
 COPY monitoring monitoring

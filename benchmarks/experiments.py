@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from monitoring import sequential as seq
-from monitoring.stats import bootstrap_f1_diff
+from cpfd.monitoring import sequential as seq
+from cpfd.monitoring.stats import bootstrap_f1_diff
 
 
 def confusion_probs(accuracy: float, k: int = 3) -> np.ndarray:

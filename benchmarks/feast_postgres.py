@@ -1,6 +1,6 @@
 """Feast's PostgreSQL offline store for the retrieval benchmark: a throwaway PostgreSQL server on loopback, the
 feature table loaded into it, and a Feast repository over it read the way a team's own deployment is
-(``featurestore.reference``: their registry, their offline store, a feature service by name, nothing applied by the
+(``cpfd.featurestore.reference``: their registry, their offline store, a feature service by name, nothing applied by the
 build).
 
 The server is PostgreSQL's own binaries (Debian's package), a fresh data folder, ``fsync=off`` (a benchmark's

@@ -6,9 +6,9 @@ returns the rows in entity order; each Feast engine's values are compared with m
 the timings are reported. Per engine and size: the first call (Spark: with its JVM's start) is
 reported apart, then the median of ``repeats`` calls; ratios are against merge_asof in the same run.
 
-PostgreSQL (``benchmarks.feast_postgres``): the same feature rows loaded into a throwaway server on loopback (COPY,
+PostgreSQL (``cpfd.benchmarks.feast_postgres``): the same feature rows loaded into a throwaway server on loopback (COPY,
 an index on (video_id, event_timestamp); outside the timings, reported as ``load_s``), read through a Feast repo the
-way a team's own deployment is (``featurestore.reference``: the service by name, nothing applied by the build). Its
+way a team's own deployment is (``cpfd.featurestore.reference``: the service by name, nothing applied by the build). Its
 calls include Feast uploading the entity rows into a temporary table.
 """
 
@@ -102,7 +102,7 @@ def run_feature_retrieval(
 
     import feast  # noqa: F401  (imported before timing: the import alone takes seconds)
 
-    from benchmarks.feast_postgres import local_postgres
+    from cpfd.benchmarks.feast_postgres import local_postgres
 
     with local_postgres() if "postgres" in engines else contextlib.nullcontext() as pg_port:
         result = {
@@ -122,7 +122,7 @@ def run_feature_retrieval(
 def _pg_version() -> str:
     import subprocess
 
-    from benchmarks.feast_postgres import _pg_bin
+    from cpfd.benchmarks.feast_postgres import _pg_bin
 
     done = subprocess.run([str(_pg_bin() / "postgres"), "--version"], capture_output=True, text=True)
     return done.stdout.strip() + ", fsync=off, 127.0.0.1"
@@ -130,10 +130,10 @@ def _pg_version() -> str:
 
 def _postgres(out: Path, rows: int, port: int, entities, features, names, ttl, repeats: int, pandas_s: float, ref):
     """Load the rows, apply the repo (outside the timings), then time the reference-mode retrieval."""
-    from benchmarks.feast_postgres import SERVICE as PG_SERVICE
-    from benchmarks.feast_postgres import load_table, write_repo
+    from cpfd.benchmarks.feast_postgres import SERVICE as PG_SERVICE
+    from cpfd.benchmarks.feast_postgres import load_table, write_repo
     from cpfd.features import default_feature_store
-    from featurestore.reference import TeamFeast
+    from cpfd.featurestore.reference import TeamFeast
 
     t0 = time.perf_counter()
     load_table(port, features, names)
@@ -154,7 +154,7 @@ def _postgres(out: Path, rows: int, port: int, entities, features, names, ttl, r
 def _one_size(out: Path, rows: int, engines: tuple[str, ...], repeats: int, pg_port: int | None = None) -> dict:
     from cpfd.data.build import point_in_time_join
     from cpfd.features import default_feature_store
-    from featurestore import apply_repo, historical_features, service_features
+    from cpfd.featurestore import apply_repo, historical_features, service_features
 
     load_before = _load()
     declarations = default_feature_store()

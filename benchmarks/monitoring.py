@@ -106,8 +106,8 @@ def write_traffic(log, preds: pd.DataFrame, labels: pd.DataFrame, chunk: int = 2
 
 def run_monitoring_bench(n: int, n_scenarios: int, out: Path, log=print) -> dict:
     """Fill a SQLite prediction log with n predictions, then time the whole monitoring job."""
+    from cpfd.monitoring.analysis import run_monitor
     from cpfd.predlog import PredictionLog
-    from monitoring.analysis import run_monitor
 
     out.mkdir(parents=True, exist_ok=True)
     db = out / f"predictions_{n}_{n_scenarios}.db"

@@ -47,8 +47,8 @@ def check_compiled(path: Path) -> dict:
 
 def run_compile_benchmark(n_scenarios: int, out: Path, repeats: int = 3, log=print) -> dict:
     t0 = time.perf_counter()
-    from pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
-    from pipelines.runner import pipeline_arguments
+    from cpfd.pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
+    from cpfd.pipelines.runner import pipeline_arguments
 
     import_s = time.perf_counter() - t0
     project = scenario_project(n_scenarios)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stats import _interval, bootstrap_f1
+from cpfd.benchmarks.stats import _interval, bootstrap_f1
 
 MULTIPLES = (0, 1, 4, 16)
 METHODS = ("pfd", "cpfd")
@@ -47,7 +47,7 @@ def pool_datasets(
     """Generate one draw with the largest pool and build, per scenario, one dataset per pool size (nested pools)."""
     import pandas as pd
 
-    from benchmarks.synthetic import generate
+    from cpfd.benchmarks.synthetic import generate
     from cpfd.data.build import build_scenario_dataset
 
     src = root / f"pool-{n}x{max(multiples)}-seed{seed}-{'+'.join(scenarios)}"
@@ -85,7 +85,7 @@ def self_training_outputs(outputs, baseline, data):
 def run_pool_cell(datasets: dict[int, Path], project, scenario: str, seed: int, work: Path, progress: bool) -> dict:
     multiples = tuple(sorted(datasets))
     """Every arm of one (scenario, seed): test predictions and what each student saw."""
-    from benchmarks.quality import _test_preds
+    from cpfd.benchmarks.quality import _test_preds
     from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
     from cpfd.training.run import Stages
@@ -139,7 +139,7 @@ def contrasts(multiples: tuple[int, ...]) -> list[tuple[str, str]]:
 
 def summarise_pool(runs: list[dict], multiples: tuple[int, ...] = MULTIPLES, reps: int = 1000) -> dict:
     """Mean F1 per arm and scenario, and paired bootstrap intervals of the contrasts, per scenario and pooled."""
-    from benchmarks.stats import _f1
+    from cpfd.benchmarks.stats import _f1
 
     scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
     methods = ["baseline", "teacher", *arms(multiples)]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.scale import _measured, _vm_hwm_mb, make_videos
+from cpfd.benchmarks.scale import _measured, _vm_hwm_mb, make_videos
 
 MULTIPLES = (0, 4, 16, 100)
 
@@ -101,8 +101,8 @@ def run_pool_scale(labelled: int, work: Path, log=print) -> dict:
     rows = []
     for k in MULTIPLES:
         args = [str(folder), str(k), str(work / f"pool{k}x")]
-        build, _, _ = _measured([sys.executable, "-m", "benchmarks.pool_scale", "build", *args])
-        res, wall, pss = _measured([sys.executable, "-m", "benchmarks.pool_scale", "train", *args])
+        build, _, _ = _measured([sys.executable, "-m", "cpfd.benchmarks.pool_scale", "build", *args])
+        res, wall, pss = _measured([sys.executable, "-m", "cpfd.benchmarks.pool_scale", "train", *args])
         log(
             f"[pool {k}x] {res['pool_rows']:,} pool videos, {res['examples_per_s']:.0f} examples/s, "
             f"peak RSS {res['peak_rss_mb']:.0f} MB, tree PSS {pss:.0f} MB, {wall:.0f} s"

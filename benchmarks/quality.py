@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.stats import summarise, weight_shares
-from benchmarks.tables import plot_quality, to_markdown
-from benchmarks.variants import BASELINES, canonical_variant, is_tuned, parse_variant, variant_name
+from cpfd.benchmarks.stats import summarise, weight_shares
+from cpfd.benchmarks.tables import plot_quality, to_markdown
+from cpfd.benchmarks.variants import BASELINES, canonical_variant, is_tuned, parse_variant, variant_name
 from cpfd.config import ProjectConfig
 
 DEFAULT_VARIANTS = (
@@ -148,7 +148,7 @@ def run_cell(
         name = f"{cfg.teacher_outputs}{cfg.folds if cfg.teacher_outputs == 'oof' else ''}"
         _source_diagnostics(diagnostics, name, outputs, data, slices, cfg, v)
         if is_tuned(v):
-            from benchmarks.tuning import tune_student
+            from cpfd.benchmarks.tuning import tune_student
 
             student_dir, info, best = tune_student(stages, outputs, outputs_dir, cfg, trials, seed)
             diagnostics["tuned"][v] = best
@@ -209,7 +209,7 @@ def synthetic_datasets(
     def for_seed(seed: int):
         import pandas as pd
 
-        from benchmarks.synthetic import generate
+        from cpfd.benchmarks.synthetic import generate
 
         src = data / (f"v2-{videos_per_scenario}-seed{seed}" + ("-" + "+".join(subset) if subset else ""))
         if not (src / "videos.parquet").exists():

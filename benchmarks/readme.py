@@ -1,4 +1,4 @@
-"""Regenerate a README section from a benchmark's Markdown: ``python -m benchmarks.readme SECTION FILE [README]``.
+"""Regenerate a README section from a benchmark's Markdown: ``python -m cpfd.benchmarks.readme SECTION FILE [README]``.
 
 The section sits between ``<!-- SECTION:start -->`` and ``<!-- SECTION:end -->``; nothing else is touched.
 """

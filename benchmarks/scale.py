@@ -140,7 +140,7 @@ def train_step(dataset: Path, mode: str, out: Path, config: Path, workers: str) 
 
 
 def _python(*args: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.scale", *args]
+    return [sys.executable, "-m", "cpfd.benchmarks.scale", *args]
 
 
 def run_scale(
@@ -247,7 +247,7 @@ if __name__ == "__main__":
     if step == "build":
         build_step(Path(args[0]), Path(args[1]))
     elif step == "formats":
-        from benchmarks.stream_formats import compare_formats
+        from cpfd.benchmarks.stream_formats import compare_formats
 
         print(json.dumps(compare_formats(Path(args[0]), Path(args[1]))))
     else:

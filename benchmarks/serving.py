@@ -24,12 +24,12 @@ from urllib.parse import urlencode
 import numpy as np
 import yaml
 
-from serving.launch import ServerProcess
+from cpfd.serving.launch import ServerProcess
 
 Call = tuple[str, bytes, str]  # path (with query), body, content type
 SCENARIO = "clickbait"
 CEILING_BATCH = 64
-NOOP_SERVICE = "benchmarks.noop_service:NoopApi"
+NOOP_SERVICE = "cpfd.benchmarks.noop_service:NoopApi"
 
 
 def encode_png(frame: np.ndarray) -> str:
@@ -116,7 +116,7 @@ def load_clients(url: str, calls: Sequence[Call], clients: int, seconds: float) 
 
 def build_students(out: Path, sizes: Sequence[str], log=print) -> dict[str, Path]:
     """One untrained student per size, saved under ``out`` and packaged into ``out/bentoml`` as bench-<size>."""
-    from benchmarks.synthetic import generate
+    from cpfd.benchmarks.synthetic import generate
     from cpfd.config import load_config
     from cpfd.data.build import build_scenario_dataset
     from cpfd.data.tensors import prepare_data
@@ -139,7 +139,7 @@ def build_students(out: Path, sizes: Sequence[str], log=print) -> dict[str, Path
             {"role": "student", "scenario": SCENARIO},
         )
     code = (
-        "import sys; from pathlib import Path; from components.packaging import package_model\n"
+        "import sys; from pathlib import Path; from cpfd.components.packaging import package_model\n"
         "for d in sys.argv[1:]:\n    package_model(d, 'bench-' + Path(d).name)"
     )
     env = {**os.environ, "BENTOML_HOME": str(out / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
@@ -183,7 +183,7 @@ def run_serving_bench(
 ) -> dict:
     import torch
 
-    from serving.runtime import load_served_model
+    from cpfd.serving.runtime import load_served_model
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.variants import BASELINES, PFD_REFERENCE, REFERENCES, contrasts
+from cpfd.benchmarks.variants import BASELINES, PFD_REFERENCE, REFERENCES, contrasts
 from cpfd.evaluate import macro_f1_batch
 
 

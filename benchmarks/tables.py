@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.variants import BASELINES, NAMES
-from components.reports import grouped_bars
+from cpfd.benchmarks.variants import BASELINES, NAMES
+from cpfd.components.reports import grouped_bars
 
 
 def _pts(d: dict) -> str:

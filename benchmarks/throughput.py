@@ -53,7 +53,7 @@ def _interleaved_rates(steppers: dict, batch_size: int, steps: int, block: int =
 
 
 def run_throughput(project: ProjectConfig, steps: int, out: Path, log=print) -> dict:
-    from benchmarks.synthetic import generate
+    from cpfd.benchmarks.synthetic import generate
     from cpfd.data.build import build_scenario_dataset
     from cpfd.data.tensors import prepare_data
     from cpfd.distill import example_weights

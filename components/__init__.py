@@ -1,5 +1,5 @@
 """KFP v2 components of the CPFD pipeline: one file per step, each a thin wrapper around ``cpfd``.
 
-Helpers the component bodies import at run time live in ``components.common``; the image in
-``components.image``.
+Helpers the component bodies import at run time live in ``cpfd.components.common``; the image in
+``cpfd.components.image``.
 """

@@ -4,7 +4,7 @@ its resolved config, the one every later step of the scenario reads."""
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -33,12 +33,12 @@ def build_dataset(
     then the run's ``method`` when not empty and its ``pool_weight`` / ``pool_ratio`` when not negative), a JSON
     ProjectConfig of this one scenario; later steps take it
     instead of ``config_yaml`` and apply nothing on top."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("build_dataset")
     import tempfile
 
-    from components.common import project_from_yaml, resolve_scenario_config, write_scenario_config
+    from cpfd.components.common import project_from_yaml, resolve_scenario_config, write_scenario_config
     from cpfd.errors import ConfigError
 
     project = project_from_yaml(config_yaml)
@@ -51,7 +51,7 @@ def build_dataset(
     # the join checks the whole videos table against every configured scenario (the data contract),
     # so it takes the project
     if join == "feast":
-        from featurestore import build_dataset_feast
+        from cpfd.featurestore import build_dataset_feast
 
         timing.mark("imports")
         with tempfile.TemporaryDirectory() as store:  # this step's own registry: parallel steps never share one

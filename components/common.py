@@ -3,7 +3,7 @@
 Only KFP glue, unit-testable without KFP: the project config from the pipeline parameter, resolved
 once per scenario into the typed config artifact every step reads, the fold-teacher plan and its
 fan-in check, classification metrics on an artifact. The gate lives in ``cpfd.gate``, the report in
-``components.reports``.
+``cpfd.components.reports``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.reports import roc_points
+from cpfd.components.reports import roc_points
 from cpfd.config import DistillConfig, ProjectConfig, ScenarioConfig, config_from_dict, validated
 from cpfd.errors import ConfigError
 

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -16,15 +16,15 @@ def distill(
 ):
     """Two-stage distillation from ``train_logits`` (the teacher_outputs step's TeacherOutputs file, calibrated),
     as the resolved config's distill section says (its method: the run's ``method`` parameter when one was given);
-    in this pod, or distributed as the task's CPFD_LAUNCH says (``components.launch``)."""
-    from components import timing
+    in this pod, or distributed as the task's CPFD_LAUNCH says (``cpfd.components.launch``)."""
+    from cpfd.components import timing
 
     timing.start("distill")
     import shutil
     from pathlib import Path
 
-    from components.common import read_scenario_config
-    from components.launch import Step, run_training
+    from cpfd.components.common import read_scenario_config
+    from cpfd.components.launch import Step, run_training
     from cpfd.conventions import TREATMENT_ARM
 
     project, scen = read_scenario_config(config)

@@ -4,7 +4,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -20,13 +20,13 @@ def estimate_gain(
     ``decided``: the resolved config the fold teachers, teacher outputs and distillation read: the same, or with
     in-sample teacher outputs when the verdict is "no gain" and distill.skip_folds_when_no_gain is on (the step says
     so; the fold teacher steps then train nothing)."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("estimate_gain")
     import json
     from pathlib import Path
 
-    from components.common import read_scenario_config, write_scenario_config
+    from cpfd.components.common import read_scenario_config, write_scenario_config
     from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
     from cpfd.training.estimate import estimate_gain as run_estimate

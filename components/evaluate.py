@@ -4,7 +4,7 @@ arms' test-split predictions for the monitoring reference."""
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output, OutputPath
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -26,17 +26,17 @@ def evaluate(
     on test by the scenario's margin, near the teacher (``cpfd.gate``); ``reason`` says why, ``summary`` is the report's
     row (with the ``estimate``), ``predictions`` both arms' test predictions in the monitoring reference format. The
     decision is the single return value (``Output``): kfp.local resolves conditions on that name."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("evaluate")
     from pathlib import Path
 
-    from components.common import gate_markdown, log_classification, log_gate_metrics, read_scenario_config
-    from components.reports import dataset_sizes, summary_json
+    from cpfd.components.common import gate_markdown, log_classification, log_gate_metrics, read_scenario_config
+    from cpfd.components.reports import dataset_sizes, summary_json
     from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, model_metadata
     from cpfd.evaluate import evaluate_saved_model, gap_closed_or_why, paired_f1_intervals
     from cpfd.gate import gate_decision
-    from monitoring.reference import write_reference
+    from cpfd.monitoring.reference import write_reference
 
     project, scen = read_scenario_config(config)
     scenario, gate = scen.name, scen.gate

@@ -4,7 +4,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -15,10 +15,10 @@ def fold_plan(config: Input[Artifact]) -> list[int]:
     The fold loop is nested in the scenario loop, and kfp.local 2.17 hands the inner loop's item to every outer loop
     item and task-output parameter used inside it: the fold step takes only its item, pipeline parameters and
     artifacts (the scenario comes from the config artifact)."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("fold_plan")
-    from components.common import fold_plan_items, read_scenario_config
+    from cpfd.components.common import fold_plan_items, read_scenario_config
 
     timing.mark("imports")
     project, scen = read_scenario_config(config)

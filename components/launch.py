@@ -3,7 +3,7 @@ Operator PyTorchJob over several nodes.
 
 The pipeline fixes the choice per training task at compile time (``PipelineOptions`` -> the task's ``CPFD_LAUNCH``
 environment variable, a ``Launch`` as JSON). Every way runs the same work, ``train_step``: in process, or as
-``python -m components.launch <kind> --dataset ... --config ... --out ...`` (``main``) under torchrun, which is the
+``python -m cpfd.components.launch <kind> --dataset ... --config ... --out ...`` (``main``) under torchrun, which is the
 command of the PyTorchJob's pods too. Plain helpers, importable without KFP; the kubernetes client (a kfp dependency)
 is imported only to submit a job.
 """
@@ -73,18 +73,18 @@ class Step:
     def args(self, info: str) -> list[str]:
         """The arguments after ``python`` or ``torchrun``: this module's ``main``, writing rank 0's info dict to
         ``info``."""
-        args = ["-m", "components.launch", self.kind, "--dataset", self.dataset, "--config", self.config]
+        args = ["-m", "cpfd.components.launch", self.kind, "--dataset", self.dataset, "--config", self.config]
         args += ["--out", self.out, "--fold", str(self.fold), "--train-logits", self.train_logits, "--info", info]
         return args
 
 
 def train_step(step: Step) -> dict:
     """The step's training (``cpfd.training.recipes``) on the resolved config artifact; its info dict. Marks the
-    step's ``imports``, ``load`` and ``train`` (``components.timing``)."""
+    step's ``imports``, ``load`` and ``train`` (``cpfd.components.timing``)."""
     from transformers import BertModel, ViTModel  # noqa: F401  (the towers' classes: imported here, timed as imports)
 
-    from components import timing
-    from components.common import read_scenario_config
+    from cpfd.components import timing
+    from cpfd.components.common import read_scenario_config
     from cpfd.data.tensors import prepare_data
     from cpfd.teacher_outputs import TeacherOutputs
     from cpfd.training import recipes
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from cpfd.env import set_env_defaults
     from cpfd.training.distributed import is_main
 
-    p = argparse.ArgumentParser(prog="python -m components.launch", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m cpfd.components.launch", description=main.__doc__)
     p.add_argument("kind", choices=KINDS)
     for opt in ("--dataset", "--config", "--out", "--info"):
         p.add_argument(opt, required=True)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -14,21 +14,21 @@ def make_reference(
     reference: Output[Dataset],
 ) -> str:
     """The offline reference of the packaged arms: the evaluate step's test-split predictions of the distilled student
-    (treatment) and of the baseline (control) in the monitoring reference format (monitoring.reference), one file per
-    arm in the ``reference`` folder; nothing is predicted again.
+    (treatment) and of the baseline (control) in the monitoring reference format (cpfd.monitoring.reference), one
+    file per arm in the ``reference`` folder; nothing is predicted again.
 
     Returns the scenario's handover (JSON): scenario, method, the packaged model tag of each arm, the BentoML store,
     the folder of the exported models (``models``, ``models_uri``), the gate's reason and the reference folder
     (``reference`` path, ``reference_uri`` for the monitoring pipeline's importer): what serving the students and
     monitoring them needs."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("make_reference")
     import json
     import shutil
     from pathlib import Path
 
-    from components.common import read_scenario_config
+    from cpfd.components.common import read_scenario_config
     from cpfd.conventions import ARMS
     from cpfd.errors import DataContractError
 

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -30,8 +30,8 @@ def monitor(
     """
     from collections import namedtuple
 
-    from monitoring.analysis import format_summary, monitor_step
-    from monitoring.series import flat_values
+    from cpfd.monitoring.analysis import format_summary, monitor_step
+    from cpfd.monitoring.series import flat_values
 
     summary = monitor_step(
         log_url, reference.path, since, until, window_hours, config_yaml, report_dir.path, report.path

@@ -2,13 +2,13 @@
 
 from kfp import dsl
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
 def not_packaged(gate_reason: str) -> str:
     """The handover of a scenario that failed its gate: ``{"packaged": false, "gate": reason}`` (JSON)."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("not_packaged")
     import json

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -21,7 +21,7 @@ def package(
 
     The ``packaged`` folder holds ``handover.json`` and both models exported (``<name>-<version>.bentomodel``): the
     pod's store dies with the pod, the artifact lands in the pipeline root (``cpfd models import`` reads it)."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("package")
     import json
@@ -30,8 +30,8 @@ def package(
 
     if bentoml_home:
         os.environ["BENTOML_HOME"] = bentoml_home
-    from components.common import read_scenario_config
-    from components.packaging import export_model, package_model
+    from cpfd.components.common import read_scenario_config
+    from cpfd.components.packaging import export_model, package_model
     from cpfd.conventions import CONTROL_ARM, TREATMENT_ARM, arm_tags
     from cpfd.env import set_env_defaults
 

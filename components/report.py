@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Markdown, Metrics, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -18,12 +18,12 @@ def report(
     """``summaries``: the scenario_result rows (the gate's JSON summary and its ``package``), collected from every
     scenario; ``table``: them as one JSON list; ``packages``: the packaged scenarios' handovers (tags per arm, model
     store, reference folder) as one JSON list, what serving and monitoring read."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("report")
     import json
 
-    from components.reports import chart_png, markdown_to_html, report_tables, with_file_name
+    from cpfd.components.reports import chart_png, markdown_to_html, report_tables, with_file_name
 
     timing.mark("imports")
     rows = sorted((json.loads(s) for s in summaries), key=lambda s: s["scenario"])

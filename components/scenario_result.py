@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -10,7 +10,7 @@ def scenario_result(summary: str, handover: str) -> str:
     """``summary``: the evaluate step's JSON row; ``handover``: make_reference's JSON when the gate passed,
     not_packaged's otherwise (one of the two branches, ``dsl.OneOf``). Returns the row with ``package`` set to the
     handover (tags, store, reference folder) or null."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("scenario_result")
     import json

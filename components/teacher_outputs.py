@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -20,10 +20,10 @@ def teacher_outputs(
     is fitted on the validation split (distill.calibrate). The unlabelled pool, when the dataset has one and
     distill.pool_weight is above 0, is scored by the full ``teacher`` (same temperature). ``train_logits`` is the
     TeacherOutputs file."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("teacher_outputs")
-    from components.common import fold_output_paths, read_scenario_config
+    from cpfd.components.common import fold_output_paths, read_scenario_config
     from cpfd.data.tensors import prepare_data
     from cpfd.models import load_model
     from cpfd.training.recipes import combine_fold_outputs, insample_teacher_outputs, uses_pool, with_hints, with_pool

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -18,17 +18,17 @@ def train_fold_teacher(
     early stopping) and writes its logits on the held-out fold and on validation
     (``fold_outputs/fold_outputs.safetensors``).
 
-    Runs in this pod, or distributed as the task's CPFD_LAUNCH says (``components.launch``). With
+    Runs in this pod, or distributed as the task's CPFD_LAUNCH says (``cpfd.components.launch``). With
     distill.teacher_outputs ``insample`` (fold -1 from fold_plan) nothing is trained: the artifact is an empty
     folder marked ``skipped``."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("train_fold_teacher")
     import shutil
     from pathlib import Path
 
-    from components.common import read_scenario_config
-    from components.launch import Step, run_training
+    from cpfd.components.common import read_scenario_config
+    from cpfd.components.launch import Step, run_training
     from cpfd.errors import ConfigError
     from cpfd.teacher_outputs import FOLD_OUTPUTS_FILE
 

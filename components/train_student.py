@@ -3,21 +3,21 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
 def train_student(dataset: Input[Dataset], config: Input[Artifact], model: Output[Model], metrics: Output[Metrics]):
     """Cross-entropy training of the student without privileged features (in this pod, or distributed as the task's
-    CPFD_LAUNCH says: ``components.launch``)."""
-    from components import timing
+    CPFD_LAUNCH says: ``cpfd.components.launch``)."""
+    from cpfd.components import timing
 
     timing.start("train_student")
     import shutil
     from pathlib import Path
 
-    from components.common import read_scenario_config
-    from components.launch import Step, run_training
+    from cpfd.components.common import read_scenario_config
+    from cpfd.components.launch import Step, run_training
     from cpfd.conventions import CONTROL_ARM
 
     _, scen = read_scenario_config(config)

@@ -8,21 +8,21 @@ distill.teacher_outputs is ``insample``).
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
 def train_teacher(dataset: Input[Dataset], config: Input[Artifact], model: Output[Model], metrics: Output[Metrics]):
     """Cross-entropy training with early stopping on validation macro-F1 (in this pod, or distributed as the task's
-    CPFD_LAUNCH says: ``components.launch``)."""
-    from components import timing
+    CPFD_LAUNCH says: ``cpfd.components.launch``)."""
+    from cpfd.components import timing
 
     timing.start("train_teacher")
     import shutil
     from pathlib import Path
 
-    from components.common import read_scenario_config
-    from components.launch import Step, run_training
+    from cpfd.components.common import read_scenario_config
+    from cpfd.components.launch import Step, run_training
 
     _, scen = read_scenario_config(config)
     scenario = scen.name

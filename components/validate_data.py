@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
 
-from components.image import project_image
+from cpfd.components.image import project_image
 
 
 @dsl.component(base_image=project_image(), install_kfp_package=False)
@@ -17,11 +17,11 @@ def validate_data(
     data_docs: Output[Artifact],
 ):
     """Run the scenario's suite over all splits; raise DataContractError naming every failed expectation."""
-    from components import timing
+    from cpfd.components import timing
 
     timing.start("validate_data")
-    from components.common import read_scenario_config
-    from components.validation import validate_dataset
+    from cpfd.components.common import read_scenario_config
+    from cpfd.components.validation import validate_dataset
     from cpfd.errors import DataContractError
 
     project, scen = read_scenario_config(config)

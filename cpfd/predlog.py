@@ -2,7 +2,7 @@
 
 SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL at scale). The tables, their typed columns
 (UTC timestamps, JSON probabilities) and the migrations from earlier logs are in cpfd.predlog_schema,
-shared with the reader (monitoring.logread); every statement here is SQLAlchemy Core on those tables.
+shared with the reader (cpfd.monitoring.logread); every statement here is SQLAlchemy Core on those tables.
 Rows come in with ``ts`` as a datetime or an ISO-8601 string (naive: UTC). ``http_request_id`` is the
 HTTP request's X-Request-ID (one request of a batch gives several rows); ``request_id`` is the row's own key.
 

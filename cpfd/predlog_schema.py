@@ -1,5 +1,5 @@
 """The prediction log's schema, one for the writer (cpfd.predlog, used by serving) and the reader
-(monitoring.logread): SQLAlchemy Core tables with typed columns, and the migrations from the logs the
+(cpfd.monitoring.logread): SQLAlchemy Core tables with typed columns, and the migrations from the logs the
 earlier schemas wrote.
 
 Schema versions (kept in the ``cpfd_schema`` table from version 3 on):

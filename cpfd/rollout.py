@@ -1,5 +1,5 @@
 """Where the versions of a serving config and their history live, and the history's record format: written by
-``cpfd experiment ramp|promote|rollback`` (serving.rollout) and by the monitoring policy, read by the monitoring
+``cpfd experiment ramp|promote|rollback`` (cpfd.serving.rollout) and by the monitoring policy, read by the monitoring
 job (the time the traffic shares last changed starts a new sample-ratio phase).
 
 For a serving config ``DIR/config.yaml``: ``DIR/config.versions/v0001.yaml, v0002.yaml, ...`` (every version

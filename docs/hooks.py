@@ -148,7 +148,7 @@ RESULTS = {
 def results_page(root: Path, name: str) -> str:
     import json
 
-    from benchmarks.tables import to_markdown
+    from cpfd.benchmarks.tables import to_markdown
 
     title, intro = RESULTS[name]
     result = json.loads((root / "benchmarks" / "results" / f"{name}.json").read_text())
@@ -176,13 +176,13 @@ def on_page_content(html: str, page, config, files) -> str:
     from mkdocs.exceptions import PluginError
 
     if page.file.src_uri == "reference/cli.md":
-        from cli.main import app
+        from cpfd.cli.main import app
 
         missing = [c.name for c in app.registered_commands if c.name and f"cpfd {c.name}" not in html]
         names = [g.name for g in app.registered_groups if f"cpfd {g.name}" not in html]
         if "cpfd generate" not in html or missing or names:
             raise PluginError(
                 "reference/cli.md: mkdocs-typer2 rendered no CLI reference (is the venv's bin folder on PATH, "
-                f"so that `typer cli.main utils docs` runs?); missing: {missing + names or 'everything'}"
+                f"so that `typer cpfd.cli.main utils docs` runs?); missing: {missing + names or 'everything'}"
             )
     return html

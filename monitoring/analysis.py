@@ -2,7 +2,7 @@
 predicted-class drift, quality on labelled traffic and label coverage; per scenario an A/B
 verdict. Statistics are computed once, in numpy over the whole window (every prediction, per scenario
 and arm: no GroupBy, which gives wrong per-group classification metrics in evidently 0.7); Evidently
-shows, tests and stores them (monitoring.evidently_report, monitoring.evidently_ui)."""
+shows, tests and stores them (cpfd.monitoring.evidently_report, cpfd.monitoring.evidently_ui)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pandas as pd
 
 from cpfd.errors import CpfdError
 from cpfd.evaluate import confusion_matrix
-from monitoring import stats
-from monitoring.settings import MonitorConfig
-from monitoring.slices import reference_slice
+from cpfd.monitoring import stats
+from cpfd.monitoring.settings import MonitorConfig
+from cpfd.monitoring.slices import reference_slice
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 WORKSPACE_DIR = "evidently_workspace"
@@ -178,10 +178,10 @@ def run_monitor(
     """Read, analyse, write summary.json, Evidently reports per scenario, plots and index.html; add the
     reports to the Evidently ``workspace`` (default: ``evidently.workspace`` of the config, else
     ``evidently_workspace`` next to ``out_dir``)."""
+    from cpfd.monitoring.logread import iso_utc, read_window, safe_url
+    from cpfd.monitoring.reference import read_reference
+    from cpfd.monitoring.settings import load_monitor_config
     from cpfd.predlog import PredictionLog
-    from monitoring.logread import iso_utc, read_window, safe_url
-    from monitoring.reference import read_reference
-    from monitoring.settings import load_monitor_config
 
     cfg = cfg or load_monitor_config()
     out = Path(out_dir)
@@ -218,7 +218,7 @@ def run_monitor(
     else:
         summary["scenarios"] = analyse(window, reference, cfg)
         if cfg.experiments.enabled:
-            from monitoring.experiments import run_experiments
+            from cpfd.monitoring.experiments import run_experiments
 
             state_dir = cfg.experiments.state_dir or out.parent / EXPERIMENTS_DIR
             summary["experiments_state_dir"] = str(state_dir)
@@ -239,14 +239,14 @@ def run_monitor(
         summary["status"] = FAIL if summary["failed_checks"] else PASS
     timings["statistics"] = time.perf_counter() - t
     if evidently and not window.empty:
-        from monitoring.evidently_report import write_scenario_reports
+        from cpfd.monitoring.evidently_report import write_scenario_reports
 
         t = time.perf_counter()
         workspace = workspace or cfg.evidently.workspace or out.parent / WORKSPACE_DIR
         write_scenario_reports(summary, out / "scenarios", workspace)
         timings["evidently"] = time.perf_counter() - t
     t = time.perf_counter()
-    from monitoring.html import write_index
+    from cpfd.monitoring.html import write_index
 
     write_index(summary, out)
     timings["index"] = time.perf_counter() - t
@@ -283,7 +283,7 @@ def format_summary(summary: dict) -> str:
                 )
         lines += [f"    {m}" for m in r["messages"]]
     if summary.get("experiments"):
-        from monitoring.experiments import format_status
+        from cpfd.monitoring.experiments import format_status
 
         lines.append("experiments (always-valid, cumulative since each start):")
         lines += format_status(summary["experiments"])
@@ -315,8 +315,8 @@ def monitor_step(
     """The pipeline step: run the job into ``out_dir`` (the Evidently workspace inside it unless the config
     names one) and write Evidently's report of the whole window (every scenario's values and checks) to
     ``html_path``."""
-    from monitoring.evidently_report import run_report
-    from monitoring.settings import load_monitor_config
+    from cpfd.monitoring.evidently_report import run_report
+    from cpfd.monitoring.settings import load_monitor_config
 
     since, until = recurring_window(since, until, window_hours)
     cfg = load_monitor_config(text=config_yaml)

@@ -1,11 +1,11 @@
 """The Evidently reports of a monitoring run: one per scenario (HTML, snapshot JSON, and a snapshot in the scenario's
 project of the Evidently workspace) and one of the whole window (the KFP step's HTML artifact).
 
-A report's dataset is the window's values table: one row, a column per value of monitoring.series.flat_values
+A report's dataset is the window's values table: one row, a column per value of cpfd.monitoring.series.flat_values
 (``<scenario>.<arm>.<quantity>``), the numbers the job computed over every prediction of the window. Its metrics are
 ``MonitorValue``s reading that table; a check's value (``check_<name>``, 1 = failed) carries the Evidently test
 ``eq(0)``, so the report's tests fail exactly where the job's checks do. Nothing is computed twice: Evidently renders,
-tests, stores and plots the job's statistics (monitoring.evidently_ui).
+tests, stores and plots the job's statistics (cpfd.monitoring.evidently_ui).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 
 import pandas as pd
 
-from monitoring.series import CHECK_PREFIX, flat_values, scenario_values
+from cpfd.monitoring.series import CHECK_PREFIX, flat_values, scenario_values
 
 TOTALS = ("predictions", "labelled", "failed_checks")
 
 
 def values_table(summary: dict) -> pd.DataFrame:
-    """The window's values as one row (monitoring.series.flat_values)."""
+    """The window's values as one row (cpfd.monitoring.series.flat_values)."""
     return pd.DataFrame([flat_values(summary)])
 
 
@@ -31,7 +31,7 @@ def value_metrics(summary: dict, scenario: str | None = None) -> list:
     checks tested ``eq(0)``, and in the window's report the number of failed checks too."""
     from evidently.tests import eq
 
-    from monitoring.evidently_ui import MonitorValue
+    from cpfd.monitoring.evidently_ui import MonitorValue
 
     def metric(s: str, quantity: str, arm: str | None, tested: bool) -> MonitorValue:
         return MonitorValue(scenario=s, quantity=quantity, arm=arm, tests=[eq(0)] if tested else [])
@@ -48,7 +48,7 @@ def run_report(summary: dict, scenario: str | None = None) -> Any:
     """The Evidently snapshot of one scenario (``scenario``) or of the whole window, timestamped with its end."""
     from evidently import DataDefinition, Dataset, Report
 
-    from monitoring.evidently_ui import snapshot_time
+    from cpfd.monitoring.evidently_ui import snapshot_time
 
     values, window = values_table(summary), summary["window"]
     data = Dataset.from_pandas(values, data_definition=DataDefinition(numerical_columns=list(values.columns)))
@@ -72,7 +72,7 @@ def outcomes(snapshot: Any) -> dict[str, str]:
 def write_scenario_reports(summary: dict, out_dir: Path, workspace: str | Path) -> None:
     """Write <scenario>.html / .json for each scenario with traffic and add it to the Evidently ``workspace``;
     record paths and ids in the summary."""
-    from monitoring.evidently_ui import MonitoringWorkspace
+    from cpfd.monitoring.evidently_ui import MonitoringWorkspace
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ws = MonitoringWorkspace(workspace)

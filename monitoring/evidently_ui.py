@@ -1,8 +1,8 @@
 """Monitoring in Evidently, on its public API: the job's values as an Evidently metric, the workspace with one project
 per scenario and one snapshot per monitoring window (timestamp = the window's end), and Evidently's own UI over it.
 
-The statistics are computed once, by the job (monitoring.analysis): Evidently shows them. Every value of a window
-(monitoring.series: ``<scenario>.<arm>.<quantity>``) is one ``MonitorValue`` metric, labelled by ``scenario``,
+The statistics are computed once, by the job (cpfd.monitoring.analysis): Evidently shows them. Every value of a window
+(cpfd.monitoring.series: ``<scenario>.<arm>.<quantity>``) is one ``MonitorValue`` metric, labelled by ``scenario``,
 ``quantity`` and ``arm``, which reads its value from the window's one-row values table (the report's dataset), so
 the value is data, not a parameter, and every window extends the same series of the project's dashboard. Each check
 is a value too (``check_<name>``: 1 failed, 0 passed) with an Evidently test ``eq(0)``: the report's test results are
@@ -23,7 +23,7 @@ from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTa
 from evidently.sdk.panels import line_plot_panel
 
 from cpfd.errors import CpfdError
-from monitoring.series import CHECK_PREFIX
+from cpfd.monitoring.series import CHECK_PREFIX
 
 PROJECT_PREFIX = "cpfd monitoring: "
 UI_HOST = "127.0.0.1"
@@ -31,7 +31,7 @@ DASHBOARD_TAB = "Monitoring"
 
 
 def value_column(scenario: str, quantity: str, arm: str | None = None) -> str:
-    """The values table's column of one value: monitoring.series.flat_values' key (``""`` scenario: a total)."""
+    """The values table's column of one value: cpfd.monitoring.series.flat_values' key (``""`` scenario: a total)."""
     return ".".join(p for p in (scenario, arm, quantity) if p)
 
 

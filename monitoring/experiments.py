@@ -22,8 +22,8 @@ import pandas as pd
 
 from cpfd.errors import CpfdError
 from cpfd.evaluate import confusion_matrix
-from monitoring import sequential as seq
-from monitoring.settings import MonitorConfig
+from cpfd.monitoring import sequential as seq
+from cpfd.monitoring.settings import MonitorConfig
 
 DECISIONS = ("invalid", "rollback", "promote", "ramp", "hold", "concluded")
 
@@ -293,8 +293,8 @@ def run_experiments(
     """A look at the experiment of every scenario in the window (the experiment of its latest prediction; a new
     one starts at ``since``): reads the log from each experiment's start, updates and saves its state; returns
     scenario -> the look."""
+    from cpfd.monitoring.logread import iso_utc, read_window, safe_url
     from cpfd.rollout import last_change
-    from monitoring.logread import iso_utc, read_window, safe_url
 
     e = cfg.experiments
     log_url = safe_url(log)

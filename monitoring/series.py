@@ -1,6 +1,6 @@
 """The numbers of one monitoring run as named values: what the Evidently reports show and test, what the Evidently
-dashboard plots over windows (monitoring.evidently_ui) and what the KFP step logs as its Metrics artifact
-(components/monitor.py). Computed once, by the job (monitoring.analysis, monitoring.stats)."""
+dashboard plots over windows (cpfd.monitoring.evidently_ui) and what the KFP step logs as its Metrics artifact
+(components/monitor.py). Computed once, by the job (cpfd.monitoring.analysis, cpfd.monitoring.stats)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def scenario_values(result: dict) -> list[tuple[str, str | None, float]]:
     if "verdict" in ab:
         out.append(("ab_verdict", None, VERDICT_CODES[ab["verdict"]]))
     exp = result.get("experiment")
-    if exp:  # the always-valid experiment look (monitoring.experiments)
+    if exp:  # the always-valid experiment look (cpfd.monitoring.experiments)
         out += [(name, None, float(exp[k])) for k, name in EXPERIMENT_VALUES.items() if k in exp]
         out.append(("exp_decision", None, DECISION_CODES[exp["decision"]]))
         if exp["srm"] in ("pass", "fail"):

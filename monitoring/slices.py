@@ -1,5 +1,5 @@
 """Which offline reference rows a (scenario, arm) slice of traffic is compared with; shared by the
-monitoring job (monitoring.analysis) and its Evidently reports (monitoring.evidently_report)."""
+monitoring job (cpfd.monitoring.analysis) and its Evidently reports (cpfd.monitoring.evidently_report)."""
 
 from __future__ import annotations
 

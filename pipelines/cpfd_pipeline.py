@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from components.launch import LAUNCH_ENV, Launch
+from cpfd.components.launch import LAUNCH_ENV, Launch
 from cpfd.errors import ConfigError
 
 PIPELINE_NAME = "cpfd-pipeline"
@@ -40,7 +40,7 @@ PIPELINE_NAME = "cpfd-pipeline"
 class PipelineOptions:
     """How the compiled pipeline asks for resources; ignored (with a warning) by the local runner."""
 
-    image: str = ""  # empty: components.project_image()
+    image: str = ""  # empty: cpfd.components.project_image()
     parallelism: int = 2  # scenarios at once; 0 = unlimited
     fold_parallelism: int = 0  # fold teachers at once within a scenario; 0 = unlimited (kfp.local: at most 2)
     gpu: bool = True
@@ -172,13 +172,13 @@ def _distil(s: _Steps, data, cfg, checked) -> dict:
     """Teacher and baseline, the gain estimate and its decided config, the fold teachers, teacher outputs, distill."""
     from kfp import dsl
 
-    from components.distill import distill
-    from components.estimate_gain import estimate_gain
-    from components.fold_plan import fold_plan
-    from components.teacher_outputs import teacher_outputs
-    from components.train_fold_teacher import train_fold_teacher
-    from components.train_student import train_student
-    from components.train_teacher import train_teacher
+    from cpfd.components.distill import distill
+    from cpfd.components.estimate_gain import estimate_gain
+    from cpfd.components.fold_plan import fold_plan
+    from cpfd.components.teacher_outputs import teacher_outputs
+    from cpfd.components.train_fold_teacher import train_fold_teacher
+    from cpfd.components.train_student import train_student
+    from cpfd.components.train_teacher import train_teacher
 
     teacher = s.training(train_teacher(dataset=data, config=cfg)).after(checked)
     baseline = s.training(train_student(dataset=data, config=cfg)).after(checked)
@@ -207,11 +207,11 @@ def _gate_and_hand_over(s: _Steps, data, cfg, trained: dict, bentoml_home):
     """The gate, then packaging and the monitoring reference or not_packaged; the scenario's report row."""
     from kfp import dsl
 
-    from components.evaluate import evaluate
-    from components.make_reference import make_reference
-    from components.not_packaged import not_packaged
-    from components.package import package
-    from components.scenario_result import scenario_result
+    from cpfd.components.evaluate import evaluate
+    from cpfd.components.make_reference import make_reference
+    from cpfd.components.not_packaged import not_packaged
+    from cpfd.components.package import package
+    from cpfd.components.scenario_result import scenario_result
 
     distilled, baseline = trained["distilled"].outputs["model"], trained["baseline"].outputs["model"]
     gate = s.gpu(  # prediction: one GPU
@@ -251,10 +251,10 @@ def build_pipeline(opts: PipelineOptions | None = None):
     from kfp import dsl
     from kfp.dsl import HTML, Artifact, Markdown
 
-    from components.build_dataset import build_dataset
-    from components.image import project_image
-    from components.report import report
-    from components.validate_data import validate_data
+    from cpfd.components.build_dataset import build_dataset
+    from cpfd.components.image import project_image
+    from cpfd.components.report import report
+    from cpfd.components.validate_data import validate_data
 
     opts = opts or PipelineOptions()
     image = opts.image or project_image()

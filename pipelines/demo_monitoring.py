@@ -77,10 +77,10 @@ def monitor_demo(
     """Serve, simulate, label and monitor; returns the monitoring summary (an alert is not an error),
     None when no scenario was packaged. ``packages``: the pipeline run's ``packages`` output. When
     ``drift_scenario`` was not packaged, the drift goes into a packaged scenario instead (and the output says so)."""
-    from monitoring.analysis import format_summary, run_monitor
-    from monitoring.settings import load_monitor_config
-    from monitoring.simulate import simulate
-    from serving.launch import ServerProcess
+    from cpfd.monitoring.analysis import format_summary, run_monitor
+    from cpfd.monitoring.settings import load_monitor_config
+    from cpfd.monitoring.simulate import simulate
+    from cpfd.serving.launch import ServerProcess
 
     if not packages:
         echo("monitor:   skipped: no scenario passed its gate, nothing to serve")

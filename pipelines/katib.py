@@ -25,7 +25,7 @@ class KatibOptions:
     dataset: str  # the built dataset's folder, as mounted in the trial pod
     teacher: str  # the trained teacher's folder, as mounted
     config: str = ""  # a project config file, as mounted (empty: the embedded default)
-    image: str = ""  # empty: components.project_image()
+    image: str = ""  # empty: cpfd.components.project_image()
     pvc: str = "cpfd-work"  # the claim holding dataset and teacher
     mount: str = "/mnt/cpfd"
     namespace: str = "kubeflow"
@@ -90,7 +90,7 @@ def katib_experiment(opts: KatibOptions) -> dict:
     )
     from kubernetes.client import V1ObjectMeta
 
-    from components.image import project_image
+    from cpfd.components.image import project_image
 
     parameters = [
         V1beta1ParameterSpec(

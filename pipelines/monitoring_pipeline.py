@@ -15,8 +15,8 @@ def build_monitoring_pipeline(image: str = ""):
     from kfp import dsl
     from kfp.dsl import HTML, Dataset
 
-    from components.image import project_image
-    from components.monitor import monitor
+    from cpfd.components.image import project_image
+    from cpfd.components.monitor import monitor
 
     @dsl.pipeline(
         name=PIPELINE_NAME, description="Per-scenario confidence drift, F1 and A/B verdicts of the served students."

@@ -15,9 +15,9 @@ REFRESH_COMMAND = "make compile"  # = cpfd pipeline publish
 
 def publish(out_dir: str | Path = COMPILED_DIR) -> list[Path]:
     """Compile both pipelines with their default options into ``out_dir``; returns the files written."""
-    from components.image import DEFAULT_IMAGE
-    from pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
-    from pipelines.monitoring_pipeline import compile_monitoring_pipeline
+    from cpfd.components.image import DEFAULT_IMAGE
+    from cpfd.pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
+    from cpfd.pipelines.monitoring_pipeline import compile_monitoring_pipeline
 
     out = Path(out_dir)
     # the image named explicitly: $CPFD_IMAGE (a developer's registry) must not leak into the published files

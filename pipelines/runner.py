@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from components import timing
-from components.common import PIPELINE_METHODS
+from cpfd.components import timing
+from cpfd.components.common import PIPELINE_METHODS
 from cpfd.config import ProjectConfig
 from cpfd.env import environment
 from cpfd.errors import CpfdError
-from pipelines.cpfd_pipeline import PipelineOptions, build_pipeline
+from cpfd.pipelines.cpfd_pipeline import PipelineOptions, build_pipeline
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # what the terminal shows of a run (the run's outcome is read from kfp.local's outputs and the steps' records, never
@@ -50,7 +50,7 @@ def pipeline_arguments(
 ) -> dict:
     """The pipeline's parameters for a run (every value JSON-able). ``method`` (pfd or cpfd) overrides every
     scenario's distill.method; None or empty keeps the config's (the run's build_dataset steps resolve it)."""
-    from components.common import resolve_scenario_config
+    from cpfd.components.common import resolve_scenario_config
 
     names = scenarios or [s.name for s in project.scenarios]
     method = method or ""
@@ -84,7 +84,7 @@ class LocalRun:
     ``summaries``: the table's rows (one per scenario, ``package`` null when not packaged); ``packages``: the
     packaged scenarios' handovers: ``scenario``, ``method``, ``tags`` per arm, ``bentoml_home``, ``gate`` and
     ``reference`` (the folder with both arms' offline reference, ``<scenario>-<arm>.parquet``); ``steps``: every
-    step's timing record (``components.timing``: ``step``, ``labels``, ``wall``, ``phases`` in seconds)."""
+    step's timing record (``cpfd.components.timing``: ``step``, ``labels``, ``wall``, ``phases`` in seconds)."""
 
     run_dir: Path
     log: Path
@@ -131,7 +131,7 @@ def run_local(
     """Run the pipeline with kfp.local's SubprocessRunner in this environment (use_venv=False).
 
     A failing step raises CpfdError naming the step and quoting its error (from the step's own record,
-    ``components.timing``); steps downstream of it do not run. The run's results come from the pipeline's outputs
+    ``cpfd.components.timing``); steps downstream of it do not run. The run's results come from the pipeline's outputs
     as kfp.local returns them. The full log is kept at ``<root>/<run>.log``, the steps' timing records in
     ``<root>/<run>-steps/``.
     """
@@ -173,7 +173,7 @@ def run_local(
 
 
 def _records(steps_dir: Path) -> list[dict]:
-    """The steps' timing records (``components.timing``), a failed step's with its ``error``."""
+    """The steps' timing records (``cpfd.components.timing``), a failed step's with its ``error``."""
     return [json.loads(p.read_text()) for p in sorted(steps_dir.glob("*.json"))]
 
 
@@ -194,7 +194,7 @@ def _failure(error: RuntimeError, steps: list[dict]) -> str:
 
 def step_times(steps: list[dict], seconds: float) -> str:
     """Per kind of step: how many ran, their wall time (process start to exit, summed), the part that is not the
-    step's own work (``components.timing.OVERHEAD``: start-up, imports, finish) and the largest work phase."""
+    step's own work (``cpfd.components.timing.OVERHEAD``: start-up, imports, finish) and the largest work phase."""
     kinds: dict[str, list[dict]] = {}
     for s in steps:
         kinds.setdefault(s["step"], []).append(s)
@@ -257,7 +257,7 @@ def submit(
 
     import kfp
 
-    from pipelines.cpfd_pipeline import compile_pipeline
+    from cpfd.pipelines.cpfd_pipeline import compile_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         path = compile_pipeline(package_path or Path(tmp) / "cpfd_pipeline.yaml", opts)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.config import Limits
-from serving.schemas import ServingInputError, too_large
+from .config import Limits
+from .schemas import ServingInputError, too_large
 
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 

@@ -35,8 +35,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from serving.config import Limits
-from serving.schemas import ServingInputError, parse_request
+from .config import Limits
+from .schemas import ServingInputError, parse_request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -24,10 +24,11 @@ from typing import IO, NoReturn
 
 from cpfd.env import set_env_defaults
 from cpfd.errors import CpfdError
-from serving.config import CONFIG_ENV, load_serving_config
 
-SERVICE = "serving.service:CpfdService"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the --working-dir: serving/ is importable from it
+from .config import CONFIG_ENV, load_serving_config
+
+SERVICE = "cpfd.serving.service:CpfdService"
+PROJECT_ROOT = Path(__file__).parents[2]  # the --working-dir: the cpfd package is importable from it
 FAULT_ENV = "CPFD_STARTUP_FAULT_FILE"
 STARTUP_FAULT_EXIT = 3
 PR_SET_PDEATHSIG = 1
@@ -40,8 +41,8 @@ def server_command(
     """The `bentoml serve` argv and environment for a serving config (validated first); ``service`` is the
     import path of the BentoML service (a module under the project root)."""
     load_serving_config(config)
-    if not (PROJECT_ROOT / "serving" / "service.py").is_file():
-        raise CpfdError(f"serving/service.py not found under {PROJECT_ROOT}")
+    if not (PROJECT_ROOT / "cpfd" / "serving" / "service.py").is_file():
+        raise CpfdError(f"cpfd/serving/service.py not found under {PROJECT_ROOT}")
     env = dict(os.environ)
     set_env_defaults(env)
     env[CONFIG_ENV] = str(Path(config).resolve())

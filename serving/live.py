@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cpfd.errors import CpfdError
-from serving.config import ServingConfig, load_serving_config
+
+from .config import ServingConfig, load_serving_config
 
 logger = logging.getLogger("cpfd.serving")
 RELOAD_INTERVAL_S = 1.0

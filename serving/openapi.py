@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from cpfd.config import ALL_MODALITIES
-from serving.config import HARD_MAX_ITEMS, ServingConfig
-from serving.frames import b64_chars
-from serving.gate import NPY, REQUEST_ID_RE, Route
+
+from .config import HARD_MAX_ITEMS, ServingConfig
+from .frames import b64_chars
+from .gate import NPY, REQUEST_ID_RE, Route
 
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 REQUEST_ID = {

@@ -20,7 +20,8 @@ import yaml
 from cpfd.config import read_yaml
 from cpfd.errors import ConfigError
 from cpfd.rollout import history_path, read_history, versions_dir
-from serving.config import load_serving_config
+
+from .config import load_serving_config
 
 ACTIONS = ("ramp", "promote", "rollback")
 

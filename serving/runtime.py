@@ -30,9 +30,10 @@ from cpfd.errors import ConfigError, CpfdError
 from cpfd.models import ModelSpec, VideoClassifier, load_model
 from cpfd.predlog import open_log, utcnow_iso
 from cpfd.preprocess import load_tokenizer, prepare_frames, tokenize
-from serving.config import ServingConfig
-from serving.startup import short_reason
-from serving.videos import ValidVideo
+
+from .config import ServingConfig
+from .startup import short_reason
+from .videos import ValidVideo
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -10,7 +10,8 @@ from pydantic_core import PydanticCustomError
 
 from cpfd.config import StrictModel
 from cpfd.errors import CpfdError
-from serving.config import HARD_MAX_ITEMS, Limits
+
+from .config import HARD_MAX_ITEMS, Limits
 
 M = TypeVar("M", bound=BaseModel)
 

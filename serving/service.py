@@ -31,16 +31,17 @@ from starlette.routing import Route as StarletteRoute
 
 from cpfd.errors import CpfdError
 from cpfd.predlog import open_log
-from serving import metrics
-from serving.config import CONFIG_ENV, load_serving_config
-from serving.gate import Gate, Rejection, Route, error_payload, log_rejection
-from serving.guards import forbid_imports, forbidden_loaded
-from serving.launch import die_with_parent, startup_fault
-from serving.live import LiveConfig
-from serving.openapi import build_spec
-from serving.schemas import BatchRequest, InfoRequest, ServingInputError, VideoRequest, parse_query
-from serving.startup import resolve_store_models, scenario_inputs
-from serving.videos import ValidVideo, validate_batch, validate_frames, validate_video
+
+from . import metrics
+from .config import CONFIG_ENV, load_serving_config
+from .gate import Gate, Rejection, Route, error_payload, log_rejection
+from .guards import forbid_imports, forbidden_loaded
+from .launch import die_with_parent, startup_fault
+from .live import LiveConfig
+from .openapi import build_spec
+from .schemas import BatchRequest, InfoRequest, ServingInputError, VideoRequest, parse_query
+from .startup import resolve_store_models, scenario_inputs
+from .videos import ValidVideo, validate_batch, validate_frames, validate_video
 
 forbid_imports()
 CONFIG_PATH = Path(os.environ.get(CONFIG_ENV) or Path(__file__).with_name("config.yaml"))
@@ -69,7 +70,7 @@ LIVE = LiveConfig(CONFIG_PATH, CONFIG)  # traffic shares reload without a restar
 T = TypeVar("T")
 logger = logging.getLogger("cpfd.serving")
 if TYPE_CHECKING:
-    from serving.runtime import Classifier
+    from .runtime import Classifier
 
 
 def _declare_models(cls: type[T]) -> type[T]:
@@ -114,7 +115,7 @@ class CpfdService:
             self._load()
 
     def _load(self) -> None:
-        from serving.runtime import Classifier
+        from .runtime import Classifier
 
         t0 = time.monotonic()
         try:
@@ -142,7 +143,7 @@ class CpfdService:
         self, make_videos: Callable[[], list[ValidVideo]], request_id: str, offload: bool = True
     ) -> list[dict] | Response:
         """Validate (decoding off the event loop when ``offload``), classify, log; refusals as JSON errors."""
-        from serving.runtime import LogUnavailable
+        from .runtime import LogUnavailable
 
         t0 = time.perf_counter()
         try:

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from cpfd.errors import ConfigError, CpfdError
-from serving.config import ServingConfig
+
+from .config import ServingConfig
 
 
 def short_reason(e: BaseException, n: int = 160) -> str:

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from cpfd.config import ALL_MODALITIES
-from serving.arms import assign_arm
-from serving.config import ScenarioServing, ServingConfig
-from serving.frames import EncodedFrame, b64_frame, decode_frame, read_frame_file, read_header, read_npy_frames
-from serving.schemas import FramesQuery, ServingInputError, VideoRequest, too_large
+
+from .arms import assign_arm
+from .config import ScenarioServing, ServingConfig
+from .frames import EncodedFrame, b64_frame, decode_frame, read_frame_file, read_header, read_npy_frames
+from .schemas import FramesQuery, ServingInputError, VideoRequest, too_large
 
 
 @dataclass

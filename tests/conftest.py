@@ -15,7 +15,7 @@ TINY = ["model.size=tiny", "train.epochs=2", "train.batch_size=32"]
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
-    from benchmarks.synthetic import generate
+    from cpfd.benchmarks.synthetic import generate
 
     out = tmp_path_factory.mktemp("synthetic")
     generate(out, videos_per_scenario=240, seed=7, scenarios=["clickbait", "originality"])
@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def pool_dir(tmp_path_factory) -> Path:
     """Clickbait videos of which two in three are unlabelled (a pool twice the labelled set)."""
-    from benchmarks.synthetic import generate
+    from cpfd.benchmarks.synthetic import generate
 
     out = tmp_path_factory.mktemp("pool")
     generate(out, videos_per_scenario=200, seed=3, scenarios=["clickbait"], pool_multiple=2)

@@ -93,7 +93,7 @@ def test_cli_reports_error_without_traceback(videos, tmp_path, synthetic_dir):
         [
             sys.executable,
             "-m",
-            "cli.main",
+            "cpfd.cli.main",
             "dataset",
             "build",
             "--videos",

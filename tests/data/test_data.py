@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from benchmarks.synthetic import generate
+from cpfd.benchmarks.synthetic import generate
 from cpfd.data.build import point_in_time_join, time_splits
 
 

@@ -105,7 +105,7 @@ def test_the_gate_checks_pool_rows_for_everything_but_labels(built, project, tmp
     pytest.importorskip("great_expectations")
     import shutil
 
-    from components.validation import validate_dataset
+    from cpfd.components.validation import validate_dataset
 
     out, _ = built
     ok = validate_dataset(out, project, out_dir=tmp_path / "ok")

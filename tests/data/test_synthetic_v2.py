@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from benchmarks.synthetic import N_SCENES, SCENARIOS, generate
+from cpfd.benchmarks.synthetic import N_SCENES, SCENARIOS, generate
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("great_expectations")
 
-from components.validation import validate_dataset  # noqa: E402
+from cpfd.components.validation import validate_dataset  # noqa: E402
 
 pytestmark = pytest.mark.integration
 SPLITS = ("train", "val", "test")
@@ -89,7 +89,7 @@ def test_gate_fails_naming_the_expectation(case, clickbait_dataset, tiny_project
 def test_cli_exits_nonzero_with_the_summary(clickbait_dataset, synthetic_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from cpfd.cli.main import app
 
     bad = _corrupt(clickbait_dataset, tmp_path / "bad", _label_outside)
     result = CliRunner().invoke(

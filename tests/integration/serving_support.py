@@ -33,7 +33,7 @@ def package_students(data, model_cfg, out: Path, home: Path, names: dict[str, st
         )
         args += [str(folder), name]
     code = (
-        "import sys, json; from components.packaging import package_model; "
+        "import sys, json; from cpfd.components.packaging import package_model; "
         "print(json.dumps([package_model(d, n) for d, n in zip(sys.argv[1::2], sys.argv[2::2])]))"
     )
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}

@@ -14,7 +14,7 @@ pytest.importorskip("feast")
 from cpfd.config import load_config  # noqa: E402
 from cpfd.data.build import build_scenario_dataset  # noqa: E402
 from cpfd.errors import DataContractError  # noqa: E402
-from featurestore import build_dataset_feast  # noqa: E402
+from cpfd.featurestore import build_dataset_feast  # noqa: E402
 from tests.byo_data import write_byo_tables  # noqa: E402
 
 OWN_COLUMNS = {"moderation": ["m_reports", "m_watch_ratio"], "topic": ["t_channel_score", "t_click_rate"]}
@@ -109,7 +109,7 @@ def test_naive_timestamps_are_read_as_utc(byo, tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "cpfd.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_features_apply_checks_declarations_against_the_parquet_schemas(byo, tmp_path):

@@ -16,7 +16,7 @@ from tests.servers import accepts
 
 
 def test_pick_drift_scenario_falls_back_to_a_packaged_one():
-    from pipelines.demo_monitoring import pick_drift_scenario
+    from cpfd.pipelines.demo_monitoring import pick_drift_scenario
 
     assert pick_drift_scenario("ad_content", ["ad_content", "clickbait"]) == ("ad_content", None)
     picked, note = pick_drift_scenario("ad_content", ["clickbait", "originality"])
@@ -28,13 +28,13 @@ def test_pick_drift_scenario_falls_back_to_a_packaged_one():
 @pytest.mark.integration
 @pytest.mark.slow
 def test_monitor_demo_on_the_pipelines_handover(clickbait_dataset, synthetic_dir, tiny_project, tmp_path):
-    from components.common import resolve_scenario_config, write_scenario_config
-    from components.make_reference import make_reference
+    from cpfd.components.common import resolve_scenario_config, write_scenario_config
+    from cpfd.components.make_reference import make_reference
     from cpfd.config import TrainConfig
     from cpfd.data.tensors import prepare_data
+    from cpfd.monitoring.reference import reference_from_model
+    from cpfd.pipelines.demo_monitoring import monitor_demo
     from cpfd.training.recipes import train_classifier
-    from monitoring.reference import reference_from_model
-    from pipelines.demo_monitoring import monitor_demo
 
     student, distilled = tmp_path / "student", tmp_path / "distilled"
     train_classifier(
@@ -48,7 +48,7 @@ def test_monitor_demo_on_the_pipelines_handover(clickbait_dataset, synthetic_dir
     shutil.copytree(student, distilled)
     home = tmp_path / "bentoml"
     code = (
-        "import sys, json; from cpfd.conventions import arm_tags; from components.packaging import package_model; "
+        "import sys, json; from cpfd.conventions import arm_tags; from cpfd.components.packaging import package_model; "
         "print(json.dumps({arm: package_model(sys.argv[1], name) "
         "for arm, name in arm_tags('clickbait', 'cpfd').items()}))"
     )

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import pytest
 
-from benchmarks.monitoring import START, make_traffic, write_traffic
+from cpfd.benchmarks.monitoring import START, make_traffic, write_traffic
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +52,8 @@ needs_browser = pytest.mark.skipif(_browser_missing() is not None, reason=str(_b
 @pytest.fixture(scope="module")
 def two_windows(tmp_path_factory):
     """Day 1 clean, day 2 with the confidence of scenario "three" drifted: one job run per day, one workspace."""
+    from cpfd.monitoring.analysis import run_monitor
     from cpfd.predlog import PredictionLog
-    from monitoring.analysis import run_monitor
 
     tmp = tmp_path_factory.mktemp("evidently_ui")
     log = PredictionLog(tmp / "log.db")
@@ -83,7 +83,7 @@ def two_windows(tmp_path_factory):
 
 
 def test_each_window_adds_a_snapshot_with_the_jobs_values(two_windows):
-    from monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace
+    from cpfd.monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace
 
     workspace, summaries = two_windows
     projects = MonitoringWorkspace(workspace).projects
@@ -109,7 +109,7 @@ def test_each_window_adds_a_snapshot_with_the_jobs_values(two_windows):
             assert values[("ab_diff", None)] == pytest.approx(res["ab"]["diff"], abs=1e-12)
             assert values[("failed_checks", None)] == len(res["failed_checks"])
     assert len(list((workspace / projects[PROJECT_PREFIX + "three"] / "snapshots").glob("*.json"))) == 2
-    from monitoring.evidently_ui import dashboard
+    from cpfd.monitoring.evidently_ui import dashboard
 
     ws = MonitoringWorkspace(workspace).workspace  # Evidently's own Workspace reads what the job added
     for s in SCENARIOS:
@@ -122,7 +122,7 @@ def test_each_window_adds_a_snapshot_with_the_jobs_values(two_windows):
 
 def test_ui_command_is_evidentlys_own_on_loopback_telemetry_off_and_refuses_an_empty_folder(two_windows, tmp_path):
     from cpfd.errors import CpfdError
-    from monitoring.evidently_ui import ui_command, ui_environment
+    from cpfd.monitoring.evidently_ui import ui_command, ui_environment
 
     workspace, _ = two_windows
     command = ui_command(workspace, 8123)
@@ -144,7 +144,7 @@ def ui_url(two_windows, tmp_path_factory):
 
     workspace, _ = two_windows
     port, log = free_port(), tmp_path_factory.mktemp("ui") / "ui.log"
-    argv = [sys.executable, "-m", "cli", "monitor-ui", "--workspace", str(workspace), "--port", str(port)]
+    argv = [sys.executable, "-m", "cpfd.cli", "monitor-ui", "--workspace", str(workspace), "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     with process_group(argv, log=log) as proc:
         wait_http(f"{url}/api/version", proc, timeout=120, log=log)
@@ -192,7 +192,7 @@ def _series_points(panel) -> dict[str, list[float]]:
 
 @needs_browser
 def test_dashboard_renders_every_panel_with_both_windows(two_windows, ui_url, page):
-    from monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace, panels
+    from cpfd.monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace, panels
 
     workspace, _ = two_windows
     project = MonitoringWorkspace(workspace).projects[PROJECT_PREFIX + "three"]

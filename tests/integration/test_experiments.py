@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.monitoring import START, make_traffic, write_traffic
+from cpfd.benchmarks.monitoring import START, make_traffic, write_traffic
 
 pytestmark = pytest.mark.integration
 DAY = pd.Timedelta(days=1)
@@ -59,8 +59,8 @@ def _day(log, day: int, seed: int, n_control: int, n_treatment: int, accuracy=No
 
 
 def _monitor(tmp_path, log, ref_path, day: int, serving, **experiments):
-    from monitoring.analysis import run_monitor
-    from monitoring.settings import load_monitor_config
+    from cpfd.monitoring.analysis import run_monitor
+    from cpfd.monitoring.settings import load_monitor_config
 
     cfg = load_monitor_config(
         text=yaml.safe_dump(
@@ -120,7 +120,7 @@ def test_better_treatment_promotes_only_when_guardrails_pass(tmp_path):
 def _cli_monitor(tmp_path, log, ref_path, serving, policy: dict):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from cpfd.cli.main import app
 
     mon = tmp_path / "monitor.yaml"
     mon.write_text(yaml.safe_dump({"experiments": {"serving_config": str(serving), "policy": {"act": True, **policy}}}))
@@ -130,8 +130,8 @@ def _cli_monitor(tmp_path, log, ref_path, serving, policy: dict):
 
 
 def test_the_policy_ramps_a_better_treatment_and_rolls_back_a_worse_one(tmp_path):
+    from cpfd.monitoring.experiments import load_state
     from cpfd.rollout import read_history
-    from monitoring.experiments import load_state
 
     log, ref_path = tmp_path / "log.db", tmp_path / "ref.parquet"
     serving = _serving_config(tmp_path / "serving.yaml")

@@ -19,7 +19,7 @@ pytest.importorskip("pyspark")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from cli.main import app  # noqa: E402
+from cpfd.cli.main import app  # noqa: E402
 from tests.byo_data import write_byo_tables  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,7 +91,7 @@ def test_spark_listens_on_loopback_only(built):
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, code: str = "") -> subprocess.CompletedProcess:
-    run = f"import sys; {code}from cli.main import main; sys.argv[0] = 'cpfd'; main()"
+    run = f"import sys; {code}from cpfd.cli.main import main; sys.argv[0] = 'cpfd'; main()"
     return subprocess.run([sys.executable, "-c", run, *args], capture_output=True, text=True, timeout=120, env=env)
 
 

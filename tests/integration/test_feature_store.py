@@ -14,7 +14,7 @@ import yaml
 pytest.importorskip("feast")
 
 from cpfd.data.build import point_in_time_join  # noqa: E402
-from featurestore import (  # noqa: E402
+from cpfd.featurestore import (  # noqa: E402
     apply_repo,
     build_dataset_feast,
     feature_repo_dir,

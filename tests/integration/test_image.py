@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
 import pytest
 
 from tests.unit.test_image_spec import REPO, project_install_lines
+from tests.unit.test_namespace import build_wheel
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 COMPONENTS = sorted(p.stem for p in (REPO / "components").glob("*.py") if p.stem not in ("__init__", "common", "image"))
@@ -32,10 +32,8 @@ def _run(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.Complet
 def fresh(tmp_path_factory):
     root = tmp_path_factory.mktemp("image")
     wheels = root / "wheels"
-    _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
-        root,
-    )
+    wheels.mkdir()
+    build_wheel(wheels)
     shutil.copy(REPO / "constraints.txt", wheels)  # as the Dockerfile copies it beside the wheel
     env_dir = root / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
@@ -52,15 +50,28 @@ def fresh(tmp_path_factory):
 def test_every_command_and_component_runs_from_the_installed_wheel(fresh):
     root, bin_dir = fresh
     python, cpfd = str(bin_dir / "python"), str(bin_dir / "cpfd")
-    where = _run([python, "-c", "import cpfd, feature_repo; print(cpfd.__file__)"], root).stdout
+    where = _run([python, "-c", "import cpfd, cpfd.feature_repo; print(cpfd.__file__)"], root).stdout
     assert str(REPO) not in where and "site-packages" in where  # the wheel, not the checkout
+    site = Path(where.strip()).parents[1]
+    (dist,) = site.glob("cpfd-*.dist-info")
+    assert (dist / "top_level.txt").read_text().split() == ["cpfd"]  # one import package
+    strays = {"cli", "serving", "monitoring", "pipelines", "components", "benchmarks", "featurestore", "feature_repo"}
+    assert not [p.name for p in site.iterdir() if p.name in strays]
+    assert (site / "cpfd" / "feature_repo" / "feature_store.yaml").is_file()  # the linked folders, as files
     help_text = _run([cpfd, "--help"], root).stdout
     commands = ["generate", "dataset", "features", "config", "train", "pipeline", "package", "serve", "monitor"]
     for command in commands:
         assert command in help_text
         _run([cpfd, command, "--help"], root)
-    imports = "; ".join(f"import components.{c} as m{i}" for i, c in enumerate(COMPONENTS))
-    _run([python, "-c", imports + "; import pipelines.cpfd_pipeline, serving.launch, monitoring.analysis"], root)
+    imports = "; ".join(f"import cpfd.components.{c} as m{i}" for i, c in enumerate(COMPONENTS))
+    _run(
+        [
+            python,
+            "-c",
+            imports + "; import cpfd.pipelines.cpfd_pipeline, cpfd.serving.launch, cpfd.monitoring.analysis",
+        ],
+        root,
+    )
     # a tiny real run of the data path: the embedded config and the Feast repository come from the wheel
     _run([cpfd, "generate", "--out", "d", "--videos", "60", "--scenario", "clickbait"], root)
     _run([cpfd, "features", "apply", "--data", "d"], root)
@@ -76,8 +87,8 @@ def test_every_command_and_component_runs_from_the_installed_wheel(fresh):
         [
             python,
             "-c",
-            "from serving.config import load_serving_config; import serving, pathlib; "
-            "load_serving_config(pathlib.Path(serving.__file__).with_name('config.yaml'))",
+            "from cpfd.serving.config import load_serving_config; import cpfd.serving, pathlib; "
+            "load_serving_config(pathlib.Path(cpfd.serving.__file__).with_name('config.yaml'))",
         ],
         root,
     )

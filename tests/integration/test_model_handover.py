@@ -20,7 +20,9 @@ def _in_home(home, code: str, *args: str) -> subprocess.CompletedProcess:
 
 def _cpfd(home, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "cpfd.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def exported(clickbait_data, tiny_project, tmp_path_factory):
     student = new_model(clickbait_data, tiny_project.model, "student", 0)
     save_model(student, root / "m", clickbait_data.tokenizer, {"scenario": "clickbait", "role": "student"})
     code = (
-        "import sys, json; from components.packaging import package_model, export_model; "
+        "import sys, json; from cpfd.components.packaging import package_model, export_model; "
         "tag = package_model(sys.argv[1], 'clickbait-cpfd'); "
         "print(json.dumps([tag, str(export_model(tag, sys.argv[2]))]))"
     )

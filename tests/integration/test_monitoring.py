@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.monitoring import START, make_traffic, write_traffic
+from cpfd.benchmarks.monitoring import START, make_traffic, write_traffic
 
 SCENARIOS = {"bin": 2, "three": 3, "four": 4}
 SINCE, UNTIL = START.isoformat(), (START + pd.Timedelta(days=2)).isoformat()
@@ -37,7 +37,7 @@ def _window(preds, labels):
 def _cli(*args):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from cpfd.cli.main import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -70,7 +70,7 @@ def test_no_drift_every_check_passes(clean_run):
 
 @pytest.mark.integration
 def test_reports_go_to_an_evidently_workspace_next_to_the_output(clean_run):
-    from monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace
+    from cpfd.monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace
 
     res, summary, _, _, out = clean_run
     workspace = out.parent / "evidently_workspace"
@@ -114,8 +114,8 @@ def _report_values(snapshot: dict) -> dict:
 def test_evidently_reports_show_the_jobs_values_and_test_its_checks(tmp_path):
     """Drift is computed once, by the job: each scenario's Evidently snapshot carries exactly the summary's values,
     and its tests fail exactly where the job's checks failed."""
-    from monitoring.analysis import run_monitor
-    from monitoring.series import scenario_values
+    from cpfd.monitoring.analysis import run_monitor
+    from cpfd.monitoring.series import scenario_values
 
     preds, labels, ref = make_traffic(SCENARIOS, 600, seed=6, drift={"three": 0.5})
     log, reference = _log(tmp_path, preds, labels, ref)
@@ -161,8 +161,8 @@ def test_drift_in_one_scenario_fails_exactly_that_scenario(tmp_path):
 
 
 def test_better_treatment_is_significant():
-    from monitoring.analysis import analyse
-    from monitoring.settings import load_monitor_config
+    from cpfd.monitoring.analysis import analyse
+    from cpfd.monitoring.settings import load_monitor_config
 
     preds, labels, ref = make_traffic(SCENARIOS, 1500, seed=2, accuracy={"control": 0.75, "treatment": 0.85})
     result = analyse(_window(preds, labels), ref, load_monitor_config())
@@ -178,8 +178,8 @@ def test_better_treatment_is_significant():
 
 
 def test_equal_arms_no_difference_called_in_90_percent_of_seeds():
-    from monitoring.analysis import ab_verdict, slice_metrics
-    from monitoring.settings import load_monitor_config
+    from cpfd.monitoring.analysis import ab_verdict, slice_metrics
+    from cpfd.monitoring.settings import load_monitor_config
 
     cfg = load_monitor_config()
     called = 0
@@ -215,7 +215,7 @@ def test_empty_window_no_labels_and_missing_arm_are_explained(tmp_path):
     assert res.exit_code == 1 and "no predictions in" in res.output
     assert "no predictions in" in (tmp_path / "empty" / "index.html").read_text()
 
-    from monitoring.analysis import run_monitor
+    from cpfd.monitoring.analysis import run_monitor
 
     summary = run_monitor(log, reference, SINCE, UNTIL, tmp_path / "out")
     three, four = summary["scenarios"]["three"], summary["scenarios"]["four"]
@@ -236,7 +236,7 @@ def test_empty_window_no_labels_and_missing_arm_are_explained(tmp_path):
 
 
 def test_psi_and_bootstrap_basics():
-    from monitoring import stats
+    from cpfd.monitoring import stats
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=5000)
@@ -250,8 +250,8 @@ def test_psi_and_bootstrap_basics():
 def test_monitoring_pipeline_compiles_and_reads_back(tmp_path):
     import yaml
 
-    from components.image import project_image
-    from pipelines.monitoring_pipeline import PIPELINE_NAME, compile_monitoring_pipeline
+    from cpfd.components.image import project_image
+    from cpfd.pipelines.monitoring_pipeline import PIPELINE_NAME, compile_monitoring_pipeline
 
     spec = yaml.safe_load(compile_monitoring_pipeline(tmp_path / "monitoring.yaml").read_text())
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
@@ -280,8 +280,8 @@ def test_kfp_step_writes_its_page_per_scenario_metrics_and_a_workspace(tmp_path)
 
     from kfp.dsl import Metrics
 
-    from components.monitor import monitor
-    from monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace
+    from cpfd.components.monitor import monitor
+    from cpfd.monitoring.evidently_ui import PROJECT_PREFIX, MonitoringWorkspace
 
     preds, labels, ref = make_traffic({"bin": 2, "three": 3}, 300, seed=5, drift={"three": 0.5})
     log, reference = _log(tmp_path, preds, labels, ref)
@@ -322,7 +322,7 @@ def test_kfp_step_writes_its_page_per_scenario_metrics_and_a_workspace(tmp_path)
 def test_monitoring_pipeline_runs_on_the_kfp_local_runner(tmp_path):
     from kfp import local
 
-    from pipelines.monitoring_pipeline import build_monitoring_pipeline
+    from cpfd.pipelines.monitoring_pipeline import build_monitoring_pipeline
 
     preds, labels, ref = make_traffic({"three": 3}, 300, seed=4, drift={"three": 0.5})
     log, reference = _log(tmp_path, preds, labels, ref)
@@ -339,7 +339,7 @@ def test_monitoring_pipeline_runs_on_the_kfp_local_runner(tmp_path):
 def test_reference_from_a_saved_model(clickbait_data, tiny_project, clickbait_dataset, tmp_path):
     from cpfd.evaluate import evaluate_model
     from cpfd.models import build_model, make_spec, save_model
-    from monitoring.reference import read_reference, reference_from_model
+    from cpfd.monitoring.reference import read_reference, reference_from_model
 
     t = clickbait_data.splits["train"]
     spec = make_spec(
@@ -363,7 +363,7 @@ def test_reference_from_a_saved_model(clickbait_data, tiny_project, clickbait_da
 
 
 def test_drift_content_fades_frames_and_titles():
-    from monitoring.simulate import drift_content
+    from cpfd.monitoring.simulate import drift_content
 
     rng = np.random.default_rng(0)
     frames = np.full((4, 2, 8, 8, 3), 200, np.uint8)
@@ -387,11 +387,11 @@ def test_simulator_through_a_real_service_then_monitor(synthetic_dir, tiny_proje
     from cpfd.config import TrainConfig
     from cpfd.data.build import build_scenario_dataset
     from cpfd.data.tensors import prepare_data
+    from cpfd.monitoring.analysis import run_monitor
+    from cpfd.monitoring.reference import reference_from_model
+    from cpfd.monitoring.simulate import simulate
+    from cpfd.serving.launch import ServerProcess
     from cpfd.training.recipes import train_classifier
-    from monitoring.analysis import run_monitor
-    from monitoring.reference import reference_from_model
-    from monitoring.simulate import simulate
-    from serving.launch import ServerProcess
 
     build_scenario_dataset(
         synthetic_dir / "videos.parquet", synthetic_dir / "features.parquet", "clickbait", tiny_project, tmp_path / "ds"
@@ -408,7 +408,7 @@ def test_simulator_through_a_real_service_then_monitor(synthetic_dir, tiny_proje
     reference = reference_from_model(tmp_path / "m", tmp_path / "ds")
     home = tmp_path / "bentoml"
     code = (
-        "import sys; from components.packaging import package_model; "
+        "import sys; from cpfd.components.packaging import package_model; "
         "[package_model(sys.argv[1], n) for n in ('cb-control', 'cb-treatment')]"
     )
     out = subprocess.run(

@@ -51,8 +51,8 @@ def informative_features(synthetic_dir, out):
 def local_run(synthetic_dir, tiny_project, tmp_path_factory):
     """clickbait (informative privileged features, out-of-fold teacher outputs, 3 folds) with a gate it passes,
     originality (in-sample teacher outputs, PFD in its own config) with an impossible margin; no run-time method."""
-    from pipelines.cpfd_pipeline import PipelineOptions
-    from pipelines.runner import pipeline_arguments, run_local
+    from cpfd.pipelines.cpfd_pipeline import PipelineOptions
+    from cpfd.pipelines.runner import pipeline_arguments, run_local
 
     project = tiny_project.model_copy(deep=True)
     project.train = project.train.model_copy(update={"epochs": 4, "lr": 5e-3})
@@ -115,7 +115,7 @@ def test_both_arms_reference_is_handed_over_through_the_pipeline_outputs(local_r
     needed), one file per arm with the test split's predictions; the table's rows carry the handover."""
     import pandas as pd
 
-    from monitoring.reference import read_reference
+    from cpfd.monitoring.reference import read_reference
 
     run, _, lines = local_run
     pkg = run.packages[0]
@@ -252,7 +252,7 @@ def test_run_leaves_no_kfp_logging_or_print_behind(local_run):
     import builtins
     import logging
 
-    from pipelines.runner import _Tee
+    from cpfd.pipelines.runner import _Tee
 
     assert not [h for h in logging.getLogger().handlers if isinstance(getattr(h, "stream", None), _Tee)]
     assert type(builtins.print).__name__ == "builtin_function_or_method"
@@ -295,8 +295,8 @@ def test_cross_scenario_report(local_run):
 def test_failing_data_gate_fails_the_run_and_stops_downstream(synthetic_dir, tiny_project, tmp_path):
     """A unit bug in the feature source (newer rows scaled by 1000) passes the contract but not the data gate."""
     from cpfd.errors import CpfdError
-    from pipelines.cpfd_pipeline import PipelineOptions
-    from pipelines.runner import pipeline_arguments, run_local
+    from cpfd.pipelines.cpfd_pipeline import PipelineOptions
+    from cpfd.pipelines.runner import pipeline_arguments, run_local
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -338,10 +338,10 @@ def test_failing_data_gate_fails_the_run_and_stops_downstream(synthetic_dir, tin
 
 
 def test_every_step_reports_where_its_wall_time_went(local_run):
-    """Each step's process wrote its timing record (components.timing), read back as ``run.steps`` and summarised:
+    """Each step's process wrote its timing record (cpfd.components.timing), read back as ``run.steps`` and summarised:
     the phases add up to the step's wall time, training steps separate imports, data loading and training."""
-    from components.timing import OVERHEAD
-    from pipelines.runner import step_times
+    from cpfd.components.timing import OVERHEAD
+    from cpfd.pipelines.runner import step_times
 
     run, _, _ = local_run
     kinds: dict[str, list[dict]] = {}

@@ -10,7 +10,7 @@ pytest.importorskip("feast")
 
 from cpfd.config import load_config  # noqa: E402
 from cpfd.data.build import build_scenario_dataset  # noqa: E402
-from featurestore import build_dataset_feast  # noqa: E402
+from cpfd.featurestore import build_dataset_feast  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
 SPLITS = ("train", "val", "test", "pool")

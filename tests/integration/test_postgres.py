@@ -58,8 +58,8 @@ def pg_url():
 
 
 def test_monitor_reads_the_same_verdict_from_postgresql_as_from_sqlite(pg_url, tmp_path):
-    from benchmarks.monitoring import START, make_traffic, write_traffic
-    from monitoring.analysis import run_monitor
+    from cpfd.benchmarks.monitoring import START, make_traffic, write_traffic
+    from cpfd.monitoring.analysis import run_monitor
 
     preds, labels, ref = make_traffic({"bin": 2, "three": 3}, 400, seed=4, drift={"three": 0.5})
     ref.to_parquet(tmp_path / "reference.parquet")
@@ -96,7 +96,7 @@ def _assert_same(a, b, where: str) -> None:
 
 
 def test_prune_deletes_only_what_is_older(pg_url, tmp_path):
-    from benchmarks.monitoring import make_traffic, write_traffic
+    from cpfd.benchmarks.monitoring import make_traffic, write_traffic
 
     url = pg_url
     log = PredictionLog(url)
@@ -109,7 +109,7 @@ def test_prune_deletes_only_what_is_older(pg_url, tmp_path):
     write_traffic(log, preds, labels)
     cutoff = sorted(preds["ts"])[len(preds) // 2]
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "log", "prune", "--log", url, "--before", cutoff],
+        [sys.executable, "-m", "cpfd.cli", "log", "prune", "--log", url, "--before", cutoff],
         capture_output=True,
         text=True,
         timeout=120,
@@ -156,8 +156,8 @@ def test_a_text_schema_log_on_postgresql_is_migrated_with_every_row(pg_url, vers
 def test_the_service_logs_one_row_per_answer_into_postgresql_under_32_clients(
     pg_url, clickbait_data, tiny_project, tmp_path
 ):
-    from benchmarks.serving import load_clients
-    from serving.launch import ServerProcess
+    from cpfd.benchmarks.serving import load_clients
+    from cpfd.serving.launch import ServerProcess
     from tests.integration.serving_support import package_students, write_config
 
     home = tmp_path / "bentoml"

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 def test_the_report_step_writes_report_html_and_report_md(tmp_path):
     from kfp import local
 
-    from components.report import report
+    from cpfd.components.report import report
     from tests.unit.test_gate_and_reports import _row
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))

@@ -35,8 +35,8 @@ def deployment(synthetic_dir, tiny_project, tmp_path_factory):
     from cpfd.config import TrainConfig
     from cpfd.data.build import build_scenario_dataset
     from cpfd.data.tensors import prepare_data
+    from cpfd.serving.launch import ServerProcess
     from cpfd.training.recipes import train_classifier
-    from serving.launch import ServerProcess
 
     root = tmp_path_factory.mktemp("serving")
     home = root / "bentoml"
@@ -68,7 +68,7 @@ def deployment(synthetic_dir, tiny_project, tmp_path_factory):
     pairs = [(s, arm) for s in SCENARIOS for arm in ("control", "treatment")]
     args = [a for s, arm in pairs for a in (str(root / "m" / s), f"{s}-{arm}")]
     code = (
-        "import sys, json; from components.packaging import package_model; "
+        "import sys, json; from cpfd.components.packaging import package_model; "
         "print(json.dumps([package_model(d, n) for d, n in zip(sys.argv[1::2], sys.argv[2::2])]))"
     )
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=180)
@@ -126,8 +126,8 @@ def video_body(sample: dict, scenario: str, **extra) -> dict:
 
 
 def test_valid_request_per_scenario_matches_in_process_model(deployment):
-    from serving.arms import assign_arm
-    from serving.runtime import load_served_model
+    from cpfd.serving.arms import assign_arm
+    from cpfd.serving.runtime import load_served_model
 
     for s in SCENARIOS:
         sample = deployment["samples"][s][0]
@@ -146,7 +146,7 @@ def test_valid_request_per_scenario_matches_in_process_model(deployment):
 
 
 def test_batch_arms_follow_the_hash_and_are_stable(deployment):
-    from serving.arms import assign_arm
+    from cpfd.serving.arms import assign_arm
 
     frames = [png_b64(f) for f in deployment["samples"]["originality"][0]["frames"]]
     ids = list(range(1000, 1048))
@@ -304,7 +304,7 @@ def test_prediction_rows_match_answers(deployment):
 
 @pytest.mark.slow
 def test_load_32_clients_no_5xx_and_one_row_per_answer(deployment):
-    from benchmarks.serving import load_clients
+    from cpfd.benchmarks.serving import load_clients
     from cpfd.predlog import PredictionLog
 
     log = PredictionLog(deployment["log"])

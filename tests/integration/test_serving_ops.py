@@ -34,7 +34,7 @@ def store(clickbait_data, tiny_project, tmp_path_factory) -> dict:
 
 def cpfd_serve(config: Path, home: Path, port: int, **popen) -> subprocess.Popen:
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "CPFD_TEST_TOKEN": TOKEN}
-    argv = [sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--port", str(port)]
+    argv = [sys.executable, "-m", "cpfd.cli.main", "serve", "--config", str(config), "--port", str(port)]
     return subprocess.Popen(argv, env=env, start_new_session=True, text=True, **popen)
 
 
@@ -108,7 +108,7 @@ def test_the_test_helpers_server_dies_with_its_owner(store, tmp_path):
     config = write_config(tmp_path / "serving.yaml", {"clickbait": "cb-student"})
     port = free_port()
     code = (
-        "import sys, time; from serving.launch import ServerProcess\n"
+        "import sys, time; from cpfd.serving.launch import ServerProcess\n"
         f"with ServerProcess({str(config)!r}, port={port}, timeout=120):\n"
         "    print('ready', flush=True); time.sleep(600)\n"
     )
@@ -133,7 +133,7 @@ def test_the_test_helpers_server_dies_with_its_owner(store, tmp_path):
 
 @pytest.fixture(scope="module")
 def guarded(store, tmp_path_factory):
-    from serving.launch import ServerProcess
+    from cpfd.serving.launch import ServerProcess
 
     root = tmp_path_factory.mktemp("guarded")
     (root / "log").mkdir()
@@ -376,7 +376,7 @@ def _crash_run(server, clients: int, after_s: float, headers: dict | None = None
 def test_after_a_worker_crash_requests_get_503_fast_until_its_models_are_back(store, tmp_path):
     """workers: 1 and kill -9 of the worker: the supervisor starts another; from the moment it listens, requests
     get 503 + Retry-After within 1 s (never a queue) until its models are loaded. The window is measured."""
-    from serving.launch import ServerProcess
+    from cpfd.serving.launch import ServerProcess
 
     config = write_config(tmp_path / "serving.yaml", {"clickbait": "cb-student"})
     with ServerProcess(config, log_path=tmp_path / "server.log", env={"BENTOML_HOME": str(store["home"])}) as server:
@@ -399,7 +399,7 @@ def test_after_a_worker_crash_requests_get_503_fast_until_its_models_are_back(st
 
 
 def test_with_two_workers_a_crash_costs_only_its_own_in_flight_requests(store, tmp_path):
-    from serving.launch import ServerProcess
+    from cpfd.serving.launch import ServerProcess
 
     config = write_config(tmp_path / "serving.yaml", {"clickbait": "cb-student"}, workers=2)
     with ServerProcess(config, log_path=tmp_path / "server.log", env={"BENTOML_HOME": str(store["home"])}) as server:

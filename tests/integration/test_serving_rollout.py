@@ -36,7 +36,7 @@ def store(clickbait_data, tiny_project, tmp_path_factory) -> dict:
 def _cpfd(*args) -> None:
     env = {**os.environ, "CPFD_USER": "rollout-test"}
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "cpfd.cli.main", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
 
@@ -49,7 +49,7 @@ def _shares(url: str) -> dict:
 def test_promote_then_rollback_under_16_clients_fails_no_request(store, tmp_path):
     from cpfd.predlog import PredictionLog
     from cpfd.rollout import read_history
-    from serving.launch import ServerProcess
+    from cpfd.serving.launch import ServerProcess
 
     config = write_config(tmp_path / "serving.yaml", {"clickbait": "cb-student"}, experiment="rollout")
     data = yaml.safe_load(config.read_text())

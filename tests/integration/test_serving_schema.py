@@ -21,7 +21,7 @@ MAX_TIME_S = 90
 
 
 def test_schemathesis_finds_no_server_error_and_no_spec_violation(clickbait_data, tiny_project, tmp_path):
-    from serving.launch import ServerProcess
+    from cpfd.serving.launch import ServerProcess
 
     home = tmp_path / "bentoml"
     package_students(

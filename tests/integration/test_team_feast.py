@@ -225,7 +225,11 @@ def cpfd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     """The real command in its own process (the environment it gets, as a pipeline step would)."""
     base = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=300, env={**base, **(env or {})}
+        [sys.executable, "-m", "cpfd.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**base, **(env or {})},
     )
 
 
@@ -246,7 +250,7 @@ def _assert_one_line_error(done: subprocess.CompletedProcess, *needles: str) -> 
 
 def test_reference_mode_builds_the_declared_dataset_row_for_row_and_leaks_no_credential(team, tmp_path):
     from cpfd.config import load_config
-    from featurestore import build_dataset_feast
+    from cpfd.featurestore import build_dataset_feast
 
     for scenario in ("moderation", "topic"):
         declared = build_dataset_feast(
@@ -388,9 +392,9 @@ def test_local_kfp_pipeline_builds_the_same_dataset_from_the_teams_feast(team, t
     build_dataset step gives the declaration mode's dataset row for row, and no credential reaches an artifact, the
     manifest or the run's log."""
     from cpfd.config import load_config
-    from featurestore import build_dataset_feast
-    from pipelines.cpfd_pipeline import PipelineOptions
-    from pipelines.runner import pipeline_arguments, run_local
+    from cpfd.featurestore import build_dataset_feast
+    from cpfd.pipelines.cpfd_pipeline import PipelineOptions
+    from cpfd.pipelines.runner import pipeline_arguments, run_local
 
     tiny = ["model.size=tiny", "train.epochs=2", "train.batch_size=32"]
     project = load_config(team["reference_cfg"], [*tiny, "distill.teacher_outputs=insample"])
@@ -433,7 +437,7 @@ def test_reference_mode_reads_whatever_offline_store_the_yaml_names_duckdb_too(t
     from feast.types import Float64, Int64
 
     from cpfd.config import load_config
-    from featurestore import build_dataset_feast
+    from cpfd.featurestore import build_dataset_feast
 
     byo = write_byo_tables(tmp_path / "data", resolution="us")
     tables = _team_tables(byo)

@@ -129,7 +129,7 @@ def test_no_gain_with_the_switch_on_skips_the_fold_teachers_and_says_so(
 
 
 def test_the_search_starts_from_the_default_and_keeps_the_best_validation_trial(clickbait_data, tiny_project, tmp_path):
-    from benchmarks.tuning import tune_student
+    from cpfd.benchmarks.tuning import tune_student
     from cpfd.search import SEARCH_SPACE
     from cpfd.training.run import Stages
 

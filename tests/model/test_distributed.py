@@ -155,11 +155,11 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(synthetic_dir, clic
 @pytest.mark.slow
 def test_a_pipeline_training_step_runs_under_torchrun(tiny_project, clickbait_dataset, tmp_path):
     """What a training step does in a pod with gpu_count > 1 (here 2 CPU processes): torchrun over
-    ``python -m components.launch``, rank 0's model and info dict handed back."""
+    ``python -m cpfd.components.launch``, rank 0's model and info dict handed back."""
     from types import SimpleNamespace
 
-    from components.common import resolve_scenario_config, write_scenario_config
-    from components.launch import Launch, Step, run_training
+    from cpfd.components.common import resolve_scenario_config, write_scenario_config
+    from cpfd.components.launch import Launch, Step, run_training
 
     train = tiny_project.train.model_copy(update={"epochs": 1, "threads": 1})
     config = SimpleNamespace(path=str(tmp_path / "config.json"), metadata={})

@@ -55,7 +55,7 @@ def test_a_model_reads_only_its_modalities(byo, tmp_path, scenario, reads):
         probs = base.softmax(-1).numpy()
         assert classification_metrics(probs, test.labels.numpy(), data.label_names)["macro_f1"] > 0.8
 
-    from serving.runtime import load_served_model
+    from cpfd.serving.runtime import load_served_model
 
     served = load_served_model(tmp_path / "m", "tag", scenario)
     frames = test.frames[0].numpy() if "frames" in reads else np.zeros((0, 0, 0, 3), np.uint8)

@@ -139,11 +139,11 @@ def test_minilm_student_serves_offline_from_its_folder_alone(clickbait_dataset, 
     import pandas as pd
     from transformers import BertModel
 
-    from components.packaging import _files_to_copy
     from cpfd import models
+    from cpfd.components.packaging import _files_to_copy
     from cpfd.data.tensors import prepare_data
     from cpfd.evaluate import evaluate_saved_model
-    from serving.runtime import load_served_model
+    from cpfd.serving.runtime import load_served_model
 
     model_cfg = ModelConfig(size="tiny", text_pretrained="minilm")  # a name, not a path; frozen by default
     data = prepare_data(clickbait_dataset, model_cfg)

@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cli.main import app
+from cpfd.cli.main import app
 from tests.conftest import TINY
 
 runner = CliRunner()
@@ -107,7 +107,7 @@ def _cpfd(*args):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "cpfd.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_version_and_short_help_exit_0():

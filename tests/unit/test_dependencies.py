@@ -31,6 +31,8 @@ LAYER_EXTRAS = {
     "feature_repo": PLATFORM,
     "benchmarks": ("platform", "dev"),  # measured against dev-only alternatives (webdataset)
 }
+# where each layer's files live: the deployables' own folders (cpfd/<name> links to them), cli and featurestore in cpfd/
+LAYER_DIRS = {layer: f"cpfd/{layer}" if layer in ("cli", "featurestore") else layer for layer in LAYER_EXTRAS}
 CPFD_LAZY = {"bentoml", "great-expectations"}  # of the platform, what cpfd imports inside a function
 # namespace packages whose distribution is not found under the import name when it is not installed (a core-only venv)
 NAMESPACES = {"kubeflow": ["kubeflow-katib", "kubeflow-training"]}
@@ -72,12 +74,16 @@ def third_party_imports(file: Path, first_party: set[str]) -> set[str]:
 
 def undeclared(root: Path) -> list[str]:
     """``file: import name`` for each import under ``root`` that its layer's dependencies do not declare."""
-    first_party = set(LAYER_EXTRAS) | {p.stem for p in (root / "feature_repo").glob("*.py")}  # Feast's bare names
+    first_party = {"cpfd"} | {p.stem for p in (root / "feature_repo").glob("*.py")}  # Feast's bare names
     dists = packages_distributions()
+    nested = [root / d for d in LAYER_DIRS.values() if d.startswith("cpfd/")]
     offences = []
     for layer, extras in LAYER_EXTRAS.items():
         allowed = declared(extras) | (CPFD_LAZY if layer == "cpfd" else set())
-        for file in sorted((root / layer).rglob("*.py")):
+        files = sorted((root / LAYER_DIRS[layer]).rglob("*.py"))
+        if layer == "cpfd":
+            files = [f for f in files if not any(f.is_relative_to(d) for d in nested)]
+        for file in files:
             for name in sorted(third_party_imports(file, first_party)):
                 if not {canonical(d) for d in dists.get(name, NAMESPACES.get(name, [name]))} & allowed:
                     offences.append(f"{file.relative_to(root)}: {name}")
@@ -99,13 +105,15 @@ def test_every_imported_package_is_declared_for_its_layer():
         ("serving", "import kfp", None),
         ("serving", "import webdataset", "webdataset"),  # a dev extra
         ("benchmarks", "import webdataset", None),
+        ("cli", "import kfp", None),
+        ("cpfd", "import kfp", "kfp"),  # the core, beside cpfd/cli/ which may
     ],
 )
 def test_an_undeclared_import_is_caught(tmp_path, layer, source, offence):
-    for pkg in LAYER_EXTRAS:
-        (tmp_path / pkg).mkdir()
-    (tmp_path / layer / "probe.py").write_text(source + "\n")
-    assert undeclared(tmp_path) == ([f"{layer}/probe.py: {offence}"] if offence else [])
+    for folder in sorted(LAYER_DIRS.values()):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / LAYER_DIRS[layer] / "probe.py").write_text(source + "\n")
+    assert undeclared(tmp_path) == ([f"{LAYER_DIRS[layer]}/probe.py: {offence}"] if offence else [])
 
 
 def test_the_core_leaves_pandas_to_the_platform_cap():

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PROBE = "import sys, os, cli.main; print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))"
+PROBE = "import sys, os, cpfd.cli.main; print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))"
 
 
 @pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])

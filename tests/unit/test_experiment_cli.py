@@ -41,7 +41,7 @@ def _serving(tmp_path: Path) -> Path:
 def _cli(*args):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from cpfd.cli.main import app
 
     res = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -50,13 +50,13 @@ def _cli(*args):
 
 def _cpfd(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cpfd.cli.main", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 
 def test_ramp_promote_rollback_write_versions_with_history(tmp_path, monkeypatch):
     from cpfd.rollout import read_history, versions_dir
-    from serving.config import load_serving_config
+    from cpfd.serving.config import load_serving_config
 
     monkeypatch.setenv("CPFD_USER", "alice")
     cfg = _serving(tmp_path)
@@ -142,7 +142,7 @@ def test_status_of_a_missing_state_folder_is_a_user_error(tmp_path):
 
 
 def test_status_prints_the_latest_look(tmp_path):
-    from monitoring.experiments import save_state
+    from cpfd.monitoring.experiments import save_state
 
     look = {
         "until": "2026-01-02T00:00:00+00:00",

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.experiments import confusion_probs, design_variance, simulate
-from monitoring import sequential as seq
+from cpfd.benchmarks.experiments import confusion_probs, design_variance, simulate
+from cpfd.monitoring import sequential as seq
 
 pytestmark = pytest.mark.unit
 ALPHA = 0.05

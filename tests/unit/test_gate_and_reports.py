@@ -58,7 +58,7 @@ def test_gate_flags_a_teacher_not_better_on_validation_and_refuses_it_when_requi
 def test_report_table_shows_teacher_not_better_and_calibration():
     import json
 
-    from components.reports import report_tables, summary_json
+    from cpfd.components.reports import report_tables, summary_json
     from cpfd.config import GateConfig
     from cpfd.gate import gate_decision
 
@@ -87,13 +87,13 @@ def test_report_table_shows_teacher_not_better_and_calibration():
     assert "- originality: not packaged: the teacher is not better than the baseline student on validation" in md
     result, _ = report_tables(rows)
     assert result["average"]["f1"] == {"baseline": {"mean": 0.65}, "teacher": {"mean": 0.80}, "cpfd": {"mean": 0.75}}
-    from components.reports import chart_png
+    from cpfd.components.reports import chart_png
 
     assert chart_png(result).startswith(b"\x89PNG")
 
 
 def test_roc_points_by_hand():
-    from components.reports import roc_points
+    from cpfd.components.reports import roc_points
 
     fpr, tpr, thr = roc_points(np.array([0.9, 0.8, 0.8, 0.3]), np.array([True, False, True, False]))
     assert fpr == [0.0, 0.0, 0.5, 1.0] and tpr == [0.0, 0.5, 1.0, 1.0] and thr == [1.0, 0.9, 0.8, 0.3]
@@ -103,7 +103,7 @@ def test_roc_points_by_hand():
 
 
 def test_report_marks_a_flagged_pass():
-    from components.reports import report_tables, summary_json
+    from cpfd.components.reports import report_tables, summary_json
     from cpfd.config import GateConfig
     from cpfd.gate import gate_decision
 
@@ -119,7 +119,7 @@ def test_report_marks_a_flagged_pass():
 
 
 def test_report_lists_each_scenarios_title_rates():
-    from components.reports import report_tables, summary_json
+    from cpfd.components.reports import report_tables, summary_json
     from cpfd.config import GateConfig
 
     f1, gate = {"baseline": 0.65, "teacher": 0.70, "distilled": 0.68}, GateConfig()
@@ -133,7 +133,7 @@ def test_report_lists_each_scenarios_title_rates():
 
 
 def _row(name, f1, val, gate=None):
-    from components.reports import summary_json
+    from cpfd.components.reports import summary_json
     from cpfd.config import GateConfig
     from cpfd.evaluate import gap_closed_or_why
     from cpfd.gate import gate_decision
@@ -151,7 +151,7 @@ def _cells(md: str, scenario: str) -> list[str]:
 def test_gap_closed_is_not_a_percentage_of_noise():
     """A teacher 0.4 points better than X-VLM turned a 0.5-point gain into "120.9 %": under one point (on validation
     or on test) the cell says n/a and why, and so does the average; a clear gap still shows its ratio."""
-    from components.reports import report_tables
+    from cpfd.components.reports import report_tables
     from cpfd.evaluate import gap_closed_or_why
 
     close = {"baseline": 0.700, "teacher": 0.704, "distilled": 0.7048}
@@ -185,7 +185,7 @@ def test_gap_closed_is_not_a_percentage_of_noise():
 def test_the_gate_column_quotes_the_gates_own_reason():
     """minor_safety: the teacher is better on validation, and the gate refused the student on the F1 margin; the
     column said "teacher not better than X-VLM"."""
-    from components.reports import report_tables
+    from cpfd.components.reports import report_tables
 
     row = _row(
         "minor_safety", {"baseline": 0.70, "teacher": 0.75, "distilled": 0.704}, {"baseline": 0.7, "teacher": 0.74}
@@ -198,7 +198,7 @@ def test_the_gate_column_quotes_the_gates_own_reason():
 
 
 def test_report_html_is_rendered_markdown_with_the_chart():
-    from components.reports import chart_png, markdown_to_html, report_tables
+    from cpfd.components.reports import chart_png, markdown_to_html, report_tables
 
     rows = [_row("clickbait", {"baseline": 0.6, "teacher": 0.7, "distilled": 0.65}, {"baseline": 0.6, "teacher": 0.7})]
     result, md = report_tables(rows)
@@ -215,7 +215,7 @@ def test_the_chart_axis_starts_at_zero_and_its_legend_is_whole():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from components.reports import grouped_bars
+    from cpfd.components.reports import grouped_bars
 
     fig, ax = plt.subplots()
     long = "cpfd:max_prob:norm=mean:loss=decoupled:targets=oof:folds=3:cal=on:tuned"
@@ -228,7 +228,7 @@ def test_the_chart_axis_starts_at_zero_and_its_legend_is_whole():
 def test_report_artifacts_get_file_names_with_extensions():
     from kfp.dsl import HTML, Markdown
 
-    from components.reports import with_file_name
+    from cpfd.components.reports import with_file_name
 
     html = with_file_name(HTML(uri="minio://mlpipeline/v2/artifacts/cpfd/run-1/report/html"), "report.html")
     assert html.uri == "minio://mlpipeline/v2/artifacts/cpfd/run-1/report/report.html"
@@ -239,7 +239,7 @@ def test_report_artifacts_get_file_names_with_extensions():
 def test_gap_closed_needs_a_teacher_significantly_better_on_test():
     """The demo's clickbait: teacher 0.729 vs X-VLM 0.718 on test (+1.1 points, over the 1-point floor) printed
     418.9 %; with the paired interval of teacher - X-VLM on test including 0 it is n/a, quoting the interval."""
-    from components.reports import report_tables, summary_json
+    from cpfd.components.reports import report_tables, summary_json
     from cpfd.config import GateConfig
     from cpfd.evaluate import paired_f1_intervals
 
@@ -274,7 +274,7 @@ def test_the_chart_draws_the_intervals():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from components.reports import grouped_bars
+    from cpfd.components.reports import grouped_bars
 
     fig, ax = plt.subplots()
     grouped_bars(

@@ -36,8 +36,8 @@ def test_every_variant_installs_the_wheel_with_the_platform_extras_the_same_way(
 
 
 def test_the_image_tag_comes_from_the_package_version(tmp_path):
-    from components.image import DEFAULT_IMAGE
-    from pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
+    from cpfd.components.image import DEFAULT_IMAGE
+    from cpfd.pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
 
     project_version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert version("cpfd") == project_version and f"cpfd:{project_version}" == DEFAULT_IMAGE

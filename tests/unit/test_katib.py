@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cli.main import app
+from cpfd.cli.main import app
 from cpfd.search import OBJECTIVE, SEARCH_SPACE
 
 pytest.importorskip("kubeflow.katib", reason="the kubeflow-katib SDK (make install) builds the manifest")
@@ -17,7 +17,7 @@ KATIB_METRIC = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
 
 
 def _manifest(**kw):
-    from pipelines.katib import KatibOptions, katib_experiment
+    from cpfd.pipelines.katib import KatibOptions, katib_experiment
 
     return katib_experiment(KatibOptions("minor_safety", "/mnt/cpfd/ds/ms", "/mnt/cpfd/teacher", **kw))
 

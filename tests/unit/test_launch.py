@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.launch import LAUNCH_ENV, Launch, Step, pytorchjob_manifest, run_on_cluster, torchrun_command
+from cpfd.components.launch import LAUNCH_ENV, Launch, Step, pytorchjob_manifest, run_on_cluster, torchrun_command
 
 GPU_POOL = {
     "accelerator": "nvidia.com/gpu",
@@ -21,7 +21,7 @@ STEP = Step("teacher", "/mnt/cpfd/j/dataset", "/mnt/cpfd/j/config.json", "/mnt/c
 
 def test_one_node_and_several_run_the_same_step_command():
     args = STEP.args("/mnt/cpfd/j/info.json")
-    assert args[:3] == ["-m", "components.launch", "teacher"] and args[-2:] == ["--info", "/mnt/cpfd/j/info.json"]
+    assert args[:3] == ["-m", "cpfd.components.launch", "teacher"] and args[-2:] == ["--info", "/mnt/cpfd/j/info.json"]
     one = torchrun_command(Launch(nproc_per_node=2), args)
     assert one == ["torchrun", "--standalone", "--nproc-per-node", "2", *args]
     several = torchrun_command(Launch(nodes=3, nproc_per_node=4), args)
@@ -118,7 +118,7 @@ def test_a_cluster_step_copies_inputs_runs_the_job_and_copies_the_output_back(tm
 
 
 def test_a_failed_or_stuck_job_fails_the_step(tmp_path):
-    from components.launch import wait_for_pytorchjob
+    from cpfd.components.launch import wait_for_pytorchjob
     from cpfd.errors import CpfdError
 
     job = pytorchjob_manifest("cpfd-distill-0", "ml", Launch(nodes=2, pvc="c"), ["torchrun"])
@@ -136,7 +136,7 @@ TRAINING = ("exec-train-teacher", "exec-train-student", "exec-train-fold-teacher
 
 
 def _compile(tmp_path, **options):
-    from pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
+    from cpfd.pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
 
     spec, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", PipelineOptions(**options)).read_text())
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

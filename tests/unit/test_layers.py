@@ -1,12 +1,12 @@
-"""Import rules (pyproject.toml [tool.importlinter]): arrows point down only, no cycles, and the cpfd
-library imports without the platform extras.
+"""Import rules (pyproject.toml [tool.importlinter]): arrows point down only, no cycles, and the core
+library imports without the platform extras. Every layer is a subpackage of the one namespace, cpfd:
 
-    cli > benchmarks > pipelines > components > monitoring | serving | featurestore > cpfd
+    cpfd.cli > .benchmarks > .pipelines > .components > .monitoring | .serving | .featurestore > the core
 
-`lint-imports` checks the layers, the sibling cycles and that cpfd never imports KFP, Feast or
-Evidently. It cannot tell a module-level import from one inside a function, so the rule "cpfd
-imports BentoML and Great Expectations only when a function needs them" is checked here by
-importing every cpfd module with the platform packages blocked.
+`lint-imports` checks the layers (exhaustively: a new child of cpfd must name its layer), the sibling
+cycles and that the core never imports KFP, Feast or Evidently. It cannot tell a module-level import
+from one inside a function, so the rule "the core imports BentoML and Great Expectations only when a
+function needs them" is checked here by importing every core module with the platform packages blocked.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("importlinter")
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("cli", "benchmarks", "pipelines", "components", "monitoring", "serving", "featurestore", "cpfd")
+DEPLOYABLES = ("cli", "benchmarks", "pipelines", "components", "monitoring", "serving", "featurestore")
 PLATFORM = ("kfp", "feast", "bentoml", "great_expectations", "evidently")
 
 
@@ -45,29 +45,34 @@ def test_import_contracts_are_kept():
 
 @pytest.fixture(scope="module")
 def tree_copy(tmp_path_factory) -> Path:
-    """The Python files of every layer and the contracts, to break on purpose."""
+    """The Python files of every layer and the contracts, to break on purpose: cpfd/ with its linked
+    deployables copied as real folders (a change in the copy stays in the copy)."""
     root = tmp_path_factory.mktemp("tree")
     shutil.copy(ROOT / "pyproject.toml", root)
-    for pkg in PACKAGES:
-        shutil.copytree(
-            ROOT / pkg,
-            root / pkg,
-            ignore=lambda d, names: [
-                n for n in names if not (n.endswith(".py") or (Path(d) / n).is_dir()) or n == "__pycache__"
-            ],
-        )
+    shutil.copytree(
+        ROOT / "cpfd",
+        root / "cpfd",
+        ignore=lambda d, names: [
+            n for n in names if not (n.endswith(".py") or (Path(d) / n).is_dir()) or n == "__pycache__"
+        ],
+    )
     return root
 
 
 BACK_REFERENCES = [
     # (file, line appended, contract that must break)
-    ("cpfd/errors.py", "import cli.main", "cli > benchmarks"),  # the library imports the CLI
-    ("cpfd/conventions.py", "from serving import launch", "cli > benchmarks"),  # ... the serving layer
-    ("cpfd/errors.py", "from featurestore import apply_repo", "cli > benchmarks"),  # ... the Feast glue
-    ("components/image.py", "from pipelines import runner", "cli > benchmarks"),  # a step imports the DAG
-    ("serving/launch.py", "import featurestore", "cli > benchmarks"),  # independent siblings
-    ("cpfd/gate.py", "def f():\n    import feast", "the cpfd library never imports"),  # even inside a function
-    ("monitoring/slices.py", "def f():\n    from monitoring import analysis", "no import cycles"),  # the old cycle
+    ("cpfd/errors.py", "import cpfd.cli.main", "cli > benchmarks"),  # the library imports the CLI
+    ("cpfd/conventions.py", "from cpfd.serving import launch", "cli > benchmarks"),  # ... the serving layer
+    ("cpfd/errors.py", "from cpfd.featurestore import apply_repo", "cli > benchmarks"),  # ... the Feast glue
+    ("cpfd/components/image.py", "from cpfd.pipelines import runner", "cli > benchmarks"),  # a step imports the DAG
+    ("cpfd/serving/launch.py", "import cpfd.featurestore", "cli > benchmarks"),  # independent siblings
+    ("cpfd/gate.py", "def f():\n    import feast", "the core never imports"),  # even inside a function
+    (
+        "cpfd/monitoring/slices.py",
+        "def f():\n    from cpfd.monitoring import analysis",
+        "no import cycles",
+    ),  # the old cycle
+    ("cpfd/newthing.py", "import cpfd.errors", "cli > benchmarks"),  # a new child of cpfd without a layer
 ]
 
 
@@ -76,12 +81,15 @@ BACK_REFERENCES = [
 )
 def test_a_back_reference_breaks_a_contract(tree_copy, path, line, contract):
     target = tree_copy / path
-    original = target.read_text()
+    original = target.read_text() if target.exists() else ""
     try:
         target.write_text(original + "\n" + line + "\n")
         out = _lint(tree_copy)
     finally:
-        target.write_text(original)
+        if original:
+            target.write_text(original)
+        else:
+            target.unlink()
     assert out.returncode == 1, out.stdout + out.stderr
     assert contract in out.stdout.split("Broken contracts", 1)[-1], out.stdout
 
@@ -100,7 +108,10 @@ class Block:
 sys.meta_path.insert(0, Block())
 import cpfd
 failed = []
+deployables = tuple(f"cpfd.{{name}}" for name in {deployables!r})
 for mod in pkgutil.walk_packages(cpfd.__path__, "cpfd."):
+    if mod.name.startswith(deployables):
+        continue
     try:
         importlib.import_module(mod.name)
     except Exception as e:
@@ -111,16 +122,16 @@ print("\\n".join(failed + [f"loaded: {{loaded}}"]))
 
 
 def test_cpfd_imports_without_the_platform_extras():
-    code = BLOCK_PLATFORM.format(blocked=set(PLATFORM))
+    code = BLOCK_PLATFORM.format(blocked=set(PLATFORM), deployables=DEPLOYABLES + ("feature_repo",))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "loaded: []", out.stdout
 
 
-def path_offences(root: Path) -> list[str]:
-    """sys.path edits and file paths into feature_repo/ or serving/ in the .py files under ``root``."""
+def path_offences(files: list[Path], root: Path) -> list[str]:
+    """sys.path edits and file paths into feature_repo/ or serving/ in ``files`` (named relative to ``root``)."""
     offences = []
-    for file in sorted(root.rglob("*.py")):
+    for file in files:
         tree = ast.parse(file.read_text())
         docstrings = {
             id(n.body[0].value)
@@ -140,13 +151,19 @@ def path_offences(root: Path) -> list[str]:
                 and id(node) not in docstrings
                 and (
                     any(s in node.value for s in ("feature_repo", "serving/", "serving.service", "service.py"))
-                    or node.value in PACKAGES[:-1]
+                    or node.value in DEPLOYABLES
                 )
             ):
                 offences.append(f"{where}: {node.value!r}")
     return offences
 
 
-def test_cpfd_reaches_no_upper_layer_by_path():
+def core_files(root: Path) -> list[Path]:
+    """The core's .py files: cpfd/ without its deployables."""
+    skip = {*DEPLOYABLES, "feature_repo"}
+    return [f for f in sorted((root / "cpfd").rglob("*.py")) if f.relative_to(root / "cpfd").parts[0] not in skip]
+
+
+def test_the_core_reaches_no_upper_layer_by_path():
     """What lint-imports cannot see: the library loading feature_repo/ or starting serving/ by path."""
-    assert not path_offences(ROOT / "cpfd")
+    assert not path_offences(core_files(ROOT), ROOT)

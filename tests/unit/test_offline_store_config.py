@@ -7,7 +7,7 @@ import yaml
 
 from cpfd.config import load_config
 from cpfd.errors import ConfigError
-from featurestore import write_store_config
+from cpfd.featurestore import write_store_config
 
 
 def _config(tmp_path, text: str, overrides: list[str] | None = None):

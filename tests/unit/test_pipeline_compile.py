@@ -28,7 +28,7 @@ def _compile(tmp_path, **options):
     takes seconds), a fresh copy for every test."""
     import copy
 
-    from pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
+    from cpfd.pipelines.cpfd_pipeline import PipelineOptions, compile_pipeline
 
     key = repr(sorted(options.items()))
     if key not in _COMPILED:
@@ -257,7 +257,7 @@ def test_fold_teachers_are_a_nested_parallel_loop_fanned_into_teacher_outputs(tm
 
 
 def test_fold_plan_follows_the_config(tiny_project):
-    from components.common import fold_plan_items, resolve_scenario_config
+    from cpfd.components.common import fold_plan_items, resolve_scenario_config
 
     project = tiny_project.model_copy(deep=True)
     assert project.distill_for("clickbait").folds == 3
@@ -273,7 +273,7 @@ def test_scenario_config_is_resolved_once_and_read_back_typed(tiny_project, tmp_
     round-trips through the artifact; re-resolving it changes nothing."""
     from types import SimpleNamespace
 
-    from components.common import read_scenario_config, resolve_scenario_config, write_scenario_config
+    from cpfd.components.common import read_scenario_config, resolve_scenario_config, write_scenario_config
     from cpfd.config import ProjectConfig
     from cpfd.errors import ConfigError
 
@@ -330,7 +330,7 @@ def test_scenario_config_is_resolved_once_and_read_back_typed(tiny_project, tmp_
 
 
 def test_fold_outputs_must_match_distill_folds():
-    from components.common import fold_output_paths
+    from cpfd.components.common import fold_output_paths
     from cpfd.errors import ConfigError
 
     arts = [
@@ -357,7 +357,7 @@ def test_no_gpu_and_custom_pools(tmp_path):
     )
     assert not _platform_executors(platform)
 
-    from cli.pipeline import pipeline_options
+    from cpfd.cli.pipeline import pipeline_options
 
     opts = pipeline_options(
         parallelism=0, node_selector=["pool=a100"], toleration=["dedicated=gpu:NoExecute", "spot:NoSchedule"]
@@ -367,7 +367,7 @@ def test_no_gpu_and_custom_pools(tmp_path):
         {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"},
         {"key": "spot", "operator": "Exists", "effect": "NoSchedule"},
     ]
-    from pipelines.cpfd_pipeline import compile_pipeline
+    from cpfd.pipelines.cpfd_pipeline import compile_pipeline
 
     doc, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p2.yaml", opts).read_text())
     k8s = _platform_executors(platform)
@@ -377,7 +377,7 @@ def test_no_gpu_and_custom_pools(tmp_path):
 
 
 def _cli(monkeypatch, capsys, *argv) -> tuple[int, str, str]:
-    from cli.main import main
+    from cpfd.cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["cpfd", *argv])
     with pytest.raises(SystemExit) as exc:
@@ -417,12 +417,12 @@ def test_cli_compile_and_bad_toleration(tmp_path, monkeypatch, capsys):
 
 def test_pipeline_arguments_are_json_and_checked(tiny_project):
     from cpfd.errors import CpfdError
-    from pipelines.runner import pipeline_arguments
+    from cpfd.pipelines.runner import pipeline_arguments
 
     args = pipeline_arguments("v.parquet", "f.parquet", tiny_project, ["clickbait"])
     assert json.loads(json.dumps(args)) == args and args["scenarios"] == ["clickbait"]
     assert "\n" not in args["config_yaml"]
-    from components.common import project_from_yaml
+    from cpfd.components.common import project_from_yaml
 
     assert project_from_yaml(args["config_yaml"]) == tiny_project
     assert args["method"] == ""  # the config's distill.method, resolved in the run
@@ -471,7 +471,7 @@ def test_dashboard_form_parameters_carry_descriptions_and_defaults(tmp_path):
 
 
 def test_an_empty_or_partial_config_parameter_inherits_the_embedded_defaults():
-    from components.common import project_from_yaml
+    from cpfd.components.common import project_from_yaml
     from cpfd.config import load_config
 
     assert project_from_yaml("") == load_config()
@@ -512,8 +512,8 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 def test_submit_sends_the_compiled_pipeline_and_arguments(tmp_path, tiny_project, monkeypatch):
-    from cli.pipeline import pipeline_options
-    from pipelines.runner import pipeline_arguments, submit
+    from cpfd.cli.pipeline import pipeline_options
+    from cpfd.pipelines.runner import pipeline_arguments, submit
 
     monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file from the machine
     server = HTTPServer(("127.0.0.1", 0), _Recorder)
@@ -554,7 +554,7 @@ def test_submit_sends_the_compiled_pipeline_and_arguments(tmp_path, tiny_project
 
 def test_submit_to_unreachable_host_is_a_clear_error(tiny_project, tmp_path, monkeypatch):
     from cpfd.errors import CpfdError
-    from pipelines.runner import pipeline_arguments, submit
+    from cpfd.pipelines.runner import pipeline_arguments, submit
 
     monkeypatch.setenv("HOME", str(tmp_path))
     import socket
@@ -573,7 +573,7 @@ def test_local_run_keeps_kfp_logging_in_the_run_log():
     import io
     import logging
 
-    from pipelines.runner import _process_state_restored
+    from cpfd.pipelines.runner import _process_state_restored
 
     root = logging.getLogger()
     caller, run_log = io.StringIO(), io.StringIO()

@@ -31,7 +31,7 @@ def saved(monkeypatch):
 
 
 def test_the_quality_figure_has_titles_whole_legends_and_axes_from_zero(saved, tmp_path):
-    from benchmarks.tables import plot_quality
+    from cpfd.benchmarks.tables import plot_quality
 
     result = json.loads((ROOT / "benchmarks" / "results" / "quality.json").read_text())
     plot_quality(result, tmp_path)
@@ -49,13 +49,13 @@ def test_the_quality_figure_has_titles_whole_legends_and_axes_from_zero(saved, t
 
 
 def test_the_confidence_title_names_what_the_run_stored():
-    from benchmarks.tables import confidence_title
+    from cpfd.benchmarks.tables import confidence_title
 
     assert confidence_title(["insample", "oof3"]) == "Teacher confidence: in-sample vs out-of-fold (3 folds)"
 
 
 def test_the_monitoring_plots_have_titles(saved, tmp_path):
-    from monitoring.html import _plots
+    from cpfd.monitoring.html import _plots
 
     arm = {"n": 200, "confidence_mean": 0.8, "reference_confidence_mean": 0.78, "checks": {}}
     summary = {

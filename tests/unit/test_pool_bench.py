@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.pool import arms, contrasts, summarise_pool, to_markdown
+from cpfd.benchmarks.pool import arms, contrasts, summarise_pool, to_markdown
 
 
 def _runs(multiples: tuple[int, ...]) -> list[dict]:

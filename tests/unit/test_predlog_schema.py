@@ -70,7 +70,7 @@ def write_text_schema(conn, preds: list[dict], labels: list[dict], with_request_
 
 def check_migrated(log, preds: list[dict], labels: list[dict], found: int) -> None:
     """Every row kept with its values, typed now; the log takes new rows and the monitor's window query reads it."""
-    from monitoring.logread import read_window
+    from cpfd.monitoring.logread import read_window
 
     assert log.migrated_from == found
     got = log.read_predictions().set_index("request_id")
@@ -112,9 +112,9 @@ def test_a_text_schema_log_is_migrated_with_every_row(tmp_path, version, monkeyp
 
 
 def test_writer_and_reader_share_the_typed_tables(tmp_path):
+    from cpfd.monitoring.logread import window_query
     from cpfd.predlog import PREDICTION_COLUMNS, PredictionLog
     from cpfd.predlog_schema import SCHEMA_VERSION, labels, predictions
-    from monitoring.logread import window_query
 
     log = PredictionLog(tmp_path / "new.db")
     assert log.migrated_from == 0 and PredictionLog(tmp_path / "new.db").migrated_from == SCHEMA_VERSION
@@ -175,9 +175,9 @@ def test_a_current_log_opens_read_only(tmp_path):
     """Opening a log at the current version only reads it: a read-only copy (e.g. a backup) can be monitored."""
     from sqlalchemy import create_engine
 
+    from cpfd.monitoring.logread import read_window
     from cpfd.predlog import PredictionLog
     from cpfd.predlog_schema import SCHEMA_VERSION, migrate
-    from monitoring.logread import read_window
 
     preds, labels = text_schema_rows(20)
     db = tmp_path / "old.db"

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 
 
 def test_published_yamls_match_a_fresh_compile(tmp_path, monkeypatch):
-    from pipelines.published import COMPILED_DIR, MONITORING_YAML, REFRESH_COMMAND, TRAINING_YAML, publish
+    from cpfd.pipelines.published import COMPILED_DIR, MONITORING_YAML, REFRESH_COMMAND, TRAINING_YAML, publish
 
     monkeypatch.setenv("CPFD_IMAGE", "registry.example/someone-elses:dev")  # must not reach the published files
     fresh = {p.name: p.read_text() for p in publish(tmp_path)}
@@ -33,8 +33,8 @@ def test_published_yamls_match_a_fresh_compile(tmp_path, monkeypatch):
 
 
 def test_the_published_training_pipeline_takes_its_tables_through_importers():
-    from components.image import DEFAULT_IMAGE
-    from pipelines.published import COMPILED_DIR, MONITORING_YAML, TRAINING_YAML
+    from cpfd.components.image import DEFAULT_IMAGE
+    from cpfd.pipelines.published import COMPILED_DIR, MONITORING_YAML, TRAINING_YAML
 
     spec = next(yaml.safe_load_all((COMPILED_DIR / TRAINING_YAML).read_text()))
     importers = [e["importer"] for e in spec["deploymentSpec"]["executors"].values() if "importer" in e]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from benchmarks.stats import summarise
-from benchmarks.variants import canonical_variant, contrasts, parse_variant
+from cpfd.benchmarks.stats import summarise
+from cpfd.benchmarks.variants import canonical_variant, contrasts, parse_variant
 from cpfd.evaluate import macro_f1_batch
 
 
@@ -110,7 +110,7 @@ def test_paired_intervals_find_a_real_gain_and_not_a_null_one():
 def test_quick_benchmark_writes_intervals_and_diagnostics(tmp_path):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from cpfd.cli.main import app
 
     res = CliRunner().invoke(
         app,

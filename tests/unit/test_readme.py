@@ -1,5 +1,5 @@
 """The README is a front page: at most 150 lines, its one results table equal to what benchmarks/results/quality.json
-renders to (benchmarks.tables.headline_table), and every docs page it links to exists."""
+renders to (cpfd.benchmarks.tables.headline_table), and every docs page it links to exists."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_the_readme_is_a_front_page():
 
 
 def test_the_readme_results_table_is_the_one_the_json_holds():
-    from benchmarks.tables import headline_table
+    from cpfd.benchmarks.tables import headline_table
 
     table = headline_table(json.loads((ROOT / "benchmarks" / "results" / "quality.json").read_text()))
     assert table in README, "README's results table differs from benchmarks/results/quality.json: paste\n" + table

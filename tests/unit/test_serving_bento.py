@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from serving import requirements as reqs
+from cpfd.serving import requirements as reqs
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((ROOT / "serving" / "bentofile.yaml").read_text())
@@ -68,7 +68,7 @@ def test_the_bento_ships_exactly_the_library_modules_the_service_imports():
 def test_the_bento_requirements_are_generated_from_pyproject():
     assert SPEC["python"]["requirements_txt"] == "serving/requirements.txt" and "packages" not in SPEC["python"]
     assert (ROOT / "serving" / "requirements.txt").read_text() == reqs.render(), (
-        "serving/requirements.txt is stale: run `python -m serving.requirements`"
+        "serving/requirements.txt is stale: run `python -m cpfd.serving.requirements`"
     )
     lines = reqs.requirements()
     assert "torch==2.13.0" in lines and any(r.startswith("bentoml==") for r in lines)

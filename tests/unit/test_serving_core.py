@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from cpfd.errors import ConfigError, CpfdError
-from serving.arms import assign_arm
-from serving.config import ServingConfig, load_serving_config
-from serving.frames import decode_image, read_npy_frames
-from serving.schemas import BatchRequest, ServingInputError, VideoRequest, parse_request
-from serving.startup import check_model_files
-from serving.videos import validate_batch, validate_video
+from cpfd.serving.arms import assign_arm
+from cpfd.serving.config import ServingConfig, load_serving_config
+from cpfd.serving.frames import decode_image, read_npy_frames
+from cpfd.serving.schemas import BatchRequest, ServingInputError, VideoRequest, parse_request
+from cpfd.serving.startup import check_model_files
+from cpfd.serving.videos import validate_batch, validate_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,7 +185,7 @@ def test_frame_paths_when_enabled(cfg, tmp_path):
 
 def test_import_guard_refuses_feast():
     code = (
-        "from serving.guards import forbid_imports, forbidden_loaded\nforbid_imports()\n"
+        "from cpfd.serving.guards import forbid_imports, forbidden_loaded\nforbid_imports()\n"
         "try:\n    import feast\nexcept ImportError as e:\n    print('refused:', e)\nprint(forbidden_loaded())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -197,7 +197,7 @@ def test_micro_batcher_merges_and_survives_errors():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.runtime import MicroBatcher
+    from cpfd.serving.runtime import MicroBatcher
 
     calls = []
 
@@ -251,14 +251,14 @@ def _run_cli(args, home):
 
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "cpfd.cli.main", *args], capture_output=True, text=True, env=env, timeout=120
     )
 
 
 def test_package_refuses_teacher_and_pickles(fresh_models, tmp_path):
     import shutil
 
-    from components.packaging import package_model
+    from cpfd.components.packaging import package_model
 
     out = _run_cli(["package", "--model", str(fresh_models / "teacher"), "--name", "t1"], tmp_path / "home")
     assert out.returncode == 2 and "is a teacher" in out.stderr and "Traceback" not in out.stderr
@@ -295,7 +295,7 @@ def test_serving_preprocessing_equals_training(fresh_models, clickbait_data, cli
     import torch
 
     from cpfd.evaluate import predict_logits
-    from serving.runtime import load_served_model, preprocess_batch
+    from cpfd.serving.runtime import load_served_model, preprocess_batch
 
     cfg = ServingConfig.model_validate(
         {"scenarios": {"clickbait": {"arms": {"control": {"model": "m", "traffic": 1}}}}}
@@ -366,7 +366,7 @@ def png_bytes(height: int, width: int) -> bytes:
 
 
 def test_pixel_limits_are_read_from_headers_before_any_decoding(cfg, monkeypatch):
-    import serving.videos as core
+    import cpfd.serving.videos as core
 
     def no_decoding(frame):
         raise AssertionError("decoded")
@@ -504,7 +504,7 @@ def test_request_errors_are_short_name_the_field_and_echo_nothing():
 
 
 def test_auth_token_from_env_or_file(tmp_path, monkeypatch):
-    from serving.config import AuthConfig
+    from cpfd.serving.config import AuthConfig
 
     monkeypatch.setenv("CPFD_TEST_TOKEN", "s3cret-token-0123456789")
     assert AuthConfig(token_env="CPFD_TEST_TOKEN").token() == "s3cret-token-0123456789"

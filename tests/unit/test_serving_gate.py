@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from serving.config import Limits
-from serving.gate import Gate, Rejection, Route
-from serving.schemas import VideoRequest
+from cpfd.serving.config import Limits
+from cpfd.serving.gate import Gate, Rejection, Route
+from cpfd.serving.schemas import VideoRequest
 
 TOKEN = "t0ken-0123456789abcdef"
 ROUTES = {

@@ -21,9 +21,9 @@ def _write(path, control: float, model: str = "cb-student", extra: dict | None =
 
 
 def test_traffic_reloads_other_changes_and_broken_files_are_refused(tmp_path, caplog):
-    from serving.arms import assign_arm
-    from serving.config import load_serving_config
-    from serving.live import LiveConfig
+    from cpfd.serving.arms import assign_arm
+    from cpfd.serving.config import load_serving_config
+    from cpfd.serving.live import LiveConfig
 
     path = tmp_path / "serving.yaml"
     _write(path, 0.5)

@@ -85,7 +85,7 @@ def measured() -> dict:
     jobs = {("torch", i): "import torch" for i in range(3)}
     for m in COMPONENT_MODULES:
         marker = f"import sys\nprint({_BODY!r}, file=sys.stderr, flush=True)\n"
-        jobs[("step", m)] = f"import components.{m}\n" + marker + "\n".join(body_imports(m))
+        jobs[("step", m)] = f"import cpfd.components.{m}\n" + marker + "\n".join(body_imports(m))
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         results = dict(zip(jobs, pool.map(importtime, jobs.values()), strict=True))
     torch_seconds = statistics.median(results[("torch", i)][0][0] for i in range(3))
@@ -100,7 +100,7 @@ def quiet_seconds(measured: dict, module: str, part: int, budget: float) -> floa
         if seconds <= budget * measured["torch"]:
             break
         marker = f"import sys\nprint({_BODY!r}, file=sys.stderr, flush=True)\n"
-        again = importtime(f"import components.{module}\n" + marker + "\n".join(body_imports(module)))[part][0]
+        again = importtime(f"import cpfd.components.{module}\n" + marker + "\n".join(body_imports(module)))[part][0]
         torch_now = importtime("import torch")[0][0]
         seconds = min(seconds, again * measured["torch"] / max(torch_now, 1e-9))
     return seconds
@@ -110,10 +110,10 @@ def quiet_seconds(measured: dict, module: str, part: int, budget: float) -> floa
 def test_component_module_imports_within_budget_without_torch_or_platform(measured, module):
     seconds, modules = quiet_seconds(measured, module, 0, MODULE_BUDGET), measured[module][0][1]
     assert seconds <= MODULE_BUDGET * measured["torch"], (
-        f"import components.{module}: {seconds:.2f} s > {MODULE_BUDGET} x import torch ({measured['torch']:.2f} s)"
+        f"import cpfd.components.{module}: {seconds:.2f} s > {MODULE_BUDGET} x import torch ({measured['torch']:.2f} s)"
     )
     heavy = roots(modules) & {"torch", "transformers", *PLATFORM}
-    assert not heavy, f"import components.{module} imports {sorted(heavy)}"
+    assert not heavy, f"import cpfd.components.{module} imports {sorted(heavy)}"
 
 
 @pytest.mark.parametrize("module", [m for m in COMPONENT_MODULES if body_imports(m)])
@@ -146,7 +146,7 @@ def test_a_body_importing_torch_is_seen():
     assert "torch" in body and "torch._C" in body and "torch" not in before and seconds > 0.1
 
 
-@pytest.mark.parametrize("module", ["cli.main", "pipelines.runner", "pipelines.cpfd_pipeline"])
+@pytest.mark.parametrize("module", ["cpfd.cli.main", "cpfd.pipelines.runner", "cpfd.pipelines.cpfd_pipeline"])
 def test_the_cli_and_the_runner_start_without_torch_or_platform(module):
     """`cpfd ...` and the local runner import no platform package (only the steps that use one do)."""
     (_, modules), _ = importtime(f"import {module}\nimport sys\nprint({_BODY!r}, file=sys.stderr, flush=True)")

@@ -45,7 +45,7 @@ def test_repo_mode_config_errors_name_the_field(tmp_path, feature_store, message
 
 
 def test_registry_locations_are_recorded_without_credentials():
-    from featurestore.reference import redact_url
+    from cpfd.featurestore.reference import redact_url
 
     assert redact_url("postgresql+psycopg://team:s3cret@db.internal:5432/feast") == (
         "postgresql+psycopg://***@db.internal:5432/feast"
@@ -60,7 +60,7 @@ def test_registry_locations_are_recorded_without_credentials():
 
 
 def _cli(monkeypatch, capsys, *argv) -> tuple[int, str, str]:
-    from cli.main import main
+    from cpfd.cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["cpfd", *argv])
     with pytest.raises(SystemExit) as exc:
@@ -94,7 +94,7 @@ def test_compile_mounts_the_feast_secret_on_build_dataset_alone(tmp_path, monkey
 
 
 def test_error_lines_are_scrubbed_and_name_the_extra_of_a_missing_driver():
-    from featurestore.reference import _extra_for, _import_error, _one_line
+    from cpfd.featurestore.reference import _extra_for, _import_error, _one_line
 
     class Wrapped(Exception):
         pass

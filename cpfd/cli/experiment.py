@@ -40,9 +40,9 @@ def plan(
 ):
     """Labelled predictions per arm (and days at a traffic and label rate) to detect --min-effect on macro-F1 with
     the confidence sequence the monitoring job uses, from the reference's per-class confusion variance."""
-    from monitoring.experiments import arm_variances
-    from monitoring.reference import read_reference
-    from monitoring.sequential import plan_sample_size
+    from cpfd.monitoring.experiments import arm_variances
+    from cpfd.monitoring.reference import read_reference
+    from cpfd.monitoring.sequential import plan_sample_size
 
     for name, v, lo, hi in (
         ("--min-effect", min_effect, 0, 1),
@@ -76,7 +76,7 @@ def plan(
 
 
 def _states(state_dir: Path, scenario: str | None) -> list[dict]:
-    from monitoring.experiments import load_state
+    from cpfd.monitoring.experiments import load_state
 
     if not state_dir.is_dir():
         raise ConfigError(f"experiment state folder {state_dir} does not exist (run `cpfd monitor` first)")
@@ -148,8 +148,8 @@ def _act(
     treatment: str = "treatment",
     control: str = "control",
 ) -> dict:
-    from monitoring.experiments import conclude, load_state
-    from serving.rollout import change
+    from cpfd.monitoring.experiments import conclude, load_state
+    from cpfd.serving.rollout import change
 
     verdict, state_file = None, None
     if state_dir is not None and state_dir.is_dir():
@@ -218,8 +218,8 @@ def apply_policy(summary: dict, cfg, state_dir: Path, echo=typer.echo) -> list[d
     e = cfg.experiments
     if not (e.policy.act and e.serving_config):
         return []
-    from monitoring.experiments import conclude
-    from serving.rollout import change
+    from cpfd.monitoring.experiments import conclude
+    from cpfd.serving.rollout import change
 
     records = []
     for scenario, look in (summary.get("experiments") or {}).items():

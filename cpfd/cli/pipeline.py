@@ -49,7 +49,7 @@ def pipeline_options(
     train_memory: str = "16G",
     fold_parallelism: int = 0,
 ):
-    from pipelines.cpfd_pipeline import PipelineOptions
+    from cpfd.pipelines.cpfd_pipeline import PipelineOptions
 
     opts = PipelineOptions(
         image=image or "",
@@ -126,7 +126,7 @@ def compile_cmd(
     ),
 ):
     """Compile the pipeline to IR YAML (upload it in the Kubeflow dashboard)."""
-    from pipelines.cpfd_pipeline import compile_pipeline
+    from cpfd.pipelines.cpfd_pipeline import compile_pipeline
 
     t0 = time.perf_counter()
     opts = pipeline_options(
@@ -146,7 +146,7 @@ def publish_cmd(
 ):
     """Compile the training and monitoring pipelines with their default options into pipelines/compiled/
     (cpfd_pipeline.yaml, cpfd_monitoring.yaml): the published YAML a test compares with a fresh compile."""
-    from pipelines.published import COMPILED_DIR, publish
+    from cpfd.pipelines.published import COMPILED_DIR, publish
 
     for path in publish(out_dir or COMPILED_DIR):
         typer.echo(f"compiled {path}")
@@ -172,7 +172,7 @@ def katib_cmd(
     `cpfd bench quality --tune`; apply it with `kubectl apply -f`)."""
     import yaml
 
-    from pipelines.katib import KatibOptions, katib_experiment
+    from cpfd.pipelines.katib import KatibOptions, katib_experiment
 
     opts = KatibOptions(
         scenario, dataset, teacher, config, image or "", pvc, mount, namespace, trials, parallel, not no_gpu
@@ -214,7 +214,7 @@ def run_cmd(
     run = run_locally(v, f, project, scenario, method, parallelism, join, root, bentoml_home, verbose)
     print_run(run)
     if run.packages:
-        from pipelines.demo_monitoring import collect_references, write_serving_config
+        from cpfd.pipelines.demo_monitoring import collect_references, write_serving_config
 
         # the latest run's handover at a fixed place under --root: a serving config and the monitoring references
         serving = write_serving_config(run.packages, root / "serving" / "config.yaml", experiment="cpfd_vs_baseline")
@@ -249,7 +249,7 @@ def submit_cmd(
 ):
     """Compile and start a run on a Kubeflow Pipelines host (kfp.Client). Paths must be valid inside the cluster."""
     from cpfd.config import load_config
-    from pipelines.runner import pipeline_arguments, submit
+    from cpfd.pipelines.runner import pipeline_arguments, submit
 
     if videos is None:
         videos, features = data / "videos.parquet", data
@@ -270,7 +270,7 @@ def submit_cmd(
 
 
 def run_locally(videos, features, project, scenarios, method, parallelism, join, root, bentoml_home, verbose):
-    from pipelines.runner import pipeline_arguments, print_stream, run_local
+    from cpfd.pipelines.runner import pipeline_arguments, print_stream, run_local
 
     # the store `cpfd serve` reads unless told otherwise
     home = Path(bentoml_home or os.environ.get("BENTOML_HOME") or "~/bentoml").expanduser().resolve()
@@ -287,7 +287,7 @@ def print_run(run) -> None:
     for s in run.summaries:
         if not s["gate"]["passed"]:
             typer.echo(f"gate:      {s['scenario']}: {s['gate']['reason']}")
-    from pipelines.runner import step_times
+    from cpfd.pipelines.runner import step_times
 
     typer.echo(f"artifacts: {run.run_dir}\nlog:       {run.log}\ntime:      {run.seconds:.0f}s")
     typer.echo(step_times(run.steps, run.seconds))

@@ -14,7 +14,7 @@ def package(
     name: str = typer.Option(..., help="BentoML model name, e.g. clickbait-cpfd"),
 ):
     """Save a trained student into the BentoML model store (BENTOML_HOME); prints the tag."""
-    from components.packaging import package_model
+    from cpfd.components.packaging import package_model
 
     typer.echo(package_model(model, name))
 
@@ -27,7 +27,7 @@ def models_import(
 ):
     """Import the models a pipeline's package step exported into this store (BENTOML_HOME), e.g. from the
     pipeline root after a cluster run, whose pod stores are gone."""
-    from components.packaging import import_models
+    from cpfd.components.packaging import import_models
 
     for tag, what in import_models(source).items():
         typer.echo(f"{tag}: {what}")
@@ -42,6 +42,6 @@ def serve(
 
     The server stops with this command (signal or death); a start-up fault stops it with one message naming
     the file or model tag and exit code 3."""
-    from serving.launch import supervise
+    from cpfd.serving.launch import supervise
 
     raise typer.Exit(supervise(config, host, port))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from cli.pipeline import print_run, resolve_inputs, run_locally
+from cpfd.cli.pipeline import print_run, resolve_inputs, run_locally
 
 
 def demo(
@@ -39,11 +39,11 @@ def run_demo(
     then (``monitor``) the packaged students served, a later window with drift in one scenario, the monitoring."""
     t0 = time.perf_counter()
     if not (data / "videos.parquet").exists():
-        from benchmarks.synthetic import generate
+        from cpfd.benchmarks.synthetic import generate
 
         typer.echo(f"generating synthetic data in {data} ({videos_per_scenario} videos per scenario)")
         generate(data, videos_per_scenario, seed=0)
-    from featurestore import apply_repo
+    from cpfd.featurestore import apply_repo
 
     threads = max(1, (os.cpu_count() or 1) // max(parallelism, 1))
     v, f, project = resolve_inputs(data, None, None, None, [f"train.threads={threads}"])
@@ -52,7 +52,7 @@ def run_demo(
     run = run_locally(v, f, project, [], None, parallelism, "feast", out / "pipeline", None, False)
     print_run(run)
     if monitor:
-        from pipelines.demo_monitoring import monitor_demo
+        from cpfd.pipelines.demo_monitoring import monitor_demo
 
         typer.echo("")
         monitor_demo(run.packages, v, out, drift_scenario, drift, echo=typer.echo)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOpt, SetOpt, load_project
+from cpfd.cli.common import ConfigOpt, SetOpt, load_project
 from cpfd.errors import CpfdError
 
 dataset_app = typer.Typer(
@@ -32,7 +32,7 @@ def generate(
     ),
 ):
     """Write the synthetic default data: videos.parquet, frames/, features.parquet, oracle.parquet, scenarios.yaml."""
-    from benchmarks.synthetic import generate as gen
+    from cpfd.benchmarks.synthetic import generate as gen
 
     paths = gen(out, videos, seed, frames, image_size, scenario or None, pool_multiple)
     for k, p in paths.items():
@@ -67,7 +67,7 @@ def dataset_build(
     if project.feature_store.by_reference:  # the team's own Feast: their registry, offline store and service
         if backend == "pandas":
             raise CpfdError("--backend pandas reads the declared Parquet sources; feature_store.repo needs Feast")
-        from featurestore.reference import build_dataset_reference
+        from cpfd.featurestore.reference import build_dataset_reference
 
         manifest = build_dataset_reference(videos, scenario, project, out, stream_root)
         typer.echo(json.dumps({"backend": manifest["join_backend"], **manifest["rows"]}))
@@ -79,7 +79,7 @@ def dataset_build(
     if backend == "auto":
         backend = "feast" if importlib.util.find_spec("feast") else "pandas"
     if backend == "feast":
-        from featurestore import build_dataset_feast
+        from cpfd.featurestore import build_dataset_feast
 
         manifest = build_dataset_feast(videos, features, scenario, project, out, store, stream_root=stream_root)
     elif backend == "pandas":
@@ -104,7 +104,7 @@ def dataset_validate(
     set_: list[str] = SetOpt,
 ):
     """Great Expectations gate; exits 1 naming each failed expectation."""
-    from components.validation import validate_dataset
+    from cpfd.components.validation import validate_dataset
 
     summary = validate_dataset(dataset, load_project(config, set_), reference, out, min_rows, max_null_increase)
     for line in summary["failed"]:
@@ -126,7 +126,7 @@ def features_apply(
 ):
     """Check the config's feature declarations against the Parquet sources in DATA (every declared column,
     its type), then `feast apply` of feature_repo/ built from them."""
-    from featurestore import apply_repo
+    from cpfd.featurestore import apply_repo
 
     if not data.is_dir():
         raise CpfdError(f"--data {data}: not a folder (it should hold the declared feature sources)")
@@ -157,7 +157,7 @@ def features_check(
     with a line naming the service, view or feature otherwise."""
     import time
 
-    from featurestore.reference import check_service
+    from cpfd.featurestore.reference import check_service
 
     t0 = time.perf_counter()
     overrides = [*set_, *([f"feature_store.repo={repo}"] if repo else [])]

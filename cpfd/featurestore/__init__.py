@@ -1,12 +1,12 @@
 """The Feast glue above the cpfd library: apply ``feature_repo/`` to a store folder with its source
 pointed at a given Parquet file, look up feature services, point-in-time join with
-get_historical_features, and the Feast path of the dataset build (``featurestore.store``).
+get_historical_features, and the Feast path of the dataset build (``cpfd.featurestore.store``).
 
 It sits here, not in ``cpfd`` (which must import without Feast) and not in ``feature_repo/``
 (``feast apply`` imports every module of the repository folder; that folder holds definitions only).
 """
 
-from featurestore.store import (
+from cpfd.featurestore.store import (
     DEFAULT_REPO,
     REPO_MODULES,
     apply_repo,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOpt, SetOpt, load_project
+from cpfd.cli.common import ConfigOpt, SetOpt, load_project
 
 config_app = typer.Typer(help="The resolved project configuration.", no_args_is_help=True)
 

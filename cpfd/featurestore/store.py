@@ -237,11 +237,11 @@ def build_dataset_feast(
     stream_root: str | None = None,
 ) -> dict:
     """The platform path: videos as the entity dataframe, the scenario's feature service, same layout. With
-    ``feature_store.repo`` the team's own Feast deployment (``featurestore.reference``; ``features`` unused)."""
+    ``feature_store.repo`` the team's own Feast deployment (``cpfd.featurestore.reference``; ``features`` unused)."""
     from cpfd.data.build import fingerprint, scenario_videos, selected_sources, write_dataset
 
     if config.feature_store.by_reference:
-        from featurestore.reference import build_dataset_reference
+        from cpfd.featurestore.reference import build_dataset_reference
 
         return build_dataset_reference(videos_path, scenario, config, out_dir, stream_root)
     scen = config.scenario(scenario)

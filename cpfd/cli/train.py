@@ -1,7 +1,7 @@
 """`cpfd train ...` and `cpfd evaluate`: the teacher, the baseline student, distillation, metrics.
 
 Every `cpfd train` command also runs data-parallel under torchrun (one process per GPU; rank 0 prints and writes):
-`torchrun --standalone --nproc-per-node 4 -m cli train teacher --dataset D --out O` (README, Distributed training).
+`torchrun --standalone --nproc-per-node 4 -m cpfd.cli train teacher --dataset D --out O` (README, Distributed training).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli.common import ConfigOpt, QuietOpt, SetOpt, load_project
+from cpfd.cli.common import ConfigOpt, QuietOpt, SetOpt, load_project
 
 if TYPE_CHECKING:
     from cpfd.data.tensors import PreparedData
@@ -29,7 +29,7 @@ def _echo(message: str) -> None:
 
 
 def _echo_titles(data: PreparedData) -> None:
-    from components.reports import describe_title_stats
+    from cpfd.components.reports import describe_title_stats
 
     _echo(f"titles (validation split): {describe_title_stats(data.title_stats['val'])}")
 

@@ -27,14 +27,14 @@ def monitor(
     ),
 ):
     """Confidence drift, F1 and A/B verdicts per scenario and arm; exit code 1 when any check fails."""
-    from monitoring.analysis import format_summary, run_monitor
-    from monitoring.settings import load_monitor_config
+    from cpfd.monitoring.analysis import format_summary, run_monitor
+    from cpfd.monitoring.settings import load_monitor_config
 
     cfg = load_monitor_config(config)
     summary = run_monitor(log, reference, since, until, out, cfg, evidently, workspace)
     typer.echo(format_summary(summary))
     if summary.get("experiments"):
-        from cli.experiment import apply_policy
+        from cpfd.cli.experiment import apply_policy
 
         apply_policy(summary, cfg, Path(summary["experiments_state_dir"]))
     typer.echo(f"written: {out / 'index.html'}, {out / 'summary.json'}")
@@ -49,7 +49,7 @@ def monitor_ui(
 ):
     """Evidently's UI over the monitoring workspace on 127.0.0.1: a project and dashboard per scenario
     (runs `evidently ui --workspace DIR --host 127.0.0.1 --port N` with DO_NOT_TRACK set)."""
-    from monitoring.evidently_ui import UI_HOST, serve_ui, ui_command
+    from cpfd.monitoring.evidently_ui import UI_HOST, serve_ui, ui_command
 
     command = ui_command(workspace, port)
     typer.echo(f"Evidently UI on http://{UI_HOST}:{port} (Ctrl-C stops it): {' '.join(command[2:])}")
@@ -64,7 +64,7 @@ def reference(
     split: str = typer.Option("test"),
 ):
     """Write the offline reference for monitoring: the model's predictions on the dataset's test split."""
-    from monitoring.reference import reference_from_model
+    from cpfd.monitoring.reference import reference_from_model
 
     typer.echo(reference_from_model(model, dataset, out, arm, split))
 
@@ -84,7 +84,7 @@ def simulate(
     seed: int = typer.Option(0),
 ):
     """Send a later window of synthetic videos (one scenario optionally drifted) to the service, then label them."""
-    from monitoring.simulate import simulate as run
+    from cpfd.monitoring.simulate import simulate as run
 
     res = run(
         url,
@@ -113,8 +113,8 @@ def log_prune(
     before: str = typer.Option(..., help="delete predictions (and labels) older than this, ISO-8601 (UTC if no zone)"),
 ):
     """Retention: delete the predictions logged and the labels written before ``--before``."""
+    from cpfd.monitoring.logread import iso_utc
     from cpfd.predlog import open_log
-    from monitoring.logread import iso_utc
 
     cutoff = iso_utc(before, "--before")
     predictions, labels = open_log(log).prune(cutoff)

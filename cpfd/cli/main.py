@@ -1,8 +1,8 @@
-"""The `cpfd` Typer app and its entry point (``[project.scripts] cpfd = "cli.main:main"``).
+"""The `cpfd` Typer app and its entry point (``[project.scripts] cpfd = "cpfd.cli.main:main"``).
 
-Only composition happens here: each command group lives in its own module (``cli.data``,
-``cli.train``, ``cli.config``, ``cli.bench``, ``cli.pipeline``, ``cli.serve``, ``cli.monitor``, ``cli.experiment``,
-``cli.demo``) and imports what it runs inside the command, so `cpfd --help` needs typer alone.
+Only composition happens here: each command group lives in its own module of ``cpfd.cli`` (``data``, ``train``,
+``config``, ``bench``, ``pipeline``, ``serve``, ``monitor``, ``experiment``, ``demo``) and imports what it runs inside
+the command, so `cpfd --help` needs typer alone.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from cli import bench, config, data, demo, experiment, monitor, pipeline, serve, train
+from cpfd.cli import bench, config, data, demo, experiment, monitor, pipeline, serve, train
 from cpfd.env import set_env_defaults
 from cpfd.errors import CpfdError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOpt, QuietOpt, SetOpt, load_project
+from cpfd.cli.common import ConfigOpt, QuietOpt, SetOpt, load_project
 from cpfd.errors import CpfdError
 
 bench_app = typer.Typer(help="Benchmarks that print tables.", no_args_is_help=True)
@@ -60,9 +60,9 @@ def bench_quality(
         )
         return
     out = out or Path("runs/bench_quality")
-    from benchmarks.quality import DEFAULT_VARIANTS, own_datasets, run_quality, synthetic_datasets
-    from benchmarks.tables import to_markdown
-    from benchmarks.variants import TUNED, canonical_variant, variant_name
+    from cpfd.benchmarks.quality import DEFAULT_VARIANTS, own_datasets, run_quality, synthetic_datasets
+    from cpfd.benchmarks.tables import to_markdown
+    from cpfd.benchmarks.variants import TUNED, canonical_variant, variant_name
 
     videos_per_scenario = videos_per_scenario or 3000
     if quick:
@@ -124,7 +124,7 @@ def _bench_pool(
     quiet: bool,
     multiples_text: str,
 ) -> None:
-    from benchmarks.pool import run_pool, to_markdown
+    from cpfd.benchmarks.pool import run_pool, to_markdown
 
     try:
         multiples = tuple(sorted({int(k) for k in multiples_text.split(",")}))
@@ -159,7 +159,7 @@ def bench_throughput(
     out: Path = typer.Option(Path("runs/bench_throughput")),
 ):
     """Training examples/s: plain student step vs CPFD distillation step (cached teacher outputs)."""
-    from benchmarks.throughput import run_throughput
+    from cpfd.benchmarks.throughput import run_throughput
 
     run_throughput(load_project(config, set_), steps, out, log=typer.echo)
 
@@ -177,7 +177,7 @@ def bench_features(
 ):
     """Point-in-time retrieval: Feast get_historical_features (DuckDB, Spark, PostgreSQL) vs pandas.merge_asof on the
     same rows, in one run; writes OUT/features.json."""
-    from benchmarks.feast_retrieval import run_feature_retrieval
+    from cpfd.benchmarks.feast_retrieval import run_feature_retrieval
 
     run_feature_retrieval(out, tuple(rows), tuple(engine), repeats, log=typer.echo)
 
@@ -191,7 +191,7 @@ def bench_serving(
 ):
     """Endpoint throughput and p50/p99 latency (JSON+PNG and .npy frames) vs the in-process ceiling and a no-op
     endpoint of the same framework."""
-    from benchmarks.serving import run_serving_bench
+    from cpfd.benchmarks.serving import run_serving_bench
 
     run_serving_bench(out, sizes, seconds, clients, log=typer.echo)
 
@@ -203,7 +203,7 @@ def bench_monitoring(
     out: Path = typer.Option(Path("runs/bench_monitoring")),
 ):
     """Time of the monitoring job over a prediction log of N predictions across S scenarios, two arms."""
-    from benchmarks.monitoring import run_monitoring_bench
+    from cpfd.benchmarks.monitoring import run_monitoring_bench
 
     run_monitoring_bench(predictions, scenarios, out, log=typer.echo)
 
@@ -211,7 +211,7 @@ def bench_monitoring(
 @bench_app.command("compile")
 def bench_compile(scenarios: int = typer.Option(50, min=1), out: Path = typer.Option(Path("runs/bench_compile"))):
     """Compile the Kubeflow pipeline for N scenarios (target under 30 s) and check the YAML."""
-    from benchmarks.pipeline_compile import run_compile_benchmark
+    from cpfd.benchmarks.pipeline_compile import run_compile_benchmark
 
     run_compile_benchmark(scenarios, out, log=typer.echo)
 
@@ -230,13 +230,13 @@ def bench_scale(
     """Peak memory and examples/s of a student's training, streamed against in-memory, as the videos grow; with
     --pool, as the unlabelled pool grows (benchmarks/pool_scale.py)."""
     if pool:
-        from benchmarks.pool_scale import run_pool_scale
-        from benchmarks.pool_scale import to_markdown as pool_markdown
+        from cpfd.benchmarks.pool_scale import run_pool_scale
+        from cpfd.benchmarks.pool_scale import to_markdown as pool_markdown
 
         result = run_pool_scale(pool, work, log=typer.echo)
         table = pool_markdown(result)
     else:
-        from benchmarks.scale import run_scale, to_markdown
+        from cpfd.benchmarks.scale import run_scale, to_markdown
 
         try:
             ns = sorted(int(s) for s in sizes.split(","))
@@ -261,6 +261,6 @@ def bench_experiments(
     """A/A experiments looked at daily: false-positive rate of the fixed-horizon bootstrap against the always-valid
     confidence sequence, on the same data; then the sequence's power at the planned size
     (benchmarks/experiments.py)."""
-    from benchmarks.experiments import run
+    from cpfd.benchmarks.experiments import run
 
     run(experiments, seed, results, log=typer.echo)

@@ -1,5 +1,0 @@
-"""`python -m cli ...` is `cpfd ...`."""
-
-from cli.main import main
-
-main()

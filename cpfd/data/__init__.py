@@ -1,0 +1,1 @@
+"""The data contract, the dataset build and the tensors and loaders training reads."""
