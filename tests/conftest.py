@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,11 @@ import pytest
 from cpfd.env import set_env_defaults
 
 set_env_defaults()
+
+# `make test` runs on pytest-xdist workers, which start as `python -c`: a main module without a file, which pyspark
+# (imported by Great Expectations) takes for its own doctest run, and exits. Name the worker's main module.
+if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"], "__file__"):
+    sys.modules["__main__"].__file__ = "<pytest-xdist worker>"
 
 TINY = ["model.size=tiny", "train.epochs=2", "train.batch_size=32"]
 

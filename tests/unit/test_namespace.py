@@ -21,7 +21,11 @@ def build_wheel(out: Path) -> Path:
     """The project's wheel, built from a copy of the working tree (links kept): setuptools reuses what a build/
     folder in the checkout holds, so an in-place build could ship files that are gone."""
     src = out.with_name(out.name + "-src")
-    junk = shutil.ignore_patterns(".git", ".venv", "build", "site", "data", "runs", "*.egg-info", "__pycache__")
+    local = {".git", ".venv", "build", "site", "data", "runs", "artifacts", "cpfd.egg-info"}  # the checkout's own
+
+    def junk(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if n == "__pycache__" or (Path(folder) == ROOT and n in local)]
+
     shutil.copytree(ROOT, src, symlinks=True, ignore=junk)
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
@@ -55,16 +59,19 @@ def test_the_wheel_has_one_top_level_package(wheel):
     assert "cpfd = cpfd.cli.main:main" in wheel.read(entry_points).decode()
 
 
-def test_the_wheel_ships_every_file_of_the_linked_folders(wheel):
+def test_the_wheel_ships_every_module_and_config_of_the_package_and_the_linked_folders(wheel):
     names = set(wheel.namelist())
-    for name in LINKED:
-        tracked = subprocess.run(
-            ["git", "ls-files", "--", f"{name}/*.py", f"{name}/*.yaml"], cwd=ROOT, capture_output=True, text=True
+    for name in ("cpfd", *LINKED):
+        files = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", f"{name}/*.py", f"{name}/*.yaml"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         ).stdout.split()
-        shipped = [f for f in tracked if "/results/" not in f and not f.startswith("tests/")]
-        assert shipped, name
-        missing = [f for f in shipped if f"cpfd/{f}" not in names]
-        assert missing == [], f"{name}: not in the wheel"
+        assert files, name
+        in_wheel = [f if name == "cpfd" else f"cpfd/{f}" for f in files]
+        assert [f for f in in_wheel if f not in names] == [], f"{name}: not in the wheel"
+    assert "cpfd/data/build.py" in names and "cpfd/defaults/project.yaml" in names
 
 
 def test_the_image_build_copies_every_linked_folder():
