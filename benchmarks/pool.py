@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpfd.benchmarks.stats import _interval, bootstrap_f1
+from cpfd.benchmarks.stats import bootstrap_f1, percentile_interval, run_f1
 
 MULTIPLES = (0, 1, 4, 16)
 METHODS = ("pfd", "cpfd")
@@ -139,19 +139,19 @@ def contrasts(multiples: tuple[int, ...]) -> list[tuple[str, str]]:
 
 def summarise_pool(runs: list[dict], multiples: tuple[int, ...] = MULTIPLES, reps: int = 1000) -> dict:
     """Mean F1 per arm and scenario, and paired bootstrap intervals of the contrasts, per scenario and pooled."""
-    from cpfd.benchmarks.stats import _f1
-
     scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
     methods = ["baseline", "teacher", *arms(multiples)]
     boot = bootstrap_f1(runs, scenarios, methods, reps)
-    f1 = {s: {m: float(np.mean([_f1(r, m) for r in runs if r["scenario"] == s])) for m in methods} for s in scenarios}
+    f1 = {
+        s: {m: float(np.mean([run_f1(r, m) for r in runs if r["scenario"] == s])) for m in methods} for s in scenarios
+    }
     out = {}
     for a, b in contrasts(multiples):
         diff = boot[a] - boot[b]
         point = {s: f1[s][a] - f1[s][b] for s in scenarios}
         out[f"{a} - {b}"] = {
-            **{s: _interval(diff[:, j], point[s]) for j, s in enumerate(scenarios)},
-            "pooled": _interval(diff.mean(1), float(np.mean(list(point.values())))),
+            **{s: percentile_interval(diff[:, j], point[s]) for j, s in enumerate(scenarios)},
+            "pooled": percentile_interval(diff.mean(1), float(np.mean(list(point.values())))),
         }
     seeds = sorted({r["seed"] for r in runs})
     return {"scenarios": scenarios, "seeds": seeds, "multiples": list(multiples), "f1": f1, "contrasts": out}

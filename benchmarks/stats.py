@@ -13,7 +13,8 @@ def _cells(runs: list[dict], scenario: str) -> list[dict]:
     return sorted((r for r in runs if r["scenario"] == scenario), key=lambda r: r["seed"])
 
 
-def _f1(run: dict, method: str, target: str = "labels") -> float:
+def run_f1(run: dict, method: str, target: str = "labels") -> float:
+    """One run's macro-F1 of ``method``'s test predictions against ``target`` (``labels`` or ``true_label``)."""
     y = np.asarray(run[target])[None]
     return float(macro_f1_batch(y, np.asarray(run["preds"][method])[None], len(run["label_names"]))[0])
 
@@ -39,7 +40,8 @@ def bootstrap_f1(
     return out
 
 
-def _interval(samples: np.ndarray, point: float) -> dict:
+def percentile_interval(samples: np.ndarray, point: float) -> dict:
+    """The 95 % percentile interval of bootstrap ``samples`` around ``point``; significant when it excludes 0."""
     lo, hi = np.percentile(samples, [2.5, 97.5])
     return {
         "mean": point,
@@ -70,19 +72,22 @@ def summarise(runs: list[dict], variants: list[str], reps: int = 1000) -> dict:
     methods = [*BASELINES, *(REFERENCES if has_truth else ()), *variants]
     pfd = PFD_REFERENCE if PFD_REFERENCE in variants else next((v for v in variants if v.startswith("pfd")), None)
     boot = bootstrap_f1(runs, scenarios, methods, reps)
-    means = {m: np.array([np.mean([_f1(r, m) for r in _cells(runs, s)]) for s in scenarios]) for m in methods}
+    means = {m: np.array([np.mean([run_f1(r, m) for r in _cells(runs, s)]) for s in scenarios]) for m in methods}
     truth_means = (
-        {m: np.array([np.mean([_f1(r, m, "true_label") for r in _cells(runs, s)]) for s in scenarios]) for m in methods}
+        {
+            m: np.array([np.mean([run_f1(r, m, "true_label") for r in _cells(runs, s)]) for s in scenarios])
+            for m in methods
+        }
         if has_truth
         else {}
     )
 
     def diff(a: str, b: str) -> dict:
         per = {
-            s: _interval(boot[a][:, j] - boot[b][:, j], float(means[a][j] - means[b][j]))
+            s: percentile_interval(boot[a][:, j] - boot[b][:, j], float(means[a][j] - means[b][j]))
             for j, s in enumerate(scenarios)
         }
-        pooled = _interval((boot[a] - boot[b]).mean(1), float((means[a] - means[b]).mean()))
+        pooled = percentile_interval((boot[a] - boot[b]).mean(1), float((means[a] - means[b]).mean()))
         return {"per_scenario": per, "pooled": pooled}
 
     gap = diff("teacher", "baseline")
@@ -99,7 +104,9 @@ def summarise(runs: list[dict], variants: list[str], reps: int = 1000) -> dict:
         m: {
             s: {
                 "mean": float(means[m][j]),
-                "std": float(np.std([_f1(r, m) for r in _cells(runs, s)], ddof=1)) if len(_cells(runs, s)) > 1 else 0.0,
+                "std": float(np.std([run_f1(r, m) for r in _cells(runs, s)], ddof=1))
+                if len(_cells(runs, s)) > 1
+                else 0.0,
             }
             for j, s in enumerate(scenarios)
         }
