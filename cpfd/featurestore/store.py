@@ -254,7 +254,7 @@ def build_dataset_feast(
         declarations, scen.feature_service, declarations.source_paths(features, scen.feature_service)
     )
     joined = historical_features(store, videos, scen.feature_service)
-    return write_dataset(
+    manifest = write_dataset(
         out_dir,
         scenario,
         scen.label_names,
@@ -266,3 +266,22 @@ def build_dataset_feast(
         paths,
         stream_root=stream_root,
     )
+    from cpfd.featurestore.reference import record_lineage
+
+    return record_lineage(out_dir, manifest, declared_lineage(store, scen.feature_service, paths))
+
+
+def declared_lineage(store, service_name: str, sources: dict[str, Path]) -> dict:
+    """What the manifest records of a store applied from the declarations: the same fields as a team's Feast
+    (``reference`` mode), with the Parquet sources read; the registry is this build's own."""
+    service = store.get_feature_service(service_name)
+    return {
+        "mode": "declarations",
+        "project": store.config.project,
+        "registry": str(store.config.registry.path),
+        "registry_type": store.config.registry.registry_type,
+        "offline_store": {"type": store.config.offline_store.type},
+        "feature_service": service_name,
+        "feature_refs": [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features],
+        "sources": {name: str(path) for name, path in sources.items()},
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -100,6 +101,11 @@ def test_feast_build_equals_pandas_build(synthetic_dir, tiny_project, tmp_path):
 
     reference = build_scenario_dataset(videos, features, "originality", tiny_project, tmp_path / "pandas")
     assert manifest["join_backend"] == "feast" and manifest["feature_service"] == "teacher_dense_v1"
+    lineage = manifest["feast"]  # what was read, as in a team's own Feast (reference mode)
+    assert lineage["mode"] == "declarations" and lineage["feature_service"] == "teacher_dense_v1"
+    assert [r.split(":")[1] for r in lineage["feature_refs"]] == manifest["feature_names"]
+    assert lineage["offline_store"]["type"] and set(lineage["sources"]) and lineage["project"]
+    assert json.loads((tmp_path / "feast" / "manifest.json").read_text())["feast"] == lineage
     assert manifest["feature_names"] == reference["feature_names"] and manifest["rows"] == reference["rows"]
     n_videos = int((pd.read_parquet(videos)["scenario"] == "originality").sum())
     assert sum(manifest["rows"].values()) == n_videos
