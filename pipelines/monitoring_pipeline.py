@@ -1,7 +1,7 @@
 """The monitoring pipeline, for a recurring run: import the offline reference, run the job.
 
-Schedule it (a recurring run in the Kubeflow dashboard or ``kfp.Client().create_recurring_run``)
-with ``since`` empty: each run covers the last ``window_hours``.
+Schedule it (a recurring run in the Kubeflow dashboard, or ``cpfd pipeline schedule-monitoring``) with ``since``
+empty: each run covers the last ``window_hours``.
 """
 
 from pathlib import Path

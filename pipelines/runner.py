@@ -277,6 +277,60 @@ def submit(
     return result.run_id
 
 
+def kfp_cron(expression: str) -> str:
+    """A cron expression as Kubeflow Pipelines reads it (six fields, seconds first): five fields get ``0`` seconds."""
+    fields = expression.split()
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise CpfdError(
+            f"--cron {expression!r}: expected 5 fields (minute hour day month weekday, e.g. '0 6 * * *') "
+            "or 6 with seconds first"
+        )
+    return " ".join(fields)
+
+
+def schedule_monitoring(
+    host: str,
+    arguments: dict,
+    cron: str,
+    name: str = "cpfd-monitoring",
+    experiment: str = "cpfd-monitoring",
+    namespace: str | None = None,
+    image: str = "",
+) -> str:
+    """A recurring run of the monitoring pipeline on a Kubeflow Pipelines host: ``cron`` (five or six fields), one run
+    at a time, no catching up on missed runs; returns the recurring run's id."""
+    import tempfile
+
+    import kfp
+
+    from cpfd.pipelines.monitoring_pipeline import compile_monitoring_pipeline
+
+    schedule = kfp_cron(cron)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compile_monitoring_pipeline(Path(tmp) / "cpfd_monitoring.yaml", image)
+        try:
+            client = kfp.Client(host=host, namespace=namespace)
+            experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
+            result = client.create_recurring_run(
+                experiment_id=experiment_id,
+                job_name=name,
+                description="cpfd monitoring: confidence drift, F1 and A/B verdicts of the last window_hours",
+                cron_expression=schedule,
+                max_concurrency=1,
+                no_catchup=True,
+                params=arguments,
+                pipeline_package_path=str(path),
+                enabled=True,
+            )
+        except Exception as e:  # the client raises urllib3 / ApiException / ValueError subclasses
+            raise CpfdError(
+                f"scheduling on {host} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
+    return result.recurring_run_id
+
+
 def print_stream() -> Callable[[str], None]:
     """An echo that writes to the real stdout even while a run redirects it."""
     real: TextIO = sys.__stdout__ or sys.stdout  # no console at all (e.g. pythonw): the current stdout

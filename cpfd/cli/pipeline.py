@@ -269,6 +269,38 @@ def submit_cmd(
     typer.echo(f"submitted run {run_id} to {host}")
 
 
+@pipeline_app.command("schedule-monitoring")
+def schedule_monitoring_cmd(
+    host: str = typer.Option(..., help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080"),
+    log_url: str = typer.Option(..., help="the prediction log's SQLAlchemy URL, as the cluster reaches it"),
+    reference_uri: str = typer.Option(..., help="the offline reference (gs://, s3://, minio://), e.g. the pipeline's"),
+    cron: str = typer.Option("0 6 * * *", help="when, in UTC: 5 cron fields, or 6 with seconds first"),
+    window_hours: float = typer.Option(24.0, min=0.01, help="each run covers the last WINDOW_HOURS"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="monitoring thresholds YAML (default: the image's monitoring/config.yaml)"
+    ),
+    fail_on_alert: bool = typer.Option(True, help="a failed check fails the run (shown red in the dashboard)"),
+    name: str = typer.Option("cpfd-monitoring", help="the recurring run's name"),
+    experiment: str = typer.Option("cpfd-monitoring"),
+    namespace: str | None = typer.Option(None),
+    image: str | None = ImageOpt,
+):
+    """Create a recurring run of the monitoring pipeline (kfp.Client): one run at a time, no catching up."""
+    from cpfd.pipelines.runner import schedule_monitoring
+
+    if config is not None and not config.is_file():
+        raise CpfdError(f"--config {config}: no such file")
+    arguments = {
+        "log_url": log_url,
+        "reference_uri": reference_uri,
+        "window_hours": window_hours,
+        "config_yaml": config.read_text() if config else "",
+        "fail_on_alert": fail_on_alert,
+    }
+    run_id = schedule_monitoring(host, arguments, cron, name, experiment, namespace, image or "")
+    typer.echo(f"scheduled recurring run {run_id} ({name!r}, cron {cron!r}, UTC) on {host}")
+
+
 def run_locally(videos, features, project, scenarios, method, parallelism, join, root, bentoml_home, verbose):
     from cpfd.pipelines.runner import pipeline_arguments, print_stream, run_local
 

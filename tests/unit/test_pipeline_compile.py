@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -504,6 +505,8 @@ class _Recorder(BaseHTTPRequestHandler):
         self.requests.append(("POST", self.path, body))
         if self.path.startswith("/apis/v2beta1/experiments"):
             self._reply({"experiment_id": "exp-1", "display_name": body.get("display_name")})
+        elif self.path.startswith("/apis/v2beta1/recurringruns"):
+            self._reply({"recurring_run_id": "rr-7", "display_name": body.get("display_name")})
         else:
             self._reply({"run_id": "run-42", "display_name": body.get("display_name"), "experiment_id": "exp-1"})
 
@@ -593,3 +596,46 @@ def test_local_run_keeps_kfp_logging_in_the_run_log():
         builtins.print = original_print
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+def test_schedule_monitoring_creates_one_recurring_run_of_the_monitoring_pipeline(tmp_path, monkeypatch):
+    """`cpfd pipeline schedule-monitoring`: the monitoring pipeline as a recurring run, cron in KFP's six fields."""
+    from typer.testing import CliRunner
+
+    from cpfd.cli.main import app
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    thresholds = tmp_path / "monitoring.yaml"
+    thresholds.write_text("drift: {psi_alert: 0.3}\n")
+    server = HTTPServer(("127.0.0.1", 0), _Recorder)
+    _Recorder.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_port}"
+    common = ["pipeline", "schedule-monitoring", "--host", host, "--log-url", "postgresql+psycopg://log/db"]
+    common += ["--reference-uri", "gs://bucket/ref", "--config", str(thresholds)]
+    try:
+        done = CliRunner().invoke(app, [*common, "--cron", "30 6 * * 1-5", "--window-hours", "12"])
+        bad = subprocess.run(
+            [sys.executable, "-m", "cpfd.cli", *common, "--cron", "every morning"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+    assert done.exit_code == 0, done.output
+    assert "rr-7" in done.output
+    posts = [(path, body) for method, path, body in _Recorder.requests if method == "POST"]
+    assert [p.split("?")[0] for p, _ in posts] == ["/apis/v2beta1/experiments", "/apis/v2beta1/recurringruns"]
+    job = posts[1][1]
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 30 6 * * 1-5"  # seconds first, as KFP reads it
+    assert job["experiment_id"] == "exp-1" and job["mode"] == "ENABLE" and job["no_catchup"] is True
+    assert int(job["max_concurrency"]) == 1
+    params = job["runtime_config"]["parameters"]
+    assert params["log_url"] == "postgresql+psycopg://log/db" and params["reference_uri"] == "gs://bucket/ref"
+    assert params["window_hours"] == 12.0 and params["config_yaml"] == thresholds.read_text()
+    spec = job["pipeline_spec"]
+    assert spec.get("pipeline_spec", spec)["pipelineInfo"]["name"] == "cpfd-monitoring"
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --cron 'every morning': expected 5 fields")
+    assert "Traceback" not in bad.stderr
+    assert len([r for r in _Recorder.requests if r[0] == "POST"]) == 2  # the bad cron sent nothing
