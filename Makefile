@@ -36,10 +36,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # the tiers on two pytest-xdist workers (the machine's 2 cores), a test file per worker at a time (module fixtures, such
-# as a live server, are built once); TEST_WORKERS=0 runs them in this process
+# as a live server, are built once), in collection order: the slow files first (tests/conftest.py); TEST_WORKERS=0
+# runs them in this process
 TEST_WORKERS ?= 2
 test: lint docs
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=15 tests
 
 # the docs site (mkdocs.yml, docs/) into site/, offline; a warning (a broken link, a page outside the nav) fails it
 docs: $(STAMP)
