@@ -60,13 +60,15 @@ TIERS = ("unit", "data", "model", "integration")
 def pytest_collection_modifyitems(items):
     """Every test carries the marker of its tier folder (tests/<tier>/...): `pytest -m unit` runs one tier.
 
-    The tests marked slow run first: on two xdist workers (`make test`, a file per worker at a time, in this order)
-    the long files start early and the short ones fill in at the end, instead of one long file running alone last."""
+    The files with a test marked slow run first, each whole and in its own order: on two xdist workers (`make test`,
+    a file per worker at a time, in this order) the long files start early and the short ones fill in at the end,
+    instead of one long file running alone last."""
     for item in items:
         tier = Path(str(item.fspath)).parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the files keep their order
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the tests of a file keep their order
 
 
 @pytest.fixture(scope="session")

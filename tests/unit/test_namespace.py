@@ -27,8 +27,9 @@ def build_wheel(out: Path) -> Path:
         return [n for n in names if n == "__pycache__" or (Path(folder) == ROOT and n in local)]
 
     shutil.copytree(ROOT, src, symlinks=True, ignore=junk)
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
+    done = subprocess.run(  # in pip's isolated build environment, as the image builds it (a core-only venv has an
+        # older setuptools than pyproject.toml asks for, and no wheel package)
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
         capture_output=True,
         text=True,
         timeout=600,
