@@ -600,6 +600,7 @@ def test_local_run_keeps_kfp_logging_in_the_run_log():
 
 def test_schedule_monitoring_creates_one_recurring_run_of_the_monitoring_pipeline(tmp_path, monkeypatch):
     """`cpfd pipeline schedule-monitoring`: the monitoring pipeline as a recurring run, cron in KFP's six fields."""
+    pytest.importorskip("kfp")
     from typer.testing import CliRunner
 
     from cpfd.cli.main import app
