@@ -13,7 +13,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -261,7 +261,7 @@ def submit(
 
     with tempfile.TemporaryDirectory() as tmp:
         path = compile_pipeline(package_path or Path(tmp) / "cpfd_pipeline.yaml", opts)
-        try:
+        with _kfp_errors(f"submitting to {host}"):
             client = kfp.Client(host=host, namespace=namespace)
             result = client.create_run_from_pipeline_package(
                 str(path),
@@ -270,11 +270,17 @@ def submit(
                 experiment_name=experiment,
                 namespace=namespace,
             )
-        except Exception as e:  # the client raises urllib3 / ApiException / ValueError subclasses
-            raise CpfdError(
-                f"submitting to {host} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            ) from None
     return result.run_id
+
+
+@contextlib.contextmanager
+def _kfp_errors(what: str) -> Iterator[None]:
+    """Any error of the KFP client inside as one line: ``<what> failed: <type>: <first line>``."""
+    try:
+        yield
+    except Exception as e:  # the client raises urllib3 / ApiException / ValueError subclasses
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CpfdError(f"{what} failed: {type(e).__name__}: {first}") from None
 
 
 def kfp_cron(expression: str) -> str:
@@ -310,7 +316,7 @@ def schedule_monitoring(
     schedule = kfp_cron(cron)
     with tempfile.TemporaryDirectory() as tmp:
         path = compile_monitoring_pipeline(Path(tmp) / "cpfd_monitoring.yaml", image)
-        try:
+        with _kfp_errors(f"scheduling on {host}"):
             client = kfp.Client(host=host, namespace=namespace)
             experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
             result = client.create_recurring_run(
@@ -324,10 +330,6 @@ def schedule_monitoring(
                 pipeline_package_path=str(path),
                 enabled=True,
             )
-        except Exception as e:  # the client raises urllib3 / ApiException / ValueError subclasses
-            raise CpfdError(
-                f"scheduling on {host} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            ) from None
     return result.recurring_run_id
 
 

@@ -29,6 +29,7 @@ JoinOpt = typer.Option("feast", help="dataset join: feast (the feature repo, $CP
 ParallelismOpt = typer.Option(2, min=0, help="scenarios at once (0 = unlimited)")
 FoldParallelismOpt = typer.Option(0, min=0, help="fold teachers at once within a scenario (0 = unlimited)")
 ImageOpt = typer.Option(None, help="project image for every step (default: $CPFD_IMAGE or cpfd:0.1.0)")
+HostOpt = typer.Option(..., help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080")
 NoGpuOpt = typer.Option(False, "--no-gpu", help="no accelerator, node selector or toleration on the training steps")
 NodeSelectorOpt = typer.Option(
     [], "--node-selector", help="KEY=VALUE for the GPU steps (repeatable; replaces the default)"
@@ -88,15 +89,24 @@ def _toleration(text: str) -> dict:
     )
 
 
-def resolve_inputs(data: Path, videos: Path | None, features: Path | None, config: Path | None, set_: list[str]):
-    from cpfd.config import load_config
-
+def default_inputs(
+    data: Path, videos: Path | None, features: Path | None, config: Path | None
+) -> tuple[Path, Path, Path | None]:
+    """--videos and --features, else the tables of --data (and its scenarios.yaml when no --config is given)."""
     if videos is None:
         videos, features = data / "videos.parquet", data
         if config is None and (data / "scenarios.yaml").exists():
             config = data / "scenarios.yaml"
     elif features is None:
         raise CpfdError("--videos needs --features")
+    return videos, features, config
+
+
+def resolve_inputs(data: Path, videos: Path | None, features: Path | None, config: Path | None, set_: list[str]):
+    """The local run's inputs: defaulted from --data, checked to exist, absolute, and the loaded config."""
+    from cpfd.config import load_config
+
+    videos, features, config = default_inputs(data, videos, features, config)
     for p in (videos, features):
         if not Path(p).exists():
             raise CpfdError(f"input table not found: {p} (generate one with `cpfd generate --out {data}`)")
@@ -226,7 +236,7 @@ def run_cmd(
 
 @pipeline_app.command("submit")
 def submit_cmd(
-    host: str = typer.Option(..., help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080"),
+    host: str = HostOpt,
     data: Path = DataOpt,
     videos: Path | None = typer.Option(None),
     features: Path | None = typer.Option(None),
@@ -251,11 +261,7 @@ def submit_cmd(
     from cpfd.config import load_config
     from cpfd.pipelines.runner import pipeline_arguments, submit
 
-    if videos is None:
-        videos, features = data / "videos.parquet", data
-        config = config or (data / "scenarios.yaml" if (data / "scenarios.yaml").exists() else None)
-    elif features is None:
-        raise CpfdError("--videos needs --features")
+    videos, features, config = default_inputs(data, videos, features, config)  # as the cluster sees them: unchecked
     project = load_config(config, set_)
     args = pipeline_arguments(videos, features, project, scenario or None, method, join, stream_root=stream_root)
     run_id = submit(
@@ -271,7 +277,7 @@ def submit_cmd(
 
 @pipeline_app.command("schedule-monitoring")
 def schedule_monitoring_cmd(
-    host: str = typer.Option(..., help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080"),
+    host: str = HostOpt,
     log_url: str = typer.Option(..., help="the prediction log's SQLAlchemy URL, as the cluster reaches it"),
     reference_uri: str = typer.Option(..., help="the offline reference (gs://, s3://, minio://), e.g. the pipeline's"),
     cron: str = typer.Option("0 6 * * *", help="when, in UTC: 5 cron fields, or 6 with seconds first"),

@@ -239,10 +239,9 @@ def build_dataset_feast(
     """The platform path: videos as the entity dataframe, the scenario's feature service, same layout. With
     ``feature_store.repo`` the team's own Feast deployment (``cpfd.featurestore.reference``; ``features`` unused)."""
     from cpfd.data.build import fingerprint, scenario_videos, selected_sources, write_dataset
+    from cpfd.featurestore.reference import build_dataset_reference, record_lineage
 
     if config.feature_store.by_reference:
-        from cpfd.featurestore.reference import build_dataset_reference
-
         return build_dataset_reference(videos_path, scenario, config, out_dir, stream_root)
     scen = config.scenario(scenario)
     videos = scenario_videos(videos_path, scenario, config)
@@ -266,8 +265,6 @@ def build_dataset_feast(
         paths,
         stream_root=stream_root,
     )
-    from cpfd.featurestore.reference import record_lineage
-
     return record_lineage(out_dir, manifest, declared_lineage(store, scen.feature_service, paths))
 
 
